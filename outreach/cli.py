@@ -1,0 +1,405 @@
+"""The ``outreach`` command line (Typer + Rich).
+
+Exit codes (DESIGN.md): 0 done, 1 partial failure (some records failed; the summary says
+which), 2 bad input or configuration (the message names the file, the place and the fix).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from outreach import __version__
+from outreach.cadence import CANONICAL_STAGES, CadenceConfig, load_cadence_file
+from outreach.clock import Clock, FixedClock, SystemClock, parse_instant
+from outreach.errors import ConfigError, InputError, StoreError
+from outreach.settings import Settings
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="outreach",
+    help="Recruiting outreach engine: sync candidates, run follow-up cadences, measure.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Validate the cadence file and templates.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(db_app, name="db")
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+log = logging.getLogger("outreach")
+
+EXIT_OK, EXIT_PARTIAL, EXIT_BAD_INPUT = 0, 1, 2
+
+NowOption = Annotated[
+    str | None,
+    typer.Option("--now", help="Simulated current time, ISO-8601 (default: the wall clock)."),
+]
+
+
+def _fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    return typer.Exit(code)
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise _fail(f"bad environment settings: {problems}") from None
+
+
+def _clock(now: str | None) -> Clock:
+    if now is None:
+        return SystemClock()
+    try:
+        return FixedClock(parse_instant(now))
+    except ValueError as exc:
+        raise _fail(f"--now: {exc}") from None
+
+
+def _config(settings: Settings, file: Path | None = None) -> CadenceConfig:
+    path = file if file is not None else settings.config_path
+    try:
+        return load_cadence_file(path)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _engine(settings: Settings):
+    from outreach.store import ensure_schema, make_engine
+
+    try:
+        engine = make_engine(settings.database_url)
+        ensure_schema(engine)
+    except (ConfigError, StoreError) as exc:
+        raise _fail(str(exc)) from None
+    return engine
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    """Recruiting outreach engine."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("alembic").setLevel(logging.DEBUG if verbose else logging.WARNING)
+    if version:
+        out.print(f"outreach {__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
+@config_app.command("check")
+def config_check(
+    file: Annotated[
+        Path | None,
+        typer.Argument(help="Cadence file (default: OUTREACH_CONFIG or config/cadences.yaml)."),
+    ] = None,
+) -> None:
+    """Validate the cadence file and every template it uses."""
+    from outreach.templates import check_templates
+
+    settings = _settings()
+    config = _config(settings, file)
+    report = check_templates(config)
+    for warning in report.warnings:
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    if report.errors:
+        raise _fail(
+            f"{len(report.errors)} problem(s) in templates\n"
+            + "\n".join(f"  - {e}" for e in report.errors)
+        )
+    steps = sum(len(c.steps) for c in config.cadences)
+    out.print(
+        f"[green]ok[/] {config.path}: {len(config.cadences)} cadences, {steps} steps, "
+        f"{report.checked} templates"
+        + (f", {len(report.warnings)} warning(s)" if report.warnings else ""),
+        highlight=False,
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create the database or apply pending schema migrations."""
+    from outreach.store import make_engine, upgrade
+    from outreach.store.db import current_revision, head_revision
+
+    settings = _settings()
+    try:
+        engine = make_engine(settings.database_url)
+        before = current_revision(engine)
+        upgrade(engine)
+    except (ConfigError, StoreError) as exc:
+        raise _fail(str(exc)) from None
+    head = head_revision()
+    if before == head:
+        out.print(f"database already at revision {head}")
+    else:
+        out.print(f"database upgraded from {before or 'empty'} to revision {head}")
+
+
+@app.command("import")
+def import_command(
+    file: Annotated[Path, typer.Argument(help="CSV (with a header row) or JSONL file.")],
+    source: Annotated[
+        str | None,
+        typer.Option("--source", help="Source name for rows without a source column value."),
+    ] = None,
+    now: NowOption = None,
+) -> None:
+    """Load candidates from CSV or JSONL (for any ATS without a connector).
+
+    Columns: source, external_id, first_name, last_name, email, phone, linkedin_url,
+    timezone, stage, stage_entered_at, job_title, recruiter_name, recruiter_email, owner_id,
+    sms_consent, preferred_channel; any other column becomes a custom field. Re-importing a
+    row with the same source and external_id updates it.
+    """
+    from outreach.importer import detect_format, import_file
+
+    settings = _settings()
+    clock = _clock(now)
+    config = _config(settings)
+    if not file.is_file():
+        raise _fail(f"{file}: file not found")
+    try:
+        detect_format(file)
+    except InputError as exc:
+        raise _fail(str(exc)) from None
+    engine = _engine(settings)
+    try:
+        with _progress("importing", _count_lines(file)) as advance:
+            report = import_file(
+                file, engine, config, clock, default_source=source, progress=advance
+            )
+    except InputError as exc:
+        raise _fail(str(exc)) from None
+
+    for warning in report.warnings:
+        err.print(f"[yellow]warning:[/] {file}: {warning}", highlight=False)
+    for problem in report.errors:
+        err.print(f"[red]bad row:[/] {file}: {problem}", highlight=False)
+    stats = report.stats
+    out.print(
+        f"{file}: {report.rows} rows, {report.loaded} loaded ({stats.new} new, "
+        f"{stats.updated} updated, {stats.merged} people merged, {stats.stage_changes} stage "
+        f"changes), {len(report.errors)} bad",
+        highlight=False,
+    )
+    if report.errors:
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+@app.command("candidates")
+def candidates_command(
+    stage: Annotated[
+        str | None,
+        typer.Option("--stage", help=f"Only this stage ({', '.join(CANONICAL_STAGES)})."),
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
+    limit: Annotated[int | None, typer.Option("--limit", help="At most this many people.")] = None,
+) -> None:
+    """People in the store, with their stage and contact points."""
+    from outreach.people import iter_people
+
+    if stage is not None and stage not in CANONICAL_STAGES:
+        raise _fail(f"--stage {stage!r} is not a stage; use one of {', '.join(CANONICAL_STAGES)}")
+    if fmt not in ("table", "json", "csv"):
+        raise _fail(f"--format {fmt!r} is not supported; use table, json or csv")
+    settings = _settings()
+    engine = _engine(settings)
+    people = iter_people(engine, stage=stage, limit=limit)
+    if fmt == "json":
+        _print_json(people)
+    elif fmt == "csv":
+        _print_csv(people)
+    else:
+        _print_table(people)
+
+
+def _print_json(people) -> None:
+    write = sys.stdout.write
+    write("[")
+    count = 0
+    for person in people:
+        write(("\n" if count == 0 else ",\n") + json.dumps(person, default=_json_default))
+        count += 1
+    write("\n]\n" if count else "]\n")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+_CSV_COLUMNS = [
+    "person_id",
+    "first_name",
+    "last_name",
+    "stage",
+    "stage_entered_at",
+    "records",
+    "email",
+    "phone",
+    "linkedin_url",
+    "sms_consent",
+    "suppressed",
+    "global_opt_out",
+]
+
+
+def _print_csv(people) -> None:
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(_CSV_COLUMNS)
+    for person in people:
+        flat = _flatten(person)
+        writer.writerow([flat[c] for c in _CSV_COLUMNS])
+
+
+def _flatten(person: dict[str, Any]) -> dict[str, Any]:
+    def values(kind: str) -> str:
+        return ";".join(c["value"] for c in person["contacts"] if c["kind"] == kind)
+
+    phones = [c for c in person["contacts"] if c["kind"] == "phone"]
+    consent = {c["sms_consent"] for c in phones}
+    return {
+        "person_id": person["id"],
+        "first_name": person["first_name"] or "",
+        "last_name": person["last_name"] or "",
+        "stage": person["stage"] or "",
+        "stage_entered_at": person["stage_entered_at"].isoformat()
+        if person["stage_entered_at"]
+        else "",
+        "records": ";".join(f"{r['source']}:{r['external_id']}" for r in person["records"]),
+        "email": values("email"),
+        "phone": values("phone"),
+        "linkedin_url": values("linkedin"),
+        "sms_consent": "" if not phones or None in consent else str(all(consent)).lower(),
+        "suppressed": ";".join(
+            f"{c['kind']}:{c['suppressed_reason'] or 'suppressed'}"
+            for c in person["contacts"]
+            if c["suppressed"]
+        ),
+        "global_opt_out": str(person["global_opt_out"]).lower(),
+    }
+
+
+def _print_table(people) -> None:
+    table = Table(show_lines=False, header_style="bold")
+    for column in (
+        "id",
+        "name",
+        "stage",
+        "since",
+        "records",
+        "email",
+        "phone",
+        "linkedin",
+        "flags",
+    ):
+        table.add_column(column, overflow="fold")
+    count = 0
+    for person in people:
+        count += 1
+        flat = _flatten(person)
+        flags = []
+        if person["global_opt_out"]:
+            flags.append("opted out")
+        if flat["suppressed"]:
+            flags.append("suppressed " + flat["suppressed"])
+        if flat["sms_consent"] == "true":
+            flags.append("sms ok")
+        table.add_row(
+            str(person["id"]),
+            " ".join(p for p in (flat["first_name"], flat["last_name"]) if p),
+            flat["stage"],
+            flat["stage_entered_at"][:16].replace("T", " "),
+            flat["records"].replace(";", "\n"),
+            flat["email"].replace(";", "\n"),
+            flat["phone"].replace(";", "\n"),
+            flat["linkedin_url"].replace(";", "\n"),
+            ", ".join(flags),
+        )
+    out.print(table)
+    out.print(f"{count} people", highlight=False)
+
+
+def _count_lines(path: Path) -> int | None:
+    if not out.is_terminal:
+        return None
+    with path.open("rb") as handle:
+        return max(
+            sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b"")) - 1, 0
+        )
+
+
+class _progress:
+    """A Rich progress bar on a terminal; periodic plain log lines otherwise."""
+
+    def __init__(self, label: str, total: int | None) -> None:
+        self.label = label
+        self.total = total
+        self.bar: Progress | None = None
+        self.next_log = 10_000
+
+    def __enter__(self):
+        if out.is_terminal:
+            self.bar = Progress(
+                TextColumn(self.label),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=err,
+                transient=True,
+            )
+            self.bar.start()
+            task = self.bar.add_task(self.label, total=self.total)
+
+            def advance(done: int) -> None:
+                if done % 500 == 0:
+                    self.bar.update(task, completed=done)
+
+            return advance
+
+        def log_line(done: int) -> None:
+            if done >= self.next_log:
+                log.info("%s: %d rows", self.label, done)
+                self.next_log += 10_000
+
+        return log_line
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def main() -> None:
+    """Entry point of the ``outreach`` script."""
+    try:
+        app()
+    except (ConfigError, InputError, StoreError) as exc:  # pragma: no cover - safety net
+        err.print(f"error: {exc}", highlight=False, markup=False)
+        raise SystemExit(EXIT_BAD_INPUT) from None

@@ -1,0 +1,249 @@
+"""The store's tables (SQLAlchemy 2 declarative). Alembic migrations mirror these.
+
+``people`` is one human across CRM records; ``candidate_records`` is what each source
+says about them; ``contact_points`` are the person's addresses with consent and
+suppression state; ``enrollments`` and the ``touches`` ledger are the cadence engine's
+state; ``events`` are inbound signals (stage changes, replies, opt-outs, bounces);
+``tasks`` are recruiter tasks; ``sync_state`` holds each source's committed cursor.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from outreach.store.types import UTCDateTime
+
+__all__ = [
+    "Base",
+    "CandidateRecord",
+    "ContactPoint",
+    "Enrollment",
+    "Event",
+    "Person",
+    "SyncState",
+    "Task",
+    "Touch",
+]
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every table."""
+
+
+class Person(Base):
+    """One human, whatever number of CRM records describe them."""
+
+    __tablename__ = "people"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    global_opt_out: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    opted_out_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class CandidateRecord(Base):
+    """What one source (a CRM, or an import file) says about a person."""
+
+    __tablename__ = "candidate_records"
+    __table_args__ = (
+        UniqueConstraint("source", "external_id", name="uq_candidate_records_source_external"),
+        Index("ix_candidate_records_person", "person_id"),
+        Index("ix_candidate_records_stage", "stage"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id"), nullable=False)
+    source: Mapped[str] = mapped_column(String(32), nullable=False)
+    external_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    first_name: Mapped[str | None] = mapped_column(String(200))
+    last_name: Mapped[str | None] = mapped_column(String(200))
+    email: Mapped[str | None] = mapped_column(String(320))
+    phone: Mapped[str | None] = mapped_column(String(32))
+    linkedin_url: Mapped[str | None] = mapped_column(String(500))
+    source_stage: Mapped[str | None] = mapped_column(String(200))
+    stage: Mapped[str | None] = mapped_column(String(20))
+    stage_entered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    job_title: Mapped[str | None] = mapped_column(String(300))
+    job_department: Mapped[str | None] = mapped_column(String(300))
+    recruiter_name: Mapped[str | None] = mapped_column(String(200))
+    recruiter_email: Mapped[str | None] = mapped_column(String(320))
+    recruiter_phone: Mapped[str | None] = mapped_column(String(32))
+    owner_id: Mapped[str | None] = mapped_column(String(128))
+    preferred_channel: Mapped[str | None] = mapped_column(String(16))
+    tags: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
+    custom: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    source_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class ContactPoint(Base):
+    """An email address, phone number or LinkedIn profile of a person, with its state.
+
+    Suppression is sticky: sync and import never clear it (DESIGN.md invariant 4).
+    """
+
+    __tablename__ = "contact_points"
+    __table_args__ = (
+        UniqueConstraint("kind", "value", name="uq_contact_points_kind_value"),
+        Index("ix_contact_points_person", "person_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id"), nullable=False)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)  # email | phone | linkedin
+    value: Mapped[str] = mapped_column(String(500), nullable=False)
+    phone_type: Mapped[str | None] = mapped_column(String(32))
+    valid: Mapped[bool] = mapped_column(Boolean, default=True, nullable=False)
+    invalid_reason: Mapped[str | None] = mapped_column(Text)
+    sms_consent: Mapped[bool | None] = mapped_column(Boolean)
+    suppressed: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    suppressed_reason: Mapped[str | None] = mapped_column(Text)
+    suppressed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class Enrollment(Base):
+    """A person in a cadence, from one entry into the trigger stage."""
+
+    __tablename__ = "enrollments"
+    __table_args__ = (
+        UniqueConstraint("person_id", "cadence_id", "triggered_at", name="uq_enrollments_entry"),
+        Index("ix_enrollments_due", "status", "next_due_at"),
+        Index("ix_enrollments_person", "person_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id"), nullable=False)
+    record_id: Mapped[int | None] = mapped_column(ForeignKey("candidate_records.id"))
+    cadence_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    trigger_stage: Mapped[str] = mapped_column(String(20), nullable=False)
+    triggered_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="active")
+    stop_reason: Mapped[str | None] = mapped_column(Text)
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    next_step: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    next_occurrence: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    next_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    defer_reason: Mapped[str | None] = mapped_column(Text)
+    last_touch_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class Touch(Base):
+    """The ledger: one row per step occurrence, written before any provider call.
+
+    ``idempotency_key`` is ``enrollment:step:occurrence``; its uniqueness is what makes
+    a step occurrence go out at most once (DESIGN.md invariant 2).
+    """
+
+    __tablename__ = "touches"
+    __table_args__ = (
+        UniqueConstraint("idempotency_key", name="uq_touches_idempotency_key"),
+        Index("ix_touches_person_time", "person_id", "sent_at"),
+        Index("ix_touches_status", "status"),
+        Index("ix_touches_provider_message", "provider_message_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(200), nullable=False)
+    enrollment_id: Mapped[int] = mapped_column(ForeignKey("enrollments.id"), nullable=False)
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id"), nullable=False)
+    cadence_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    step_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    occurrence: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    channel: Mapped[str | None] = mapped_column(String(16))
+    contact_point_id: Mapped[int | None] = mapped_column(ForeignKey("contact_points.id"))
+    template: Mapped[str | None] = mapped_column(String(128))
+    variant: Mapped[str | None] = mapped_column(String(64))
+    subject: Mapped[str | None] = mapped_column(String(500))
+    transactional: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    planned_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    claimed_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    provider_message_id: Mapped[str | None] = mapped_column(String(200))
+    reason: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class Event(Base):
+    """An inbound signal: stage change, reply, opt-out, bounce, unsubscribe, delivery."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        UniqueConstraint("dedupe_key", name="uq_events_dedupe_key"),
+        Index("ix_events_unprocessed", "processed_at", "id"),
+        Index("ix_events_person", "person_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    type: Mapped[str] = mapped_column(String(32), nullable=False)
+    channel: Mapped[str | None] = mapped_column(String(16))
+    person_id: Mapped[int | None] = mapped_column(ForeignKey("people.id"))
+    record_id: Mapped[int | None] = mapped_column(ForeignKey("candidate_records.id"))
+    contact_point_id: Mapped[int | None] = mapped_column(ForeignKey("contact_points.id"))
+    touch_id: Mapped[int | None] = mapped_column(ForeignKey("touches.id"))
+    source: Mapped[str | None] = mapped_column(String(32))
+    external_id: Mapped[str | None] = mapped_column(String(128))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    dedupe_key: Mapped[str | None] = mapped_column(String(200))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class Task(Base):
+    """A recruiter task (LinkedIn step, call, or a touch no channel could carry)."""
+
+    __tablename__ = "tasks"
+    __table_args__ = (
+        Index("ix_tasks_status_owner", "status", "owner_id"),
+        Index("ix_tasks_person", "person_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id"), nullable=False)
+    record_id: Mapped[int | None] = mapped_column(ForeignKey("candidate_records.id"))
+    touch_id: Mapped[int | None] = mapped_column(ForeignKey("touches.id"))
+    source: Mapped[str | None] = mapped_column(String(32))
+    owner_id: Mapped[str | None] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)  # linkedin | call | manual
+    title: Mapped[str] = mapped_column(String(500), nullable=False)
+    body: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    reason: Mapped[str | None] = mapped_column(Text)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="open")
+    external_id: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class SyncState(Base):
+    """The last committed cursor of one source (sync resumes from here)."""
+
+    __tablename__ = "sync_state"
+
+    source: Mapped[str] = mapped_column(String(32), primary_key=True)
+    cursor: Mapped[str | None] = mapped_column(Text)
+    full_cursor: Mapped[str | None] = mapped_column(Text)
+    last_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)

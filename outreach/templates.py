@@ -1,0 +1,283 @@
+"""Message templates: strict, sandboxed Jinja2 rendering and the checks ``config check`` runs.
+
+Templates live in ``templates/`` beside the cadence file: ``NAME.email.j2`` (first line
+``Subject: ...``), ``NAME.sms.j2`` and ``NAME.task.j2`` (first line ``Title: ...``).
+Rendering is strict: a missing variable raises :class:`TemplateRenderError` naming it,
+and nothing is sent. Values from the CRM are data: they are inserted as text, never
+parsed as template code.
+
+Example::
+
+    store = TemplateStore(Path("config/templates"))
+    message = store.render("interview_thanks", "email", context)
+    message.subject, message.body
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment
+from jinja2.utils import missing
+
+from outreach.errors import ConfigError
+from outreach.segments import count_segments
+
+__all__ = [
+    "RenderedMessage",
+    "TemplateRenderError",
+    "TemplateStore",
+    "Vars",
+    "check_templates",
+    "sample_context",
+]
+
+_KIND_BY_CHANNEL = {"email": "email", "sms": "sms", "linkedin": "task", "call": "task"}
+
+
+class Vars(dict):
+    """A mapping of template variables that knows its own name, for error messages.
+
+    Keys whose value is ``None`` or an empty string are left out, so that a value missing
+    in the CRM is *undefined* in the template (an error unless the template says
+    ``| default(...)``), never the text ``None``.
+    """
+
+    def __init__(self, label: str, values: Mapping[str, Any] | None = None) -> None:
+        super().__init__(
+            (key, value)
+            for key, value in (values or {}).items()
+            if value is not None and value != ""
+        )
+        self.label = label
+
+
+class _AnyCustom(Vars):
+    """Sample custom fields for ``config check``: every name has a plausible value."""
+
+    def __missing__(self, key: str) -> str:
+        return f"sample {key}"
+
+
+class _StrictUndefined(jinja2.StrictUndefined):
+    """StrictUndefined whose message names the full variable (``candidate.frist_name``)."""
+
+    @property
+    def _undefined_message(self) -> str:
+        if self._undefined_hint:
+            return self._undefined_hint
+        if self._undefined_obj is missing:
+            return f"variable {self._undefined_name!r} is undefined"
+        label = getattr(self._undefined_obj, "label", None)
+        if label:
+            return f"variable '{label}.{self._undefined_name}' is undefined"
+        return super()._undefined_message
+
+
+class TemplateRenderError(Exception):
+    """A template could not be rendered for one person (missing variable, bad syntax)."""
+
+    def __init__(self, template: str, reason: str, line: int | None = None) -> None:
+        self.template = template
+        self.reason = reason
+        self.line = line
+        where = f"{template}:{line}" if line else template
+        super().__init__(f"{where}: {reason}")
+
+
+@dataclass(frozen=True)
+class RenderedMessage:
+    """A rendered template: ``subject`` for email, ``title`` for tasks, always ``body``."""
+
+    template: str
+    kind: str
+    body: str
+    subject: str | None = None
+    title: str | None = None
+
+
+class TemplateStore:
+    """The template folder and a sandboxed, strict Jinja2 environment over it."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self.env = SandboxedEnvironment(
+            loader=jinja2.FileSystemLoader(str(self.directory)),
+            undefined=_StrictUndefined,
+            autoescape=False,
+            keep_trailing_newline=False,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            auto_reload=False,
+        )
+
+    @staticmethod
+    def kind_for(channel: str) -> str:
+        """The template kind a channel uses: email, sms or task."""
+        return _KIND_BY_CHANNEL[channel]
+
+    def filename(self, name: str, kind: str) -> str:
+        """The file name of template ``name`` for ``kind``."""
+        return f"{name}.{kind}.j2"
+
+    def path_for(self, name: str, kind: str) -> Path:
+        """Where template ``name`` for ``kind`` lives."""
+        return self.directory / self.filename(name, kind)
+
+    def exists(self, name: str, kind: str) -> bool:
+        """Whether the template file exists."""
+        return self.path_for(name, kind).is_file()
+
+    def render(self, name: str, kind: str, context: Mapping[str, Any]) -> RenderedMessage:
+        """Render template ``name`` for ``kind`` with ``context``.
+
+        Raises :class:`TemplateRenderError` naming the template, the line and the
+        missing variable; a partial message is never returned.
+        """
+        filename = self.filename(name, kind)
+        try:
+            template = self.env.get_template(filename)
+        except jinja2.TemplateNotFound:
+            raise TemplateRenderError(filename, f"template not found in {self.directory}") from None
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateRenderError(
+                filename, f"syntax error: {exc.message}", exc.lineno
+            ) from None
+        try:
+            text = template.render(context)
+        except jinja2.UndefinedError as exc:
+            raise TemplateRenderError(
+                filename, exc.message or str(exc), _line(exc, template)
+            ) from None
+        except jinja2.TemplateError as exc:
+            raise TemplateRenderError(filename, str(exc), _line(exc, template)) from None
+        except (TypeError, ValueError, ArithmeticError) as exc:
+            raise TemplateRenderError(
+                filename, f"{type(exc).__name__}: {exc}", _line(exc, template)
+            ) from None
+        return _split(filename, kind, text)
+
+
+def _line(exc: BaseException, template: jinja2.Template) -> int | None:
+    # Jinja rewrites tracebacks so that template frames carry the template's own line.
+    tb: types.TracebackType | None = exc.__traceback__
+    line = None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == template.filename:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def _split(filename: str, kind: str, text: str) -> RenderedMessage:
+    text = text.strip("\n")
+    if kind == "email":
+        first, _, rest = text.partition("\n")
+        if not first.startswith("Subject:"):
+            raise TemplateRenderError(
+                filename, "an email template must start with a 'Subject: ...' line", 1
+            )
+        subject = first[len("Subject:") :].strip()
+        if not subject:
+            raise TemplateRenderError(filename, "the subject line is empty", 1)
+        return RenderedMessage(filename, kind, rest.strip("\n").strip(), subject=subject)
+    if kind == "task":
+        first, _, rest = text.partition("\n")
+        if first.startswith("Title:"):
+            return RenderedMessage(
+                filename, kind, rest.strip(), title=first[len("Title:") :].strip()
+            )
+        return RenderedMessage(filename, kind, text.strip(), title=None)
+    return RenderedMessage(filename, kind, text.strip())
+
+
+def sample_context(company_name: str) -> dict[str, Any]:
+    """A realistic, long-ish context for checking templates (and SMS length)."""
+    return {
+        "candidate": Vars(
+            "candidate",
+            {
+                "first_name": "Alexandra",
+                "last_name": "Montgomery",
+                "email": "alexandra.montgomery@example.com",
+                "phone": "+14155550142",
+                "linkedin_url": "https://www.linkedin.com/in/alexandra-montgomery",
+                "source": "greenhouse",
+                "stage": "interview",
+                "tags": ["backend", "referral"],
+                "custom": _AnyCustom("candidate.custom"),
+            },
+        ),
+        "job": Vars("job", {"title": "Senior Software Engineer", "department": "Engineering"}),
+        "recruiter": Vars(
+            "recruiter",
+            {"name": "Jordan Smith", "email": "jordan.smith@example.com", "phone": "+12125550187"},
+        ),
+        "company": Vars("company", {"name": company_name}),
+        "touch": Vars(
+            "touch", {"cadence": "sample-cadence", "step": "sample-step", "variant": "a"}
+        ),
+    }
+
+
+@dataclass(frozen=True)
+class TemplateReport:
+    """What ``config check`` found in the templates: errors fail, warnings inform."""
+
+    errors: list[str]
+    warnings: list[str]
+    checked: int
+
+
+def check_templates(config: Any) -> TemplateReport:
+    """Compile and sample-render every template a cadence may use.
+
+    ``config`` is a :class:`outreach.cadence.CadenceConfig`. Errors: syntax, missing
+    ``Subject:`` line, unknown variables (``candidate.frist_name``). Warnings: an SMS body
+    longer than one segment with realistic values.
+    """
+    store = TemplateStore(config.template_dir)
+    errors: list[str] = []
+    warnings: list[str] = []
+    seen: set[tuple[str, str]] = set()
+    context = sample_context(config.company.name)
+    for cadence in config.cadences:
+        for step in cadence.steps:
+            kinds = {TemplateStore.kind_for(ch) for ch in config.channels_for(step)}
+            if step.on_late == "task":
+                kinds.add("task")
+            for name in step.templates:
+                for kind in sorted(kinds):
+                    if (name, kind) in seen or not store.exists(name, kind):
+                        continue  # a missing file is reported by the cadence cross-check
+                    seen.add((name, kind))
+                    path = store.path_for(name, kind)
+                    try:
+                        message = store.render(name, kind, context)
+                    except TemplateRenderError as exc:
+                        where = f"{path}:{exc.line}" if exc.line else str(path)
+                        errors.append(f"{where}: {exc.reason}")
+                        continue
+                    if kind == "sms":
+                        info = count_segments(message.body)
+                        if info.segments > 1:
+                            detail = f"{info.units} {info.encoding} units" + (
+                                f", non-GSM characters {info.non_gsm!r}" if info.non_gsm else ""
+                            )
+                            warnings.append(
+                                f"{path}: SMS body takes {info.segments} segments with sample "
+                                f"values ({detail}); one segment is 160 GSM-7 characters "
+                                "(70 if any character is outside GSM-7)"
+                            )
+    return TemplateReport(errors=errors, warnings=warnings, checked=len(seen))
+
+
+def raise_for_report(report: TemplateReport) -> None:
+    """Turn template errors into a :class:`ConfigError` (warnings are not errors)."""
+    if report.errors:
+        raise ConfigError(f"{len(report.errors)} problem(s) in templates", report.errors)
