@@ -387,7 +387,7 @@ class Cadence(_Model):
             if step.id in seen:
                 raise PydanticCustomError(
                     "duplicate_step",
-                    "step id {id!r} is used twice in this cadence",
+                    "step id '{id}' is used twice in this cadence",
                     {"id": step.id},
                 )
             seen.add(step.id)
@@ -425,7 +425,7 @@ class CadenceFile(_Model):
             if not re.match(_SLUG, source):
                 raise PydanticCustomError(
                     "source_name",
-                    "source {source!r} must be a lower-case name like greenhouse, lever, hubspot",
+                    "source '{source}' must be a lower-case name like greenhouse, lever, hubspot",
                     {"source": source},
                 )
         return value
@@ -614,8 +614,8 @@ def _describe(path: Path, root: yaml.Node | None, err: dict[str, Any]) -> str:
         message = f"{value!r} is not allowed; {message[0].lower()}{message[1:]}"
     elif isinstance(value, str | int | float | bool) or value is None:
         message = f"got {value!r}: {message}"
-    else:
-        message = f"{message}"
+    elif isinstance(value, list) and len(repr(value)) <= 120:
+        message = f"got {value!r}: {message}"
     return f"{_where(path, root, loc)}: {message}"
 
 

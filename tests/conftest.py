@@ -1,0 +1,88 @@
+"""Shared fixtures: a throwaway database per test (SQLite, or PostgreSQL when asked).
+
+``OUTREACH_TEST_DATABASE=postgresql`` runs every store test against a fresh database on
+the PostgreSQL server at ``OUTREACH_TEST_POSTGRES_URL`` (default: the local server, trust
+auth); each test gets its own database, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+from typer.testing import CliRunner
+
+from outreach.clock import FixedClock
+from outreach.store import make_engine, upgrade
+
+BACKEND = os.environ.get("OUTREACH_TEST_DATABASE", "sqlite").lower()
+POSTGRES_URL = os.environ.get(
+    "OUTREACH_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+REPO = Path(__file__).resolve().parent.parent
+NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
+
+
+def pytest_report_header(config) -> str:
+    """Say which database the store tests use."""
+    return f"outreach test database: {BACKEND}"
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> Iterator[str]:
+    """A URL of an empty database that exists only for this test."""
+    if BACKEND == "sqlite":
+        yield f"sqlite:///{tmp_path / 'outreach-test.db'}"
+        return
+    if BACKEND != "postgresql":
+        raise pytest.UsageError("OUTREACH_TEST_DATABASE must be sqlite or postgresql")
+    name = f"outreach_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    """An engine on a freshly migrated database."""
+    eng = make_engine(database_url)
+    upgrade(eng)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    """A clock standing at Wednesday 2026-11-25 15:00 UTC."""
+    return FixedClock(NOW)
+
+
+@pytest.fixture
+def cli(tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch):
+    """Run the ``outreach`` CLI in a clean working directory against the test database."""
+    from outreach.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name.startswith(("OUTREACH_", "GREENHOUSE_", "LEVER_", "HUBSPOT_", "SENDGRID_", "TWILIO_")):
+            if name not in ("OUTREACH_TEST_DATABASE", "OUTREACH_TEST_POSTGRES_URL"):
+                monkeypatch.delenv(name)
+    monkeypatch.setenv("OUTREACH_DATABASE_URL", database_url)
+    runner = CliRunner()
+
+    def run(*args: str, env: dict[str, str] | None = None):
+        return runner.invoke(app, list(args), env=env, catch_exceptions=False)
+
+    return run

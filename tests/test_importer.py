@@ -1,0 +1,198 @@
+"""``outreach import``: good rows load, bad rows are named by line, re-import updates."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from outreach.cadence import load_cadence_file
+from outreach.importer import import_file
+from outreach.paths import default_config_dir
+from outreach.store.schema import CandidateRecord, ContactPoint, Event, Person
+
+HEADER = (
+    "source,external_id,first_name,last_name,email,phone,linkedin_url,timezone,stage,"
+    "stage_entered_at,job_title,recruiter_name,recruiter_email,owner_id,sms_consent,"
+    "preferred_channel,highlight\n"
+)
+ROWS = [
+    "import,c1,Ann,Lee,ann@example.com,(212) 555-0101,,America/New_York,applied,2026-11-20T09:00:00-05:00,Data Engineer,Jo Smith,jo@example.com,rec-1,true,email,the Spark talk",
+    "import,c2,Ben,Ode,ben@example.com,,,,screening,,Designer,Jo Smith,jo@example.com,rec-1,,,",
+    "import,c3,Cat,Ng,cat@example,,,,applied,,Designer,Jo Smith,jo@example.com,rec-1,,,",  # bad email
+    "import,c4,Dan,Ito,dan@example.com,+1 415 555 0104,https://linkedin.com/in/dan-ito,,interview,,SRE,Jo Smith,jo@example.com,rec-1,no,sms,",
+    "import,c5,Eve,Ra,eve@example.com,,,,offer,,SRE,Jo Smith,jo@example.com,rec-1,,,",
+    "import,c6,Fay,Su,fay@example.com,,,Mars/Base,applied,,SRE,Jo Smith,jo@example.com,rec-1,,,",  # bad zone
+    "import,c7,Gus,Li,gus@example.com,,,,prospect,,SRE,Jo Smith,jo@example.com,rec-1,,,",
+    "import,c8,Hal,Po,hal@example.com,,,,hired,,SRE,Jo Smith,jo@example.com,rec-1,,,",
+    "import,c9,Ivy,Qu,ivy@example.com,,,,rejected,,SRE,Jo Smith,jo@example.com,rec-1,,,",
+    "import,c10,Jon,Wu,jon@example.com,,,,applied,,SRE,Jo Smith,jo@example.com,rec-1,,,",
+]
+
+
+def write_csv(tmp_path: Path, rows: list[str], name: str = "people.csv") -> Path:
+    path = tmp_path / name
+    path.write_text(HEADER + "\n".join(rows) + "\n")
+    return path
+
+
+def test_ten_rows_two_bad_loads_eight_and_names_the_lines(cli, tmp_path: Path) -> None:
+    path = write_csv(tmp_path, ROWS)
+    result = cli("import", str(path), "--now", "2026-11-25T15:00:00Z")
+    assert result.exit_code == 1, result.output
+    assert "10 rows, 8 loaded" in result.stdout
+    assert "2 bad" in result.stdout
+    assert "line 4 (import c3): email 'cat@example' is not valid" in result.stderr
+    assert "line 7 (import c6): timezone 'Mars/Base' is not an IANA zone" in result.stderr
+
+    listed = cli("candidates", "--format", "json")
+    assert listed.exit_code == 0
+    people = json.loads(listed.stdout)
+    assert len(people) == 8
+    ann = next(p for p in people if p["first_name"] == "Ann")
+    assert ann["stage"] == "applied"
+    assert ann["stage_entered_at"] == "2026-11-20T14:00:00+00:00"
+    phone = next(c for c in ann["contacts"] if c["kind"] == "phone")
+    assert phone["value"] == "+12125550101" and phone["sms_consent"] is True
+    dan = next(p for p in people if p["first_name"] == "Dan")
+    assert {c["kind"] for c in dan["contacts"]} == {"email", "phone", "linkedin"}
+
+
+def test_reimport_updates_and_records_a_stage_change(cli, tmp_path: Path, engine) -> None:
+    first = write_csv(tmp_path, ROWS[:2], "a.csv")
+    assert cli("import", str(first), "--now", "2026-11-25T15:00:00Z").exit_code == 0
+    moved = [ROWS[0].replace(",applied,2026-11-20T09:00:00-05:00,", ",interview,,"), ROWS[1]]
+    second = write_csv(tmp_path, moved, "b.csv")
+    result = cli("import", str(second), "--now", "2026-11-26T15:00:00Z")
+    assert result.exit_code == 0, result.output
+    assert "0 new, 2 updated" in result.stdout and "1 stage changes" in result.stdout
+
+    with engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(CandidateRecord)) == 2
+        record = conn.execute(
+            select(CandidateRecord).where(CandidateRecord.external_id == "c1")
+        ).one()
+        assert record.stage == "interview"
+        assert record.stage_entered_at.isoformat() == "2026-11-26T15:00:00+00:00"
+        changes = conn.execute(
+            select(Event.payload).where(Event.type == "stage_change", Event.record_id == record.id)
+            .order_by(Event.id)
+        ).scalars().all()
+        assert [(c["from"], c["to"]) for c in changes] == [(None, "applied"), ("applied", "interview")]
+
+
+def test_jsonl_rows_and_bad_json_lines(cli, tmp_path: Path) -> None:
+    path = tmp_path / "people.jsonl"
+    path.write_text(
+        json.dumps({"source": "import", "external_id": "j1", "email": "j1@example.com",
+                    "stage": "applied", "tags": ["a", "b"], "sms_consent": True,
+                    "portfolio": "https://example.com/j1"}) + "\n"
+        "\n"
+        "{not json\n"
+        "[1, 2]\n"
+        + json.dumps({"source": "import", "external_id": "j2", "phone": "12"}) + "\n"
+    )
+    result = cli("import", str(path))
+    assert result.exit_code == 1
+    assert "line 3: not valid JSON" in result.stderr
+    assert "line 4: expected a JSON object, got list" in result.stderr
+    assert "line 5 (import j2): phone '12'" in result.stderr
+    assert "4 rows, 1 loaded" in result.stdout
+
+
+def test_csv_structure_problems(cli, tmp_path: Path) -> None:
+    path = tmp_path / "x.csv"
+    path.write_text(HEADER + ROWS[0] + ",extra\n" + '"import","q"\n' + ROWS[1] + "\n")
+    result = cli("import", str(path))
+    assert result.exit_code == 1
+    assert "line 2: has 18 fields but the header has 17" in result.stderr
+    assert "line 3: has 2 fields" in result.stderr
+    assert "3 rows, 1 loaded" in result.stdout
+
+
+def test_whole_file_problems_exit_2(cli, tmp_path: Path) -> None:
+    no_id = tmp_path / "noid.csv"
+    no_id.write_text("source,email\nimport,a@example.com\n")
+    result = cli("import", str(no_id))
+    assert result.exit_code == 2 and "no external_id column" in result.stderr
+    assert cli("import", str(tmp_path / "missing.csv")).exit_code == 2
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    assert cli("import", str(empty)).exit_code == 2
+    weird = tmp_path / "data.txt"
+    weird.write_text("hello world\n")
+    result = cli("import", str(weird))
+    assert result.exit_code == 2 and "cannot tell the format" in result.stderr
+
+
+def test_same_person_in_two_sources_is_one_person(engine, clock, tmp_path: Path) -> None:
+    config = load_cadence_file(default_config_dir() / "cadences.yaml")
+    path = tmp_path / "two.csv"
+    path.write_text(
+        HEADER
+        + "greenhouse,g1,Ann,Lee,ANN@Example.com,,,,Application Review,,,,,,,,\n"
+        + "lever,l1,Ann,Lee,,212-555-0101,,,Phone screen,,,,,,,,\n"
+        + "hubspot,h1,Ann,Lee,ann@example.com,(212) 555-0101,,,lead,,,,,,,,\n"
+    )
+    report = import_file(path, engine, config, clock, batch_size=1)
+    assert not report.errors
+    assert report.stats.merged == 1  # g1 and l1 were two people until h1 linked them
+    with engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(Person)) == 1
+        person_ids = set(conn.execute(select(CandidateRecord.person_id)).scalars())
+        assert len(person_ids) == 1
+        stages = dict(conn.execute(select(CandidateRecord.source, CandidateRecord.stage)).all())
+        assert stages == {"greenhouse": "applied", "lever": "screening", "hubspot": "prospect"}
+        merges = conn.execute(select(Event.payload).where(Event.type == "merge")).scalars().all()
+        assert len(merges) == 1
+
+
+def test_import_never_clears_suppression(engine, clock, tmp_path: Path) -> None:
+    config = load_cadence_file(default_config_dir() / "cadences.yaml")
+    path = write_csv(tmp_path, ROWS[:1])
+    import_file(path, engine, config, clock)
+    with engine.begin() as conn:
+        conn.execute(
+            ContactPoint.__table__.update()
+            .where(ContactPoint.kind == "email")
+            .values(suppressed=True, suppressed_reason="bounce")
+        )
+    import_file(path, engine, config, clock)
+    with engine.connect() as conn:
+        row = conn.execute(select(ContactPoint).where(ContactPoint.kind == "email")).one()
+        assert row.suppressed and row.suppressed_reason == "bounce"
+
+
+def test_unmapped_stage_is_kept_and_warned_once(cli, tmp_path: Path) -> None:
+    rows = [r.replace(",applied,", ",Sourcing Call,") for r in ROWS if ",applied," in r]
+    path = write_csv(tmp_path, [r for r in rows if "cat@" not in r and "Mars" not in r])
+    result = cli("import", str(path))
+    assert result.exit_code == 0, result.output
+    assert result.stderr.count("stage 'Sourcing Call' of source 'import' is not mapped") == 1
+    people = json.loads(cli("candidates", "--format", "json").stdout)
+    assert people and all(p["stage"] is None for p in people)
+
+
+def test_candidates_filters_and_formats(cli, tmp_path: Path) -> None:
+    path = write_csv(tmp_path, ROWS)
+    cli("import", str(path))
+    result = cli("candidates", "--stage", "applied", "--format", "csv")
+    assert result.exit_code == 0
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith("person_id,first_name")
+    assert sorted(line.split(",")[1] for line in lines[1:]) == ["Ann", "Jon"]
+    table = cli("candidates")
+    assert table.exit_code == 0 and "8 people" in table.stdout
+    assert cli("candidates", "--stage", "nowhere").exit_code == 2
+    assert cli("candidates", "--format", "xml").exit_code == 2
+    assert json.loads(cli("candidates", "--stage", "hired", "--format", "json", "--limit", "5").stdout)[0]["first_name"] == "Hal"
+
+
+def test_too_long_values_are_row_errors_not_batch_failures(cli, tmp_path: Path) -> None:
+    long_name = "x" * 250
+    path = write_csv(tmp_path, [ROWS[0].replace("Ann", long_name, 1), ROWS[1]])
+    result = cli("import", str(path))
+    assert result.exit_code == 1
+    assert "first_name is 250 characters long" in result.stderr
+    assert "2 rows, 1 loaded" in result.stdout
