@@ -612,11 +612,15 @@ def _describe(path: Path, root: yaml.Node | None, err: dict[str, Any]) -> str:
     message = err["msg"]
     if kind.startswith("literal") and isinstance(value, str | int | float | bool):
         message = f"{value!r} is not allowed; {message[0].lower()}{message[1:]}"
-    elif isinstance(value, str | int | float | bool) or value is None:
-        message = f"got {value!r}: {message}"
-    elif isinstance(value, list) and len(repr(value)) <= 120:
+    elif _showable(value):
         message = f"got {value!r}: {message}"
     return f"{_where(path, root, loc)}: {message}"
+
+
+def _showable(value: Any) -> bool:
+    if value is None or isinstance(value, str | int | float | bool):
+        return True
+    return isinstance(value, list) and len(repr(value)) <= 120
 
 
 def _allowed_keys(loc: tuple[str | int, ...]) -> list[str]:

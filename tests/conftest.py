@@ -75,10 +75,11 @@ def cli(tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch):
     from outreach.cli import app
 
     monkeypatch.chdir(tmp_path)
+    prefixes = ("OUTREACH_", "GREENHOUSE_", "LEVER_", "HUBSPOT_", "SENDGRID_", "TWILIO_")
+    keep = ("OUTREACH_TEST_DATABASE", "OUTREACH_TEST_POSTGRES_URL")
     for name in list(os.environ):
-        if name.startswith(("OUTREACH_", "GREENHOUSE_", "LEVER_", "HUBSPOT_", "SENDGRID_", "TWILIO_")):
-            if name not in ("OUTREACH_TEST_DATABASE", "OUTREACH_TEST_POSTGRES_URL"):
-                monkeypatch.delenv(name)
+        if name.startswith(prefixes) and name not in keep:
+            monkeypatch.delenv(name)
     monkeypatch.setenv("OUTREACH_DATABASE_URL", database_url)
     runner = CliRunner()
 
