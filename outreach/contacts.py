@@ -101,7 +101,7 @@ def normalize_phone(value: str, default_region: str = "US") -> PhoneInfo:
     return PhoneInfo(
         e164=phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164),
         type=_TYPE_NAMES.get(kind, "unknown"),
-        region=phonenumbers.region_code_for_number(number),
+        region=None,
     )
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 
 from outreach.records import CandidateIn
+from outreach.store.bulk import bulk_write
 from outreach.store.schema import (
     CandidateRecord,
     ContactPoint,
@@ -157,7 +158,9 @@ def upsert_candidates(conn: Connection, batch: Sequence[CandidateIn], now: datet
 
     if needs_person:
         result = conn.execute(
-            insert(_people).returning(_people.c.id, sort_by_parameter_order=True),
+            # New people are blank rows, so any id can go to any component: no need to
+            # ask for RETURNING in parameter order (which SQLite can only do row by row).
+            insert(_people).returning(_people.c.id),
             [{"global_opt_out": False, "created_at": now, "updated_at": now} for _ in needs_person],
         )
         for root, new_id in zip(needs_person, result.scalars(), strict=True):
@@ -216,19 +219,22 @@ def upsert_candidates(conn: Connection, batch: Sequence[CandidateIn], now: datet
             }
         )
 
-    stmt = dialect_insert(conn, _records)
     updatable = [c for c in rows[0] if c not in ("source", "external_id", "created_at")]
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[_records.c.source, _records.c.external_id],
-        set_={name: stmt.excluded[name] for name in updatable},
-    ).returning(_records.c.id, sort_by_parameter_order=True)
-    record_ids = list(conn.execute(stmt, rows).scalars())
-    stats.record_ids = record_ids
+    bulk_write(
+        conn,
+        _records,
+        rows,
+        conflict=("source", "external_id"),
+        update={name: f"excluded.{name}" for name in updatable},
+    )
+    id_of = _record_ids(conn, records)
+    stats.record_ids = [id_of[record.key] for record in records]
 
-    for record, row, record_id in zip(records, rows, record_ids, strict=True):
+    for record, row in zip(records, rows, strict=True):
         change = changed_keys.get(record.key)
         if change is None:
             continue
+        record_id = id_of[record.key]
         stats.stage_changes += 1
         events.append(
             {
@@ -244,7 +250,7 @@ def upsert_candidates(conn: Connection, batch: Sequence[CandidateIn], now: datet
             }
         )
     if events:
-        conn.execute(insert(_events), events)
+        bulk_write(conn, _events, events)
 
     _upsert_contacts(conn, records, rows, now)
     return stats
@@ -270,6 +276,25 @@ def _existing_records(
             for row in result.mappings():
                 found[(source, row["external_id"])] = dict(row)
     return found
+
+
+def _record_ids(
+    conn: Connection, records: Sequence[CandidateIn]
+) -> dict[tuple[str, str], int]:
+    by_source: dict[str, list[str]] = defaultdict(list)
+    for record in records:
+        by_source[record.source].append(record.external_id)
+    ids: dict[tuple[str, str], int] = {}
+    for source, external_ids in by_source.items():
+        for chunk in _chunks(external_ids, _LOOKUP_CHUNK):
+            result = conn.execute(
+                select(_records.c.id, _records.c.external_id).where(
+                    _records.c.source == source, _records.c.external_id.in_(chunk)
+                )
+            )
+            for id_, external_id in result:
+                ids[(source, external_id)] = id_
+    return ids
 
 
 def _existing_owners(
@@ -304,16 +329,16 @@ def _merge_people(conn: Connection, merges: list[tuple[int, int]], now: datetime
     # A global opt-out of any merged person is an opt-out of the merged person.
     for winner in {w for _, w in merges}:
         losers = [loser for loser, w in merges if w == winner]
-        opted = conn.execute(
-            select(func.min(_people.c.opted_out_at), func.max(_people.c.global_opt_out)).where(
+        opted_count, opted_at = conn.execute(
+            select(func.count(), func.min(_people.c.opted_out_at)).where(
                 _people.c.id.in_([winner, *losers]), _people.c.global_opt_out.is_(True)
             )
         ).one()
-        if opted[1]:
+        if opted_count:
             conn.execute(
                 update(_people)
                 .where(_people.c.id == winner)
-                .values(global_opt_out=True, opted_out_at=opted[0], updated_at=now)
+                .values(global_opt_out=True, opted_out_at=opted_at, updated_at=now)
             )
         conn.execute(
             insert(_events).values(
@@ -353,14 +378,15 @@ def _upsert_contacts(
             contacts[(kind, value)] = contact
     if not contacts:
         return
-    stmt = dialect_insert(conn, _contacts)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[_contacts.c.kind, _contacts.c.value],
-        set_={
-            "person_id": stmt.excluded.person_id,
-            "phone_type": func.coalesce(stmt.excluded.phone_type, _contacts.c.phone_type),
-            "sms_consent": func.coalesce(stmt.excluded.sms_consent, _contacts.c.sms_consent),
-            "updated_at": stmt.excluded.updated_at,
+    bulk_write(
+        conn,
+        _contacts,
+        list(contacts.values()),
+        conflict=("kind", "value"),
+        update={
+            "person_id": "excluded.person_id",
+            "phone_type": "COALESCE(excluded.phone_type, contact_points.phone_type)",
+            "sms_consent": "COALESCE(excluded.sms_consent, contact_points.sms_consent)",
+            "updated_at": "excluded.updated_at",
         },
     )
-    conn.execute(stmt, list(contacts.values()))
