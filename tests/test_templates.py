@@ -51,9 +51,9 @@ def test_missing_variable_is_named_with_its_line(store: TemplateStore) -> None:
 
 
 def test_none_and_empty_values_are_missing_not_the_text_none(store: TemplateStore) -> None:
-    with pytest.raises(TemplateRenderError, match="candidate.first_name"):
+    with pytest.raises(TemplateRenderError, match=r"candidate\.first_name"):
         store.render("hello", "email", context(first_name=None))
-    with pytest.raises(TemplateRenderError, match="candidate.first_name"):
+    with pytest.raises(TemplateRenderError, match=r"candidate\.first_name"):
         store.render("hello", "email", context(first_name=""))
 
 
