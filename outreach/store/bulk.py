@@ -92,9 +92,7 @@ def bulk_write(
             placeholders.append(f"CAST({marker} AS JSON)")
         else:
             placeholders.append(marker)
-    sql = (
-        f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join(placeholders)})"
-    )
+    sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join(placeholders)})"
     if conflict:
         sql += f" ON CONFLICT ({', '.join(conflict)}) "
         if update:

@@ -278,9 +278,7 @@ def _existing_records(
     return found
 
 
-def _record_ids(
-    conn: Connection, records: Sequence[CandidateIn]
-) -> dict[tuple[str, str], int]:
+def _record_ids(conn: Connection, records: Sequence[CandidateIn]) -> dict[tuple[str, str], int]:
     by_source: dict[str, list[str]] = defaultdict(list)
     for record in records:
         by_source[record.source].append(record.external_id)

@@ -140,6 +140,10 @@ class Enrollment(Base):
     stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     next_step: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     next_occurrence: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # When the current step occurrence is due by the cadence (before any deferral), and
+    # when the engine should look at the enrollment next (the due time, or later when the
+    # throttle deferred it).
+    step_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     next_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     defer_reason: Mapped[str | None] = mapped_column(Text)
     last_touch_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -176,8 +180,14 @@ class Touch(Base):
     variant: Mapped[str | None] = mapped_column(String(64))
     subject: Mapped[str | None] = mapped_column(String(500))
     transactional: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    # The delivery instant the throttle chose (a provider schedules to it when it is later
+    # than the send); caps and windows are checked on this.
     planned_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     claimed_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    # Wall-clock time after which an unconfirmed claim is reported as ambiguous.
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    run_id: Mapped[str | None] = mapped_column(String(36))
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     provider_message_id: Mapped[str | None] = mapped_column(String(200))
     reason: Mapped[str | None] = mapped_column(Text)

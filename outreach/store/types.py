@@ -38,9 +38,7 @@ class UTCDateTime(TypeDecorator[datetime]):
             if value is None:
                 return None
             if value.tzinfo is None:
-                raise ValueError(
-                    f"naive datetime {value!r} cannot be stored; give it a time zone"
-                )
+                raise ValueError(f"naive datetime {value!r} cannot be stored; give it a time zone")
             if value.tzinfo is not UTC:
                 value = value.astimezone(UTC)
             # The text SQLAlchemy's SQLite DATETIME writes and reads back.

@@ -1,0 +1,1 @@
+"""The cadence engine: enroll, plan, throttle, route, render, dispatch (DESIGN.md data flow)."""

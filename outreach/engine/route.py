@@ -1,0 +1,155 @@
+"""Routing, variant choice and rendering of one touch.
+
+:func:`route` picks the channel: ``channel: auto`` tries the person's preferred channel,
+then ``policy.channel_order``; a fixed channel may name a ``fallback``. A channel is usable
+only with a valid, unsuppressed contact point (and SMS consent and a mobile-capable number
+for SMS). Every decision carries its reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from outreach.cadence import TASK_CHANNELS, CadenceConfig, Step
+from outreach.contacts import SMS_CAPABLE_TYPES
+from outreach.engine.people import Contact, PersonState
+from outreach.templates import Vars
+
+__all__ = ["Route", "build_context", "choose_variant", "route", "usable"]
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a touch goes: a channel and contact point, or a recruiter task (``channel`` None)."""
+
+    channel: str | None
+    contact: Contact | None
+    reason: str
+
+
+def usable(channel: str, person: PersonState, config: CadenceConfig) -> tuple[Contact | None, str]:
+    """The contact point ``channel`` would use for ``person``, or ``None`` and why not."""
+    if channel == "email":
+        contact = person.contact("email")
+        if contact is None:
+            return None, "no email address"
+    elif channel in ("sms", "call"):
+        contact = person.contact("phone")
+        if contact is None:
+            return None, "no phone number"
+        if channel == "sms":
+            if contact.phone_type not in SMS_CAPABLE_TYPES:
+                return None, f"phone is {contact.phone_type or 'of unknown type'}, not mobile"
+            if config.policy.sms_requires_consent and contact.sms_consent is not True:
+                return None, "no SMS consent"
+    elif channel == "linkedin":
+        contact = person.contact("linkedin")
+        if contact is None:
+            return None, "no LinkedIn URL"
+    else:
+        return None, f"unknown channel {channel}"
+    if contact.suppressed:
+        return None, f"{contact.kind} suppressed ({contact.suppressed_reason or 'opted out'})"
+    if not contact.valid:
+        return None, f"{contact.kind} invalid"
+    return contact, "ok"
+
+
+def route(step: Step, person: PersonState, config: CadenceConfig, available: set[str]) -> Route:
+    """Choose the channel for ``step`` and ``person`` among the ``available`` channels."""
+    if step.channel == "auto":
+        order = list(config.policy.channel_order)
+        preferred = person.preferred_channel
+        if preferred and preferred in order:
+            order.remove(preferred)
+            order.insert(0, preferred)
+        elif preferred:
+            order.insert(0, preferred)
+        rule = "auto"
+    else:
+        order = [step.channel] + ([step.fallback] if step.fallback else [])
+        rule = "fixed"
+    refused: list[str] = []
+    for index, channel in enumerate(order):
+        if channel not in available and channel not in TASK_CHANNELS:
+            refused.append(f"{channel}: channel off")
+            continue
+        contact, why = usable(channel, person, config)
+        if contact is None:
+            refused.append(f"{channel}: {why}")
+            continue
+        if index == 0:
+            reason = f"{rule}: {channel}" + (
+                " (preferred)" if channel == person.preferred_channel else ""
+            )
+        else:
+            reason = f"{rule}: {channel} after " + "; ".join(refused)
+        return Route(channel, contact, reason)
+    return Route(None, None, "no usable channel: " + "; ".join(refused))
+
+
+def choose_variant(person_id: int, cadence_id: str, step: Step) -> tuple[str, str]:
+    """The variant label (``a``, ``b``, ...) and template for this person, stable per person.
+
+    The bucket is a hash of person, cadence and step, so the same person always gets the
+    same variant of a step, and the shares match the weights over many people.
+    """
+    if not step.variants:
+        return "a", step.template
+    digest = hashlib.sha256(f"{person_id}:{cadence_id}:{step.id}".encode()).digest()
+    bucket = int.from_bytes(digest[:8], "big") % 100
+    threshold = 100 - sum(v.weight for v in step.variants)
+    if bucket < threshold:
+        return "a", step.template
+    for index, variant in enumerate(step.variants):
+        threshold += variant.weight
+        if bucket < threshold:
+            return chr(ord("b") + index), variant.template
+    return chr(ord("b") + len(step.variants) - 1), step.variants[-1].template
+
+
+def build_context(
+    person: PersonState,
+    record: dict[str, Any],
+    config: CadenceConfig,
+    *,
+    cadence_id: str,
+    step_id: str,
+    variant: str,
+) -> dict[str, Any]:
+    """The template variables (DESIGN.md, Templates) for one touch."""
+    email = person.contact("email")
+    phone = person.contact("phone")
+    linkedin = person.contact("linkedin")
+    candidate = Vars(
+        "candidate",
+        {
+            "first_name": record.get("first_name"),
+            "last_name": record.get("last_name"),
+            "email": email.value if email else None,
+            "phone": phone.value if phone else None,
+            "linkedin_url": linkedin.value if linkedin else None,
+            "source": record.get("source"),
+            "stage": record.get("stage"),
+            "tags": list(record.get("tags") or []),
+        },
+    )
+    candidate["custom"] = Vars("candidate.custom", record.get("custom") or {})
+    return {
+        "candidate": candidate,
+        "job": Vars(
+            "job", {"title": record.get("job_title"), "department": record.get("job_department")}
+        ),
+        "recruiter": Vars(
+            "recruiter",
+            {
+                "name": record.get("recruiter_name"),
+                "email": record.get("recruiter_email"),
+                "phone": record.get("recruiter_phone"),
+            },
+        ),
+        "company": Vars("company", {"name": config.company.name}),
+        "touch": Vars("touch", {"cadence": cadence_id, "step": step_id, "variant": variant}),
+    }

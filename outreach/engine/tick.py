@@ -1,0 +1,1204 @@
+"""One tick of the engine: enroll, plan, throttle, route, render, claim, dispatch, confirm.
+
+A tick works through the enrollments that are due before ``now + horizon`` (an index on
+the next due time: the work grows with the number of due touches, not with the number of
+people), a batch at a time:
+
+1. **Claim** (one transaction per batch). The batch's people are locked (PostgreSQL:
+   ``FOR UPDATE SKIP LOCKED``; SQLite: ``BEGIN IMMEDIATE``), so one person's touches are
+   decided by one worker at a time. Each due step occurrence is throttled, routed and
+   rendered; a touch that may go is written to the ledger as ``claimed`` with its
+   idempotency key and the enrollment advances, all before any provider is called.
+2. **Dispatch** to the channels (outside any transaction), in batches.
+3. **Confirm**: each result is written back (``sent``, ``failed``, ``ambiguous``).
+
+A crash between 1 and 3 leaves ``claimed`` touches whose lease runs out; the next tick
+reports them as ambiguous and never re-sends them, because their enrollments have already
+moved on (DESIGN.md invariant 2).
+
+Delivery times: the throttle picks the earliest instant the policy allows (send window in
+the person's zone, ``min_gap``, ``max_touches``). A channel that can schedule (SendGrid
+``send_at``, Twilio scheduled messages, a task's due time) gets the touch now with that
+instant; a touch whose instant lies beyond the horizon or beyond what its channel can
+schedule is deferred to that instant, with the reason.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, bindparam, func, or_, select, update
+
+from channels.base import Channel, OutgoingMessage, SendResult
+from outreach.cadence import TASK_CHANNELS, Cadence, CadenceConfig, Step, format_duration
+from outreach.clock import Clock, SystemClock
+from outreach.engine.enroll import EnrollStats, process_events
+from outreach.engine.people import PersonState, history_window, load_people
+from outreach.engine.route import Route, build_context, choose_variant, route, usable
+from outreach.engine.throttle import earliest_allowed
+from outreach.engine.window import SendCalendar
+from outreach.store.schema import ContactPoint, Enrollment, Person, Task, Touch
+from outreach.templates import RenderedMessage, TemplateRenderError, TemplateStore
+
+__all__ = [
+    "PlannedTouch",
+    "StepCounts",
+    "Tick",
+    "TickSummary",
+    "Transactions",
+    "engine_transactions",
+    "nested_transactions",
+]
+
+_enrollments = Enrollment.__table__
+_touches = Touch.__table__
+_tasks = Task.__table__
+_people = Person.__table__
+_contacts = ContactPoint.__table__
+
+#: Opens one unit of work; ``immediate`` asks SQLite for the write lock up front.
+Transactions = Callable[..., AbstractContextManager[Connection]]
+
+
+def engine_transactions(engine: Engine) -> Transactions:
+    """Real transactions, one connection each (live runs)."""
+
+    @contextmanager
+    def transaction(immediate: bool = False) -> Iterator[Connection]:
+        with engine.connect() as conn:
+            if immediate and conn.dialect.name == "sqlite":
+                conn.info["sqlite_begin"] = "BEGIN IMMEDIATE"
+            with conn.begin():
+                yield conn
+
+    return transaction
+
+
+def nested_transactions(conn: Connection) -> Transactions:
+    """Savepoints inside the caller's transaction (dry runs and previews roll it back)."""
+
+    @contextmanager
+    def transaction(immediate: bool = False) -> Iterator[Connection]:
+        with conn.begin_nested():
+            yield conn
+
+    return transaction
+
+
+@dataclass
+class StepCounts:
+    """Outcomes of one cadence step in one tick."""
+
+    sent: int = 0
+    tasks: int = 0
+    failed: int = 0
+    ambiguous: int = 0
+    deferred: Counter[str] = field(default_factory=Counter)
+    skipped: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass(frozen=True)
+class PlannedTouch:
+    """One decision of the tick, for previews: who, when, where, and the rule behind it."""
+
+    person_id: int
+    name: str
+    cadence_id: str
+    step_id: str
+    occurrence: int
+    at: datetime
+    timezone: str
+    channel: str | None
+    template: str | None
+    variant: str | None
+    status: str
+    rule: str
+
+
+@dataclass
+class TickSummary:
+    """What one tick did, per cadence and step."""
+
+    now: datetime
+    enroll: EnrollStats = field(default_factory=EnrollStats)
+    steps: dict[tuple[str, str], StepCounts] = field(
+        default_factory=lambda: defaultdict(StepCounts)
+    )
+    expired_claims: int = 0
+    channels_off: list[str] = field(default_factory=list)
+    journal: list[PlannedTouch] = field(default_factory=list)
+
+    def total(self, name: str) -> int:
+        """Sum of one counter (``sent``, ``tasks``, ``failed``, ``ambiguous``) over steps."""
+        return sum(getattr(counts, name) for counts in self.steps.values())
+
+    def total_reasons(self, name: str) -> Counter[str]:
+        """Deferred or skipped touches over all steps, by reason."""
+        total: Counter[str] = Counter()
+        for counts in self.steps.values():
+            total.update(getattr(counts, name))
+        return total
+
+
+@dataclass
+class _Pending:
+    """A claimed touch on its way to a channel, with what a fallback needs."""
+
+    touch_id: int
+    message: OutgoingMessage
+    person: PersonState
+    record: dict[str, Any]
+    cadence: Cadence
+    step: Step
+    variant: str
+    template: str
+    contact_id: int
+    tried: list[str]
+
+
+class Tick:
+    """One run of the engine over everything due (see the module docstring).
+
+    ``channels`` maps channel names (email, sms) to :class:`channels.base.Channel`
+    objects; a channel missing from it is off. LinkedIn and call steps become tasks in the
+    engine's own queue. ``person_ids`` restricts the tick to some people (previews).
+    """
+
+    def __init__(
+        self,
+        config: CadenceConfig,
+        clock: Clock,
+        channels: Mapping[str, Channel],
+        transaction: Transactions,
+        *,
+        horizon: timedelta = timedelta(hours=24),
+        batch_size: int = 500,
+        wall_clock: Clock | None = None,
+        lease: timedelta = timedelta(minutes=15),
+        person_ids: set[int] | None = None,
+        journal: bool = False,
+        dialect: str = "sqlite",
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.channels = dict(channels)
+        self.transaction = transaction
+        self.horizon = horizon
+        self.batch_size = batch_size
+        self.wall_clock = wall_clock or SystemClock()
+        self.lease = lease
+        self.person_ids = person_ids
+        self.keep_journal = journal
+        self.dialect = dialect
+        self.calendar = SendCalendar(config.policy)
+        self.templates = TemplateStore(config.template_dir)
+        self.run_id = str(uuid.uuid4())
+        self._task_counts: dict[tuple[str | None, str, str], int] = {}
+
+    # -- the tick -------------------------------------------------------------------------
+
+    def run(self) -> TickSummary:
+        """Run the tick once; return its summary."""
+        now = self.clock.now()
+        summary = TickSummary(now=now)
+        summary.channels_off = [name for name in ("email", "sms") if name not in self.channels]
+        summary.enroll = process_events(
+            self.transaction, self.config, now, person_ids=self.person_ids
+        )
+        summary.expired_claims = self._expire_claims(summary)
+        limit = now + self.horizon
+        cursor: tuple[datetime, int] | None = None
+        while True:
+            claimed = self._claim_batch(now, limit, cursor, summary)
+            if claimed is None:
+                break
+            cursor, pending = claimed
+            self._dispatch(pending, now, summary)
+        return summary
+
+    def _expire_claims(self, summary: TickSummary) -> int:
+        wall = self.wall_clock.now()
+        with self.transaction() as conn:
+            stale = conn.execute(
+                select(_touches.c.id, _touches.c.cadence_id, _touches.c.step_id).where(
+                    _touches.c.status == "claimed", _touches.c.lease_until < wall
+                )
+            ).all()
+            if not stale:
+                return 0
+            conn.execute(
+                update(_touches)
+                .where(_touches.c.id.in_([row.id for row in stale]))
+                .values(
+                    status="ambiguous",
+                    reason="claimed by a run that never confirmed it (crashed or killed); "
+                    "not re-sent: check the provider before sending by hand",
+                    lease_until=None,
+                    updated_at=summary.now,
+                )
+            )
+        for row in stale:
+            summary.steps[(row.cadence_id, row.step_id)].ambiguous += 1
+        return len(stale)
+
+    # -- claim ----------------------------------------------------------------------------
+
+    def _claim_batch(
+        self,
+        now: datetime,
+        limit: datetime,
+        cursor: tuple[datetime, int] | None,
+        summary: TickSummary,
+    ) -> tuple[tuple[datetime, int], list[_Pending]] | None:
+        postgres = self.dialect == "postgresql"
+        with self.transaction(immediate=True) as conn:
+            query = (
+                select(_enrollments.c.id, _enrollments.c.person_id, _enrollments.c.next_due_at)
+                .where(_enrollments.c.status == "active", _enrollments.c.next_due_at <= limit)
+                .order_by(_enrollments.c.next_due_at, _enrollments.c.id)
+                .limit(self.batch_size)
+            )
+            if cursor is not None:
+                query = query.where(
+                    or_(
+                        _enrollments.c.next_due_at > cursor[0],
+                        and_(
+                            _enrollments.c.next_due_at == cursor[0], _enrollments.c.id > cursor[1]
+                        ),
+                    )
+                )
+            if self.person_ids is not None:
+                query = query.where(_enrollments.c.person_id.in_(self.person_ids))
+            if postgres:
+                query = query.with_for_update(skip_locked=True)
+            due = conn.execute(query).all()
+            if not due:
+                return None
+            new_cursor = (due[-1].next_due_at, due[-1].id)
+            person_ids = {row.person_id for row in due}
+            if postgres:
+                person_ids = set(
+                    conn.execute(
+                        select(_people.c.id)
+                        .where(_people.c.id.in_(person_ids))
+                        .with_for_update(skip_locked=True)
+                    ).scalars()
+                )
+            if not person_ids:
+                return new_cursor, []
+            # Every due enrollment of these people, so priorities compare across cadences.
+            query = (
+                select(_enrollments)
+                .where(
+                    _enrollments.c.person_id.in_(person_ids),
+                    _enrollments.c.status == "active",
+                    _enrollments.c.next_due_at <= limit,
+                )
+                .order_by(_enrollments.c.person_id, _enrollments.c.id)
+            )
+            if postgres:
+                query = query.with_for_update(skip_locked=True)
+            enrollments = [dict(row) for row in conn.execute(query).mappings()]
+            policy = self.config.policy
+            people = load_people(
+                conn,
+                person_ids,
+                history_since=now - history_window(policy.min_gap, policy.max_touches.per),
+                default_timezone=policy.default_timezone,
+            )
+            writer = _BatchWriter(now, self.run_id, self.wall_clock.now() + self.lease)
+            by_person: dict[int, list[dict[str, Any]]] = defaultdict(list)
+            for enrollment in enrollments:
+                by_person[enrollment["person_id"]].append(enrollment)
+            for person_id, items in by_person.items():
+                person = people.get(person_id)
+                if person is None:
+                    continue
+                for enrollment in sorted(items, key=lambda e: self._priority(e, person)):
+                    self._decide(conn, enrollment, person, now, writer, summary)
+            pending = writer.flush(conn)
+        return new_cursor, pending
+
+    def _priority(self, enrollment: dict[str, Any], person: PersonState) -> tuple[Any, ...]:
+        try:
+            cadence = self.config.cadence(enrollment["cadence_id"])
+            index = self.config.cadences.index(cadence)
+            step = cadence.steps[enrollment["next_step"]]
+            transactional = step.transactional
+        except (KeyError, IndexError, ValueError):
+            return (2, 2, enrollment["next_due_at"], 0)
+        specific = cadence.trigger.stage == person.current_stage
+        return (
+            0 if transactional else 1,
+            0 if specific else 1,
+            enrollment["step_due_at"] or enrollment["next_due_at"],
+            index,
+        )
+
+    def _decide(
+        self,
+        conn: Connection,
+        enrollment: dict[str, Any],
+        person: PersonState,
+        now: datetime,
+        writer: _BatchWriter,
+        summary: TickSummary,
+    ) -> None:
+        try:
+            cadence = self.config.cadence(enrollment["cadence_id"])
+        except KeyError:
+            writer.end(enrollment, "stopped", "cadence no longer in the cadence file")
+            return
+        if enrollment["next_step"] >= len(cadence.steps):
+            writer.end(enrollment, "completed", None)
+            return
+        step = cadence.steps[enrollment["next_step"]]
+        occurrence = enrollment["next_occurrence"]
+        counts = summary.steps[(cadence.id, step.id)]
+        record = person.record(enrollment["record_id"])
+        zone = person.zone
+        assert zone is not None
+
+        if person.global_opt_out:
+            writer.end(enrollment, "stopped", "opt_out: person opted out of all contact")
+            counts.skipped["opted out"] += 1
+            return
+
+        due = enrollment["step_due_at"] or enrollment["next_due_at"]
+        the_route = route(step, person, self.config, set(self.channels))
+        decision = earliest_allowed(
+            max(due, enrollment["next_due_at"]),
+            now,
+            person.history,
+            self.config.policy,
+            self.calendar,
+            zone,
+            transactional=step.transactional,
+        )
+        at = decision.at
+        reasons = list(decision.reasons)
+        if the_route.channel in TASK_CHANNELS:
+            at, capped = self._task_cap(conn, record.get("owner_id"), the_route.channel, at, zone)
+            if capped and "task cap" not in reasons:
+                reasons.append("task cap")
+
+        ahead = self.horizon
+        channel = self.channels.get(the_route.channel or "")
+        if channel is not None:
+            ahead = min(ahead, channel.max_schedule_ahead)
+        if at > now + ahead:
+            reason = reasons[0] if reasons else "not due yet"
+            if at <= now + self.horizon and channel is not None:
+                reason = f"{the_route.channel} cannot schedule ahead"
+            writer.defer(enrollment, at, reason)
+            counts.deferred[reason] += 1
+            return
+
+        deadline = due + (step.within - step.after) if step.within is not None else None
+        late = deadline is not None and at > deadline
+        rule = self._rule(cadence, step, enrollment, occurrence, reasons, the_route, late, deadline)
+        status_route = the_route
+        if late and step.on_late == "skip":
+            reason = (
+                f"late: due by {deadline:%Y-%m-%d %H:%M} UTC, first allowed {at:%Y-%m-%d %H:%M} UTC"
+            )
+            writer.touch(enrollment, cadence, step, occurrence, due, at, "skipped", reason=reason)
+            writer.advance(enrollment, cadence, at)
+            counts.skipped["late"] += 1
+            self._journal(
+                summary,
+                person,
+                record,
+                cadence,
+                step,
+                occurrence,
+                at,
+                None,
+                None,
+                None,
+                "skipped",
+                rule,
+            )
+            return
+        if late and step.on_late == "task":
+            status_route = Route(
+                None,
+                None,
+                f"late (due by {deadline:%Y-%m-%d %H:%M} UTC): the recruiter takes it over",
+            )
+
+        variant, template = choose_variant(person.id, cadence.id, step)
+        context = build_context(
+            person, record, self.config, cadence_id=cadence.id, step_id=step.id, variant=variant
+        )
+
+        if status_route.channel is None or status_route.channel in TASK_CHANNELS:
+            kind = status_route.channel or "manual"
+            try:
+                title, body = self._task_text(template, kind, context, status_route, record)
+            except TemplateRenderError as exc:
+                self._render_failed(
+                    writer,
+                    enrollment,
+                    cadence,
+                    step,
+                    occurrence,
+                    due,
+                    at,
+                    exc,
+                    counts,
+                    summary,
+                    person,
+                    record,
+                    rule,
+                )
+                return
+            writer.task(
+                enrollment,
+                cadence,
+                step,
+                occurrence,
+                due,
+                at,
+                kind,
+                title=title,
+                body=body,
+                reason=status_route.reason,
+                owner=record.get("owner_id"),
+                source=record.get("source"),
+                template=template,
+                variant=variant,
+                contact_id=status_route.contact.id if status_route.contact else None,
+            )
+            if kind in TASK_CHANNELS:
+                key = (record.get("owner_id"), kind, _local_day(at, zone))
+                self._task_counts[key] = self._task_counts.get(key, 0) + 1
+            person.add_touch(at)
+            writer.advance(enrollment, cadence, at)
+            counts.tasks += 1
+            self._journal(
+                summary,
+                person,
+                record,
+                cadence,
+                step,
+                occurrence,
+                at,
+                kind,
+                template,
+                variant,
+                "task",
+                rule if status_route is the_route else f"{rule}; {status_route.reason}",
+            )
+            return
+
+        try:
+            message = self.templates.render(
+                template, TemplateStore.kind_for(status_route.channel), context
+            )
+        except TemplateRenderError as exc:
+            self._render_failed(
+                writer,
+                enrollment,
+                cadence,
+                step,
+                occurrence,
+                due,
+                at,
+                exc,
+                counts,
+                summary,
+                person,
+                record,
+                rule,
+            )
+            return
+        assert status_route.contact is not None
+        writer.claim(
+            enrollment,
+            cadence,
+            step,
+            occurrence,
+            due,
+            at,
+            status_route.channel,
+            status_route.contact.id,
+            message=message,
+            template=template,
+            variant=variant,
+            reason=status_route.reason + ("; late" if late else ""),
+            person=person,
+            record=record,
+        )
+        person.add_touch(at)
+        writer.advance(enrollment, cadence, at)
+        self._journal(
+            summary,
+            person,
+            record,
+            cadence,
+            step,
+            occurrence,
+            at,
+            status_route.channel,
+            template,
+            variant,
+            "scheduled",
+            rule,
+        )
+
+    def _render_failed(
+        self,
+        writer,
+        enrollment,
+        cadence,
+        step,
+        occurrence,
+        due,
+        at,
+        exc,
+        counts,
+        summary,
+        person,
+        record,
+        rule,
+    ) -> None:
+        reason = f"template {exc.template}{':' + str(exc.line) if exc.line else ''}: {exc.reason}"
+        writer.touch(enrollment, cadence, step, occurrence, due, at, "skipped", reason=reason)
+        writer.advance(enrollment, cadence, at)
+        counts.skipped["template error"] += 1
+        self._journal(
+            summary,
+            person,
+            record,
+            cadence,
+            step,
+            occurrence,
+            at,
+            None,
+            None,
+            None,
+            "skipped",
+            f"{rule}; {reason}",
+        )
+
+    def _task_text(
+        self,
+        template: str,
+        kind: str,
+        context: dict[str, Any],
+        the_route: Route,
+        record: dict[str, Any],
+    ) -> tuple[str, str]:
+        if kind in TASK_CHANNELS or self.templates.exists(template, "task"):
+            rendered = self.templates.render(template, "task", context)
+            title = rendered.title or f"{kind.title()}: {_name(record)}"
+            return title, rendered.body
+        # A manual task for a touch no channel could carry: what the message would have said.
+        for fallback_kind in ("email", "sms"):
+            if self.templates.exists(template, fallback_kind):
+                rendered = self.templates.render(template, fallback_kind, context)
+                title = f"Contact {_name(record)} by hand: {the_route.reason}"
+                text = (
+                    f"Subject: {rendered.subject}\n\n" if rendered.subject else ""
+                ) + rendered.body
+                return title[:480], f"{the_route.reason}\n\nSuggested message:\n{text}"
+        return f"Contact {_name(record)} by hand", the_route.reason
+
+    def _task_cap(
+        self, conn: Connection, owner: str | None, kind: str, at: datetime, zone
+    ) -> tuple[datetime, bool]:
+        rate = self.config.policy.rate_limits.get(kind)  # type: ignore[call-overload]
+        if rate is None:
+            return at, False
+        per_day = (
+            max(1, int(rate.count * 86400 / rate.seconds)) if rate.seconds <= 86400 else rate.count
+        )
+        capped = False
+        for _ in range(60):
+            day = _local_day(at, zone)
+            key = (owner, kind, day)
+            if key not in self._task_counts:
+                start = datetime.fromisoformat(day).replace(tzinfo=zone)
+                self._task_counts[key] = conn.execute(
+                    select(func.count())
+                    .select_from(_tasks)
+                    .where(
+                        _tasks.c.owner_id.is_(None)
+                        if owner is None
+                        else _tasks.c.owner_id == owner,
+                        _tasks.c.kind == kind,
+                        _tasks.c.due_at >= start,
+                        _tasks.c.due_at < start + timedelta(days=1),
+                    )
+                ).scalar_one()
+            if self._task_counts[key] < per_day:
+                return at, capped
+            capped = True
+            next_day = datetime.fromisoformat(day).replace(tzinfo=zone) + timedelta(days=1)
+            at, _ = self.calendar.next_allowed(next_day, zone)
+        return at, capped
+
+    def _rule(
+        self, cadence, step, enrollment, occurrence, reasons, the_route, late, deadline
+    ) -> str:
+        if occurrence and step.repeat is not None:
+            every = format_duration(step.repeat.every)
+            base = f"repeat {occurrence} of {step.repeat.max}, every {every}"
+        else:
+            anchor = cadence.step_anchor(enrollment["next_step"])
+            since = (
+                f"entering {cadence.trigger.stage}" if anchor == "trigger" else "the previous touch"
+            )
+            base = f"{format_duration(step.after)} after {since}"
+        if step.within is not None:
+            base += f", within {format_duration(step.within)}"
+        if reasons:
+            base += "; held by " + ", ".join(reasons)
+        if late:
+            base += f"; late (deadline {deadline:%Y-%m-%d %H:%M} UTC), on_late: {step.on_late}"
+        return base + f"; {the_route.reason}"
+
+    def _journal(
+        self,
+        summary,
+        person,
+        record,
+        cadence,
+        step,
+        occurrence,
+        at,
+        channel,
+        template,
+        variant,
+        status,
+        rule,
+    ) -> None:
+        if not self.keep_journal:
+            return
+        summary.journal.append(
+            PlannedTouch(
+                person_id=person.id,
+                name=_name(record),
+                cadence_id=cadence.id,
+                step_id=step.id,
+                occurrence=occurrence,
+                at=at,
+                timezone=str(person.zone),
+                channel=channel,
+                template=template,
+                variant=variant,
+                status=status,
+                rule=rule,
+            )
+        )
+
+    # -- dispatch -------------------------------------------------------------------------
+
+    def _dispatch(self, pending: list[_Pending], now: datetime, summary: TickSummary) -> None:
+        rounds = 0
+        while pending and rounds < 4:
+            rounds += 1
+            by_channel: dict[str, list[_Pending]] = defaultdict(list)
+            for item in pending:
+                by_channel[item.message.channel].append(item)
+            results: list[tuple[_Pending, SendResult]] = []
+            for name, items in by_channel.items():
+                channel = self.channels[name]
+                for start in range(0, len(items), channel.max_batch):
+                    chunk = items[start : start + channel.max_batch]
+                    results.extend(self._send(channel, chunk))
+            pending = self._confirm(results, now, summary)
+
+    def _send(self, channel: Channel, chunk: list[_Pending]) -> list[tuple[_Pending, SendResult]]:
+        by_id = {item.touch_id: item for item in chunk}
+        try:
+            results = channel.send([item.message for item in chunk])
+        except Exception as exc:  # a channel bug must not lose the ledger's truth
+            return [
+                (
+                    item,
+                    SendResult.ambiguous(
+                        item.message, f"channel {channel.name} raised {type(exc).__name__}: {exc}"
+                    ),
+                )
+                for item in chunk
+            ]
+        seen = {result.touch_id for result in results}
+        out = [(by_id[result.touch_id], result) for result in results if result.touch_id in by_id]
+        for item in chunk:
+            if item.touch_id not in seen:
+                out.append(
+                    (
+                        item,
+                        SendResult.ambiguous(
+                            item.message, f"channel {channel.name} returned no result"
+                        ),
+                    )
+                )
+        return out
+
+    def _confirm(
+        self, results: list[tuple[_Pending, SendResult]], now: datetime, summary: TickSummary
+    ) -> list[_Pending]:
+        again: list[_Pending] = []
+        updates: list[dict[str, Any]] = []
+        suppress: list[dict[str, Any]] = []
+        for item, result in results:
+            counts = summary.steps[(item.cadence.id, item.step.id)]
+            row = {
+                "b_id": item.touch_id,
+                "status": result.status,
+                "channel": item.message.channel,
+                "contact_point_id": item.contact_id,
+                "provider_message_id": result.provider_message_id,
+                "reason": result.reason,
+                "sent_at": now if result.status == "sent" else None,
+                "lease_until": None,
+                "updated_at": now,
+            }
+            if result.status == "sent":
+                counts.sent += 1
+            elif result.status == "ambiguous":
+                counts.ambiguous += 1
+            else:
+                if result.suppress:
+                    suppress.append(
+                        {"b_id": item.contact_id, "reason": result.suppress, "now": now}
+                    )
+                    for contact in item.person.contacts:
+                        if contact.id == item.contact_id:
+                            contact.suppressed = True
+                            contact.suppressed_reason = result.suppress
+                retry = self._fallback(item, result) if result.permanent else None
+                if retry is not None:
+                    row.update(
+                        status="claimed",
+                        channel=retry.message.channel,
+                        contact_point_id=retry.contact_id,
+                        reason=f"{retry.message.channel} after {item.message.channel} "
+                        f"failed: {result.reason}",
+                        lease_until=self.wall_clock.now() + self.lease,
+                        sent_at=None,
+                    )
+                    again.append(retry)
+                else:
+                    counts.failed += 1
+            updates.append(row)
+        with self.transaction() as conn:
+            if suppress:
+                conn.execute(
+                    update(_contacts)
+                    .where(_contacts.c.id == bindparam("b_id"))
+                    .values(
+                        suppressed=True,
+                        suppressed_reason=bindparam("reason"),
+                        suppressed_at=bindparam("now"),
+                        updated_at=bindparam("now"),
+                    ),
+                    suppress,
+                )
+            if updates:
+                conn.execute(
+                    update(_touches)
+                    .where(_touches.c.id == bindparam("b_id"))
+                    .values(
+                        status=bindparam("status"),
+                        channel=bindparam("channel"),
+                        contact_point_id=bindparam("contact_point_id"),
+                        provider_message_id=bindparam("provider_message_id"),
+                        reason=bindparam("reason"),
+                        sent_at=bindparam("sent_at"),
+                        lease_until=bindparam("lease_until"),
+                        updated_at=bindparam("updated_at"),
+                    ),
+                    updates,
+                )
+        return again
+
+    def _fallback(self, item: _Pending, result: SendResult) -> _Pending | None:
+        """The same touch on the next usable channel the step allows, if any."""
+        step = item.step
+        if step.channel == "auto":
+            order = list(self.config.policy.channel_order)
+        else:
+            order = [step.channel] + ([step.fallback] if step.fallback else [])
+        for name in order:
+            if name in item.tried or name in TASK_CHANNELS or name not in self.channels:
+                continue
+            contact, _why = usable(name, item.person, self.config)
+            if contact is None:
+                continue
+            context = build_context(
+                item.person,
+                item.record,
+                self.config,
+                cadence_id=item.cadence.id,
+                step_id=step.id,
+                variant=item.variant,
+            )
+            try:
+                rendered = self.templates.render(
+                    item.template, TemplateStore.kind_for(name), context
+                )
+            except TemplateRenderError:
+                continue
+            message = _message(
+                item.touch_id,
+                item.message.idempotency_key,
+                item.person,
+                item.record,
+                item.cadence,
+                step,
+                name,
+                contact.value,
+                item.message.send_at,
+                rendered,
+                item.template,
+                item.variant,
+            )
+            return _Pending(
+                item.touch_id,
+                message,
+                item.person,
+                item.record,
+                item.cadence,
+                step,
+                item.variant,
+                item.template,
+                contact.id,
+                [*item.tried, name],
+            )
+        return None
+
+
+class _BatchWriter:
+    """Collects a claim batch's ledger rows, tasks and enrollment updates; writes them at once."""
+
+    def __init__(self, now: datetime, run_id: str, lease_until: datetime) -> None:
+        self.now = now
+        self.run_id = run_id
+        self.lease_until = lease_until
+        self.touches: list[dict[str, Any]] = []
+        self.tasks: list[dict[str, Any]] = []
+        self.enrollments: dict[int, dict[str, Any]] = {}
+        self.pending: list[tuple[dict[str, Any], dict[str, Any]]] = []
+
+    def _enrollment(self, enrollment: dict[str, Any]) -> dict[str, Any]:
+        return self.enrollments.setdefault(enrollment["id"], enrollment)
+
+    def touch(
+        self,
+        enrollment,
+        cadence,
+        step,
+        occurrence,
+        due,
+        at,
+        status,
+        *,
+        reason=None,
+        channel=None,
+        contact_id=None,
+        template=None,
+        variant=None,
+        subject=None,
+    ) -> dict[str, Any]:
+        row = {
+            "idempotency_key": f"{enrollment['id']}:{step.id}:{occurrence}",
+            "enrollment_id": enrollment["id"],
+            "person_id": enrollment["person_id"],
+            "cadence_id": cadence.id,
+            "step_id": step.id,
+            "occurrence": occurrence,
+            "status": status,
+            "channel": channel,
+            "contact_point_id": contact_id,
+            "template": template,
+            "variant": variant,
+            "subject": subject,
+            "transactional": step.transactional,
+            "due_at": due,
+            "planned_at": at,
+            "claimed_at": self.now,
+            "lease_until": self.lease_until if status == "claimed" else None,
+            "run_id": self.run_id,
+            "reason": reason,
+            "updated_at": self.now,
+        }
+        self.touches.append(row)
+        return row
+
+    def claim(
+        self,
+        enrollment,
+        cadence,
+        step,
+        occurrence,
+        due,
+        at,
+        channel,
+        contact_id,
+        *,
+        message: RenderedMessage,
+        template,
+        variant,
+        reason,
+        person,
+        record,
+    ) -> None:
+        row = self.touch(
+            enrollment,
+            cadence,
+            step,
+            occurrence,
+            due,
+            at,
+            "claimed",
+            reason=reason,
+            channel=channel,
+            contact_id=contact_id,
+            template=template,
+            variant=variant,
+            subject=message.subject,
+        )
+        self.pending.append(
+            (
+                row,
+                {
+                    "person": person,
+                    "record": record,
+                    "cadence": cadence,
+                    "step": step,
+                    "message": message,
+                    "template": template,
+                    "variant": variant,
+                },
+            )
+        )
+
+    def task(
+        self,
+        enrollment,
+        cadence,
+        step,
+        occurrence,
+        due,
+        at,
+        kind,
+        *,
+        title,
+        body,
+        reason,
+        owner,
+        source,
+        template,
+        variant,
+        contact_id,
+    ) -> None:
+        row = self.touch(
+            enrollment,
+            cadence,
+            step,
+            occurrence,
+            due,
+            at,
+            "task",
+            reason=reason,
+            channel=kind if kind in TASK_CHANNELS else None,
+            contact_id=contact_id,
+            template=template,
+            variant=variant,
+        )
+        self.tasks.append(
+            {
+                "key": row["idempotency_key"],
+                "person_id": enrollment["person_id"],
+                "record_id": enrollment["record_id"],
+                "source": source,
+                "owner_id": owner,
+                "kind": kind,
+                "title": title[:500],
+                "body": body,
+                "reason": reason,
+                "due_at": at,
+                "status": "open",
+                "created_at": self.now,
+            }
+        )
+
+    def defer(self, enrollment: dict[str, Any], at: datetime, reason: str) -> None:
+        row = self._enrollment(enrollment)
+        row["next_due_at"] = at
+        row["defer_reason"] = reason
+
+    def end(self, enrollment: dict[str, Any], status: str, reason: str | None) -> None:
+        row = self._enrollment(enrollment)
+        row.update(status=status, stop_reason=reason, stopped_at=self.now, next_due_at=None)
+
+    def advance(self, enrollment: dict[str, Any], cadence: Cadence, at: datetime) -> None:
+        row = self._enrollment(enrollment)
+        row["last_touch_at"] = at
+        row["defer_reason"] = None
+        step = cadence.steps[row["next_step"]]
+        if step.repeat and row["next_occurrence"] < step.repeat.max:
+            row["next_occurrence"] += 1
+            due = at + step.repeat.every
+        else:
+            row["next_step"] += 1
+            row["next_occurrence"] = 0
+            if row["next_step"] >= len(cadence.steps):
+                row.update(
+                    status="completed",
+                    stop_reason=None,
+                    stopped_at=self.now,
+                    next_due_at=None,
+                    step_due_at=None,
+                )
+                return
+            anchor = (
+                at if cadence.step_anchor(row["next_step"]) == "previous" else row["triggered_at"]
+            )
+            due = anchor + cadence.steps[row["next_step"]].after
+        row["step_due_at"] = due
+        row["next_due_at"] = due
+
+    def flush(self, conn: Connection) -> list[_Pending]:
+        ids: dict[str, int] = {}
+        if self.touches:
+            from outreach.store.candidates import dialect_insert
+
+            stmt = dialect_insert(conn, _touches).on_conflict_do_nothing(
+                index_elements=["idempotency_key"]
+            )
+            result = conn.execute(
+                stmt.returning(_touches.c.id, _touches.c.idempotency_key), self.touches
+            )
+            ids = {key: id_ for id_, key in result}
+        tasks = [
+            {**{k: v for k, v in task.items() if k != "key"}, "touch_id": ids[task["key"]]}
+            for task in self.tasks
+            if task["key"] in ids
+        ]
+        if tasks:
+            conn.execute(_tasks.insert(), tasks)
+        if self.enrollments:
+            conn.execute(
+                update(_enrollments)
+                .where(_enrollments.c.id == bindparam("b_id"))
+                .values(
+                    status=bindparam("status"),
+                    stop_reason=bindparam("stop_reason"),
+                    stopped_at=bindparam("stopped_at"),
+                    next_step=bindparam("next_step"),
+                    next_occurrence=bindparam("next_occurrence"),
+                    step_due_at=bindparam("step_due_at"),
+                    next_due_at=bindparam("next_due_at"),
+                    defer_reason=bindparam("defer_reason"),
+                    last_touch_at=bindparam("last_touch_at"),
+                    updated_at=bindparam("updated_at"),
+                ),
+                [
+                    {
+                        "b_id": row["id"],
+                        "status": row["status"],
+                        "stop_reason": row["stop_reason"],
+                        "stopped_at": row["stopped_at"],
+                        "next_step": row["next_step"],
+                        "next_occurrence": row["next_occurrence"],
+                        "step_due_at": row["step_due_at"],
+                        "next_due_at": row["next_due_at"],
+                        "defer_reason": row["defer_reason"],
+                        "last_touch_at": row["last_touch_at"],
+                        "updated_at": self.now,
+                    }
+                    for row in self.enrollments.values()
+                ],
+            )
+        pending: list[_Pending] = []
+        for row, extra in self.pending:
+            touch_id = ids.get(row["idempotency_key"])
+            if touch_id is None:
+                continue  # another worker claimed this occurrence first
+            person = extra["person"]
+            contact = next(c for c in person.contacts if c.id == row["contact_point_id"])
+            message = _message(
+                touch_id,
+                row["idempotency_key"],
+                person,
+                extra["record"],
+                extra["cadence"],
+                extra["step"],
+                row["channel"],
+                contact.value,
+                row["planned_at"],
+                extra["message"],
+                extra["template"],
+                extra["variant"],
+            )
+            pending.append(
+                _Pending(
+                    touch_id,
+                    message,
+                    person,
+                    extra["record"],
+                    extra["cadence"],
+                    extra["step"],
+                    extra["variant"],
+                    extra["template"],
+                    contact.id,
+                    [row["channel"]],
+                )
+            )
+        return pending
+
+
+def _message(
+    touch_id: int,
+    key: str,
+    person: PersonState,
+    record: dict[str, Any],
+    cadence: Cadence,
+    step: Step,
+    channel: str,
+    to: str,
+    send_at: datetime,
+    rendered: RenderedMessage,
+    template: str,
+    variant: str,
+) -> OutgoingMessage:
+    return OutgoingMessage(
+        touch_id=touch_id,
+        idempotency_key=key,
+        person_id=person.id,
+        channel=channel,
+        to=to,
+        body=rendered.body,
+        send_at=send_at,
+        cadence_id=cadence.id,
+        step_id=step.id,
+        template=template,
+        variant=variant,
+        subject=rendered.subject,
+        owner_id=record.get("owner_id"),
+        source=record.get("source"),
+        external_id=record.get("external_id"),
+        recruiter_name=record.get("recruiter_name"),
+        recruiter_email=record.get("recruiter_email"),
+        sendgrid_template_id=step.sendgrid_template_id,
+    )
+
+
+def _name(record: dict[str, Any]) -> str:
+    name = " ".join(p for p in (record.get("first_name"), record.get("last_name")) if p)
+    return name or f"candidate {record.get('source', '')} {record.get('external_id', '')}".strip()
+
+
+def _local_day(at: datetime, zone) -> str:
+    return at.astimezone(zone).date().isoformat()
