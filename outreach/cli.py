@@ -239,6 +239,213 @@ def candidates_command(
         _print_table(people)
 
 
+@app.command("run")
+def run_command(
+    now: NowOption = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Plan and render everything, send and write nothing."),
+    ] = False,
+    horizon: Annotated[
+        str,
+        typer.Option(
+            "--horizon",
+            help="Hand over touches due up to this far ahead, scheduled at their allowed "
+            "time (a nightly job: 24h).",
+        ),
+    ] = "24h",
+) -> None:
+    """One tick: enroll, plan, throttle, route, send, and print a summary."""
+    from outreach.cadence import parse_duration
+    from outreach.engine.runner import run_tick
+
+    try:
+        window = parse_duration(horizon)
+    except Exception:
+        raise _fail(f"--horizon {horizon!r} is not a duration; use e.g. 24h, 30m, 2d") from None
+    settings = _settings()
+    clock = _clock(now)
+    config = _config(settings)
+    engine = _engine(settings)
+    channels = {} if dry_run else _live_channels(settings)
+    summary = run_tick(engine, config, clock, channels, dry_run=dry_run, horizon=window)
+    _print_summary(summary, dry_run=dry_run)
+    problems = summary.total("failed") + summary.total("ambiguous")
+    problems += summary.total_reasons("skipped").get("template error", 0)
+    if problems:
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+def _live_channels(settings: Settings) -> dict[str, Any]:
+    """The real channels this build can use. SendGrid and Twilio arrive with issue 5."""
+    for item in settings.integrations():
+        if item.kind == "channel":
+            state = (
+                "configured, but this build has no live channel for it yet"
+                if item.on
+                else item.detail
+            )
+            err.print(f"[yellow]{item.name}: off[/] ({state})", highlight=False)
+    return {}
+
+
+def _print_summary(summary, *, dry_run: bool) -> None:
+    enroll = summary.enroll
+    head = f"tick at {summary.now.isoformat()}" + (
+        " (dry run: nothing sent or written)" if dry_run else ""
+    )
+    out.print(f"[bold]{head}[/]", highlight=False)
+    out.print(
+        f"events processed: {enroll.events}; enrolled: {sum(enroll.enrolled.values())}; "
+        f"stopped: {sum(enroll.stopped.values())}"
+        + (f"; suppressed contact points: {enroll.suppressed}" if enroll.suppressed else "")
+        + (
+            f"; claims expired as ambiguous: {summary.expired_claims}"
+            if summary.expired_claims
+            else ""
+        ),
+        highlight=False,
+    )
+    table = Table(header_style="bold")
+    for column in (
+        "cadence",
+        "step",
+        "sent",
+        "tasks",
+        "deferred",
+        "skipped",
+        "failed",
+        "ambiguous",
+    ):
+        table.add_column(column, overflow="fold")
+
+    def reasons(counter) -> str:
+        return ", ".join(f"{n} {r}" for r, n in counter.most_common())
+
+    for (cadence, step), counts in sorted(summary.steps.items()):
+        table.add_row(
+            cadence,
+            step,
+            str(counts.sent),
+            str(counts.tasks),
+            reasons(counts.deferred),
+            reasons(counts.skipped),
+            str(counts.failed),
+            str(counts.ambiguous),
+        )
+    if summary.steps:
+        out.print(table)
+    out.print(
+        f"sent {summary.total('sent')}, tasks {summary.total('tasks')}, "
+        f"deferred {sum(summary.total_reasons('deferred').values())}, "
+        f"skipped {sum(summary.total_reasons('skipped').values())}, "
+        f"failed {summary.total('failed')}, ambiguous {summary.total('ambiguous')}",
+        highlight=False,
+    )
+
+
+@app.command("preview")
+def preview_command(
+    candidate: Annotated[
+        str | None,
+        typer.Option(
+            "--candidate", help="Person id, or SOURCE:EXTERNAL_ID of one of their records."
+        ),
+    ] = None,
+    days: Annotated[int, typer.Option("--days", min=1, max=366, help="Days to simulate.")] = 14,
+    fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+    now: NowOption = None,
+) -> None:
+    """What would be sent to whom, when, on which channel and why; sends and writes nothing."""
+    from outreach.engine.runner import preview
+
+    if fmt not in ("table", "json"):
+        raise _fail(f"--format {fmt!r} is not supported; use table or json")
+    settings = _settings()
+    clock = _clock(now)
+    config = _config(settings)
+    engine = _engine(settings)
+    person_ids = None
+    if candidate is not None:
+        person_ids = {_find_person(engine, candidate)}
+    entries = preview(engine, config, clock, days=days, person_ids=person_ids)
+    rows = [_preview_row(entry) for entry in entries]
+    if fmt == "json":
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    table = Table(header_style="bold")
+    for column in (
+        "local time",
+        "person",
+        "cadence / step",
+        "channel",
+        "template",
+        "status",
+        "rule",
+    ):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(
+            row["local_time"][:16].replace("T", " ") + f" {row['timezone']}",
+            f"{row['person_id']} {row['name']}",
+            f"{row['cadence']} / {row['step']}"
+            + (f" #{row['occurrence']}" if row["occurrence"] else ""),
+            row["channel"] or "-",
+            (row["template"] or "-") + (f" ({row['variant']})" if row["variant"] else ""),
+            row["status"],
+            row["rule"],
+        )
+    out.print(table)
+    out.print(
+        f"{len(rows)} planned touches over {days} days (simulated; nothing sent)", highlight=False
+    )
+
+
+def _find_person(engine, candidate: str) -> int:
+    from sqlalchemy import select
+
+    from outreach.store.schema import CandidateRecord, Person
+
+    with engine.connect() as conn:
+        if candidate.isdigit():
+            found = conn.execute(select(Person.id).where(Person.id == int(candidate))).scalar()
+        elif ":" in candidate:
+            source, external_id = candidate.split(":", 1)
+            found = conn.execute(
+                select(CandidateRecord.person_id).where(
+                    CandidateRecord.source == source, CandidateRecord.external_id == external_id
+                )
+            ).scalar()
+        else:
+            found = None
+    if found is None:
+        raise _fail(
+            f"--candidate {candidate!r}: no such person; give a person id from "
+            "`outreach candidates` or SOURCE:EXTERNAL_ID"
+        )
+    return int(found)
+
+
+def _preview_row(entry) -> dict[str, Any]:
+    from zoneinfo import ZoneInfo
+
+    return {
+        "at": entry.at.isoformat(),
+        "local_time": entry.at.astimezone(ZoneInfo(entry.timezone)).isoformat(),
+        "timezone": entry.timezone,
+        "person_id": entry.person_id,
+        "name": entry.name,
+        "cadence": entry.cadence_id,
+        "step": entry.step_id,
+        "occurrence": entry.occurrence,
+        "channel": entry.channel,
+        "template": entry.template,
+        "variant": entry.variant,
+        "status": entry.status,
+        "rule": entry.rule,
+    }
+
+
 def _print_json(people) -> None:
     write = sys.stdout.write
     write("[")

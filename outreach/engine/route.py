@@ -27,6 +27,8 @@ class Route:
     channel: str | None
     contact: Contact | None
     reason: str
+    #: no channel was usable, but one would have been had it not been switched off
+    blocked_by_off_channel: bool = False
 
 
 def usable(channel: str, person: PersonState, config: CadenceConfig) -> tuple[Contact | None, str]:
@@ -72,9 +74,11 @@ def route(step: Step, person: PersonState, config: CadenceConfig, available: set
         order = [step.channel] + ([step.fallback] if step.fallback else [])
         rule = "fixed"
     refused: list[str] = []
+    off_but_reachable = False
     for index, channel in enumerate(order):
         if channel not in available and channel not in TASK_CHANNELS:
             refused.append(f"{channel}: channel off")
+            off_but_reachable = off_but_reachable or usable(channel, person, config)[0] is not None
             continue
         contact, why = usable(channel, person, config)
         if contact is None:
@@ -87,7 +91,7 @@ def route(step: Step, person: PersonState, config: CadenceConfig, available: set
         else:
             reason = f"{rule}: {channel} after " + "; ".join(refused)
         return Route(channel, contact, reason)
-    return Route(None, None, "no usable channel: " + "; ".join(refused))
+    return Route(None, None, "no usable channel: " + "; ".join(refused), off_but_reachable)
 
 
 def choose_variant(person_id: int, cadence_id: str, step: Step) -> tuple[str, str]:

@@ -160,6 +160,7 @@ class _Pending:
     template: str
     contact_id: int
     tried: list[str]
+    reason: str = ""
 
 
 class Tick:
@@ -383,6 +384,12 @@ class Tick:
         )
         at = decision.at
         reasons = list(decision.reasons)
+        if the_route.blocked_by_off_channel:
+            # Not the person's fault: wait for the channel rather than hand it to a recruiter.
+            retry, _ = self.calendar.next_allowed(max(at, now + timedelta(days=1)), zone)
+            writer.defer(enrollment, retry, "channel off")
+            counts.deferred["channel off"] += 1
+            return
         if the_route.channel in TASK_CHANNELS:
             at, capped = self._task_cap(conn, record.get("owner_id"), the_route.channel, at, zone)
             if capped and "task cap" not in reasons:
@@ -758,7 +765,7 @@ class Tick:
                 "channel": item.message.channel,
                 "contact_point_id": item.contact_id,
                 "provider_message_id": result.provider_message_id,
-                "reason": result.reason,
+                "reason": "; ".join(r for r in (item.reason, result.reason) if r) or None,
                 "sent_at": now if result.status == "sent" else None,
                 "lease_until": None,
                 "updated_at": now,
@@ -874,6 +881,7 @@ class Tick:
                 item.template,
                 contact.id,
                 [*item.tried, name],
+                f"{name} after {item.message.channel} failed: {result.reason}",
             )
         return None
 
@@ -1154,6 +1162,7 @@ class _BatchWriter:
                     extra["template"],
                     contact.id,
                     [row["channel"]],
+                    row["reason"] or "",
                 )
             )
         return pending

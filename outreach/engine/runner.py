@@ -1,0 +1,112 @@
+"""Entry points the CLI uses: one live or dry-run tick, and the preview simulation."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import timedelta
+
+from sqlalchemy import Engine
+
+from channels.base import Channel
+from channels.dryrun import DryRunChannel
+from outreach.cadence import CadenceConfig
+from outreach.clock import Clock, FixedClock
+from outreach.engine.tick import (
+    PlannedTouch,
+    Tick,
+    TickSummary,
+    engine_transactions,
+    nested_transactions,
+)
+
+__all__ = ["dry_run_channels", "preview", "run_tick"]
+
+
+def dry_run_channels() -> dict[str, Channel]:
+    """A dry-run stand-in for every message channel."""
+    return {"email": DryRunChannel("email"), "sms": DryRunChannel("sms")}
+
+
+def run_tick(
+    engine: Engine,
+    config: CadenceConfig,
+    clock: Clock,
+    channels: Mapping[str, Channel],
+    *,
+    dry_run: bool = False,
+    horizon: timedelta = timedelta(hours=24),
+    wall_clock: Clock | None = None,
+) -> TickSummary:
+    """Run one tick. A dry run uses stand-in channels and rolls every write back."""
+    dialect = engine.dialect.name
+    if not dry_run:
+        tick = Tick(
+            config,
+            clock,
+            channels,
+            engine_transactions(engine),
+            horizon=horizon,
+            wall_clock=wall_clock,
+            dialect=dialect,
+        )
+        return tick.run()
+    with engine.connect() as conn:
+        if dialect == "sqlite":
+            conn.info["sqlite_begin"] = "BEGIN IMMEDIATE"
+        outer = conn.begin()
+        try:
+            tick = Tick(
+                config,
+                clock,
+                dry_run_channels(),
+                nested_transactions(conn),
+                horizon=horizon,
+                wall_clock=wall_clock,
+                dialect=dialect,
+            )
+            return tick.run()
+        finally:
+            outer.rollback()
+
+
+def preview(
+    engine: Engine,
+    config: CadenceConfig,
+    clock: Clock,
+    *,
+    days: int,
+    person_ids: set[int] | None = None,
+) -> list[PlannedTouch]:
+    """Simulate ``days`` nightly ticks from ``clock.now()``; write nothing, send nothing.
+
+    Every decision of the simulated ticks is returned (scheduled touches, tasks, skips),
+    sorted by time. All channels are assumed on.
+    """
+    start = clock.now()
+    journal: list[PlannedTouch] = []
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.info["sqlite_begin"] = "BEGIN IMMEDIATE"
+        outer = conn.begin()
+        try:
+            simulated = FixedClock(start)
+            for day in range(days):
+                simulated.set(start + timedelta(days=day))
+                tick = Tick(
+                    config,
+                    simulated,
+                    dry_run_channels(),
+                    nested_transactions(conn),
+                    horizon=timedelta(days=1),
+                    person_ids=person_ids,
+                    journal=True,
+                    dialect=engine.dialect.name,
+                )
+                journal.extend(tick.run().journal)
+        finally:
+            outer.rollback()
+    end = start + timedelta(days=days)
+    return sorted(
+        (entry for entry in journal if entry.at < end),
+        key=lambda e: (e.at, e.person_id, e.cadence_id, e.step_id, e.occurrence),
+    )

@@ -1,0 +1,117 @@
+"""The seed timings of the default cadences, on a fake clock, with a nightly tick."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from conftest import World
+
+NY = ZoneInfo("America/New_York")
+UTC = ZoneInfo("UTC")
+
+
+def ny(*args: int) -> datetime:
+    return datetime(*args, tzinfo=NY)
+
+
+def applicant(**extra) -> dict:
+    return {
+        "external_id": "a1",
+        "first_name": "Ann",
+        "email": "ann@example.com",
+        "job_title": "Data Engineer",
+        "recruiter_name": "Jo Smith",
+        "timezone": "America/New_York",
+        **extra,
+    }
+
+
+def test_friday_evening_application_is_acknowledged_on_monday_morning(world: World) -> None:
+    world.add(applicant(stage="applied", stage_entered_at="2026-11-20T17:00:00-05:00"))
+    world.nightly(ny(2026, 11, 21, 2, 0), 3)  # Saturday, Sunday, Monday at 02:00
+    (ack,) = world.touches(step_id="acknowledge")
+    assert ack.status == "sent" and ack.channel == "email"
+    assert ack.planned_at.astimezone(NY) == ny(2026, 11, 23, 8, 0)
+    assert "late" in ack.reason  # 63 h over a weekend: on_late: send sends it anyway
+    # Saturday's tick defers it for the weekend; Sunday's does not even look at it (it is
+    # not due within its horizon); Monday's schedules it for 08:00.
+    assert [dict(s.total_reasons("deferred")) for s in world.summaries] == [{"weekend": 1}, {}, {}]
+    assert [s.total("sent") for s in world.summaries] == [0, 0, 1]
+
+
+def test_application_inside_the_window_is_acknowledged_at_once(world: World) -> None:
+    world.add(applicant(stage="applied", stage_entered_at="2026-11-20T17:00:00-05:00"))
+    world.tick(ny(2026, 11, 20, 17, 5))
+    (ack,) = world.touches(step_id="acknowledge")
+    assert ack.planned_at.astimezone(NY) == ny(2026, 11, 20, 17, 5)
+    assert ack.reason == "fixed: email"
+    assert world.email.sent[0].subject and "{{" not in world.email.sent[0].body
+
+
+def test_interview_thanks_within_24_hours(world: World) -> None:
+    world.add(applicant(stage="interview", stage_entered_at="2026-11-17T14:00:00-05:00"))
+    world.tick(ny(2026, 11, 18, 2, 0))
+    (thanks,) = world.touches(step_id="thank-you")
+    assert thanks.planned_at.astimezone(NY) == ny(2026, 11, 18, 8, 0)
+    assert thanks.planned_at - ny(2026, 11, 17, 14, 0) <= timedelta(hours=24)
+    assert thanks.variant in ("a", "b")
+    assert thanks.template == {"a": "interview_thanks", "b": "interview_thanks_b"}[thanks.variant]
+
+
+def test_check_in_a_week_after_the_last_touch_and_final_at_a_month(world: World) -> None:
+    world.add(applicant(stage="applied", stage_entered_at="2026-11-02T10:00:00-05:00"))
+    world.nightly(ny(2026, 11, 2, 11, 0), 40)
+    steps = {t.step_id: t for t in world.touches(cadence_id="application-follow-up")}
+    ack, check_in = steps["acknowledge"], steps["check-in"]
+    assert ack.planned_at.astimezone(NY) == ny(2026, 11, 2, 11, 0)
+    assert check_in.planned_at - ack.planned_at == timedelta(days=7)
+    status = steps["status-update"]
+    assert status.planned_at - check_in.planned_at == timedelta(days=14)
+    final = steps["final"]
+    # 30 days after the application is Wednesday 2 December, 10:00.
+    assert final.planned_at.astimezone(NY) == ny(2026, 12, 2, 10, 0)
+    assert final.status == "sent"
+
+
+def test_status_updates_every_14_days_until_the_stage_changes(world: World) -> None:
+    world.add(applicant(stage="interview", stage_entered_at="2026-11-02T09:00:00-05:00"))
+    world.nightly(ny(2026, 11, 2, 9, 30), 38)  # through 9 December
+    updates = world.touches(step_id="status-update")
+    assert [u.occurrence for u in updates] == [0, 1]
+    assert updates[1].planned_at - updates[0].planned_at == timedelta(days=14)
+    # An offer ends the interview cadence: no third update.
+    world.add(applicant(stage="offer", stage_entered_at="2026-12-10T09:00:00-05:00"))
+    world.nightly(ny(2026, 12, 10, 9, 30), 30)
+    assert [u.occurrence for u in world.touches(step_id="status-update")] == [0, 1]
+    assert world.touches(cadence_id="offer-follow-up")
+
+
+def test_nothing_goes_out_on_a_holiday(world: World) -> None:
+    # Acknowledged Thursday 19 November; the check-in a week later falls on Thanksgiving.
+    world.add(applicant(stage="applied", stage_entered_at="2026-11-18T20:00:00-05:00"))
+    world.nightly(ny(2026, 11, 19, 2, 0), 10)
+    steps = {t.step_id: t for t in world.touches()}
+    assert steps["acknowledge"].planned_at.astimezone(NY) == ny(2026, 11, 19, 8, 0)
+    assert steps["check-in"].planned_at.astimezone(NY) == ny(2026, 11, 27, 8, 0)
+    assert any(s.total_reasons("deferred").get("holiday") for s in world.summaries)
+
+
+def test_local_time_is_right_across_the_dst_change(world: World) -> None:
+    # Daylight saving time ends on Sunday 1 November 2026 in New York.
+    world.add(applicant(stage="applied", stage_entered_at="2026-10-29T20:00:00-04:00"))
+    world.nightly(ny(2026, 10, 30, 2, 0), 9)
+    steps = {t.step_id: t for t in world.touches()}
+    ack, check_in = steps["acknowledge"], steps["check-in"]
+    assert ack.planned_at.astimezone(NY).hour == 8 and check_in.planned_at.astimezone(NY).hour == 8
+    assert ack.planned_at.astimezone(UTC).hour == 12  # EDT
+    assert check_in.planned_at.astimezone(UTC).hour == 13  # EST
+
+
+def test_zone_from_the_phone_number_when_the_record_has_none(world: World) -> None:
+    # A Seattle number and no zone on the record: 08:00 Pacific.
+    world.add(applicant(stage="applied", timezone="", phone="+1 206 555 0100",
+                        stage_entered_at="2026-11-19T20:00:00-08:00"))
+    world.tick(ny(2026, 11, 20, 2, 0))
+    (ack,) = world.touches(step_id="acknowledge")
+    assert ack.planned_at.astimezone(ZoneInfo("America/Los_Angeles")).hour == 8
