@@ -201,6 +201,8 @@ class Tick:
         self.templates = TemplateStore(config.template_dir)
         self.run_id = str(uuid.uuid4())
         self._task_counts: dict[tuple[str | None, str, str], int] = {}
+        # Enrollments this tick already deferred: looking again would decide the same.
+        self._deferred: set[int] = set()
 
     # -- the tick -------------------------------------------------------------------------
 
@@ -324,6 +326,7 @@ class Tick:
                 for enrollment in sorted(items, key=lambda e: self._priority(e, person)):
                     self._decide(conn, enrollment, person, now, writer, summary)
             pending = writer.flush(conn)
+        self._deferred |= writer.deferred
         return new_cursor, pending
 
     def _priority(self, enrollment: dict[str, Any], person: PersonState) -> tuple[Any, ...]:
@@ -351,6 +354,8 @@ class Tick:
         writer: _BatchWriter,
         summary: TickSummary,
     ) -> None:
+        if enrollment["id"] in self._deferred:
+            return
         try:
             cadence = self.config.cadence(enrollment["cadence_id"])
         except KeyError:
@@ -603,15 +608,15 @@ class Tick:
         the_route: Route,
         record: dict[str, Any],
     ) -> tuple[str, str]:
-        if kind in TASK_CHANNELS or self.templates.exists(template, "task"):
+        if kind in TASK_CHANNELS:
             rendered = self.templates.render(template, "task", context)
             title = rendered.title or f"{kind.title()}: {_name(record)}"
             return title, rendered.body
         # A manual task for a touch no channel could carry: what the message would have said.
-        for fallback_kind in ("email", "sms"):
+        for fallback_kind in ("email", "sms", "task"):
             if self.templates.exists(template, fallback_kind):
                 rendered = self.templates.render(template, fallback_kind, context)
-                title = f"Contact {_name(record)} by hand: {the_route.reason}"
+                title = rendered.title or f"Contact {_name(record)} by hand: {the_route.reason}"
                 text = (
                     f"Subject: {rendered.subject}\n\n" if rendered.subject else ""
                 ) + rendered.body
@@ -897,6 +902,7 @@ class _BatchWriter:
         self.tasks: list[dict[str, Any]] = []
         self.enrollments: dict[int, dict[str, Any]] = {}
         self.pending: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        self.deferred: set[int] = set()
 
     def _enrollment(self, enrollment: dict[str, Any]) -> dict[str, Any]:
         return self.enrollments.setdefault(enrollment["id"], enrollment)
@@ -1042,6 +1048,7 @@ class _BatchWriter:
         )
 
     def defer(self, enrollment: dict[str, Any], at: datetime, reason: str) -> None:
+        self.deferred.add(enrollment["id"])
         row = self._enrollment(enrollment)
         row["next_due_at"] = at
         row["defer_reason"] = reason

@@ -1,0 +1,331 @@
+"""The tick: idempotency, per-person caps across records, crashes, events, routing, rendering."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import func, insert, select, update
+
+from channels.base import Channel, OutgoingMessage, SendResult
+from conftest import World, write_config
+from outreach.clock import FixedClock
+from outreach.engine.route import choose_variant
+from outreach.store.schema import ContactPoint, Enrollment, Event, Person, Touch
+
+NY = ZoneInfo("America/New_York")
+
+
+def ny(*args: int) -> datetime:
+    return datetime(*args, tzinfo=NY)
+
+
+PERSON = {
+    "external_id": "p1",
+    "first_name": "Ann",
+    "email": "ann@example.com",
+    "phone": "+1 212 555 0101",
+    "sms_consent": "true",
+    "job_title": "SRE",
+    "recruiter_name": "Jo",
+    "owner_id": "rec-1",
+    "timezone": "America/New_York",
+}
+
+SMALL = """\
+policy:
+  default_timezone: America/New_York
+  send_window: {start: "08:00", end: "19:00", days: [mon, tue, wed, thu, fri, sat, sun]}
+  holidays: none
+  max_touches: {count: 2, per: 7d}
+  min_gap: 1d
+  channel_order: [email, sms, linkedin]
+  rate_limits: {linkedin: 1/d}
+cadences:
+  - id: c
+    trigger: {stage: applied}
+    steps:
+      - {id: one, after: 0m, channel: email, fallback: sms, template: t}
+      - {id: two, after: 2d, from: previous, channel: auto, template: t}
+      - {id: three, after: 2d, from: previous, channel: linkedin, template: t}
+"""
+TEMPLATES = {
+    "t.email.j2": "Subject: Hi {{ candidate.first_name }}\n\nHello {{ candidate.first_name }}",
+    "t.sms.j2": "Hi {{ candidate.first_name }}",
+    "t.task.j2": "Title: Connect with {{ candidate.first_name }}\n\nSay hi",
+    "broken.email.j2": "Subject: Hi\n\nYour {{ candidate.custom.portfolio }} is great",
+    "broken.sms.j2": "Your {{ candidate.custom.portfolio }} is great",
+}
+
+
+@pytest.fixture
+def small(engine, tmp_path: Path) -> World:
+    config = write_config(tmp_path, SMALL, TEMPLATES)
+    return World(engine, config, ny(2026, 11, 2, 9, 0))
+
+
+def test_running_twice_at_the_same_moment_sends_nothing_the_second_time(world: World) -> None:
+    world.add({**PERSON, "stage": "applied"})
+    first = world.tick(ny(2026, 11, 2, 9, 0))
+    assert first.total("sent") == 1
+    second = world.tick(ny(2026, 11, 2, 9, 0))
+    assert second.total("sent") == 0 and second.total("tasks") == 0
+    assert len(world.email.sent) == 1
+
+
+def test_one_person_in_two_crms_and_two_cadences_is_capped_as_one(world: World) -> None:
+    world.add(
+        {**PERSON, "source": "greenhouse", "external_id": "g1", "stage": "Application Review"},
+        {**PERSON, "source": "lever", "external_id": "l1", "stage": "On-site interview",
+         "phone": ""},
+    )
+    with world.engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(Person)) == 1
+        assert conn.scalar(select(func.count()).select_from(Enrollment)) == 0
+    world.nightly(ny(2026, 11, 2, 9, 0), 21)
+    touches = [t for t in world.touches() if t.status in ("sent", "task")]
+    assert {t.cadence_id for t in touches} == {"application-follow-up", "interview-follow-up"}
+    times = [t.planned_at for t in touches]
+    assert all(b - a >= timedelta(hours=48) for a, b in zip(times, times[1:], strict=False))
+    for t in times:
+        assert sum(1 for u in times if t - timedelta(days=7) < u <= t) <= 2
+    # The transactional acknowledgement went first; the interview thanks waited.
+    assert touches[0].step_id == "acknowledge"
+    assert any(s.total_reasons("deferred").get("min_gap") for s in world.summaries)
+
+
+class Crash(BaseException):
+    """Stands for the process being killed mid-send."""
+
+
+class CrashingChannel(Channel):
+    name = "email"
+    max_batch = 100
+
+    def send(self, batch: Sequence[OutgoingMessage]) -> list[SendResult]:
+        raise Crash()
+
+
+def test_a_crash_after_claiming_leaves_ambiguous_touches_never_resent(small: World) -> None:
+    small.add({**PERSON, "stage": "applied"})
+    small.email = CrashingChannel()  # type: ignore[assignment]
+    with pytest.raises(Crash):
+        small.tick(ny(2026, 11, 2, 9, 0))
+    (claimed,) = small.touches()
+    assert claimed.status == "claimed"
+
+    from channels import DryRunChannel
+
+    small.email = DryRunChannel("email")
+    soon = small.tick(ny(2026, 11, 2, 9, 0))  # lease still running: left alone, not re-sent
+    assert soon.expired_claims == 0 and not small.email.sent
+    later = FixedClock(datetime.now(NY) + timedelta(hours=1))
+    after = small.tick(ny(2026, 11, 2, 9, 0), wall_clock=later)
+    assert after.expired_claims == 1 and after.total("ambiguous") == 1
+    (touch,) = small.touches()
+    assert touch.status == "ambiguous" and "never confirmed" in touch.reason
+    assert not small.email.sent
+
+
+def test_reply_stops_and_bounce_moves_to_the_fallback_channel(small: World) -> None:
+    small.add({**PERSON, "stage": "applied"})
+    small.tick()
+    with small.engine.begin() as conn:
+        person_id = conn.scalar(select(Person.id))
+        email_id = conn.scalar(select(ContactPoint.id).where(ContactPoint.kind == "email"))
+        conn.execute(insert(Event).values(type="bounce", channel="email", person_id=person_id,
+                                          contact_point_id=email_id, at=small.clock.now(),
+                                          payload={}, created_at=small.clock.now()))
+    small.tick(ny(2026, 11, 4, 9, 0))
+    two = small.touches(step_id="two")[0]
+    assert two.channel == "sms" and "email suppressed (bounced)" in two.reason
+    with small.engine.begin() as conn:
+        conn.execute(insert(Event).values(type="reply", channel="sms", person_id=person_id,
+                                          at=small.clock.now(), payload={}, created_at=small.clock.now()))
+    summary = small.tick(ny(2026, 11, 5, 9, 0))
+    assert summary.enroll.stopped["reply"] == 1
+    assert not small.touches(step_id="three")
+
+
+def test_global_opt_out_stops_everything_even_tasks(small: World) -> None:
+    small.add({**PERSON, "stage": "applied"})
+    small.tick()
+    with small.engine.begin() as conn:
+        person_id = conn.scalar(select(Person.id))
+        conn.execute(insert(Event).values(type="opt_out", person_id=person_id, at=small.clock.now(),
+                                          payload={}, created_at=small.clock.now()))
+    small.nightly(ny(2026, 11, 3, 9, 0), 5)
+    assert [t.step_id for t in small.touches()] == ["one"]
+    assert small.tasks() == []
+
+
+def test_no_usable_channel_becomes_a_task_with_the_reason(small: World) -> None:
+    small.add({**PERSON, "stage": "applied", "email": "", "sms_consent": "false"})
+    small.tick()
+    (touch,) = small.touches()
+    assert touch.status == "task"
+    (task,) = small.tasks()
+    assert task.kind == "manual" and task.owner_id == "rec-1"
+    assert "email: no email address" in task.reason and "sms: no SMS consent" in task.reason
+    assert "Suggested message" in task.body
+
+
+def test_a_channel_that_is_off_defers_instead_of_making_tasks(small: World) -> None:
+    small.add({**PERSON, "stage": "applied"})
+    summary = small.tick(ny(2026, 11, 2, 9, 0), **{})
+    assert summary.total("sent") == 1
+    off = World(small.engine, small.config, small.clock.now())
+    off.add({**PERSON, "external_id": "p2", "email": "bo@example.com", "phone": "", "stage": "applied"})
+    tick_summary = _tick_without_channels(off)
+    assert tick_summary.total_reasons("deferred") == {"channel off": 1}
+    assert off.tasks() == []
+
+
+def _tick_without_channels(world: World):
+    from outreach.engine.tick import Tick, engine_transactions
+
+    return Tick(world.config, world.clock, {}, engine_transactions(world.engine),
+                dialect=world.engine.dialect.name).run()
+
+
+def test_auto_uses_the_preferred_channel(small: World) -> None:
+    small.add({**PERSON, "stage": "applied", "preferred_channel": "sms"})
+    small.nightly(ny(2026, 11, 2, 9, 0), 3)
+    two = small.touches(step_id="two")[0]
+    assert two.channel == "sms" and "(preferred)" in two.reason
+
+
+def test_sms_needs_a_mobile_number(small: World) -> None:
+    small.add({**PERSON, "stage": "applied", "email": "", "phone": "+1 800 555 0199"})
+    small.tick()
+    (task,) = small.tasks()
+    assert "phone is toll_free, not mobile" in task.reason
+
+
+def test_a_missing_variable_skips_the_touch_naming_it(engine, tmp_path: Path) -> None:
+    config = write_config(tmp_path, SMALL.replace("template: t}", "template: broken}", 1), TEMPLATES)
+    world = World(engine, config, ny(2026, 11, 2, 9, 0))
+    world.add({**PERSON, "stage": "applied"})
+    summary = world.tick()
+    (touch,) = world.touches()
+    assert touch.status == "skipped"
+    assert "candidate.custom.portfolio" in touch.reason and "broken.email.j2" in touch.reason
+    assert summary.total_reasons("skipped") == {"template error": 1}
+    assert not world.email.sent
+    world.add({**PERSON, "external_id": "p2", "email": "b@example.com", "phone": "", "stage": "applied",
+               "portfolio": "{{ 7*7 }} portfolio"})
+    world.tick()
+    assert world.email.sent[0].body == "Your {{ 7*7 }} portfolio is great"
+
+
+class BouncingChannel(Channel):
+    name = "email"
+    max_batch = 10
+
+    def __init__(self) -> None:
+        self.sent: list[OutgoingMessage] = []
+
+    def send(self, batch):
+        return [SendResult.failed(m, "550 mailbox unknown", permanent=True, suppress="bounced") for m in batch]
+
+
+def test_a_permanent_failure_suppresses_and_falls_back(small: World) -> None:
+    small.add({**PERSON, "stage": "applied"})
+    small.email = BouncingChannel()  # type: ignore[assignment]
+    summary = small.tick()
+    (touch,) = small.touches()
+    assert touch.status == "sent" and touch.channel == "sms"
+    assert "sms after email failed: 550 mailbox unknown" in touch.reason
+    assert len(small.sms.sent) == 1 and summary.total("failed") == 0
+    with small.engine.connect() as conn:
+        email = conn.execute(select(ContactPoint).where(ContactPoint.kind == "email")).one()
+        assert email.suppressed and email.suppressed_reason == "bounced"
+
+
+def test_linkedin_tasks_respect_the_owner_daily_cap(small: World) -> None:
+    people = [{**PERSON, "external_id": f"p{i}", "email": f"p{i}@example.com", "phone": "",
+               "linkedin_url": f"https://www.linkedin.com/in/p{i}", "stage": "applied"} for i in range(2)]
+    small.add(*people)
+    small.nightly(ny(2026, 11, 2, 9, 0), 12)
+    tasks = [t for t in small.tasks() if t.kind == "linkedin"]
+    assert len(tasks) == 2
+    assert tasks[0].due_at.astimezone(NY).date() != tasks[1].due_at.astimezone(NY).date()
+    assert any(s.total_reasons("deferred").get("task cap") for s in small.summaries)
+
+
+def test_variants_are_stable_per_person_and_follow_the_weights(default_config) -> None:
+    step = default_config.cadence("interview-follow-up").steps[0]
+    picks = [choose_variant(i, "interview-follow-up", step)[0] for i in range(2000)]
+    assert picks == [choose_variant(i, "interview-follow-up", step)[0] for i in range(2000)]
+    share = picks.count("b") / len(picks)
+    assert 0.45 < share < 0.55
+
+
+def test_leaving_the_stage_stops_only_stage_change_cadences(world: World) -> None:
+    world.add({**PERSON, "stage": "screening"})
+    world.tick(ny(2026, 11, 2, 9, 0))
+    world.add({**PERSON, "stage": "interview"})
+    summary = world.tick(ny(2026, 11, 3, 9, 0))
+    assert summary.enroll.stopped["stage_change"] == 1
+    with world.engine.connect() as conn:
+        statuses = dict(conn.execute(select(Enrollment.cadence_id, Enrollment.status)).all())
+    assert statuses == {"interview-scheduling": "stopped", "interview-follow-up": "active"}
+
+
+def test_re_entering_a_stage_enrolls_again(world: World) -> None:
+    world.add({**PERSON, "stage": "applied"})
+    world.tick(ny(2026, 11, 2, 9, 0))
+    world.add({**PERSON, "stage": "screening"}, at=ny(2026, 11, 5, 9, 0))
+    world.add({**PERSON, "stage": "applied"}, at=ny(2026, 11, 20, 9, 0))
+    world.tick(ny(2026, 11, 20, 10, 0))
+    with world.engine.connect() as conn:
+        rows = conn.execute(
+            select(Enrollment.status).where(Enrollment.cadence_id == "application-follow-up")
+            .order_by(Enrollment.id)
+        ).scalars().all()
+    assert rows == ["stopped", "active"] or rows == ["stopped", "completed"]
+
+
+def test_dry_run_writes_nothing(cli, tmp_path: Path) -> None:
+    csv = tmp_path / "c.csv"
+    csv.write_text("source,external_id,email,stage\nimport,1,a@example.com,applied\n")
+    assert cli("import", str(csv), "--now", "2026-11-02T14:00:00Z").exit_code == 0
+    result = cli("run", "--dry-run", "--now", "2026-11-02T14:00:00Z")
+    assert result.exit_code == 0, result.output
+    assert "dry run" in result.stdout and "sent 1" in result.stdout
+    again = cli("run", "--dry-run", "--now", "2026-11-02T14:00:00Z")
+    assert "sent 1" in again.stdout  # nothing was recorded the first time
+    live = cli("run", "--now", "2026-11-02T14:00:00Z")
+    assert live.exit_code == 0
+    assert "email: off" in live.stderr and "deferred 1" in live.stdout
+
+
+def test_enrollments_store_the_next_due_time(world: World) -> None:
+    world.add({**PERSON, "stage": "applied"})
+    world.tick(ny(2026, 11, 2, 9, 0))
+    with world.engine.connect() as conn:
+        row = conn.execute(select(Enrollment).where(Enrollment.cadence_id == "application-follow-up")).one()
+    assert row.next_step == 1 and row.next_due_at == ny(2026, 11, 9, 9, 0)
+
+
+def test_ambiguous_and_failed_are_counted(small: World) -> None:
+    small.add({**PERSON, "stage": "applied"})
+
+    class Flaky(Channel):
+        name = "email"
+        max_batch = 10
+
+        def send(self, batch):
+            return [SendResult.ambiguous(m, "timeout after the request left") for m in batch]
+
+    small.email = Flaky()  # type: ignore[assignment]
+    summary = small.tick()
+    assert summary.total("ambiguous") == 1
+    (touch,) = small.touches()
+    assert touch.status == "ambiguous" and "timeout" in touch.reason
+    with small.engine.begin() as conn:
+        conn.execute(update(Touch).values(status="ambiguous"))
+    assert small.tick().total("sent") == 0
