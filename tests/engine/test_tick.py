@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from engine_world import World, write_config
 from sqlalchemy import func, insert, select, update
 
 from channels.base import Channel, OutgoingMessage, SendResult
-from conftest import World, write_config
 from outreach.clock import FixedClock
 from outreach.engine.route import choose_variant
 from outreach.store.schema import ContactPoint, Enrollment, Event, Person, Touch
@@ -89,7 +90,7 @@ def test_one_person_in_two_crms_and_two_cadences_is_capped_as_one(world: World) 
     touches = [t for t in world.touches() if t.status in ("sent", "task")]
     assert {t.cadence_id for t in touches} == {"application-follow-up", "interview-follow-up"}
     times = [t.planned_at for t in touches]
-    assert all(b - a >= timedelta(hours=48) for a, b in zip(times, times[1:], strict=False))
+    assert all(b - a >= timedelta(hours=48) for a, b in itertools.pairwise(times))
     for t in times:
         assert sum(1 for u in times if t - timedelta(days=7) < u <= t) <= 2
     # The transactional acknowledgement went first; the interview thanks waited.

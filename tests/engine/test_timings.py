@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from conftest import World
+from engine_world import World
 
 NY = ZoneInfo("America/New_York")
 UTC = ZoneInfo("UTC")
