@@ -69,6 +69,9 @@ def process_events(
             )
             if person_ids is not None:
                 query = query.where(_events.c.person_id.in_(person_ids))
+            if conn.dialect.name == "postgresql":
+                # Concurrent workers share the events instead of applying them twice.
+                query = query.with_for_update(skip_locked=True)
             rows = list(conn.execute(query).mappings())
             if not rows:
                 return stats

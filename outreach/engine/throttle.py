@@ -60,8 +60,10 @@ def earliest_allowed(
     for _ in range(_MAX_ROUNDS):
         start = at
         if not transactional and history:
+            # Never before a touch already recorded (the window checks below only look
+            # back), and at least min_gap after it.
             latest = history[-1]
-            if gap and at < latest + gap:
+            if at < latest + gap:
                 at = latest + gap
                 _note(decision, "min_gap")
             # Touches inside the rolling window that ends at `at`.

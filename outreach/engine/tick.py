@@ -70,8 +70,10 @@ def engine_transactions(engine: Engine) -> Transactions:
     """Real transactions, one connection each (live runs)."""
 
     @contextmanager
-    def transaction(immediate: bool = False) -> Iterator[Connection]:
+    def transaction(immediate: bool = True) -> Iterator[Connection]:
         with engine.connect() as conn:
+            # Every unit of work of a tick writes. On SQLite, taking the write lock up front
+            # makes concurrent workers queue (busy timeout) instead of failing on upgrade.
             if immediate and conn.dialect.name == "sqlite":
                 conn.info["sqlite_begin"] = "BEGIN IMMEDIATE"
             with conn.begin():
@@ -84,7 +86,7 @@ def nested_transactions(conn: Connection) -> Transactions:
     """Savepoints inside the caller's transaction (dry runs and previews roll it back)."""
 
     @contextmanager
-    def transaction(immediate: bool = False) -> Iterator[Connection]:
+    def transaction(immediate: bool = True) -> Iterator[Connection]:
         with conn.begin_nested():
             yield conn
 
@@ -203,8 +205,12 @@ class Tick:
         self._task_counts: dict[tuple[str | None, str, str], int] = {}
         # Enrollments this tick already deferred: looking again would decide the same.
         self._deferred: set[int] = set()
+        self._still_due = False
 
     # -- the tick -------------------------------------------------------------------------
+
+    #: passes over the due enrollments per tick (steps chained within the horizon)
+    MAX_PASSES = 20
 
     def run(self) -> TickSummary:
         """Run the tick once; return its summary."""
@@ -216,13 +222,20 @@ class Tick:
         )
         summary.expired_claims = self._expire_claims(summary)
         limit = now + self.horizon
-        cursor: tuple[datetime, int] | None = None
-        while True:
-            claimed = self._claim_batch(now, limit, cursor, summary)
-            if claimed is None:
+        # Passes over everything due, in due order. A step that leads straight to another
+        # one due within the horizon is picked up by the next pass, so a second run at the
+        # same moment finds nothing left to do.
+        for _ in range(self.MAX_PASSES):
+            self._still_due = False
+            cursor: tuple[datetime, int] | None = None
+            while True:
+                claimed = self._claim_batch(now, limit, cursor, summary)
+                if claimed is None:
+                    break
+                cursor, pending = claimed
+                self._dispatch(pending, now, summary)
+            if not self._still_due:
                 break
-            cursor, pending = claimed
-            self._dispatch(pending, now, summary)
         return summary
 
     def _expire_claims(self, summary: TickSummary) -> int:
@@ -327,6 +340,13 @@ class Tick:
                     self._decide(conn, enrollment, person, now, writer, summary)
             pending = writer.flush(conn)
         self._deferred |= writer.deferred
+        self._still_due = self._still_due or any(
+            row["status"] == "active"
+            and row["id"] not in writer.deferred
+            and row["next_due_at"] is not None
+            and row["next_due_at"] <= limit
+            for row in writer.enrollments.values()
+        )
         return new_cursor, pending
 
     def _priority(self, enrollment: dict[str, Any], person: PersonState) -> tuple[Any, ...]:
