@@ -65,7 +65,7 @@ def test_two_processes_send_each_touch_exactly_once(engine, database_url: str, t
         worker.stdin.write("go\n")
         worker.stdin.flush()
     outputs = [w.communicate(timeout=300) for w in workers]
-    for worker, (stdout, stderr) in zip(workers, outputs, strict=True):
+    for worker, (_stdout, stderr) in zip(workers, outputs, strict=True):
         assert worker.returncode == 0, stderr[-3000:]
     summaries = [json.loads(stdout.strip().splitlines()[-1]) for stdout, _ in outputs]
 
