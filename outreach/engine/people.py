@@ -24,6 +24,45 @@ _people = Person.__table__
 _records = CandidateRecord.__table__
 _contacts = ContactPoint.__table__
 _touches = Touch.__table__
+# What a tick needs of records and contact points (fewer columns: less to decode per row).
+_RECORD_COLUMNS = [
+    _records.c[name]
+    for name in (
+        "id",
+        "person_id",
+        "source",
+        "external_id",
+        "first_name",
+        "last_name",
+        "stage",
+        "stage_entered_at",
+        "timezone",
+        "job_title",
+        "job_department",
+        "recruiter_name",
+        "recruiter_email",
+        "recruiter_phone",
+        "owner_id",
+        "preferred_channel",
+        "tags",
+        "custom",
+        "updated_at",
+    )
+]
+_CONTACT_COLUMNS = [
+    _contacts.c[name]
+    for name in (
+        "id",
+        "person_id",
+        "kind",
+        "value",
+        "valid",
+        "phone_type",
+        "sms_consent",
+        "suppressed",
+        "suppressed_reason",
+    )
+]
 
 
 @dataclass
@@ -105,10 +144,14 @@ def load_people(
         people[row["id"]] = PersonState(
             id=row["id"], global_opt_out=bool(row["global_opt_out"]), records=[], contacts=[]
         )
-    for row in conn.execute(select(_records).where(_records.c.person_id.in_(ids))).mappings():
+    for row in conn.execute(
+        select(*_RECORD_COLUMNS).where(_records.c.person_id.in_(ids))
+    ).mappings():
         if row["person_id"] in people:
             people[row["person_id"]].records.append(dict(row))
-    for row in conn.execute(select(_contacts).where(_contacts.c.person_id.in_(ids))).mappings():
+    for row in conn.execute(
+        select(*_CONTACT_COLUMNS).where(_contacts.c.person_id.in_(ids))
+    ).mappings():
         if row["person_id"] in people:
             people[row["person_id"]].contacts.append(
                 Contact(

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, bindparam, func, or_, select, update
+from sqlalchemy import Connection, Engine, and_, func, or_, select, update
 
 from channels.base import Channel, OutgoingMessage, SendResult
 from outreach.cadence import TASK_CHANNELS, Cadence, CadenceConfig, Step, format_duration
@@ -43,6 +43,7 @@ from outreach.engine.people import PersonState, history_window, load_people
 from outreach.engine.route import Route, build_context, choose_variant, route, usable
 from outreach.engine.throttle import earliest_allowed
 from outreach.engine.window import SendCalendar
+from outreach.store.bulk import bulk_update, bulk_write
 from outreach.store.schema import ContactPoint, Enrollment, Person, Task, Touch
 from outreach.templates import RenderedMessage, TemplateRenderError, TemplateStore
 
@@ -181,7 +182,7 @@ class Tick:
         transaction: Transactions,
         *,
         horizon: timedelta = timedelta(hours=24),
-        batch_size: int = 500,
+        batch_size: int = 2000,
         wall_clock: Clock | None = None,
         lease: timedelta = timedelta(minutes=15),
         person_ids: set[int] | None = None,
@@ -275,7 +276,7 @@ class Tick:
         postgres = self.dialect == "postgresql"
         with self.transaction(immediate=True) as conn:
             query = (
-                select(_enrollments.c.id, _enrollments.c.person_id, _enrollments.c.next_due_at)
+                select(_enrollments)
                 .where(_enrollments.c.status == "active", _enrollments.c.next_due_at <= limit)
                 .order_by(_enrollments.c.next_due_at, _enrollments.c.id)
                 .limit(self.batch_size)
@@ -293,11 +294,11 @@ class Tick:
                 query = query.where(_enrollments.c.person_id.in_(self.person_ids))
             if postgres:
                 query = query.with_for_update(skip_locked=True)
-            due = conn.execute(query).all()
+            due = [dict(row) for row in conn.execute(query).mappings()]
             if not due:
                 return None
-            new_cursor = (due[-1].next_due_at, due[-1].id)
-            person_ids = {row.person_id for row in due}
+            new_cursor = (due[-1]["next_due_at"], due[-1]["id"])
+            person_ids = {row["person_id"] for row in due}
             if postgres:
                 person_ids = set(
                     conn.execute(
@@ -308,19 +309,24 @@ class Tick:
                 )
             if not person_ids:
                 return new_cursor, []
-            # Every due enrollment of these people, so priorities compare across cadences.
-            query = (
-                select(_enrollments)
-                .where(
-                    _enrollments.c.person_id.in_(person_ids),
-                    _enrollments.c.status == "active",
-                    _enrollments.c.next_due_at <= limit,
-                )
-                .order_by(_enrollments.c.person_id, _enrollments.c.id)
+            # Every due enrollment of these people, so priorities compare across cadences:
+            # those of this batch, and any others (usually none) outside it.
+            enrollments = [row for row in due if row["person_id"] in person_ids]
+            seen = {row["id"] for row in enrollments}
+            query = select(_enrollments).where(
+                _enrollments.c.person_id.in_(person_ids),
+                _enrollments.c.status == "active",
+                _enrollments.c.next_due_at <= limit,
             )
             if postgres:
                 query = query.with_for_update(skip_locked=True)
-            enrollments = [dict(row) for row in conn.execute(query).mappings()]
+            for row in conn.execute(
+                query.with_only_columns(_enrollments.c.id, _enrollments.c.person_id)
+            ):
+                if row.id not in seen:
+                    extra = conn.execute(select(_enrollments).where(_enrollments.c.id == row.id))
+                    enrollments.append(dict(extra.mappings().one()))
+                    seen.add(row.id)
             policy = self.config.policy
             people = load_people(
                 conn,
@@ -824,34 +830,25 @@ class Tick:
                     counts.failed += 1
             updates.append(row)
         with self.transaction() as conn:
-            if suppress:
-                conn.execute(
-                    update(_contacts)
-                    .where(_contacts.c.id == bindparam("b_id"))
-                    .values(
-                        suppressed=True,
-                        suppressed_reason=bindparam("reason"),
-                        suppressed_at=bindparam("now"),
-                        updated_at=bindparam("now"),
-                    ),
-                    suppress,
-                )
-            if updates:
-                conn.execute(
-                    update(_touches)
-                    .where(_touches.c.id == bindparam("b_id"))
-                    .values(
-                        status=bindparam("status"),
-                        channel=bindparam("channel"),
-                        contact_point_id=bindparam("contact_point_id"),
-                        provider_message_id=bindparam("provider_message_id"),
-                        reason=bindparam("reason"),
-                        sent_at=bindparam("sent_at"),
-                        lease_until=bindparam("lease_until"),
-                        updated_at=bindparam("updated_at"),
-                    ),
-                    updates,
-                )
+            bulk_update(
+                conn,
+                _contacts,
+                [
+                    {
+                        "id": item["b_id"],
+                        "suppressed": True,
+                        "suppressed_reason": item["reason"],
+                        "suppressed_at": item["now"],
+                        "updated_at": item["now"],
+                    }
+                    for item in suppress
+                ],
+            )
+            bulk_update(
+                conn,
+                _touches,
+                [{"id": row.pop("b_id"), **row} for row in updates],
+            )
         return again
 
     def _fallback(self, item: _Pending, result: SendResult) -> _Pending | None:
@@ -1107,55 +1104,47 @@ class _BatchWriter:
     def flush(self, conn: Connection) -> list[_Pending]:
         ids: dict[str, int] = {}
         if self.touches:
-            from outreach.store.candidates import dialect_insert
-
-            stmt = dialect_insert(conn, _touches).on_conflict_do_nothing(
-                index_elements=["idempotency_key"]
-            )
-            result = conn.execute(
-                stmt.returning(_touches.c.id, _touches.c.idempotency_key), self.touches
-            )
-            ids = {key: id_ for id_, key in result}
+            bulk_write(conn, _touches, self.touches, conflict=("idempotency_key",))
+            keys = [row["idempotency_key"] for row in self.touches]
+            # Only rows this run wrote: a conflicting claim by another worker keeps its run id.
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                ids.update(
+                    (key, id_)
+                    for id_, key in conn.execute(
+                        select(_touches.c.id, _touches.c.idempotency_key).where(
+                            _touches.c.idempotency_key.in_(chunk),
+                            _touches.c.run_id == self.run_id,
+                        )
+                    )
+                )
         tasks = [
             {**{k: v for k, v in task.items() if k != "key"}, "touch_id": ids[task["key"]]}
             for task in self.tasks
             if task["key"] in ids
         ]
         if tasks:
-            conn.execute(_tasks.insert(), tasks)
-        if self.enrollments:
-            conn.execute(
-                update(_enrollments)
-                .where(_enrollments.c.id == bindparam("b_id"))
-                .values(
-                    status=bindparam("status"),
-                    stop_reason=bindparam("stop_reason"),
-                    stopped_at=bindparam("stopped_at"),
-                    next_step=bindparam("next_step"),
-                    next_occurrence=bindparam("next_occurrence"),
-                    step_due_at=bindparam("step_due_at"),
-                    next_due_at=bindparam("next_due_at"),
-                    defer_reason=bindparam("defer_reason"),
-                    last_touch_at=bindparam("last_touch_at"),
-                    updated_at=bindparam("updated_at"),
-                ),
-                [
-                    {
-                        "b_id": row["id"],
-                        "status": row["status"],
-                        "stop_reason": row["stop_reason"],
-                        "stopped_at": row["stopped_at"],
-                        "next_step": row["next_step"],
-                        "next_occurrence": row["next_occurrence"],
-                        "step_due_at": row["step_due_at"],
-                        "next_due_at": row["next_due_at"],
-                        "defer_reason": row["defer_reason"],
-                        "last_touch_at": row["last_touch_at"],
-                        "updated_at": self.now,
-                    }
-                    for row in self.enrollments.values()
-                ],
-            )
+            bulk_write(conn, _tasks, tasks)
+        bulk_update(
+            conn,
+            _enrollments,
+            [
+                {
+                    "id": row["id"],
+                    "status": row["status"],
+                    "stop_reason": row["stop_reason"],
+                    "stopped_at": row["stopped_at"],
+                    "next_step": row["next_step"],
+                    "next_occurrence": row["next_occurrence"],
+                    "step_due_at": row["step_due_at"],
+                    "next_due_at": row["next_due_at"],
+                    "defer_reason": row["defer_reason"],
+                    "last_touch_at": row["last_touch_at"],
+                    "updated_at": self.now,
+                }
+                for row in self.enrollments.values()
+            ],
+        )
         pending: list[_Pending] = []
         for row, extra in self.pending:
             touch_id = ids.get(row["idempotency_key"])

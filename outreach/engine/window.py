@@ -29,10 +29,16 @@ class SendCalendar:
         self.window = policy.send_window
         self.days = policy.send_window.weekday_numbers
         self.holidays = holidays_lib.country_holidays(policy.holidays) if policy.holidays else None
+        self._holiday_cache: dict[date, bool] = {}
 
     def is_holiday(self, day: date) -> bool:
         """Whether ``day`` is a holiday in the policy's calendar."""
-        return self.holidays is not None and day in self.holidays
+        if self.holidays is None:
+            return False
+        known = self._holiday_cache.get(day)
+        if known is None:
+            known = self._holiday_cache[day] = day in self.holidays
+        return known
 
     def allowed(self, at: datetime, zone: ZoneInfo) -> bool:
         """Whether ``at`` falls inside the window in ``zone``."""
@@ -65,6 +71,7 @@ class SendCalendar:
         raise ValueError("no allowed send time within 400 days; check send_window and holidays")
 
 
+@lru_cache(maxsize=65536)
 def _local(day: date, clock: time, zone: ZoneInfo) -> datetime:
     # A wall time that does not exist (spring-forward gap) is moved past the gap;
     # an ambiguous one (fall-back) takes its first occurrence.

@@ -19,7 +19,7 @@ from sqlalchemy import JSON, Boolean, Connection, Table
 
 from outreach.store.types import UTCDateTime
 
-__all__ = ["bulk_write"]
+__all__ = ["bulk_update", "bulk_write"]
 
 
 @lru_cache(maxsize=8192)
@@ -108,6 +108,45 @@ def bulk_write(
     params = []
     for row in rows:
         values = [row[name] for name in names]
+        for index, convert in converted:
+            values[index] = convert(values[index])
+        params.append(tuple(values))
+    conn.exec_driver_sql(sql, params)
+
+
+def bulk_update(
+    conn: Connection,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    key: str = "id",
+) -> None:
+    """``UPDATE table SET ... WHERE key = ...`` for every row, in one ``executemany``.
+
+    All rows carry the same columns; ``key`` names the column that identifies a row.
+    """
+    if not rows:
+        return
+    dialect = conn.dialect.name
+    names = [name for name in rows[0] if name != key]
+    marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    sets = []
+    for name in names:
+        column = table.c[name]
+        if dialect == "postgresql" and isinstance(column.type, JSON):
+            sets.append(f"{name} = CAST({marker} AS JSON)")
+        else:
+            sets.append(f"{name} = {marker}")
+    sql = f"UPDATE {table.name} SET {', '.join(sets)} WHERE {key} = {marker}"
+    order = [*names, key]
+    converted = [
+        (index, convert)
+        for index, convert in enumerate(_converter(table.c[name], dialect) for name in order)
+        if convert is not _identity
+    ]
+    params = []
+    for row in rows:
+        values = [row[name] for name in order]
         for index, convert in converted:
             values[index] = convert(values[index])
         params.append(tuple(values))

@@ -22,10 +22,9 @@ KEYS = ["at", "local_time", "timezone", "person_id", "name", "cadence", "step", 
 def counts(database_url: str) -> tuple[int, ...]:
     engine = make_engine(database_url)
     with engine.connect() as conn:
-        result = tuple(
-            conn.scalar(select(func.count()).select_from(table))
-            for table in (Touch, Task, Enrollment)
-        ) + (conn.scalar(select(func.count()).select_from(Event).where(Event.processed_at.is_(None))),)
+        tables = [conn.scalar(select(func.count()).select_from(t)) for t in (Touch, Task, Enrollment)]
+        unprocessed = conn.scalar(select(func.count()).select_from(Event).where(Event.processed_at.is_(None)))
+        result = (*tables, unprocessed)
     engine.dispose()
     return result
 
