@@ -118,6 +118,8 @@ class Channel:
     rate_per_second: ClassVar[float | None] = None
     #: how far ahead the provider can schedule a delivery (0: only immediate sends)
     max_schedule_ahead: ClassVar[timedelta] = timedelta(0)
+    #: whether the engine paces calls to ``policy.rate_limits`` (real providers: yes)
+    paced: ClassVar[bool] = True
 
     def send(self, batch: Sequence[OutgoingMessage]) -> list[SendResult]:
         """Send ``batch``; return one result per message, in any order."""

@@ -20,6 +20,7 @@ class DryRunChannel(Channel):
 
     max_batch: ClassVar[int] = 1000
     max_schedule_ahead: ClassVar[timedelta] = timedelta(hours=72)
+    paced: ClassVar[bool] = False  # nothing leaves the machine, nothing to pace
 
     def __init__(self, name: str) -> None:
         self.name = name  # type: ignore[misc]  # an instance stands in for one channel

@@ -25,6 +25,7 @@ schedule is deferred to that instant, with the reason.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping
@@ -40,6 +41,7 @@ from outreach.cadence import TASK_CHANNELS, Cadence, CadenceConfig, Step, format
 from outreach.clock import Clock, SystemClock
 from outreach.engine.enroll import EnrollStats, process_events
 from outreach.engine.people import PersonState, history_window, load_people
+from outreach.engine.ratelimit import RateLimiter
 from outreach.engine.route import Route, build_context, choose_variant, route, usable
 from outreach.engine.throttle import earliest_allowed
 from outreach.engine.window import SendCalendar
@@ -184,6 +186,8 @@ class Tick:
         horizon: timedelta = timedelta(hours=24),
         batch_size: int = 2000,
         wall_clock: Clock | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
         lease: timedelta = timedelta(minutes=15),
         person_ids: set[int] | None = None,
         journal: bool = False,
@@ -207,6 +211,11 @@ class Tick:
         # Enrollments this tick already deferred: looking again would decide the same.
         self._deferred: set[int] = set()
         self._still_due = False
+        self.limiters = {
+            name: RateLimiter(rate, sleep=sleep, monotonic=monotonic)
+            for name, channel in self.channels.items()
+            if channel.paced and (rate := _rate(config, channel)) is not None
+        }
 
     # -- the tick -------------------------------------------------------------------------
 
@@ -756,6 +765,9 @@ class Tick:
 
     def _send(self, channel: Channel, chunk: list[_Pending]) -> list[tuple[_Pending, SendResult]]:
         by_id = {item.touch_id: item for item in chunk}
+        limiter = self.limiters.get(channel.name)
+        if limiter is not None:
+            limiter.acquire(len(chunk))
         try:
             results = channel.send([item.message for item in chunk])
         except Exception as exc:  # a channel bug must not lose the ledger's truth
@@ -1218,6 +1230,13 @@ def _message(
         recruiter_email=record.get("recruiter_email"),
         sendgrid_template_id=step.sendgrid_template_id,
     )
+
+
+def _rate(config: CadenceConfig, channel: Channel) -> float | None:
+    """Messages per second for a channel: the policy's limit, capped by the provider's."""
+    limit = config.policy.rate_limits.get(channel.name)  # type: ignore[call-overload]
+    rates = [r for r in (limit.per_second if limit else None, channel.rate_per_second) if r]
+    return min(rates) if rates else None
 
 
 def _name(record: dict[str, Any]) -> str:
