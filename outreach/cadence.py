@@ -552,9 +552,9 @@ def _cross_check(config: CadenceConfig, root: yaml.Node | None, templates: bool)
     store = TemplateStore(config.template_dir)
     for ci, cadence in enumerate(config.cadences):
         for si, step in enumerate(cadence.steps):
+            # A late step handed to the recruiter (on_late: task) uses NAME.task.j2 when it
+            # exists, else the text of the channel's own template: nothing more to require.
             kinds = {TemplateStore.kind_for(ch) for ch in config.channels_for(step)}
-            if step.on_late == "task":
-                kinds.add("task")
             for ti, name in enumerate(step.templates):
                 loc: tuple[str | int, ...] = (
                     ("cadences", ci, "steps", si, "template")

@@ -69,9 +69,9 @@ def test_the_shipped_defaults_load_and_cover_the_guidance() -> None:
     triggers = {c.trigger.stage for c in config.cadences}
     assert triggers == set(CANONICAL_STAGES)
     ack = config.cadence("application-follow-up").steps[0]
-    assert ack.within == timedelta(hours=48) and ack.transactional
+    assert ack.within == timedelta(hours=72) and ack.transactional and ack.on_late == "skip"
     thanks = config.cadence("interview-follow-up").steps[0]
-    assert thanks.within == timedelta(hours=24)
+    assert thanks.after == timedelta(hours=2) and thanks.on_late == "skip"
     status = config.cadence("interview-follow-up").steps[2]
     assert status.repeat is not None and status.repeat.every == timedelta(days=14)
     final = config.cadence("interview-follow-up").steps[3]

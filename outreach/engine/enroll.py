@@ -2,7 +2,8 @@
 
 * ``stage_change`` (written by import and sync): enrollments of that record whose trigger
   stage is left end when their cadence stops on ``stage_change``; the new stage enrolls the
-  person in every cadence it triggers, once per entry (unique person × cadence × entry time).
+  person in every cadence it triggers, once per entry (unique record × cadence × entry time), and never twice at once
+  in the same cadence for one person (the same application seen in two CRMs).
 * ``reply``: ends the person's enrollments that stop on ``reply``.
 * ``opt_out`` / ``unsubscribe``: suppress the contact point (or, without one, opt the person
   out globally) and end enrollments that stop on ``opt_out``.
@@ -47,6 +48,7 @@ class EnrollStats:
     stopped: Counter[str] = field(default_factory=Counter)
     suppressed: int = 0
     opted_out: int = 0
+    already_enrolled: int = 0
 
 
 def process_events(
@@ -173,9 +175,21 @@ def _stage_change(
     ).scalar()
     if opted_out:
         return
+    # One person, one running enrollment per cadence: the same application seen in two
+    # CRMs (or a record merged into a person already enrolled) does not start it twice.
+    running = set(
+        conn.execute(
+            select(_enrollments.c.cadence_id).where(
+                _enrollments.c.person_id == person_id, _enrollments.c.status == "active"
+            )
+        ).scalars()
+    )
     rows = []
     for cadence in config.cadences:
         if cadence.trigger.stage != to:
+            continue
+        if cadence.id in running:
+            stats.already_enrolled += 1
             continue
         first = cadence.steps[0]
         due = at + first.after
@@ -196,7 +210,7 @@ def _stage_change(
             }
         )
         stats.enrolled[cadence.id] += 1
-    bulk_write(conn, _enrollments, rows, conflict=("person_id", "cadence_id", "triggered_at"))
+    bulk_write(conn, _enrollments, rows, conflict=("record_id", "cadence_id", "triggered_at"))
 
 
 def _stop_on(config: CadenceConfig, cadence_id: str) -> list[str]:

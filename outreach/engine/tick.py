@@ -351,6 +351,7 @@ class Tick:
                 person = people.get(person_id)
                 if person is None:
                     continue
+                items = _without_duplicates(items, writer)
                 for enrollment in sorted(items, key=lambda e: self._priority(e, person)):
                     self._decide(conn, enrollment, person, now, writer, summary)
             pending = writer.flush(conn)
@@ -1230,6 +1231,19 @@ def _message(
         recruiter_email=record.get("recruiter_email"),
         sendgrid_template_id=step.sendgrid_template_id,
     )
+
+
+def _without_duplicates(items: list[dict[str, Any]], writer: _BatchWriter) -> list[dict[str, Any]]:
+    """One running enrollment per cadence and person; people merged later may have two."""
+    newest: dict[str, dict[str, Any]] = {}
+    for item in items:
+        kept = newest.get(item["cadence_id"])
+        if kept is None or item["triggered_at"] > kept["triggered_at"]:
+            newest[item["cadence_id"]] = item
+    for item in items:
+        if newest[item["cadence_id"]] is not item:
+            writer.end(item, "stopped", "duplicate: the person runs this cadence already")
+    return [item for item in items if newest[item["cadence_id"]] is item]
 
 
 def _rate(config: CadenceConfig, channel: Channel) -> float | None:

@@ -124,7 +124,9 @@ class Enrollment(Base):
 
     __tablename__ = "enrollments"
     __table_args__ = (
-        UniqueConstraint("person_id", "cadence_id", "triggered_at", name="uq_enrollments_entry"),
+        # One enrollment per record entering a stage (records are never merged, people are;
+        # the engine keeps one running enrollment per person and cadence).
+        UniqueConstraint("record_id", "cadence_id", "triggered_at", name="uq_enrollments_entry"),
         Index("ix_enrollments_due", "status", "next_due_at"),
         Index("ix_enrollments_person", "person_id"),
     )

@@ -330,3 +330,31 @@ def test_ambiguous_and_failed_are_counted(small: World) -> None:
     with small.engine.begin() as conn:
         conn.execute(update(Touch).values(status="ambiguous"))
     assert small.tick().total("sent") == 0
+
+
+def test_the_same_application_in_two_crms_runs_the_cadence_once(world: World) -> None:
+    world.add(
+        {**PERSON, "source": "greenhouse", "external_id": "g1", "stage": "Application Review"},
+        {**PERSON, "source": "lever", "external_id": "l1", "stage": "New applicant"},
+    )
+    summary = world.tick(ny(2026, 11, 2, 9, 0))
+    assert summary.enroll.enrolled["application-follow-up"] == 1
+    assert summary.enroll.already_enrolled == 1
+    assert len(world.touches(step_id="acknowledge")) == 1
+
+
+def test_people_merged_while_enrolled_keep_one_enrollment_per_cadence(world: World) -> None:
+    world.add(
+        {**PERSON, "external_id": "a", "phone": "", "stage": "applied"},
+        {**PERSON, "external_id": "b", "email": "other@example.com", "stage": "applied"},
+    )
+    # 02:00: both enrolled as two people; the acknowledgements wait for 08:00.
+    world.tick(ny(2026, 11, 2, 2, 0), horizon=timedelta(hours=1))
+    # A third record carries a's email and b's phone: one person with two enrollments.
+    world.add({**PERSON, "external_id": "c"})
+    world.tick(ny(2026, 11, 2, 9, 0))
+    acks = world.touches(step_id="acknowledge")
+    assert len(acks) == 1
+    with world.engine.connect() as conn:
+        reasons = conn.execute(select(Enrollment.stop_reason).where(Enrollment.status == "stopped")).scalars().all()
+    assert reasons == ["duplicate: the person runs this cadence already"]

@@ -33,7 +33,7 @@ def test_friday_evening_application_is_acknowledged_on_monday_morning(world: Wor
     (ack,) = world.touches(step_id="acknowledge")
     assert ack.status == "sent" and ack.channel == "email"
     assert ack.planned_at.astimezone(NY) == ny(2026, 11, 23, 8, 0)
-    assert "late" in ack.reason  # 63 h over a weekend: on_late: send sends it anyway
+    assert "late" not in ack.reason  # 63 h over a weekend is inside the 72 h deadline
     # Saturday's tick defers it for the weekend; Sunday's does not even look at it (it is
     # not due within its horizon); Monday's schedules it for 08:00.
     assert [dict(s.total_reasons("deferred")) for s in world.summaries] == [{"weekend": 1}, {}, {}]
@@ -47,6 +47,14 @@ def test_application_inside_the_window_is_acknowledged_at_once(world: World) -> 
     assert ack.planned_at.astimezone(NY) == ny(2026, 11, 20, 17, 5)
     assert ack.reason == "fixed: email"
     assert world.email.sent[0].subject and "{{" not in world.email.sent[0].body
+
+
+def test_a_backlog_imported_with_old_stage_dates_gets_no_stale_acknowledgement(world: World) -> None:
+    world.add(applicant(stage="applied", stage_entered_at="2026-09-01T10:00:00-04:00"))
+    world.tick(ny(2026, 11, 3, 2, 0))
+    (ack,) = world.touches(step_id="acknowledge")
+    assert ack.status == "skipped" and ack.reason.startswith("late")
+    assert not world.email.sent
 
 
 def test_interview_thanks_within_24_hours(world: World) -> None:

@@ -110,7 +110,7 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['person_id'], ['people.id'], ),
     sa.ForeignKeyConstraint(['record_id'], ['candidate_records.id'], ),
     sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('person_id', 'cadence_id', 'triggered_at', name='uq_enrollments_entry')
+    sa.UniqueConstraint('record_id', 'cadence_id', 'triggered_at', name='uq_enrollments_entry')
     )
     with op.batch_alter_table('enrollments', schema=None) as batch_op:
         batch_op.create_index('ix_enrollments_due', ['status', 'next_due_at'], unique=False)
