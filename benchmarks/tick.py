@@ -134,8 +134,9 @@ def scenario(enrolled: int, due: int) -> dict[str, float]:
             [sys.executable, __file__, "--tick-only", str(path)],
             capture_output=True,
             text=True,
-            check=True,
         )
+        if child.returncode != 0:
+            raise SystemExit(f"the tick failed:\n{child.stderr[-4000:]}")
         result = json.loads(child.stdout.strip().splitlines()[-1])
     result.update(enrolled=enrolled, due=due, seed_seconds=seeded)
     return result

@@ -2,8 +2,9 @@
 
 * ``stage_change`` (written by import and sync): enrollments of that record whose trigger
   stage is left end when their cadence stops on ``stage_change``; the new stage enrolls the
-  person in every cadence it triggers, once per entry (unique record × cadence × entry time), and never twice at once
-  in the same cadence for one person (the same application seen in two CRMs).
+  person in every cadence it triggers, once per entry (unique record × cadence × entry
+  time), and never twice at once in the same cadence for one person (the same application
+  seen in two CRMs).
 * ``reply``: ends the person's enrollments that stop on ``reply``.
 * ``opt_out`` / ``unsubscribe``: suppress the contact point (or, without one, opt the person
   out globally) and end enrollments that stop on ``opt_out``.
