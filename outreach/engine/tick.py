@@ -152,6 +152,27 @@ class TickSummary:
 
 
 @dataclass
+class _Occurrence:
+    """One step occurrence being decided: whose, which, when it was due, when it goes."""
+
+    enrollment: dict[str, Any]
+    person: PersonState
+    record: dict[str, Any]
+    cadence: Cadence
+    step: Step
+    occurrence: int
+    due: datetime
+    at: datetime
+    counts: StepCounts
+    rule: str
+
+    @property
+    def key(self) -> str:
+        """The idempotency key: enrollment, step and occurrence."""
+        return f"{self.enrollment['id']}:{self.step.id}:{self.occurrence}"
+
+
+@dataclass
 class _Pending:
     """A claimed touch on its way to a channel, with what a fallback needs."""
 
@@ -401,17 +422,14 @@ class Tick:
             writer.end(enrollment, "completed", None)
             return
         step = cadence.steps[enrollment["next_step"]]
-        occurrence = enrollment["next_occurrence"]
         counts = summary.steps[(cadence.id, step.id)]
-        record = person.record(enrollment["record_id"])
-        zone = person.zone
-        assert zone is not None
-
         if person.global_opt_out:
             writer.end(enrollment, "stopped", "opt_out: person opted out of all contact")
             counts.skipped["opted out"] += 1
             return
-
+        zone = person.zone
+        assert zone is not None
+        record = person.record(enrollment["record_id"])
         due = enrollment["step_due_at"] or enrollment["next_due_at"]
         the_route = route(step, person, self.config, set(self.channels))
         decision = earliest_allowed(
@@ -450,32 +468,30 @@ class Tick:
 
         deadline = due + (step.within - step.after) if step.within is not None else None
         late = deadline is not None and at > deadline
-        rule = self._rule(cadence, step, enrollment, occurrence, reasons, the_route, late, deadline)
-        status_route = the_route
+        occ = _Occurrence(
+            enrollment,
+            person,
+            record,
+            cadence,
+            step,
+            enrollment["next_occurrence"],
+            due,
+            at,
+            counts,
+            self._rule(cadence, step, enrollment, reasons, the_route, late, deadline),
+        )
+        chosen = the_route
         if late and step.on_late == "skip":
             reason = (
                 f"late: due by {deadline:%Y-%m-%d %H:%M} UTC, first allowed {at:%Y-%m-%d %H:%M} UTC"
             )
-            writer.touch(enrollment, cadence, step, occurrence, due, at, "skipped", reason=reason)
-            writer.advance(enrollment, cadence, at)
+            writer.touch(occ, "skipped", reason=reason)
+            writer.advance(occ)
             counts.skipped["late"] += 1
-            self._journal(
-                summary,
-                person,
-                record,
-                cadence,
-                step,
-                occurrence,
-                at,
-                None,
-                None,
-                None,
-                "skipped",
-                rule,
-            )
+            self._journal(summary, occ, None, None, None, "skipped", occ.rule)
             return
         if late and step.on_late == "task":
-            status_route = Route(
+            chosen = Route(
                 None,
                 None,
                 f"late (due by {deadline:%Y-%m-%d %H:%M} UTC): the recruiter takes it over",
@@ -485,156 +501,52 @@ class Tick:
         context = build_context(
             person, record, self.config, cadence_id=cadence.id, step_id=step.id, variant=variant
         )
+        kind = chosen.channel or "manual"
+        try:
+            if kind in TASK_CHANNELS or kind == "manual":
+                title, body = self._task_text(template, kind, context, chosen, record)
+            else:
+                message = self.templates.render(template, TemplateStore.kind_for(kind), context)
+        except TemplateRenderError as exc:
+            where = f"{exc.template}:{exc.line}" if exc.line else exc.template
+            reason = f"template {where}: {exc.reason}"
+            writer.touch(occ, "skipped", reason=reason)
+            writer.advance(occ)
+            counts.skipped["template error"] += 1
+            self._journal(summary, occ, None, None, None, "skipped", f"{occ.rule}; {reason}")
+            return
 
-        if status_route.channel is None or status_route.channel in TASK_CHANNELS:
-            kind = status_route.channel or "manual"
-            try:
-                title, body = self._task_text(template, kind, context, status_route, record)
-            except TemplateRenderError as exc:
-                self._render_failed(
-                    writer,
-                    enrollment,
-                    cadence,
-                    step,
-                    occurrence,
-                    due,
-                    at,
-                    exc,
-                    counts,
-                    summary,
-                    person,
-                    record,
-                    rule,
-                )
-                return
+        contact_id = chosen.contact.id if chosen.contact else None
+        if kind in TASK_CHANNELS or kind == "manual":
             writer.task(
-                enrollment,
-                cadence,
-                step,
-                occurrence,
-                due,
-                at,
+                occ,
                 kind,
                 title=title,
                 body=body,
-                reason=status_route.reason,
-                owner=record.get("owner_id"),
-                source=record.get("source"),
+                reason=chosen.reason,
                 template=template,
                 variant=variant,
-                contact_id=status_route.contact.id if status_route.contact else None,
+                contact_id=contact_id,
             )
             if kind in TASK_CHANNELS:
                 key = (record.get("owner_id"), kind, _local_day(at, zone))
                 self._task_counts[key] = self._task_counts.get(key, 0) + 1
-            person.add_touch(at)
-            writer.advance(enrollment, cadence, at)
             counts.tasks += 1
-            self._journal(
-                summary,
-                person,
-                record,
-                cadence,
-                step,
-                occurrence,
-                at,
+            rule = occ.rule if chosen is the_route else f"{occ.rule}; {chosen.reason}"
+            self._journal(summary, occ, kind, template, variant, "task", rule)
+        else:
+            writer.claim(
+                occ,
                 kind,
-                template,
-                variant,
-                "task",
-                rule if status_route is the_route else f"{rule}; {status_route.reason}",
+                contact_id,
+                message=message,
+                template=template,
+                variant=variant,
+                reason=chosen.reason + ("; late" if late else ""),
             )
-            return
-
-        try:
-            message = self.templates.render(
-                template, TemplateStore.kind_for(status_route.channel), context
-            )
-        except TemplateRenderError as exc:
-            self._render_failed(
-                writer,
-                enrollment,
-                cadence,
-                step,
-                occurrence,
-                due,
-                at,
-                exc,
-                counts,
-                summary,
-                person,
-                record,
-                rule,
-            )
-            return
-        assert status_route.contact is not None
-        writer.claim(
-            enrollment,
-            cadence,
-            step,
-            occurrence,
-            due,
-            at,
-            status_route.channel,
-            status_route.contact.id,
-            message=message,
-            template=template,
-            variant=variant,
-            reason=status_route.reason + ("; late" if late else ""),
-            person=person,
-            record=record,
-        )
+            self._journal(summary, occ, kind, template, variant, "scheduled", occ.rule)
         person.add_touch(at)
-        writer.advance(enrollment, cadence, at)
-        self._journal(
-            summary,
-            person,
-            record,
-            cadence,
-            step,
-            occurrence,
-            at,
-            status_route.channel,
-            template,
-            variant,
-            "scheduled",
-            rule,
-        )
-
-    def _render_failed(
-        self,
-        writer,
-        enrollment,
-        cadence,
-        step,
-        occurrence,
-        due,
-        at,
-        exc,
-        counts,
-        summary,
-        person,
-        record,
-        rule,
-    ) -> None:
-        reason = f"template {exc.template}{':' + str(exc.line) if exc.line else ''}: {exc.reason}"
-        writer.touch(enrollment, cadence, step, occurrence, due, at, "skipped", reason=reason)
-        writer.advance(enrollment, cadence, at)
-        counts.skipped["template error"] += 1
-        self._journal(
-            summary,
-            person,
-            record,
-            cadence,
-            step,
-            occurrence,
-            at,
-            None,
-            None,
-            None,
-            "skipped",
-            f"{rule}; {reason}",
-        )
+        writer.advance(occ)
 
     def _task_text(
         self,
@@ -693,9 +605,8 @@ class Tick:
             at, _ = self.calendar.next_allowed(next_day, zone)
         return at, capped
 
-    def _rule(
-        self, cadence, step, enrollment, occurrence, reasons, the_route, late, deadline
-    ) -> str:
+    def _rule(self, cadence, step, enrollment, reasons, the_route, late, deadline) -> str:
+        occurrence = enrollment["next_occurrence"]
         if occurrence and step.repeat is not None:
             every = format_duration(step.repeat.every)
             base = f"repeat {occurrence} of {step.repeat.max}, every {every}"
@@ -715,30 +626,25 @@ class Tick:
 
     def _journal(
         self,
-        summary,
-        person,
-        record,
-        cadence,
-        step,
-        occurrence,
-        at,
-        channel,
-        template,
-        variant,
-        status,
-        rule,
+        summary: TickSummary,
+        occ: _Occurrence,
+        channel: str | None,
+        template: str | None,
+        variant: str | None,
+        status: str,
+        rule: str,
     ) -> None:
         if not self.keep_journal:
             return
         summary.journal.append(
             PlannedTouch(
-                person_id=person.id,
-                name=_name(record),
-                cadence_id=cadence.id,
-                step_id=step.id,
-                occurrence=occurrence,
-                at=at,
-                timezone=str(person.zone),
+                person_id=occ.person.id,
+                name=_name(occ.record),
+                cadence_id=occ.cadence.id,
+                step_id=occ.step.id,
+                occurrence=occ.occurrence,
+                at=occ.at,
+                timezone=str(occ.person.zone),
                 channel=channel,
                 template=template,
                 variant=variant,
@@ -931,7 +837,7 @@ class _BatchWriter:
         self.touches: list[dict[str, Any]] = []
         self.tasks: list[dict[str, Any]] = []
         self.enrollments: dict[int, dict[str, Any]] = {}
-        self.pending: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        self.pending: list[tuple[dict[str, Any], _Occurrence, RenderedMessage, str, str]] = []
         self.deferred: set[int] = set()
 
     def _enrollment(self, enrollment: dict[str, Any]) -> dict[str, Any]:
@@ -939,37 +845,33 @@ class _BatchWriter:
 
     def touch(
         self,
-        enrollment,
-        cadence,
-        step,
-        occurrence,
-        due,
-        at,
-        status,
+        occ: _Occurrence,
+        status: str,
         *,
-        reason=None,
-        channel=None,
-        contact_id=None,
-        template=None,
-        variant=None,
-        subject=None,
+        reason: str | None = None,
+        channel: str | None = None,
+        contact_id: int | None = None,
+        template: str | None = None,
+        variant: str | None = None,
+        subject: str | None = None,
     ) -> dict[str, Any]:
+        """Add a ledger row for this step occurrence."""
         row = {
-            "idempotency_key": f"{enrollment['id']}:{step.id}:{occurrence}",
-            "enrollment_id": enrollment["id"],
-            "person_id": enrollment["person_id"],
-            "cadence_id": cadence.id,
-            "step_id": step.id,
-            "occurrence": occurrence,
+            "idempotency_key": occ.key,
+            "enrollment_id": occ.enrollment["id"],
+            "person_id": occ.enrollment["person_id"],
+            "cadence_id": occ.cadence.id,
+            "step_id": occ.step.id,
+            "occurrence": occ.occurrence,
             "status": status,
             "channel": channel,
             "contact_point_id": contact_id,
             "template": template,
             "variant": variant,
             "subject": subject,
-            "transactional": step.transactional,
-            "due_at": due,
-            "planned_at": at,
+            "transactional": occ.step.transactional,
+            "due_at": occ.due,
+            "planned_at": occ.at,
             "claimed_at": self.now,
             "lease_until": self.lease_until if status == "claimed" else None,
             "run_id": self.run_id,
@@ -981,29 +883,18 @@ class _BatchWriter:
 
     def claim(
         self,
-        enrollment,
-        cadence,
-        step,
-        occurrence,
-        due,
-        at,
-        channel,
-        contact_id,
+        occ: _Occurrence,
+        channel: str,
+        contact_id: int | None,
         *,
         message: RenderedMessage,
-        template,
-        variant,
-        reason,
-        person,
-        record,
+        template: str,
+        variant: str,
+        reason: str,
     ) -> None:
+        """Claim the occurrence for a channel; it is dispatched after the batch commits."""
         row = self.touch(
-            enrollment,
-            cadence,
-            step,
-            occurrence,
-            due,
-            at,
+            occ,
             "claimed",
             reason=reason,
             channel=channel,
@@ -1012,47 +903,23 @@ class _BatchWriter:
             variant=variant,
             subject=message.subject,
         )
-        self.pending.append(
-            (
-                row,
-                {
-                    "person": person,
-                    "record": record,
-                    "cadence": cadence,
-                    "step": step,
-                    "message": message,
-                    "template": template,
-                    "variant": variant,
-                },
-            )
-        )
+        self.pending.append((row, occ, message, template, variant))
 
     def task(
         self,
-        enrollment,
-        cadence,
-        step,
-        occurrence,
-        due,
-        at,
-        kind,
+        occ: _Occurrence,
+        kind: str,
         *,
-        title,
-        body,
-        reason,
-        owner,
-        source,
-        template,
-        variant,
-        contact_id,
+        title: str,
+        body: str,
+        reason: str,
+        template: str,
+        variant: str,
+        contact_id: int | None,
     ) -> None:
+        """Record the occurrence as a recruiter task."""
         row = self.touch(
-            enrollment,
-            cadence,
-            step,
-            occurrence,
-            due,
-            at,
+            occ,
             "task",
             reason=reason,
             channel=kind if kind in TASK_CHANNELS else None,
@@ -1063,15 +930,15 @@ class _BatchWriter:
         self.tasks.append(
             {
                 "key": row["idempotency_key"],
-                "person_id": enrollment["person_id"],
-                "record_id": enrollment["record_id"],
-                "source": source,
-                "owner_id": owner,
+                "person_id": occ.enrollment["person_id"],
+                "record_id": occ.enrollment["record_id"],
+                "source": occ.record.get("source"),
+                "owner_id": occ.record.get("owner_id"),
                 "kind": kind,
                 "title": title[:500],
                 "body": body,
                 "reason": reason,
-                "due_at": at,
+                "due_at": occ.at,
                 "status": "open",
                 "created_at": self.now,
             }
@@ -1087,8 +954,10 @@ class _BatchWriter:
         row = self._enrollment(enrollment)
         row.update(status=status, stop_reason=reason, stopped_at=self.now, next_due_at=None)
 
-    def advance(self, enrollment: dict[str, Any], cadence: Cadence, at: datetime) -> None:
-        row = self._enrollment(enrollment)
+    def advance(self, occ: _Occurrence) -> None:
+        """Move the enrollment past this occurrence: the next repeat, step, or the end."""
+        cadence, at = occ.cadence, occ.at
+        row = self._enrollment(occ.enrollment)
         row["last_touch_at"] = at
         row["defer_reason"] = None
         step = cadence.steps[row["next_step"]]
@@ -1159,36 +1028,35 @@ class _BatchWriter:
             ],
         )
         pending: list[_Pending] = []
-        for row, extra in self.pending:
+        for row, occ, rendered, template, variant in self.pending:
             touch_id = ids.get(row["idempotency_key"])
             if touch_id is None:
                 continue  # another worker claimed this occurrence first
-            person = extra["person"]
-            contact = next(c for c in person.contacts if c.id == row["contact_point_id"])
+            contact = next(c for c in occ.person.contacts if c.id == row["contact_point_id"])
             message = _message(
                 touch_id,
                 row["idempotency_key"],
-                person,
-                extra["record"],
-                extra["cadence"],
-                extra["step"],
+                occ.person,
+                occ.record,
+                occ.cadence,
+                occ.step,
                 row["channel"],
                 contact.value,
                 row["planned_at"],
-                extra["message"],
-                extra["template"],
-                extra["variant"],
+                rendered,
+                template,
+                variant,
             )
             pending.append(
                 _Pending(
                     touch_id,
                     message,
-                    person,
-                    extra["record"],
-                    extra["cadence"],
-                    extra["step"],
-                    extra["variant"],
-                    extra["template"],
+                    occ.person,
+                    occ.record,
+                    occ.cadence,
+                    occ.step,
+                    variant,
+                    template,
                     contact.id,
                     [row["channel"]],
                     row["reason"] or "",

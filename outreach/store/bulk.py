@@ -11,28 +11,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, Connection, Table
 
-from outreach.store.types import UTCDateTime
+from outreach.store.types import UTCDateTime, sqlite_text
 
 __all__ = ["bulk_update", "bulk_write"]
 
 
-@lru_cache(maxsize=8192)
-def _sqlite_instant(value: datetime | None) -> str | None:
-    # Cached: a batch carries the same few instants (its `now`) on most rows.
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        raise ValueError(f"naive datetime {value!r} cannot be stored; give it a time zone")
-    if value.tzinfo is not UTC:
-        value = value.astimezone(UTC)
-    # The text SQLAlchemy's SQLite DATETIME writes and reads (isoformat is ~10x strftime).
-    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+# Cached: a batch carries the same few instants (its `now`) on most rows.
+_sqlite_instant = lru_cache(maxsize=8192)(sqlite_text)
 
 
 def _pg_instant(value: datetime | None) -> datetime | None:
@@ -100,18 +91,7 @@ def bulk_write(
             sql += f"DO UPDATE SET {sets}"
         else:
             sql += "DO NOTHING"
-    converted = [
-        (index, convert)
-        for index, convert in enumerate(_converter(column, dialect) for column in columns)
-        if convert is not _identity
-    ]
-    params = []
-    for row in rows:
-        values = [row[name] for name in names]
-        for index, convert in converted:
-            values[index] = convert(values[index])
-        params.append(tuple(values))
-    conn.exec_driver_sql(sql, params)
+    conn.exec_driver_sql(sql, _params(rows, names, columns, dialect))
 
 
 def bulk_update(
@@ -139,15 +119,22 @@ def bulk_update(
             sets.append(f"{name} = {marker}")
     sql = f"UPDATE {table.name} SET {', '.join(sets)} WHERE {key} = {marker}"
     order = [*names, key]
+    conn.exec_driver_sql(sql, _params(rows, order, [table.c[n] for n in order], dialect))
+
+
+def _params(
+    rows: Sequence[Mapping[str, Any]], names: Sequence[str], columns: Sequence[Any], dialect: str
+) -> list[tuple[Any, ...]]:
+    """Rows as driver parameter tuples, converting only the columns that need it."""
     converted = [
         (index, convert)
-        for index, convert in enumerate(_converter(table.c[name], dialect) for name in order)
+        for index, convert in enumerate(_converter(column, dialect) for column in columns)
         if convert is not _identity
     ]
     params = []
     for row in rows:
-        values = [row[name] for name in order]
+        values = [row[name] for name in names]
         for index, convert in converted:
             values[index] = convert(values[index])
         params.append(tuple(values))
-    conn.exec_driver_sql(sql, params)
+    return params

@@ -7,7 +7,18 @@ from datetime import UTC, datetime
 from sqlalchemy import DateTime
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["UTCDateTime"]
+__all__ = ["UTCDateTime", "sqlite_text"]
+
+
+def sqlite_text(value: datetime | None) -> str | None:
+    """An aware instant as the UTC text SQLAlchemy's SQLite DATETIME writes and reads."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError(f"naive datetime {value!r} cannot be stored; give it a time zone")
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -33,18 +44,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         """One fast step on SQLite (the bulk paths bind hundreds of thousands of these)."""
         if dialect.name != "sqlite":
             return super().bind_processor(dialect)
-
-        def process(value: datetime | None) -> str | None:
-            if value is None:
-                return None
-            if value.tzinfo is None:
-                raise ValueError(f"naive datetime {value!r} cannot be stored; give it a time zone")
-            if value.tzinfo is not UTC:
-                value = value.astimezone(UTC)
-            # The text SQLAlchemy's SQLite DATETIME writes and reads back.
-            return value.replace(tzinfo=None).isoformat(" ", "microseconds")
-
-        return process
+        return sqlite_text
 
     def result_processor(self, dialect, coltype):
         """On SQLite, parse the stored text in one C call instead of a regex per value."""
