@@ -232,6 +232,7 @@ class Tick:
         # Enrollments this tick already deferred: looking again would decide the same.
         self._deferred: set[int] = set()
         self._still_due = False
+        self._order = {cadence.id: index for index, cadence in enumerate(config.cadences)}
         self.limiters = {
             name: RateLimiter(rate, sleep=sleep, monotonic=monotonic)
             for name, channel in self.channels.items()
@@ -389,7 +390,7 @@ class Tick:
     def _priority(self, enrollment: dict[str, Any], person: PersonState) -> tuple[Any, ...]:
         try:
             cadence = self.config.cadence(enrollment["cadence_id"])
-            index = self.config.cadences.index(cadence)
+            index = self._order[cadence.id]
             step = cadence.steps[enrollment["next_step"]]
             transactional = step.transactional
         except (KeyError, IndexError, ValueError):
