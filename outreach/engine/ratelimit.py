@@ -49,8 +49,9 @@ class RateLimiter:
             self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
             self._last = now
             take = min(remaining, self.burst)
-            if self._tokens >= take:
-                self._tokens -= take
+            # The tolerance keeps float rounding from leaving a token forever 1e-16 short.
+            if self._tokens + 1e-9 >= take:
+                self._tokens = max(0.0, self._tokens - take)
                 remaining -= take
                 continue
             pause = (take - self._tokens) / self.rate

@@ -85,3 +85,24 @@ def test_tick_paces_sms_to_the_policy_rate(world: World) -> None:
     )
     assert len(world.sms.sent) == 5
     assert sum(fake.slept) == pytest.approx(4.0)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rate=st.floats(0.1, 1000),
+    sizes=st.lists(st.integers(1, 50), min_size=1, max_size=40),
+    gaps=st.lists(st.floats(0, 5), min_size=40, max_size=40),
+)
+def test_limiter_never_exceeds_rate_plus_burst(rate: float, sizes: list[int], gaps: list[float]) -> None:
+    fake = FakeTime()
+    limiter = RateLimiter(rate, monotonic=fake.monotonic, sleep=fake.sleep)
+    sent = 0.0
+    for size, gap in zip(sizes, gaps, strict=False):
+        fake.now += gap
+        limiter.acquire(size)
+        sent += size
+        assert sent <= limiter.burst + rate * fake.now + 1e-6

@@ -1,0 +1,271 @@
+"""The HTTP layer every CRM connector shares: one httpx client, pacing, retries, errors.
+
+* :class:`HeaderPacer` paces requests from the provider's own rate-limit headers
+  (``X-RateLimit-Limit``/``-Remaining``, HubSpot's ``X-HubSpot-RateLimit-*``) on top of a
+  steady per-second ceiling, and honours ``Retry-After``.
+* :class:`ApiClient` sends requests through one ``httpx.Client`` (connection reuse,
+  timeouts), retries with tenacity what provably was not processed (connection errors,
+  429, 5xx on idempotent reads), and translates failures into the engine's error tree:
+  401/403 name the credential and the fix; other 4xx are permanent for that request.
+
+Clocks and sleeping are injected, so tests never wait.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+)
+
+from outreach.clock import SystemClock
+from outreach.engine.ratelimit import RateLimiter
+from outreach.errors import ConfigError, PermanentError, RetryableError
+
+__all__ = ["ApiClient", "HeaderPacer", "retry_after_seconds"]
+
+_RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+def retry_after_seconds(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    text = value.strip()
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or SystemClock().now())).total_seconds())
+
+
+@dataclass
+class _Window:
+    remaining: int | None = None
+    reset_after: float | None = None  # seconds until the provider's window resets
+
+
+class HeaderPacer:
+    """Paces requests to a steady rate and to what the provider's headers say is left.
+
+    ``rate`` is the steady ceiling (requests per second, from the connector's class
+    attributes). After each response :meth:`observe` reads the rate-limit headers; when
+    the provider says nothing is left in its window, the next :meth:`wait` sleeps until
+    the window resets.
+    """
+
+    def __init__(
+        self,
+        rate: float | None,
+        *,
+        window_seconds: float = 10.0,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.limiter = RateLimiter(rate, monotonic=monotonic, sleep=sleep) if rate else None
+        self.window_seconds = window_seconds
+        self._monotonic = monotonic
+        self._sleep = sleep
+        self._blocked_until = 0.0
+        self.slept = 0.0
+
+    def wait(self) -> None:
+        """Block until the next request may go."""
+        pause = self._blocked_until - self._monotonic()
+        if pause > 0:
+            self._sleep(pause)
+            self.slept += pause
+        if self.limiter is not None:
+            self.slept += self.limiter.acquire()
+
+    def hold(self, seconds: float) -> None:
+        """Send nothing for ``seconds`` (a 429's Retry-After)."""
+        self._blocked_until = max(self._blocked_until, self._monotonic() + seconds)
+
+    def observe(self, headers: Mapping[str, str]) -> None:
+        """Read the provider's rate-limit headers from a response."""
+        window = _read_window(headers, self.window_seconds)
+        if window.remaining is not None and window.remaining <= 0:
+            self.hold(window.reset_after if window.reset_after is not None else self.window_seconds)
+
+
+def _read_window(headers: Mapping[str, str], default_window: float) -> _Window:
+    lower = {k.lower(): v for k, v in headers.items()}
+
+    def number(name: str) -> float | None:
+        try:
+            return float(lower[name])
+        except (KeyError, ValueError):
+            return None
+
+    # HubSpot: per-interval limits with the interval length in milliseconds.
+    remaining = number("x-hubspot-ratelimit-remaining")
+    if remaining is not None:
+        interval = number("x-hubspot-ratelimit-interval-milliseconds")
+        return _Window(int(remaining), interval / 1000 if interval else default_window)
+    secondly = number("x-hubspot-ratelimit-secondly-remaining")
+    if secondly is not None:
+        return _Window(int(secondly), 1.0)
+    remaining = number("x-ratelimit-remaining")
+    if remaining is not None:
+        reset = number("x-ratelimit-reset")
+        return _Window(int(remaining), reset if reset is not None and reset < 3600 else None)
+    return _Window()
+
+
+class ApiClient:
+    """One provider's HTTP client: base URL, auth, pacing, retries, error translation.
+
+    Example::
+
+        client = ApiClient("lever", "https://api.lever.co/v1", auth=("key", ""),
+                           credential="LEVER_API_KEY", rate=10)
+        page = client.get("/opportunities", params={"limit": 100}).json()
+    """
+
+    def __init__(
+        self,
+        provider: str,
+        base_url: str,
+        *,
+        credential: str,
+        auth: httpx.Auth | tuple[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        rate: float | None = None,
+        attempts: int = 5,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        backoff: Callable[[int], float] | None = None,
+    ) -> None:
+        self.provider = provider
+        self.credential = credential
+        self.pacer = HeaderPacer(rate, monotonic=monotonic, sleep=sleep)
+        self.attempts = attempts
+        self._sleep = sleep
+        self._backoff = backoff or (lambda attempt: min(30.0, 0.5 * 2 ** (attempt - 1)))
+        self.http = httpx.Client(
+            base_url=base_url.rstrip("/"),
+            auth=auth,
+            headers=dict(headers or {}),
+            timeout=httpx.Timeout(timeout, connect=10.0),
+            transport=transport,
+            follow_redirects=False,
+        )
+        self.retries = 0
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self.http.close()
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        """GET, retried on connection errors, 429 and 5xx."""
+        return self.request("GET", path, idempotent=True, **kwargs)
+
+    def post(self, path: str, *, idempotent: bool = False, **kwargs: Any) -> httpx.Response:
+        """POST; retried on 5xx only when ``idempotent`` (a search), always on 429."""
+        return self.request("POST", path, idempotent=idempotent, **kwargs)
+
+    def request(self, method: str, path: str, *, idempotent: bool, **kwargs: Any) -> httpx.Response:
+        """Send one request with pacing and retries; raise the engine's errors."""
+
+        def wait(state: RetryCallState) -> float:
+            error = state.outcome.exception() if state.outcome else None
+            hinted = getattr(error, "retry_after", None)
+            return hinted if hinted is not None else self._backoff(state.attempt_number)
+
+        retrying = Retrying(
+            retry=retry_if_exception_type(RetryableError),
+            stop=stop_after_attempt(self.attempts),
+            wait=wait,
+            sleep=self._sleep,
+            reraise=True,
+            before_sleep=self._count_retry,
+        )
+        for attempt in retrying:
+            with attempt:
+                return self._once(method, path, idempotent=idempotent, **kwargs)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _count_retry(self, state: RetryCallState) -> None:
+        self.retries += 1
+
+    def _once(self, method: str, path: str, *, idempotent: bool, **kwargs: Any) -> httpx.Response:
+        self.pacer.wait()
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            raise RetryableError(
+                f"{self.provider}: cannot connect ({type(exc).__name__})", provider=self.provider
+            ) from exc
+        except httpx.TimeoutException as exc:
+            if idempotent:
+                raise RetryableError(
+                    f"{self.provider}: timed out reading {path}", provider=self.provider
+                ) from exc
+            raise PermanentError(
+                f"{self.provider}: {method} {path} timed out after it was sent; not retried "
+                "(it may have been processed)",
+                provider=self.provider,
+            ) from exc
+        self.pacer.observe(response.headers)
+        status = response.status_code
+        if status < 400:
+            return response
+        detail = _detail(response)
+        if status == 429 or (status in _RETRYABLE_STATUS and idempotent):
+            retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+            if status == 429:
+                self.pacer.hold(retry_after if retry_after is not None else 1.0)
+            raise RetryableError(
+                f"{self.provider}: HTTP {status} on {method} {path}: {detail}",
+                provider=self.provider,
+                status=status,
+                retry_after=retry_after,
+            )
+        if status in (401, 403):
+            what = "rejected" if status == 401 else "lacks the permission (scope) for"
+            raise ConfigError(
+                f"{self.provider}: HTTP {status}: the credential {self.credential} is {what} "
+                f"{method} {path} ({detail}); check the value and its scopes"
+            )
+        raise PermanentError(
+            f"{self.provider}: HTTP {status} on {method} {path}: {detail}",
+            provider=self.provider,
+            status=status,
+        )
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return (response.text or "").strip()[:200] or response.reason_phrase
+    if isinstance(body, dict):
+        for key in ("message", "error", "errors", "detail"):
+            if key in body:
+                return str(body[key])[:200]
+    return str(body)[:200]
