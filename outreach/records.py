@@ -92,6 +92,8 @@ class CandidateIn:
     tags: list[str] = field(default_factory=list)
     custom: dict[str, Any] = field(default_factory=dict)
     source_updated_at: datetime | None = None
+    #: contact values dropped in lenient mode (CRM data), for the sync summary
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -136,14 +138,18 @@ def normalize_record(
     default_region: str,
     canonical_stage: Callable[[str, str | None], str | None],
     default_source: str | None = None,
+    strict_contacts: bool = True,
 ) -> CandidateIn:
     """Validate and normalise one raw record.
 
     ``where`` names the record in messages (``line 7``); ``canonical_stage`` maps
     ``(source, CRM stage name)`` to a canonical stage or ``None`` when unmapped. Raises
-    :class:`RecordError` with every problem of the record joined by ``; ``.
+    :class:`RecordError` with every problem of the record joined by ``; ``. With
+    ``strict_contacts=False`` (records from a CRM) a malformed email, phone or LinkedIn URL
+    is dropped with a warning instead, as long as one usable contact point remains.
     """
     problems: list[str] = []
+    contact_problems: list[str] = []
     get = raw.get
 
     source = _text(get("source")) or default_source
@@ -164,19 +170,24 @@ def normalize_record(
         try:
             record.email = normalize_email(email)
         except ContactError as exc:
-            problems.append(str(exc))
+            contact_problems.append(str(exc))
     phone = _text(get("phone"))
     if phone:
         try:
             record.phone = normalize_phone(phone, default_region)
         except ContactError as exc:
-            problems.append(str(exc))
+            contact_problems.append(str(exc))
     linkedin = _text(get("linkedin_url"))
     if linkedin:
         try:
             record.linkedin_url = normalize_linkedin(linkedin)
         except ContactError as exc:
-            problems.append(str(exc))
+            contact_problems.append(str(exc))
+    usable = record.email or record.phone or record.linkedin_url
+    if strict_contacts or not usable:
+        problems.extend(contact_problems)
+    else:
+        record.warnings.extend(contact_problems)
     if not (email or phone or linkedin):
         problems.append("no contact point: give at least one of email, phone, linkedin_url")
 
