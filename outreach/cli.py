@@ -239,6 +239,122 @@ def candidates_command(
         _print_table(people)
 
 
+SOURCES = ("greenhouse", "lever", "hubspot")
+
+
+@app.command("sync")
+def sync_command(
+    source: Annotated[
+        str, typer.Option("--source", help="greenhouse, lever, hubspot or all.")
+    ] = "all",
+    full: Annotated[
+        bool, typer.Option("--full", help="Read everything again, not only what changed.")
+    ] = False,
+    now: NowOption = None,
+) -> None:
+    """Incremental, resumable sync of the CRMs into the store."""
+    from outreach.errors import ProviderError
+    from outreach.sync import sync_source
+
+    if source != "all" and source not in SOURCES:
+        raise _fail(f"--source {source!r} is not a source; use {', '.join(SOURCES)} or all")
+    settings = _settings()
+    clock = _clock(now)
+    config = _config(settings)
+    engine = _engine(settings)
+    wanted = SOURCES if source == "all" else (source,)
+    connectors = _connectors(settings, wanted, clock)
+    failed = False
+    table = Table(header_style="bold")
+    for column in (
+        "source",
+        "fetched",
+        "new",
+        "updated",
+        "merged",
+        "stage changes",
+        "bad",
+        "state",
+    ):
+        table.add_column(column)
+    for connector in connectors:
+        try:
+            report = sync_source(
+                connector,
+                engine,
+                config,
+                clock,
+                full=full,
+                progress=lambda r: log.info(
+                    "%s: page %d, %d records", r.source, r.pages, r.fetched
+                ),
+            )
+        except ConfigError as exc:
+            raise _fail(str(exc)) from None
+        except ProviderError as exc:
+            err.print(
+                f"[red]{connector.name}:[/] {exc} (resumes from the last page)", highlight=False
+            )
+            failed = True
+            continue
+        finally:
+            connector.close()
+        for problem in report.bad:
+            err.print(f"[red]bad record:[/] {problem}", highlight=False)
+        for warning in report.warnings:
+            err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        for name in sorted(report.unmapped_stages):
+            err.print(
+                f"[yellow]warning:[/] {connector.name} stage {name!r} is not mapped; add it to "
+                f"stage_map.{connector.name} in {config.path} (those records are not enrolled)",
+                highlight=False,
+            )
+        failed = failed or bool(report.bad)
+        table.add_row(
+            connector.name,
+            str(report.fetched),
+            str(report.new),
+            str(report.updated),
+            str(report.merged),
+            str(report.stage_changes),
+            str(len(report.bad)),
+            "complete" if report.complete else "partial",
+        )
+    if connectors:
+        out.print(table)
+    if failed:
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+def _connectors(settings: Settings, wanted: tuple[str, ...], clock: Clock) -> list[Any]:
+    """The connectors this build can run for ``wanted``; says once why others are off."""
+    from connectors.greenhouse import GreenhouseV1
+
+    items = {item.name: item for item in settings.integrations() if item.kind == "source"}
+    built = []
+    for name in wanted:
+        item = items[name]
+        if not item.on:
+            err.print(f"[yellow]{name}: off[/] ({item.detail})", highlight=False)
+        elif name == "greenhouse" and item.detail.startswith("Harvest v1"):
+            assert settings.greenhouse_api_key is not None
+            built.append(
+                GreenhouseV1(
+                    settings.greenhouse_api_key.get_secret_value(),
+                    base_url=settings.greenhouse_v1_base_url,
+                    user_id=settings.greenhouse_user_id,
+                    clock=clock,
+                )
+            )
+        else:
+            err.print(
+                f"[yellow]{name}: off[/] ({item.detail} is configured, but this build has no "
+                "connector for it yet)",
+                highlight=False,
+            )
+    return built
+
+
 @app.command("run")
 def run_command(
     now: NowOption = None,
