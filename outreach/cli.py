@@ -326,7 +326,9 @@ def sync_command(
         raise typer.Exit(EXIT_PARTIAL)
 
 
-def _connectors(settings: Settings, wanted: tuple[str, ...], clock: Clock) -> list[Any]:
+def _connectors(
+    settings: Settings, wanted: tuple[str, ...], clock: Clock, *, quiet: bool = False
+) -> list[Any]:
     """The connectors this build can run for ``wanted``; says once why others are off."""
     from connectors.greenhouse import GreenhouseV1
 
@@ -335,7 +337,8 @@ def _connectors(settings: Settings, wanted: tuple[str, ...], clock: Clock) -> li
     for name in wanted:
         item = items[name]
         if not item.on:
-            err.print(f"[yellow]{name}: off[/] ({item.detail})", highlight=False)
+            if not quiet:
+                err.print(f"[yellow]{name}: off[/] ({item.detail})", highlight=False)
         elif name == "greenhouse" and item.detail.startswith("Harvest v1"):
             assert settings.greenhouse_api_key is not None
             built.append(
@@ -346,7 +349,7 @@ def _connectors(settings: Settings, wanted: tuple[str, ...], clock: Clock) -> li
                     clock=clock,
                 )
             )
-        else:
+        elif not quiet:
             err.print(
                 f"[yellow]{name}: off[/] ({item.detail} is configured, but this build has no "
                 "connector for it yet)",
@@ -387,6 +390,25 @@ def run_command(
     summary = run_tick(engine, config, clock, channels, dry_run=dry_run, horizon=window)
     _print_summary(summary, dry_run=dry_run)
     problems = summary.total("failed") + summary.total("ambiguous")
+    if not dry_run:
+        from outreach.writeback import process_write_backs
+
+        connectors = _connectors(settings, SOURCES, clock, quiet=True)
+        try:
+            written = process_write_backs(engine, {c.name: c for c in connectors}, clock)
+        finally:
+            for connector in connectors:
+                connector.close()
+        if written.done or written.retrying or written.failed or written.blocked:
+            out.print(
+                f"write-back: {sum(written.done.values())} done, "
+                f"{sum(written.retrying.values())} to retry, {len(written.failed)} failed",
+                highlight=False,
+            )
+        for problem in written.failed:
+            err.print(f"[red]write-back failed:[/] {problem}", highlight=False)
+        for source, problem in written.blocked.items():
+            err.print(f"[red]write-back to {source} waits:[/] {problem}", highlight=False)
     problems += summary.total_reasons("skipped").get("template error", 0)
     if problems:
         raise typer.Exit(EXIT_PARTIAL)

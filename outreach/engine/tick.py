@@ -46,8 +46,9 @@ from outreach.engine.route import Route, build_context, choose_variant, route, u
 from outreach.engine.throttle import earliest_allowed
 from outreach.engine.window import SendCalendar
 from outreach.store.bulk import bulk_update, bulk_write
-from outreach.store.schema import ContactPoint, Enrollment, Person, Task, Touch
+from outreach.store.schema import ContactPoint, Enrollment, Person, Task, Touch, WriteBack
 from outreach.templates import RenderedMessage, TemplateRenderError, TemplateStore
+from outreach.writeback import CRM_SOURCES
 
 __all__ = [
     "PlannedTouch",
@@ -64,6 +65,7 @@ _touches = Touch.__table__
 _tasks = Task.__table__
 _people = Person.__table__
 _contacts = ContactPoint.__table__
+_write_backs = WriteBack.__table__
 
 #: Opens one unit of work; ``immediate`` asks SQLite for the write lock up front.
 Transactions = Callable[..., AbstractContextManager[Connection]]
@@ -706,6 +708,7 @@ class Tick:
         self, results: list[tuple[_Pending, SendResult]], now: datetime, summary: TickSummary
     ) -> list[_Pending]:
         again: list[_Pending] = []
+        notes: list[dict[str, Any]] = []
         updates: list[dict[str, Any]] = []
         suppress: list[dict[str, Any]] = []
         for item, result in results:
@@ -723,6 +726,9 @@ class Tick:
             }
             if result.status == "sent":
                 counts.sent += 1
+                note = _note_for(item, now)
+                if note is not None:
+                    notes.append(note)
             elif result.status == "ambiguous":
                 counts.ambiguous += 1
             else:
@@ -769,6 +775,7 @@ class Tick:
                 _touches,
                 [{"id": row.pop("b_id"), **row} for row in updates],
             )
+            bulk_write(conn, _write_backs, notes, conflict=("touch_id", "kind"))
         return again
 
     def _fallback(self, item: _Pending, result: SendResult) -> _Pending | None:
@@ -931,6 +938,7 @@ class _BatchWriter:
         self.tasks.append(
             {
                 "key": row["idempotency_key"],
+                "external_id": occ.record.get("external_id"),
                 "person_id": occ.enrollment["person_id"],
                 "record_id": occ.enrollment["record_id"],
                 "source": occ.record.get("source"),
@@ -1002,12 +1010,45 @@ class _BatchWriter:
                     )
                 )
         tasks = [
-            {**{k: v for k, v in task.items() if k != "key"}, "touch_id": ids[task["key"]]}
+            {
+                **{k: v for k, v in task.items() if k not in ("key", "external_id")},
+                "touch_id": ids[task["key"]],
+            }
             for task in self.tasks
             if task["key"] in ids
         ]
         if tasks:
             bulk_write(conn, _tasks, tasks)
+            owed = [t for t in self.tasks if t["key"] in ids and t["source"] in CRM_SOURCES]
+            if owed:
+                task_ids = dict(
+                    conn.execute(
+                        select(_tasks.c.touch_id, _tasks.c.id).where(
+                            _tasks.c.touch_id.in_([ids[t["key"]] for t in owed])
+                        )
+                    ).all()
+                )
+                bulk_write(
+                    conn,
+                    _write_backs,
+                    [
+                        {
+                            "touch_id": ids[t["key"]],
+                            "task_id": task_ids[ids[t["key"]]],
+                            "source": t["source"],
+                            "external_id": t["external_id"],
+                            "kind": "task",
+                            "text": f"{t['title']}\n\n{t['body']}",
+                            "status": "pending",
+                            "attempts": 0,
+                            "next_attempt_at": self.now,
+                            "created_at": self.now,
+                            "updated_at": self.now,
+                        }
+                        for t in owed
+                    ],
+                    conflict=("touch_id", "kind"),
+                )
         bulk_update(
             conn,
             _enrollments,
@@ -1100,6 +1141,30 @@ def _message(
         recruiter_email=record.get("recruiter_email"),
         sendgrid_template_id=step.sendgrid_template_id,
     )
+
+
+def _note_for(item: _Pending, now: datetime) -> dict[str, Any] | None:
+    """The CRM note owed for a sent touch (records from a CRM only)."""
+    source, external_id = item.record.get("source"), item.record.get("external_id")
+    if source not in CRM_SOURCES or not external_id:
+        return None
+    message = item.message
+    what = f"Email '{message.subject}'" if message.channel == "email" else message.channel.upper()
+    when = f", scheduled for {message.send_at:%Y-%m-%d %H:%M} UTC" if message.send_at > now else ""
+    return {
+        "touch_id": item.touch_id,
+        "task_id": None,
+        "source": source,
+        "external_id": external_id,
+        "kind": "note",
+        "text": f"{what} sent by the outreach engine{when} "
+        f"({item.cadence.id}/{item.step.id}, variant {item.variant})",
+        "status": "pending",
+        "attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 def _without_duplicates(items: list[dict[str, Any]], writer: _BatchWriter) -> list[dict[str, Any]]:

@@ -36,6 +36,7 @@ __all__ = [
     "SyncState",
     "Task",
     "Touch",
+    "WriteBack",
 ]
 
 
@@ -258,4 +259,29 @@ class SyncState(Base):
     full_cursor: Mapped[str | None] = mapped_column(Text)
     last_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class WriteBack(Base):
+    """A note or task owed to a CRM after a touch; retried later, never blocking sends."""
+
+    __tablename__ = "write_backs"
+    __table_args__ = (
+        UniqueConstraint("touch_id", "kind", name="uq_write_backs_touch_kind"),
+        Index("ix_write_backs_due", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    touch_id: Mapped[int] = mapped_column(ForeignKey("touches.id"), nullable=False)
+    task_id: Mapped[int | None] = mapped_column(ForeignKey("tasks.id"))
+    source: Mapped[str] = mapped_column(String(32), nullable=False)
+    external_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)  # note | task
+    text: Mapped[str] = mapped_column(Text, nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    external_ref: Mapped[str | None] = mapped_column(String(128))
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)

@@ -204,7 +204,34 @@ def upgrade() -> None:
 
 
 
+    op.create_table('write_backs',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('touch_id', sa.Integer(), nullable=False),
+    sa.Column('task_id', sa.Integer(), nullable=True),
+    sa.Column('source', sa.String(length=32), nullable=False),
+    sa.Column('external_id', sa.String(length=128), nullable=False),
+    sa.Column('kind', sa.String(length=16), nullable=False),
+    sa.Column('text', sa.Text(), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('last_error', sa.Text(), nullable=True),
+    sa.Column('external_ref', sa.String(length=128), nullable=True),
+    sa.Column('next_attempt_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['task_id'], ['tasks.id'], ),
+    sa.ForeignKeyConstraint(['touch_id'], ['touches.id'], ),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('touch_id', 'kind', name='uq_write_backs_touch_kind')
+    )
+    with op.batch_alter_table('write_backs', schema=None) as batch_op:
+        batch_op.create_index('ix_write_backs_due', ['status', 'next_attempt_at'], unique=False)
+
+
 def downgrade() -> None:
+    with op.batch_alter_table('write_backs', schema=None) as batch_op:
+        batch_op.drop_index('ix_write_backs_due')
+    op.drop_table('write_backs')
     with op.batch_alter_table('tasks', schema=None) as batch_op:
         batch_op.drop_index('ix_tasks_status_owner')
         batch_op.drop_index('ix_tasks_person')
