@@ -2,7 +2,9 @@
 
 Emails are checked with ``email-validator`` (syntax only, no DNS) and compared lower-cased,
 so that the same address in two CRMs is one person. Phones are parsed with
-``phonenumbers`` in ``policy.default_region`` when they have no country code.
+``phonenumbers`` in ``policy.default_region`` when they have no country code. Error
+messages say what is wrong, never the value itself: they reach logs, which carry candidate
+ids and line numbers, not personal data.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ def normalize_email(value: str) -> str:
     try:
         result = validate_email(text, check_deliverability=False)
     except EmailNotValidError as exc:
-        raise ContactError(f"email {text!r} is not valid: {exc}") from None
+        raise ContactError(f"email is not valid: {exc}") from None
     return result.normalized.lower()
 
 
@@ -89,14 +91,14 @@ def normalize_phone(value: str, default_region: str = "US") -> PhoneInfo:
     try:
         number = phonenumbers.parse(text, default_region)
     except phonenumbers.NumberParseException as exc:
-        raise ContactError(f"phone {text!r} is not a phone number: {exc._msg}") from None
+        raise ContactError(f"phone is not a phone number: {exc._msg}") from None
     kind = phonenumbers.number_type(number)
     # number_type is UNKNOWN exactly when the number matches no pattern of its region,
     # which is what is_valid_number checks; one call instead of two.
     if kind == PhoneNumberType.UNKNOWN:
         raise ContactError(
-            f"phone {text!r} is not a valid number (read in region {default_region} when "
-            "it has no +country code)"
+            f"phone is not a valid number (read in region {default_region} when it has no "
+            "+country code)"
         )
     return PhoneInfo(
         e164=phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164),
@@ -111,7 +113,7 @@ def normalize_linkedin(value: str) -> str:
     match = _LINKEDIN.match(text)
     if not match:
         raise ContactError(
-            f"linkedin_url {text!r} is not a LinkedIn profile URL "
+            "linkedin_url is not a LinkedIn profile URL "
             "(expected https://www.linkedin.com/in/<name>)"
         )
     kind, slug = match.groups()

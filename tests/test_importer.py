@@ -26,7 +26,7 @@ def test_ten_rows_two_bad_loads_eight_and_names_the_lines(cli, tmp_path: Path) -
     assert result.exit_code == 1, result.output
     assert "10 rows, 8 loaded" in result.stdout
     assert "2 bad" in result.stdout
-    assert "line 4 (import c3): email 'cat@example' is not valid" in result.stderr
+    assert "line 4 (import c3): email is not valid" in result.stderr
     assert "line 7 (import c6): timezone 'Mars/Base' is not an IANA zone" in result.stderr
 
     listed = cli("candidates", "--format", "json")
@@ -80,7 +80,7 @@ def test_jsonl_rows_and_bad_json_lines(cli, tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "line 3: not valid JSON" in result.stderr
     assert "line 4: expected a JSON object, got list" in result.stderr
-    assert "line 5 (import j2): phone '12'" in result.stderr
+    assert "line 5 (import j2): phone is not a valid number" in result.stderr
     assert "4 rows, 1 loaded" in result.stdout
 
 
@@ -179,3 +179,14 @@ def test_too_long_values_are_row_errors_not_batch_failures(cli, tmp_path: Path) 
     assert result.exit_code == 1
     assert "first_name is 250 characters long" in result.stderr
     assert "2 rows, 1 loaded" in result.stdout
+
+
+def test_row_errors_never_echo_addresses_or_phone_numbers(cli, tmp_path: Path) -> None:
+    path = write_csv(tmp_path, [
+        "import,x1,Al,Bo,al@@example.com,,,,applied,,SRE,Jo,jo@example.com,rec-1,,,",
+        "import,x2,Al,Bo,,+1 212 55,,,applied,,SRE,Jo,jo@example.com,rec-1,,,",
+    ])
+    result = cli("import", str(path))
+    assert result.exit_code == 1
+    assert "al@@example.com" not in result.stderr and "212 55" not in result.stderr
+    assert "line 2 (import x1): email is not valid" in result.stderr
