@@ -88,7 +88,7 @@ def test_record_lists_every_problem() -> None:
         )
     message = str(info.value)
     assert message.startswith("line 9 (x 1): ")
-    for part in ("email is not valid", "phone is not a phone number", "sms_consent", "preferred_channel 'fax'", "stage_entered_at"):
+    for part in ("email is not valid", "phone is not a valid number", "sms_consent", "preferred_channel 'fax'", "stage_entered_at"):
         assert part in message
 
 
