@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-__all__ = ["Clock", "FixedClock", "SystemClock", "parse_instant"]
+__all__ = ["Clock", "FixedClock", "ManualTimer", "SystemClock", "parse_instant"]
 
 
 class Clock(Protocol):
@@ -45,6 +45,27 @@ class FixedClock:
     def advance(self, delta: timedelta) -> None:
         """Move forward by ``delta``."""
         self._at = self._at + delta
+
+
+class ManualTimer:
+    """A monotonic clock and a ``sleep`` that advances it: pacing and retries, no waiting.
+
+    Pass ``timer.monotonic`` and ``timer.sleep`` wherever a rate limiter or an HTTP
+    client takes them; ``slept`` lists every pause asked for.
+    """
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def monotonic(self) -> float:
+        """Seconds on the manual clock."""
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        """Advance the clock instead of waiting."""
+        self.slept.append(seconds)
+        self.now += seconds
 
 
 def _aware(at: datetime) -> datetime:

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from connectors.greenhouse import GreenhouseV1
 from outreach.cadence import load_cadence_file
-from outreach.clock import FixedClock
+from outreach.clock import FixedClock, ManualTimer
 from outreach.paths import default_config_dir
 from outreach.store import make_engine, upgrade
 from outreach.store.schema import CandidateRecord, ContactPoint, Event, SyncState
@@ -26,15 +26,7 @@ class Killed(BaseException):
     """The process dies mid-sync."""
 
 
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
+FakeTime = ManualTimer
 
 
 def candidate(i: int, stage: str = "Application Review") -> dict:
@@ -44,8 +36,15 @@ def candidate(i: int, stage: str = "Application Review") -> dict:
         "last_name": "Lee",
         "email_addresses": [{"value": f"p{i}@example.com", "type": "personal"}],
         "phone_numbers": [{"value": "555-555-5555", "type": "mobile"}] if i == 2 else [],
-        "applications": [{"status": "active", "prospect": False, "current_stage": {"name": stage},
-                          "jobs": [{"name": "SRE"}], "last_activity_at": "2026-11-20T00:00:00Z"}],
+        "applications": [
+            {
+                "status": "active",
+                "prospect": False,
+                "current_stage": {"name": stage},
+                "jobs": [{"name": "SRE"}],
+                "last_activity_at": "2026-11-20T00:00:00Z",
+            }
+        ],
         "updated_at": "2026-11-20T00:00:00Z",
     }
 
@@ -61,7 +60,11 @@ def responses(kill_at: int | None = None):
     """The three pages in order; with ``kill_at``, the process dies on that request."""
     out = []
     for index, page in enumerate(PAGES):
-        link = {"Link": f'<{BASE}/candidates?page={index + 2}&per_page=500>; rel="next"'} if index < len(PAGES) - 1 else {}
+        link = (
+            {"Link": f'<{BASE}/candidates?page={index + 2}&per_page=500>; rel="next"'}
+            if index < len(PAGES) - 1
+            else {}
+        )
         out.append(httpx.Response(200, json=page, headers=link))
     served = iter(out)
 
@@ -85,8 +88,11 @@ def connector() -> GreenhouseV1:
 
 def snapshot(engine) -> tuple:
     with engine.connect() as conn:
-        records = sorted(conn.execute(select(CandidateRecord.external_id, CandidateRecord.stage,
-                                             CandidateRecord.email)).all())
+        records = sorted(
+            conn.execute(
+                select(CandidateRecord.external_id, CandidateRecord.stage, CandidateRecord.email)
+            ).all()
+        )
         contacts = sorted(conn.execute(select(ContactPoint.kind, ContactPoint.value)).all())
         events = sorted(conn.execute(select(Event.external_id, Event.type)).all())
     return records, contacts, events
@@ -102,7 +108,9 @@ def test_a_killed_sync_resumes_to_the_same_store(engine, database_url, tmp_path)
         state = conn.execute(select(SyncState)).one()
     assert json.loads(state.cursor)["next"].endswith("page=3&per_page=500")
     with respx.mock:
-        route = respx.get(url__startswith=f"{BASE}/candidates").mock(side_effect=resumed_responses())
+        route = respx.get(url__startswith=f"{BASE}/candidates").mock(
+            side_effect=resumed_responses()
+        )
         report = sync_source(connector(), engine, config, FixedClock(NOW))
     assert route.calls[0].request.url.params["page"] == "3"
     assert report.complete and report.fetched == 2 and report.stage_changes == 2
@@ -123,11 +131,21 @@ def test_sync_reports_bad_records_and_dropped_contacts(engine) -> None:
         respx.get(url__startswith=f"{BASE}/candidates").mock(side_effect=responses())
         report = sync_source(connector(), engine, config, FixedClock(NOW))
     assert report.new == 4 and report.updated == 1 and report.pages == 3
-    assert len(report.bad) == 1 and "greenhouse 4" in report.bad[0] and "no contact point" in report.bad[0]
-    assert len(report.warnings) == 1 and "phone is not a valid number" in report.warnings[0] and "555" not in report.warnings[0]
+    assert (
+        len(report.bad) == 1
+        and "greenhouse 4" in report.bad[0]
+        and "no contact point" in report.bad[0]
+    )
+    assert (
+        len(report.warnings) == 1
+        and "phone is not a valid number" in report.warnings[0]
+        and "555" not in report.warnings[0]
+    )
     with engine.connect() as conn:
         state = conn.execute(select(SyncState)).one()
-        stage = conn.execute(select(CandidateRecord.stage).where(CandidateRecord.external_id == "1")).scalar()
+        stage = conn.execute(
+            select(CandidateRecord.stage).where(CandidateRecord.external_id == "1")
+        ).scalar()
     assert json.loads(state.cursor) == {"since": NOW.isoformat()} and state.last_completed_at == NOW
     assert stage == "screening"
 
@@ -147,6 +165,8 @@ def test_sync_command(cli) -> None:
     listed = json.loads(cli("candidates", "--format", "json").stdout)
     assert len(listed) == 4
     with respx.mock:
-        respx.get(url__startswith=f"{BASE}/candidates").mock(return_value=httpx.Response(401, json={"message": "bad key"}))
+        respx.get(url__startswith=f"{BASE}/candidates").mock(
+            return_value=httpx.Response(401, json={"message": "bad key"})
+        )
         denied = cli("sync", "--source", "greenhouse", env=env)
     assert denied.exit_code == 2 and "GREENHOUSE_API_KEY" in denied.stderr

@@ -9,35 +9,35 @@ import pytest
 import respx
 
 from connectors.http import ApiClient, HeaderPacer, retry_after_seconds
+from outreach.clock import ManualTimer
 from outreach.errors import ConfigError, PermanentError, RetryableError
 
 BASE = "https://api.example.test/v1"
 
 
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.slept: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
+FakeTime = ManualTimer
 
 
 def client(fake: FakeTime, **kwargs) -> ApiClient:
-    return ApiClient("lever", BASE, credential="LEVER_API_KEY", auth=("secret-key", ""),
-                     monotonic=fake.monotonic, sleep=fake.sleep, **kwargs)
+    return ApiClient(
+        "lever",
+        BASE,
+        credential="LEVER_API_KEY",
+        auth=("secret-key", ""),
+        monotonic=fake.monotonic,
+        sleep=fake.sleep,
+        **kwargs,
+    )
 
 
 @respx.mock
 def test_429_waits_for_retry_after_then_succeeds() -> None:
     fake = FakeTime()
     route = respx.get(f"{BASE}/opportunities").mock(
-        side_effect=[httpx.Response(429, headers={"Retry-After": "7"}, json={"message": "slow down"}),
-                     httpx.Response(200, json={"data": []})]
+        side_effect=[
+            httpx.Response(429, headers={"Retry-After": "7"}, json={"message": "slow down"}),
+            httpx.Response(200, json={"data": []}),
+        ]
     )
     response = client(fake).get("/opportunities")
     assert response.json() == {"data": []}
@@ -58,7 +58,9 @@ def test_5xx_on_reads_is_retried_with_backoff_and_gives_up() -> None:
 @respx.mock
 def test_5xx_on_a_write_is_not_retried() -> None:
     fake = FakeTime()
-    route = respx.post(f"{BASE}/notes").mock(return_value=httpx.Response(500, json={"error": "boom"}))
+    route = respx.post(f"{BASE}/notes").mock(
+        return_value=httpx.Response(500, json={"error": "boom"})
+    )
     with pytest.raises(PermanentError, match="HTTP 500"):
         client(fake).post("/notes", json={})
     assert route.call_count == 1
@@ -67,7 +69,9 @@ def test_5xx_on_a_write_is_not_retried() -> None:
 @respx.mock
 def test_connection_errors_are_retried() -> None:
     fake = FakeTime()
-    route = respx.get(f"{BASE}/x").mock(side_effect=[httpx.ConnectError("refused"), httpx.Response(200, json={})])
+    route = respx.get(f"{BASE}/x").mock(
+        side_effect=[httpx.ConnectError("refused"), httpx.Response(200, json={})]
+    )
     assert client(fake).get("/x").status_code == 200
     assert route.call_count == 2
 
@@ -86,7 +90,9 @@ def test_auth_failures_name_the_credential_not_its_value(status: int, words: str
 @respx.mock
 def test_other_4xx_are_permanent() -> None:
     fake = FakeTime()
-    respx.get(f"{BASE}/x").mock(return_value=httpx.Response(422, json={"errors": [{"message": "bad"}]}))
+    respx.get(f"{BASE}/x").mock(
+        return_value=httpx.Response(422, json={"errors": [{"message": "bad"}]})
+    )
     with pytest.raises(PermanentError, match="HTTP 422"):
         client(fake).get("/x")
 
@@ -94,7 +100,9 @@ def test_other_4xx_are_permanent() -> None:
 @respx.mock
 def test_a_read_timeout_is_retried_but_a_write_timeout_is_not() -> None:
     fake = FakeTime()
-    respx.get(f"{BASE}/x").mock(side_effect=[httpx.ReadTimeout("slow"), httpx.Response(200, json={})])
+    respx.get(f"{BASE}/x").mock(
+        side_effect=[httpx.ReadTimeout("slow"), httpx.Response(200, json={})]
+    )
     assert client(fake).get("/x").status_code == 200
     respx.post(f"{BASE}/y").mock(side_effect=httpx.ReadTimeout("slow"))
     with pytest.raises(PermanentError, match="may have been processed"):
@@ -107,7 +115,9 @@ def test_pacer_holds_when_the_provider_says_nothing_is_left() -> None:
     pacer.observe({"X-RateLimit-Limit": "50", "X-RateLimit-Remaining": "0"})
     pacer.wait()
     assert fake.slept == [10.0]
-    pacer.observe({"X-HubSpot-RateLimit-Remaining": "0", "X-HubSpot-RateLimit-Interval-Milliseconds": "10000"})
+    pacer.observe(
+        {"X-HubSpot-RateLimit-Remaining": "0", "X-HubSpot-RateLimit-Interval-Milliseconds": "10000"}
+    )
     pacer.wait()
     assert fake.slept[-1] == 10.0
     pacer.observe({"X-HubSpot-RateLimit-Remaining": "5"})

@@ -9,20 +9,10 @@ import pytest
 from engine_world import World
 
 from channels.base import Channel, SendResult
+from outreach.clock import ManualTimer
 from outreach.engine.ratelimit import RateLimiter
 
-
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.slept: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
+FakeTime = ManualTimer
 
 
 def test_bucket_allows_the_burst_then_paces() -> None:
@@ -97,7 +87,9 @@ from hypothesis import strategies as st  # noqa: E402
     sizes=st.lists(st.integers(1, 50), min_size=1, max_size=40),
     gaps=st.lists(st.floats(0, 5), min_size=40, max_size=40),
 )
-def test_limiter_never_exceeds_rate_plus_burst(rate: float, sizes: list[int], gaps: list[float]) -> None:
+def test_limiter_never_exceeds_rate_plus_burst(
+    rate: float, sizes: list[int], gaps: list[float]
+) -> None:
     fake = FakeTime()
     limiter = RateLimiter(rate, monotonic=fake.monotonic, sleep=fake.sleep)
     sent = 0.0
