@@ -194,7 +194,8 @@ def flatten_candidate(raw: dict[str, Any]) -> dict[str, Any]:
         "owner_id": str(recruiter["id"]) if recruiter.get("id") is not None else None,
         "tags": [str(t) for t in raw.get("tags") or []],
         "updated_at": raw.get("updated_at"),
-        "can_email": raw.get("can_email"),
+        # can_email false: the candidate may not be emailed (an opt-out the engine keeps).
+        "email_opt_out": raw.get("can_email") is False,
     }
     for key, value in (raw.get("custom_fields") or {}).items():
         if isinstance(value, str | int | float | bool) and key not in record:

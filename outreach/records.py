@@ -44,6 +44,7 @@ KNOWN_FIELDS: tuple[str, ...] = (
     "recruiter_phone",
     "owner_id",
     "sms_consent",
+    "email_opt_out",
     "preferred_channel",
     "tags",
     "updated_at",
@@ -88,6 +89,8 @@ class CandidateIn:
     recruiter_phone: str | None = None
     owner_id: str | None = None
     sms_consent: bool | None = None
+    #: the CRM says this person must not be emailed (HubSpot opt-out, Greenhouse can_email)
+    email_opt_out: bool = False
     preferred_channel: str | None = None
     tags: list[str] = field(default_factory=list)
     custom: dict[str, Any] = field(default_factory=dict)
@@ -238,6 +241,10 @@ def normalize_record(
         record.sms_consent = parse_bool(get("sms_consent"))
     except ValueError as exc:
         problems.append(f"sms_consent: {exc}")
+    try:
+        record.email_opt_out = bool(parse_bool(get("email_opt_out")))
+    except ValueError as exc:
+        problems.append(f"email_opt_out: {exc}")
 
     preferred = _text(get("preferred_channel"))
     if preferred:

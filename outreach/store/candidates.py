@@ -43,6 +43,7 @@ _PERSON_TABLES = (
     Task.__table__,
 )
 _LOOKUP_CHUNK = 500
+_SUPPRESSION = ("suppressed", "suppressed_reason", "suppressed_at")
 
 
 @dataclass
@@ -366,13 +367,21 @@ def _upsert_contacts(
                 "phone_type": record.phone.type if kind == "phone" and record.phone else None,
                 "sms_consent": record.sms_consent if kind == "phone" else None,
                 "valid": True,
-                "suppressed": False,
+                # An opt-out the CRM reports is recorded; nothing here ever clears one.
+                "suppressed": kind == "email" and record.email_opt_out,
+                "suppressed_reason": "opted out (CRM)"
+                if kind == "email" and record.email_opt_out
+                else None,
+                "suppressed_at": now if kind == "email" and record.email_opt_out else None,
                 "created_at": now,
                 "updated_at": now,
             }
             previous = contacts.get((kind, value))
-            if previous is not None and contact["sms_consent"] is None:
-                contact["sms_consent"] = previous["sms_consent"]
+            if previous is not None:
+                if contact["sms_consent"] is None:
+                    contact["sms_consent"] = previous["sms_consent"]
+                if previous["suppressed"] and not contact["suppressed"]:
+                    contact.update({k: previous[k] for k in _SUPPRESSION})
             contacts[(kind, value)] = contact
     if not contacts:
         return
@@ -385,6 +394,12 @@ def _upsert_contacts(
             "person_id": "excluded.person_id",
             "phone_type": "COALESCE(excluded.phone_type, contact_points.phone_type)",
             "sms_consent": "COALESCE(excluded.sms_consent, contact_points.sms_consent)",
+            "suppressed": "CASE WHEN contact_points.suppressed THEN contact_points.suppressed "
+            "ELSE excluded.suppressed END",
+            "suppressed_reason": "CASE WHEN contact_points.suppressed "
+            "THEN contact_points.suppressed_reason ELSE excluded.suppressed_reason END",
+            "suppressed_at": "CASE WHEN contact_points.suppressed "
+            "THEN contact_points.suppressed_at ELSE excluded.suppressed_at END",
             "updated_at": "excluded.updated_at",
         },
     )

@@ -203,3 +203,9 @@ def test_a_link_header_that_loops_is_stopped() -> None:
     )
     with pytest.raises(PermanentError, match="pagination loop"):
         list(connector().pages(None))
+
+
+def test_can_email_false_is_an_email_opt_out() -> None:
+    raw = fixture("v1_candidate_retrieve.json")
+    assert flatten_candidate({**raw, "can_email": False})["email_opt_out"] is True
+    assert flatten_candidate(raw)["email_opt_out"] is False

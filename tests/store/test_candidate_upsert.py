@@ -107,3 +107,15 @@ def test_consent_is_kept_when_a_later_record_says_nothing(engine, clock) -> None
     with engine.connect() as conn:
         consent = conn.scalar(select(ContactPoint.sms_consent).where(ContactPoint.kind == "phone"))
         assert consent is True
+
+
+def test_a_crm_email_opt_out_suppresses_and_is_never_cleared(engine, clock) -> None:
+    with engine.begin() as conn:
+        upsert_candidates(conn, [person(1, email_opt_out=True)], clock.now())
+    with engine.begin() as conn:
+        upsert_candidates(conn, [person(1)], clock.now())  # the CRM no longer says so
+    with engine.connect() as conn:
+        email = conn.execute(select(ContactPoint).where(ContactPoint.kind == "email")).one()
+        phone = conn.execute(select(ContactPoint).where(ContactPoint.kind == "phone")).one()
+    assert email.suppressed and email.suppressed_reason == "opted out (CRM)"
+    assert not phone.suppressed
