@@ -76,7 +76,14 @@ class GreenhouseV1(Connector):
             response = self.client.get("/candidates", params=params)
         seen: set[str] = set()
         while True:
-            body = response.json()
+            try:
+                body = response.json()
+            except ValueError:
+                raise PermanentError(
+                    f"greenhouse: GET {response.request.url} did not return JSON "
+                    f"(HTTP {response.status_code}); the committed cursor is kept",
+                    provider="greenhouse",
+                ) from None
             if not isinstance(body, list):
                 raise ConfigError(
                     f"greenhouse: GET {response.request.url} returned "

@@ -157,17 +157,8 @@ def _stage_change(
     for enrollment_id, cadence_id, trigger_stage in active:
         stop_on = _stop_on(config, cadence_id)
         if "stage_change" in stop_on:
-            conn.execute(
-                update(_enrollments)
-                .where(_enrollments.c.id == enrollment_id)
-                .values(
-                    status="stopped",
-                    stop_reason=f"stage_change: {trigger_stage} -> {to or 'unmapped stage'}",
-                    stopped_at=now,
-                    next_due_at=None,
-                    updated_at=now,
-                )
-            )
+            reason = f"stage_change: {trigger_stage} -> {to or 'unmapped stage'}"
+            _end(conn, [enrollment_id], reason, now)
             stats.stopped["stage_change"] += 1
     if to is None:
         return
@@ -237,18 +228,18 @@ def _stop(
     ).all()
     ids = [eid for eid, cadence_id in active if trigger in _stop_on(config, cadence_id)]
     if ids:
-        conn.execute(
-            update(_enrollments)
-            .where(_enrollments.c.id.in_(ids))
-            .values(
-                status="stopped",
-                stop_reason=f"{trigger}: {reason}",
-                stopped_at=now,
-                next_due_at=None,
-                updated_at=now,
-            )
-        )
+        _end(conn, ids, f"{trigger}: {reason}", now)
         stats.stopped[trigger] += len(ids)
+
+
+def _end(conn: Connection, ids: list[int], reason: str, now: datetime) -> None:
+    conn.execute(
+        update(_enrollments)
+        .where(_enrollments.c.id.in_(ids))
+        .values(
+            status="stopped", stop_reason=reason, stopped_at=now, next_due_at=None, updated_at=now
+        )
+    )
 
 
 def _suppress(conn: Connection, ids: list[int], reason: str, at: datetime, now: datetime) -> None:

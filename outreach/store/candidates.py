@@ -260,6 +260,19 @@ def upsert_candidates(conn: Connection, batch: Sequence[CandidateIn], now: datet
 def _existing_records(
     conn: Connection, records: Sequence[CandidateIn]
 ) -> dict[tuple[str, str], dict[str, Any]]:
+    return _by_key(
+        conn, records, _records.c.person_id, _records.c.stage, _records.c.stage_entered_at
+    )
+
+
+def _record_ids(conn: Connection, records: Sequence[CandidateIn]) -> dict[tuple[str, str], int]:
+    return {key: row["id"] for key, row in _by_key(conn, records, _records.c.id).items()}
+
+
+def _by_key(
+    conn: Connection, records: Sequence[CandidateIn], *columns: Any
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """Stored records by ``(source, external_id)``: one query per source and chunk."""
     by_source: dict[str, list[str]] = defaultdict(list)
     for record in records:
         by_source[record.source].append(record.external_id)
@@ -267,33 +280,13 @@ def _existing_records(
     for source, ids in by_source.items():
         for chunk in _chunks(ids, _LOOKUP_CHUNK):
             result = conn.execute(
-                select(
-                    _records.c.external_id,
-                    _records.c.person_id,
-                    _records.c.stage,
-                    _records.c.stage_entered_at,
-                ).where(_records.c.source == source, _records.c.external_id.in_(chunk))
+                select(_records.c.external_id, *columns).where(
+                    _records.c.source == source, _records.c.external_id.in_(chunk)
+                )
             )
             for row in result.mappings():
                 found[(source, row["external_id"])] = dict(row)
     return found
-
-
-def _record_ids(conn: Connection, records: Sequence[CandidateIn]) -> dict[tuple[str, str], int]:
-    by_source: dict[str, list[str]] = defaultdict(list)
-    for record in records:
-        by_source[record.source].append(record.external_id)
-    ids: dict[tuple[str, str], int] = {}
-    for source, external_ids in by_source.items():
-        for chunk in _chunks(external_ids, _LOOKUP_CHUNK):
-            result = conn.execute(
-                select(_records.c.id, _records.c.external_id).where(
-                    _records.c.source == source, _records.c.external_id.in_(chunk)
-                )
-            )
-            for id_, external_id in result:
-                ids[(source, external_id)] = id_
-    return ids
 
 
 def _existing_owners(
