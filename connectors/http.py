@@ -78,7 +78,11 @@ class HeaderPacer:
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.limiter = RateLimiter(rate, monotonic=monotonic, sleep=sleep) if rate else None
+        # No initial burst: a provider window that allows exactly ``rate`` on average would
+        # answer 429 to a client that starts with a burst.
+        self.limiter = (
+            RateLimiter(rate, burst=1.0, monotonic=monotonic, sleep=sleep) if rate else None
+        )
         self.window_seconds = window_seconds
         self._monotonic = monotonic
         self._sleep = sleep
@@ -125,6 +129,9 @@ def _read_window(headers: Mapping[str, str], default_window: float) -> _Window:
     remaining = number("x-ratelimit-remaining")
     if remaining is not None:
         reset = number("x-ratelimit-reset")
+        if reset is not None and reset > 1e9:
+            # Greenhouse sends the reset as a Unix timestamp; others as seconds.
+            reset = max(0.0, reset - time.time())
         return _Window(int(remaining), reset if reset is not None and reset < 3600 else None)
     return _Window()
 
