@@ -279,16 +279,15 @@ def sync_command(
         table.add_column(column)
     for connector in connectors:
         try:
-            report = sync_source(
-                connector,
-                engine,
-                config,
-                clock,
-                full=full,
-                progress=lambda r: log.info(
-                    "%s: page %d, %d records", r.source, r.pages, r.fetched
-                ),
-            )
+            with _progress(f"syncing {connector.name}", None) as advance:
+                report = sync_source(
+                    connector,
+                    engine,
+                    config,
+                    clock,
+                    full=full,
+                    progress=lambda r, advance=advance: advance(r.fetched),
+                )
         except ConfigError as exc:
             raise _fail(str(exc)) from None
         except ProviderError as exc:
@@ -329,32 +328,13 @@ def sync_command(
 def _connectors(
     settings: Settings, wanted: tuple[str, ...], clock: Clock, *, quiet: bool = False
 ) -> list[Any]:
-    """The connectors this build can run for ``wanted``; says once why others are off."""
-    from connectors.greenhouse import GreenhouseV1
+    """The connectors the settings turn on for ``wanted``; says once why others are off."""
+    from connectors.factory import build_connectors
 
-    items = {item.name: item for item in settings.integrations() if item.kind == "source"}
-    built = []
-    for name in wanted:
-        item = items[name]
-        if not item.on:
-            if not quiet:
-                err.print(f"[yellow]{name}: off[/] ({item.detail})", highlight=False)
-        elif name == "greenhouse" and item.detail.startswith("Harvest v1"):
-            assert settings.greenhouse_api_key is not None
-            built.append(
-                GreenhouseV1(
-                    settings.greenhouse_api_key.get_secret_value(),
-                    base_url=settings.greenhouse_v1_base_url,
-                    user_id=settings.greenhouse_user_id,
-                    clock=clock,
-                )
-            )
-        elif not quiet:
-            err.print(
-                f"[yellow]{name}: off[/] ({item.detail} is configured, but this build has no "
-                "connector for it yet)",
-                highlight=False,
-            )
+    built, off = build_connectors(settings, wanted, clock)
+    if not quiet:
+        for name, why in off.items():
+            err.print(f"[yellow]{name}: off[/] ({why})", highlight=False)
     return built
 
 
@@ -709,6 +689,7 @@ class _progress:
         self.total = total
         self.bar: Progress | None = None
         self.next_log = 10_000
+        self.next_bar = 0
 
     def __enter__(self):
         if out.is_terminal:
@@ -724,8 +705,9 @@ class _progress:
             task = self.bar.add_task(self.label, total=self.total)
 
             def advance(done: int) -> None:
-                if done % 500 == 0:
+                if done >= self.next_bar:
                     self.bar.update(task, completed=done)
+                    self.next_bar = done + 500
 
             return advance
 
