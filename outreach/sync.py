@@ -9,12 +9,15 @@ changes are written as events that the next ``outreach run`` enrolls on.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import queue
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Engine, select
 
-from connectors.base import Connector
+from connectors.base import Connector, Page
 from outreach.cadence import CadenceConfig
 from outreach.clock import Clock
 from outreach.errors import RecordError
@@ -23,7 +26,7 @@ from outreach.store.bulk import bulk_write
 from outreach.store.candidates import upsert_candidates
 from outreach.store.schema import SyncState
 
-__all__ = ["SyncReport", "sync_source"]
+__all__ = ["SyncReport", "prefetch", "sync_source"]
 
 _state = SyncState.__table__
 
@@ -61,7 +64,7 @@ def sync_source(
     # A --full run that was interrupted resumes as a full run from its own cursor.
     cursor = (row.full_cursor if full else row.cursor) if row else None
     column = "full_cursor" if full else "cursor"
-    for page in connector.pages(cursor, full=full):
+    for page in prefetch(connector.pages(cursor, full=full)):
         records: list[CandidateIn] = []
         for source_id, reason in page.problems:
             report.bad.append(f"{connector.name} {source_id}: {reason}")
@@ -111,3 +114,53 @@ def sync_source(
         if progress is not None:
             progress(report)
     return report
+
+
+_DONE = object()
+
+
+def prefetch(pages: Iterator[Page], depth: int = 1) -> Iterator[Page]:
+    """Fetch up to ``depth`` pages ahead in a thread while the caller writes the last one.
+
+    Order is kept, and a page is only ever committed by the caller, so a crash loses at
+    most the prefetched pages, which the committed cursor fetches again. An error in the
+    fetching thread is raised here, in order, after the pages before it.
+    """
+    buffer: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for page in pages:
+                while not stop.is_set():
+                    try:
+                        buffer.put(page, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            buffer.put(_DONE)
+        except BaseException as exc:  # handed to the consumer, raised there
+            buffer.put(exc)
+
+    worker = threading.Thread(target=produce, name="sync-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = buffer.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():
+            try:
+                buffer.get_nowait()
+            except queue.Empty:
+                worker.join(timeout=0.1)
+        close = getattr(pages, "close", None)
+        if close is not None:
+            close()
