@@ -363,7 +363,10 @@ class SandboxServer:
             self.host, self.port, self.app, threaded=True, request_handler=_QuietHandler
         )
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name=f"sandbox:{self.url}", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"sandbox:{self.url}",
+            daemon=True,
         )
         self._thread.start()
         return self
