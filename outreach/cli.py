@@ -255,6 +255,7 @@ def sync_command(
     """Incremental, resumable sync of the CRMs into the store."""
     from outreach.errors import ProviderError
     from outreach.sync import sync_source
+    from outreach.tasks import refresh_task_status
 
     if source != "all" and source not in SOURCES:
         raise _fail(f"--source {source!r} is not a source; use {', '.join(SOURCES)} or all")
@@ -288,6 +289,7 @@ def sync_command(
                     full=full,
                     progress=lambda r, advance=advance: advance(r.fetched),
                 )
+            completed = refresh_task_status(engine, connector, clock.now())
         except ConfigError as exc:
             raise _fail(str(exc)) from None
         except ProviderError as exc:
@@ -298,6 +300,10 @@ def sync_command(
             continue
         finally:
             connector.close()
+        if completed:
+            out.print(
+                f"{connector.name}: {completed} task(s) completed in the CRM", highlight=False
+            )
         for problem in report.bad:
             err.print(f"[red]bad record:[/] {problem}", highlight=False)
         for warning in report.warnings:
@@ -323,6 +329,67 @@ def sync_command(
         out.print(table)
     if failed:
         raise typer.Exit(EXIT_PARTIAL)
+
+
+@app.command("tasks")
+def tasks_command(
+    owner: Annotated[
+        str | None, typer.Option("--owner", help="Only tasks of this CRM owner id.")
+    ] = None,
+    stale_after: Annotated[
+        str, typer.Option("--stale-after", help="Report tasks open longer than this (7d, 48h).")
+    ] = "7d",
+    done: Annotated[
+        list[int] | None,
+        typer.Option("--done", help="Mark this task id done (tasks kept by the engine only)."),
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+    now: NowOption = None,
+) -> None:
+    """Open recruiter tasks (LinkedIn and manual steps), oldest first; stale ones flagged."""
+    from outreach.cadence import parse_duration
+    from outreach.tasks import complete_tasks, open_tasks
+
+    if fmt not in ("table", "json"):
+        raise _fail(f"--format {fmt!r} is not supported; use table or json")
+    try:
+        stale = parse_duration(stale_after)
+    except ValueError as exc:
+        raise _fail(f"--stale-after: {exc}") from None
+    settings = _settings()
+    clock = _clock(now)
+    engine = _engine(settings)
+    if done:
+        changed = complete_tasks(engine, done, clock.now())
+        err.print(f"{changed} task(s) marked done", highlight=False)
+        if changed < len(set(done)):
+            err.print("[yellow]some ids were not open tasks[/]", highlight=False)
+    tasks = open_tasks(engine, now=clock.now(), owner=owner, stale_after=stale)
+    if fmt == "json":
+        out.print_json(data=[t.as_dict() for t in tasks])
+        return
+    table = Table(header_style="bold")
+    for column in ("id", "due (UTC)", "owner", "source", "kind", "candidate", "title", "age"):
+        table.add_column(column)
+    for task in tasks:
+        age = f"{task.age_days:.0f}d" + (" [red]stale[/]" if task.stale else "")
+        table.add_row(
+            str(task.id),
+            task.due_at.strftime("%Y-%m-%d %H:%M"),
+            task.owner_id or "-",
+            task.source or "-",
+            task.kind,
+            task.candidate,
+            task.title,
+            age,
+        )
+    out.print(table)
+    stale_count = sum(t.stale for t in tasks)
+    out.print(
+        f"{len(tasks)} open task(s)"
+        + (f", {stale_count} open longer than {stale_after}" if stale_count else ""),
+        highlight=False,
+    )
 
 
 def _connectors(
