@@ -1,0 +1,665 @@
+"""A SendGrid v3 Mail Send sandbox: validation, message ids, Event Webhook events.
+
+:class:`FakeSendGrid` answers ``POST /v3/mail/send`` as the live API does: a Bearer API
+key, the documented request checks (each failure a ``400`` whose ``errors`` entries name
+the ``field``, e.g. ``personalizations.0.to.0.email``), ``403`` for an unverified sender,
+``413`` above 20 MB, and on success ``202`` with an empty body and an ``X-Message-Id``
+header. Every accepted message is recorded per personalization and turned into Event
+Webhook events (``processed`` then ``delivered``, ``bounce`` or ``dropped``) for the test
+to feed back into the engine::
+
+    fake = FakeSendGrid(bouncing={"gone@example.com"})
+    with SandboxServer(fake) as server:
+        client = sendgrid.SendGridAPIClient("SG.sandbox-key", host=server.url)
+        response = client.send(mail)           # 202, response.headers["X-Message-Id"]
+    events = fake.drain_events()               # as the Event Webhook would post them
+    headers = fake.sign_events(json.dumps(events).encode(), timestamp)
+
+Limits are class attributes; errors follow the published error table (twilio.com/docs/
+sendgrid/api-reference/mail-send/errors) and error bodies seen from the live API.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import gzip
+import json
+import re
+import secrets
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import Any, ClassVar
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from werkzeug.wrappers import Request, Response
+
+from outreach.clock import Clock
+from outreach.sandbox.base import FakeProvider, RateWindow, Route, json_response
+
+__all__ = ["SIGNATURE_HEADER", "TIMESTAMP_HEADER", "FakeSendGrid"]
+
+#: signed Event Webhook headers (sendgrid.helpers.eventwebhook.EventWebhookHeader)
+SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
+TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
+
+_HELP = "http://sendgrid.com/docs/API_Reference/Web_API_v3/Mail/errors.html#message."
+_SENDER_IDENTITY = (
+    "The from address does not match a verified Sender Identity. Mail cannot be sent until "
+    "this error is resolved. Visit https://sendgrid.com/docs/for-developers/sending-email/"
+    "sender-identity/ to see the Sender Identity requirements"
+)
+_EMAIL = re.compile(
+    r"^[^@\s\"(),:;<>\[\]\\]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$"
+)
+_RESERVED_HEADERS = frozenset(
+    h.lower()
+    for h in (
+        "x-sg-id",
+        "x-sg-eid",
+        "received",
+        "dkim-signature",
+        "Content-Type",
+        "Content-Transfer-Encoding",
+        "To",
+        "From",
+        "Subject",
+        "Reply-To",
+        "CC",
+        "BCC",
+    )
+)
+
+
+def _error(message: str, field: str | None, help_: str | None = None) -> dict[str, Any]:
+    return {"message": message, "field": field, "help": help_}
+
+
+def _errors(errors: list[dict[str, Any]], status: int) -> Response:
+    return json_response({"errors": errors}, status)
+
+
+def _anchor(field: str) -> str:
+    # personalizations.0.to.0.email -> personalizations.to (the error table's anchors)
+    names = [part for part in field.split(".") if not part.isdigit()]
+    return ".".join(names[:2])
+
+
+def _new_id() -> str:
+    """A 22-character URL-safe id, the shape of a live ``X-Message-Id``."""
+    return base64.urlsafe_b64encode(secrets.token_bytes(16)).decode().rstrip("=")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+class _Checker:
+    """Collects every violation in one request, as the live API lists them together."""
+
+    def __init__(self) -> None:
+        self.errors: list[dict[str, Any]] = []
+
+    def fail(self, field: str, message: str) -> None:
+        self.errors.append(_error(message, field, _HELP + _anchor(field)))
+
+    def address(self, value: Any, field: str, missing: str) -> str | None:
+        """Check an ``{"email", "name"}`` object; the lower-cased address when valid."""
+        if not isinstance(value, dict):
+            self.fail(field, missing)
+            return None
+        email = value.get("email")
+        if email is None or email == "":
+            self.fail(f"{field}.email", missing)
+            return None
+        if not isinstance(email, str):
+            self.fail(
+                f"{field}.email", f"Invalid type. Expected: string, given: {_json_type(email)}."
+            )
+            return None
+        if len(email) > 320 or not _EMAIL.match(email):
+            self.fail(f"{field}.email", "Does not contain a valid address.")
+            return None
+        name = value.get("name")
+        if name is not None and not isinstance(name, str):
+            self.fail(f"{field}.name", "The name must be a string.")
+        return email.lower()
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return "null" if value is None else "string"
+
+
+class FakeSendGrid(FakeProvider):
+    """An in-memory SendGrid account answering the v3 Mail Send endpoint.
+
+    ``bouncing`` addresses bounce (and are then suppressed: later sends to them are
+    ``dropped``); ``verified_senders``, when given, are the only ``from`` addresses
+    allowed. ``rate`` (off by default) meters requests with SendGrid's ``X-RateLimit-*``
+    headers. Read back :attr:`mail_requests`, :attr:`messages` (one per personalization)
+    and :meth:`drain_events`.
+    """
+
+    name: ClassVar[str] = "sendgrid"
+    routes: ClassVar[tuple[Route, ...]] = (Route("POST", "/v3/mail/send", "mail_send"),)
+
+    MAX_PERSONALIZATIONS: ClassVar[int] = 1000
+    MAX_RECIPIENTS: ClassVar[int] = 1000
+    MAX_CATEGORIES: ClassVar[int] = 10
+    MAX_CATEGORY_LENGTH: ClassVar[int] = 255
+    #: the older published limit; the current error table says 50,000 (the fake is stricter)
+    MAX_CUSTOM_ARGS_BYTES: ClassVar[int] = 10_000
+    MAX_SEND_AHEAD: ClassVar[timedelta] = timedelta(hours=72)
+    MAX_BODY_BYTES: ClassVar[int] = 20 * 1024 * 1024
+    MAX_GROUPS_TO_DISPLAY: ClassVar[int] = 25
+
+    def __init__(
+        self,
+        *,
+        api_key: str = "SG.sandbox-key",
+        clock: Clock | None = None,
+        rate: RateWindow | None = None,
+        bouncing: Iterable[str] = (),
+        verified_senders: Iterable[str] | None = None,
+    ) -> None:
+        super().__init__(clock=clock, rate=rate)
+        self.api_key = api_key
+        self.bouncing = {a.lower() for a in bouncing}
+        self.verified_senders = (
+            None if verified_senders is None else {a.lower() for a in verified_senders}
+        )
+        #: bounced addresses: SendGrid drops later mail to them ("Bounced Address")
+        self.suppressed: set[str] = set()
+        self.max_body_bytes = self.MAX_BODY_BYTES
+        self.mail_requests: list[dict[str, Any]] = []
+        self.messages: list[dict[str, Any]] = []
+        self.events: list[dict[str, Any]] = []
+        self._webhook_key = ec.generate_private_key(ec.SECP256R1())
+
+    # -- admin (Python, not HTTP) ------------------------------------------------------
+
+    def drain_events(self) -> list[dict[str, Any]]:
+        """Event Webhook events produced so far, oldest first; the list is then emptied."""
+        with self.lock:
+            events, self.events = self.events, []
+        return events
+
+    def messages_to(self, email: str) -> list[dict[str, Any]]:
+        """Accepted messages with ``email`` among their ``to`` addresses."""
+        wanted = email.lower()
+        with self.lock:
+            return [m for m in self.messages if wanted in (a.lower() for a in m["to"])]
+
+    @property
+    def webhook_public_key(self) -> str:
+        """The verification key as the console shows it: base64 DER, no PEM armour."""
+        der = self._webhook_key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        return base64.b64encode(der).decode()
+
+    def sign_events(self, payload: bytes, timestamp: int | str) -> dict[str, str]:
+        """The signed Event Webhook headers for a POST of ``payload`` at ``timestamp``.
+
+        SendGrid signs ``timestamp + payload`` with ECDSA P-256 / SHA-256 and sends the
+        base64 DER signature; ``sendgrid.helpers.eventwebhook.EventWebhook`` with
+        :attr:`webhook_public_key` verifies it.
+        """
+        stamp = str(timestamp)
+        signature = self._webhook_key.sign(stamp.encode() + payload, ec.ECDSA(hashes.SHA256()))
+        return {
+            SIGNATURE_HEADER: base64.b64encode(signature).decode(),
+            TIMESTAMP_HEADER: stamp,
+        }
+
+    # -- provider shapes ---------------------------------------------------------------
+
+    def authorize(self, request: Request) -> Response | None:
+        """``Authorization: Bearer <api key>``; SendGrid's two 401 bodies otherwise."""
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return _errors([_error("authorization required", None)], 401)
+        if token.strip() != self.api_key:
+            message = "The provided authorization grant is invalid, expired, or revoked"
+            return _errors([_error(message, None)], 401)
+        return None
+
+    def rate_headers(self, remaining: int, reset: float) -> dict[str, str]:
+        """``X-RateLimit-Limit``, ``-Remaining`` and ``-Reset`` (a Unix time)."""
+        assert self.rate is not None
+        return {
+            "X-RateLimit-Limit": str(self.rate.limit),
+            "X-RateLimit-Remaining": str(remaining),
+            "X-RateLimit-Reset": str(self._unix_after(reset)),
+        }
+
+    def too_many_requests(self, retry_after: float | None) -> Response:
+        """SendGrid's 429: no ``Retry-After``; the window's reset time says when."""
+        response = _errors([{"field": None, "message": "too many requests"}], 429)
+        if retry_after is not None:
+            # An injected 429 outside any window still tells when to come back.
+            response.headers["X-RateLimit-Remaining"] = "0"
+            response.headers["X-RateLimit-Reset"] = str(self._unix_after(retry_after))
+        return response
+
+    def server_error(self, status: int) -> Response:
+        """A 5xx in SendGrid's error shape."""
+        message = "internal server error" if status == 500 else "service unavailable"
+        return _errors([{"message": message}], status)
+
+    def _unix_after(self, seconds: float) -> int:
+        return int(self.clock.now().timestamp() + max(0.0, seconds) + 0.999)
+
+    # -- endpoint ----------------------------------------------------------------------
+
+    def mail_send(self, request: Request) -> Response:
+        """``POST /v3/mail/send``."""
+        too_large = _errors([_error("content too large", None)], 413)
+        if (request.content_length or 0) > self.max_body_bytes:
+            _drain(request)
+            return too_large
+        raw = request.get_data(cache=True)
+        if request.headers.get("Content-Encoding", "").lower() == "gzip":
+            try:
+                raw = gzip.decompress(raw)
+            except (OSError, EOFError):
+                return _errors([_error("Bad Request", None)], 400)
+        if len(raw) > self.max_body_bytes:
+            return too_large
+        try:
+            body = json.loads(raw)
+        except UnicodeDecodeError:
+            return _errors([_error("Invalid UTF8 in request.", None)], 400)
+        except ValueError:
+            return _errors([_error("Bad Request", None)], 400)
+        if not isinstance(body, dict):
+            return _errors([_error("Bad Request", None)], 400)
+        errors = self._validate(body)
+        if errors:
+            return _errors(errors, 400)
+        senders = [body["from"]] + [p["from"] for p in body["personalizations"] if "from" in p]
+        if self.verified_senders is not None and any(
+            s["email"].lower() not in self.verified_senders for s in senders
+        ):
+            return _errors([_error(_SENDER_IDENTITY, "from")], 403)
+        if _sandbox_mode(body):
+            # Sandbox mode validates and answers 200 without queueing anything.
+            return Response(b"", status=200)
+        message_id = _new_id()
+        self._accept(message_id, body)
+        return Response(b"", status=202, headers={"X-Message-Id": message_id})
+
+    # -- validation ----------------------------------------------------------------------
+
+    def _validate(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        check = _Checker()
+        template_id = body.get("template_id")
+        if template_id is not None and not isinstance(template_id, str):
+            check.fail(
+                "template_id", f"The template ID must be a string, you provided {template_id}"
+            )
+        personalizations = body.get("personalizations")
+        if not isinstance(personalizations, list) or not personalizations:
+            check.fail(
+                "personalizations",
+                "The personalizations field is required and must have at least one "
+                "personalization.",
+            )
+            personalizations = []
+        elif len(personalizations) > self.MAX_PERSONALIZATIONS:
+            check.fail(
+                "personalizations",
+                f"The personalization block is limited to {self.MAX_PERSONALIZATIONS} "
+                f"personalizations per API request. You have provided {len(personalizations)} "
+                "personalizations. Please consider splitting this into multiple requests and "
+                "resending your request.",
+            )
+        if "from" not in body:
+            check.fail(
+                "from",
+                "The from object must be provided for every email send. It is an object that "
+                "requires the email parameter, but may also contain a name parameter. e.g. "
+                '{"email" : "example@example.com"} or {"email" : "example@example.com", '
+                '"name" : "Example Recipient"}.',
+            )
+        else:
+            check.address(body["from"], "from", "The from email parameter is required.")
+        if "reply_to" in body:
+            check.address(body["reply_to"], "reply_to", "The reply_to email parameter is required.")
+        global_args = self._custom_args(check, body, "custom_args")
+        self._headers(check, body, "headers")
+        self._send_at(check, body, "send_at")
+        recipients = 0
+        subject_everywhere = True
+        for i, p in enumerate(personalizations):
+            field = f"personalizations.{i}"
+            if not isinstance(p, dict):
+                check.fail(field, "Each personalization must be an object.")
+                continue
+            recipients += self._recipients(check, p, field)
+            if "from" in p:
+                check.address(p["from"], f"{field}.from", "The from email parameter is required.")
+            if "subject" in p:
+                self._subject(check, p["subject"], f"{field}.subject")
+            else:
+                subject_everywhere = False
+            args = self._custom_args(check, p, f"{field}.custom_args")
+            merged = {**(global_args or {}), **(args or {})}
+            size = len(json.dumps(merged, separators=(",", ":")).encode())
+            if merged and size > self.MAX_CUSTOM_ARGS_BYTES:
+                check.fail(
+                    f"{field}.custom_args",
+                    "The combined size of both global and personalization custom arguments may "
+                    f"not exceed {self.MAX_CUSTOM_ARGS_BYTES:,} bytes per personalization.",
+                )
+            self._headers(check, p, f"{field}.headers")
+            self._send_at(check, p, f"{field}.send_at")
+            data = p.get("dynamic_template_data")
+            if data is not None and not isinstance(data, dict):
+                check.fail(
+                    f"{field}.dynamic_template_data", "The dynamic_template_data must be an object."
+                )
+        if recipients > self.MAX_RECIPIENTS:
+            check.fail(
+                "personalizations",
+                f"There is a limit of {self.MAX_RECIPIENTS} total recipients (to + cc + bcc) per "
+                "request.",
+            )
+        if "subject" in body:
+            self._subject(check, body["subject"], "subject")
+        elif template_id is None and not subject_everywhere:
+            check.fail(
+                "subject",
+                "The subject is required. You can get around this requirement if you use a "
+                "template with a subject defined or if every personalization has a subject "
+                "defined.",
+            )
+        self._content(check, body, template_id is not None)
+        self._categories(check, body.get("categories"))
+        self._asm(check, body.get("asm"))
+        if "batch_id" in body and not isinstance(body["batch_id"], str):
+            check.fail("batch_id", "The batch_id must be a string.")
+        return check.errors
+
+    def _recipients(self, check: _Checker, p: dict[str, Any], field: str) -> int:
+        to = p.get("to")
+        if not isinstance(to, list) or not to:
+            check.fail(
+                f"{field}.to",
+                "The to array is required for all personalization objects, and must have at "
+                "least one email object with a valid email address.",
+            )
+        seen: dict[str, str] = {}
+        count = 0
+        for kind in ("to", "cc", "bcc"):
+            entries = p.get(kind)
+            if entries is None or (kind == "to" and not isinstance(entries, list)):
+                continue
+            if not isinstance(entries, list):
+                check.fail(f"{field}.{kind}", f"The {kind} parameter must be an array.")
+                continue
+            for j, entry in enumerate(entries):
+                count += 1
+                email = check.address(
+                    entry, f"{field}.{kind}.{j}", f"The {kind} email parameter is required."
+                )
+                if email is None:
+                    continue
+                if email in seen:
+                    check.fail(
+                        field,
+                        "Each email address in the personalization block should be unique "
+                        "between to, cc, and bcc. We found the first duplicate instance of "
+                        f"[{email}] in the {field}.{kind} field.",
+                    )
+                seen.setdefault(email, kind)
+        return count
+
+    @staticmethod
+    def _subject(check: _Checker, value: Any, field: str) -> None:
+        if not isinstance(value, str) or not value:
+            check.fail(
+                field,
+                "The subject of your email must be a string at least one character in length.",
+            )
+
+    @staticmethod
+    def _custom_args(check: _Checker, owner: dict[str, Any], field: str) -> dict[str, str] | None:
+        if "custom_args" not in owner:
+            return None
+        args = owner["custom_args"]
+        if not isinstance(args, dict) or not args:
+            check.fail(field, "custom_args cannot be empty.")
+            return None
+        if not all(isinstance(v, str) for v in args.values()):
+            check.fail(field, "All values of custom arguments object must be strings")
+            return None
+        return args
+
+    @staticmethod
+    def _headers(check: _Checker, owner: dict[str, Any], field: str) -> None:
+        headers = owner.get("headers")
+        if headers is None:
+            return
+        if not isinstance(headers, dict):
+            check.fail(field, "The headers must be an object.")
+            return
+        for key, value in headers.items():
+            if not key.isascii() or not key or any(c.isspace() for c in key):
+                check.fail(
+                    field, "Header keys cannot contain non-ASCII characters or empty spaces."
+                )
+            elif key.lower() in _RESERVED_HEADERS:
+                check.fail(field, "Header cannot be one of the reserved keys.")
+            if not isinstance(value, str):
+                check.fail(field, "All values of the headers object must be strings.")
+
+    def _send_at(self, check: _Checker, owner: dict[str, Any], field: str) -> None:
+        if "send_at" not in owner:
+            return
+        value = owner["send_at"]
+        if not _is_int(value):
+            check.fail(
+                field,
+                "The send_at parameter is expecting a Unix timestamp as an integer. We will send "
+                "immediately if you include a send_at timestamp that is in the past.",
+            )
+        elif value > (self.clock.now() + self.MAX_SEND_AHEAD).timestamp():
+            check.fail(field, "Scheduling more than 72 hours in advance is forbidden.")
+
+    @staticmethod
+    def _content(check: _Checker, body: dict[str, Any], templated: bool) -> None:
+        if "content" not in body:
+            if not templated:
+                check.fail(
+                    "content",
+                    "The content param is required unless you are using a transactional "
+                    "template and have defined a template_id.",
+                )
+            return
+        content = body["content"]
+        if not isinstance(content, list) or not content:
+            check.fail(
+                "content",
+                "There must be at least one defined content block. We typically suggest both "
+                "text/plain and text/html blocks are included, but only one block is required.",
+            )
+            return
+        types: list[str] = []
+        for k, block in enumerate(content):
+            field = f"content.{k}"
+            if not isinstance(block, dict):
+                check.fail(field, "Each content block must be an object.")
+                continue
+            kind = block.get("type")
+            if not isinstance(kind, str) or not kind:
+                check.fail(
+                    f"{field}.type",
+                    "A content type is required, this tells email clients how to display the "
+                    "email.",
+                )
+            elif any(c in kind for c in ";\r\n"):
+                check.fail(f"{field}.type", "Cannot contain ';', or CRLF characters.")
+            else:
+                types.append(kind.lower())
+            value = block.get("value")
+            if not isinstance(value, str) or not value:
+                check.fail(
+                    f"{field}.value",
+                    "The content value must be a string at least one character in length.",
+                )
+        ranked = [0 if t == "text/plain" else 1 if t == "text/html" else 2 for t in types]
+        if ranked != sorted(ranked):
+            check.fail(
+                "content",
+                "Following RFC 1341, section 7.2, if either text/html or text/plain are to be sent "
+                "in your email: text/plain needs to be first, followed by text/html, followed by "
+                "any other content.",
+            )
+
+    def _categories(self, check: _Checker, categories: Any) -> None:
+        if categories is None:
+            return
+        if not isinstance(categories, list) or not all(isinstance(c, str) for c in categories):
+            check.fail("categories", "Categories must be an array of strings.")
+            return
+        if len(categories) > self.MAX_CATEGORIES:
+            check.fail(
+                "categories",
+                f"There is a limit of {self.MAX_CATEGORIES} categories for each email that is "
+                f"sent. You provided {len(categories)} categories.",
+            )
+        seen: set[str] = set()
+        for category in categories:
+            if len(category) > self.MAX_CATEGORY_LENGTH:
+                check.fail(
+                    "categories",
+                    f"Each category must not be longer than {self.MAX_CATEGORY_LENGTH} "
+                    f"characters. {category} exceeds this limit.",
+                )
+            if not category.isascii():
+                check.fail("categories", "Categories can not contain non-ASCII characters.")
+            if category in seen:
+                check.fail(
+                    "categories",
+                    f"The categories must be a unique list, and you have included {category} "
+                    "more than once.",
+                )
+            seen.add(category)
+
+    def _asm(self, check: _Checker, asm: Any) -> None:
+        if asm is None:
+            return
+        if not isinstance(asm, dict) or not _is_int(asm.get("group_id")):
+            check.fail("asm.group_id", "The ASM group ID must be an integer.")
+            return
+        groups = asm.get("groups_to_display")
+        if groups is None:
+            return
+        if not isinstance(groups, list) or not all(_is_int(g) for g in groups):
+            check.fail(
+                "asm.groups_to_display",
+                "The ASM Group IDs to display must be an array of integers.",
+            )
+        elif len(groups) > self.MAX_GROUPS_TO_DISPLAY:
+            check.fail(
+                "asm.groups_to_display",
+                f"There is a limit of {self.MAX_GROUPS_TO_DISPLAY} unsubscribe groups that can be "
+                "displayed to a user at a time.",
+            )
+
+    # -- acceptance ------------------------------------------------------------------------
+
+    def _accept(self, message_id: str, body: dict[str, Any]) -> None:
+        now = int(self.clock.now().timestamp())
+        categories = list(body.get("categories") or [])
+        with self.lock:
+            self.mail_requests.append({"message_id": message_id, "body": copy.deepcopy(body)})
+            serial = 0
+            for i, p in enumerate(body["personalizations"]):
+                send_at = p.get("send_at", body.get("send_at"))
+                message = {
+                    "message_id": message_id,
+                    "to": [r["email"] for r in p["to"]],
+                    "cc": [r["email"] for r in p.get("cc", [])],
+                    "bcc": [r["email"] for r in p.get("bcc", [])],
+                    "subject": p.get("subject", body.get("subject")),
+                    "template_id": body.get("template_id"),
+                    "dynamic_template_data": copy.deepcopy(p.get("dynamic_template_data")),
+                    "custom_args": {**body.get("custom_args", {}), **p.get("custom_args", {})},
+                    "categories": categories,
+                    "send_at": send_at,
+                    "asm": copy.deepcopy(body.get("asm")),
+                    "headers": {**body.get("headers", {}), **p.get("headers", {})},
+                    "from": dict(p.get("from", body["from"])),
+                    "reply_to": copy.deepcopy(body.get("reply_to")),
+                    "content": copy.deepcopy(body.get("content")),
+                    "batch_id": body.get("batch_id"),
+                }
+                self.messages.append(message)
+                # A scheduled message is processed when it goes out, not when it is accepted.
+                at = max(now, send_at) if _is_int(send_at) else now
+                smtp_id = f"<{secrets.token_hex(6)}.{i:x}.{message_id[:8]}@ismtpd-sandbox>"
+                for email in message["to"] + message["cc"] + message["bcc"]:
+                    self.events.extend(
+                        self._events_for(message, email, smtp_id, f"{i:X}-{at:X}-{serial}", at)
+                    )
+                    serial += 1
+
+    def _events_for(
+        self, message: dict[str, Any], email: str, smtp_id: str, suffix: str, at: int
+    ) -> list[dict[str, Any]]:
+        sg_message_id = f"{message['message_id']}.filterdrecv-sandbox-{suffix}.0"
+
+        def event(kind: str, **extra: Any) -> dict[str, Any]:
+            # Custom args ride at the top level of every event; SendGrid's own keys win.
+            out: dict[str, Any] = dict(message["custom_args"])
+            out.update(
+                {
+                    "email": email,
+                    "timestamp": at,
+                    "smtp-id": smtp_id,
+                    "event": kind,
+                }
+            )
+            categories = message["categories"]
+            if categories:
+                out["category"] = categories[0] if len(categories) == 1 else list(categories)
+            out.update({"sg_event_id": _new_id(), "sg_message_id": sg_message_id})
+            out.update(extra)
+            return out
+
+        address = email.lower()
+        if address in self.suppressed:
+            return [event("dropped", reason="Bounced Address", status="5.0.0")]
+        if address in self.bouncing:
+            self.suppressed.add(address)
+            return [
+                event("processed"),
+                event("bounce", reason="500 unknown recipient", status="5.0.0"),
+            ]
+        return [event("processed"), event("delivered", response="250 OK")]
+
+
+def _sandbox_mode(body: dict[str, Any]) -> bool:
+    settings = body.get("mail_settings")
+    mode = settings.get("sandbox_mode") if isinstance(settings, dict) else None
+    return isinstance(mode, dict) and mode.get("enable") is True
+
+
+def _drain(request: Request) -> None:
+    # Read the oversized body away so the client sees the 413 instead of a reset socket.
+    stream = request.stream
+    while stream.read(1 << 20):
+        pass

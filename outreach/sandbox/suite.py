@@ -1,0 +1,133 @@
+"""All the sandbox fakes together: seeded, served on loopback, with the environment to use them.
+
+::
+
+    with Sandbox(people=600) as sandbox:
+        env = sandbox.env()          # GREENHOUSE_*, LEVER_*, HUBSPOT_* pointing at the fakes
+        ...                          # run `outreach sync` with env
+        sandbox.hubspot.tasks_for(contact_id)
+
+One seeded population is split across the CRMs as :mod:`outreach.sandbox.seed` assigns
+it (about one person in twenty-five lives in two CRMs). Each fake gets its own server and
+port, as each provider has its own base URL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from outreach.clock import Clock, SystemClock
+from outreach.sandbox.base import RateWindow, SandboxServer
+from outreach.sandbox.greenhouse import FakeGreenhouse
+from outreach.sandbox.hubspot import FakeHubSpot
+from outreach.sandbox.lever import FakeLever
+from outreach.sandbox.seed import RECRUITERS, Population, SeedPerson
+
+__all__ = ["Sandbox"]
+
+
+@dataclass(frozen=True)
+class _Credentials:
+    greenhouse_client_id: str = "sandbox-greenhouse-client"
+    greenhouse_client_secret: str = "sandbox-greenhouse-secret"
+    lever_api_key: str = "sandbox-lever-key"
+    hubspot_token: str = "sandbox-hubspot-token"
+
+
+class Sandbox:
+    """The CRM fakes over one seeded population (``limits``: the providers' rate limits)."""
+
+    credentials = _Credentials()
+
+    def __init__(
+        self,
+        people: int | Sequence[SeedPerson] = 600,
+        *,
+        clock: Clock | None = None,
+        seed: int = 7,
+        limits: bool = False,
+        host: str = "127.0.0.1",
+    ) -> None:
+        self.clock = clock or SystemClock()
+        self.people = Population(people, seed=seed) if isinstance(people, int) else people
+        self.host = host
+        c = self.credentials
+        self.greenhouse = FakeGreenhouse(
+            self.in_crm("greenhouse"),
+            client_id=c.greenhouse_client_id,
+            client_secret=c.greenhouse_client_secret,
+            clock=self.clock,
+            rate=RateWindow(50, 10.0) if limits else None,
+        )
+        self.lever = FakeLever(
+            self.in_crm("lever"),
+            api_key=c.lever_api_key,
+            clock=self.clock,
+            rate=RateWindow(20, 1.0) if limits else None,
+        )
+        self.hubspot = FakeHubSpot(
+            self.in_crm("hubspot"),
+            access_token=c.hubspot_token,
+            clock=self.clock,
+            rate=RateWindow(190, 10.0) if limits else None,
+            search_rate=RateWindow(4, 1.0) if limits else None,
+        )
+        self.servers: dict[str, SandboxServer] = {}
+        self._greenhouse_positions: dict[int, int] | None = None
+
+    def greenhouse_id(self, person: SeedPerson) -> int:
+        """The Greenhouse candidate id of a seeded person who lives in Greenhouse."""
+        if self._greenhouse_positions is None:
+            self._greenhouse_positions = {
+                p.index: k for k, p in enumerate(self.in_crm("greenhouse"))
+            }
+        return self.greenhouse.candidate_id(self._greenhouse_positions[person.index])
+
+    def in_crm(self, crm: str) -> list[SeedPerson]:
+        """The seeded people who live in ``crm``, in creation order."""
+        return [p for p in self.people if crm in p.crms]
+
+    @property
+    def fakes(self) -> dict[str, object]:
+        """The fakes by provider name."""
+        return {"greenhouse": self.greenhouse, "lever": self.lever, "hubspot": self.hubspot}
+
+    def start(self) -> Sandbox:
+        """Serve every fake on its own loopback port."""
+        for name, fake in self.fakes.items():
+            self.servers[name] = SandboxServer(fake, host=self.host).start()
+        return self
+
+    def stop(self) -> None:
+        """Stop every server."""
+        for server in self.servers.values():
+            server.stop()
+        self.servers.clear()
+
+    def __enter__(self) -> Sandbox:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def url(self, name: str) -> str:
+        """The base URL of one fake's server."""
+        return self.servers[name].url
+
+    def env(self) -> dict[str, str]:
+        """Environment variables that point the engine at the running fakes."""
+        c = self.credentials
+        acting = RECRUITERS[0]
+        return {
+            "GREENHOUSE_CLIENT_ID": c.greenhouse_client_id,
+            "GREENHOUSE_CLIENT_SECRET": c.greenhouse_client_secret,
+            "GREENHOUSE_USER_ID": str(acting.greenhouse_id),
+            "GREENHOUSE_BASE_URL": self.url("greenhouse") + "/v3",
+            "GREENHOUSE_AUTH_URL": self.url("greenhouse") + "/token",
+            "LEVER_API_KEY": c.lever_api_key,
+            "LEVER_USER_ID": acting.lever_id,
+            "LEVER_BASE_URL": self.url("lever") + "/v1",
+            "HUBSPOT_ACCESS_TOKEN": c.hubspot_token,
+            "HUBSPOT_BASE_URL": self.url("hubspot"),
+        }

@@ -1,0 +1,538 @@
+"""The real ``sendgrid`` SDK against the SendGrid sandbox fake, over loopback HTTP."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sendgrid
+from python_http_client.exceptions import (
+    BadRequestsError,
+    ForbiddenError,
+    HTTPError,
+    InternalServerError,
+    PayloadTooLargeError,
+    ServiceUnavailableError,
+    TooManyRequestsError,
+    UnauthorizedError,
+)
+from sendgrid.helpers.eventwebhook import EventWebhook
+from sendgrid.helpers.mail import Mail
+
+from outreach.clock import FixedClock
+from outreach.sandbox.base import RateWindow, SandboxServer
+from outreach.sandbox.sendgrid import SIGNATURE_HEADER, TIMESTAMP_HEADER, FakeSendGrid
+
+KEY = "SG.sandbox-key"
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "sendgrid"
+MESSAGE_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
+
+
+def fixture(name: str) -> Any:
+    return json.loads((FIXTURES / name).read_text())
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[tuple[SandboxServer, dict]]:
+    """One loopback server for the module; each test plugs in its own fake."""
+    current: dict = {}
+
+    def app(environ, start_response):
+        return current["fake"](environ, start_response)
+
+    with SandboxServer(app) as running:
+        yield running, current
+
+
+@pytest.fixture
+def fake(server) -> FakeSendGrid:
+    fake = FakeSendGrid(clock=FixedClock(NOW), bouncing={"gone@example.com"})
+    server[1]["fake"] = fake
+    return fake
+
+
+@pytest.fixture
+def client(server, fake: FakeSendGrid) -> sendgrid.SendGridAPIClient:
+    return sendgrid.SendGridAPIClient(KEY, host=server[0].url)
+
+
+def use(server, fake: FakeSendGrid) -> FakeSendGrid:
+    server[1]["fake"] = fake
+    return fake
+
+
+def mail(to: str = "ada@example.com", **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "personalizations": [{"to": [{"email": to, "name": "Ada"}]}],
+        "from": {"email": "recruiter@acme.example", "name": "Acme Recruiting"},
+        "subject": "A role you might like",
+        "content": [
+            {"type": "text/plain", "value": "Hi Ada"},
+            {"type": "text/html", "value": "<p>Hi Ada</p>"},
+        ],
+    }
+    body.update(extra)
+    return body
+
+
+def bad_request(client: sendgrid.SendGridAPIClient, body: dict[str, Any]) -> list[dict]:
+    with pytest.raises(BadRequestsError) as caught:
+        client.send(body)
+    assert caught.value.status_code == 400
+    return caught.value.to_dict["errors"]
+
+
+# -- accepted sends --------------------------------------------------------------------
+
+
+def test_a_single_message_is_accepted_with_a_message_id_and_recorded(fake, client) -> None:
+    message = Mail(
+        from_email=("recruiter@acme.example", "Acme Recruiting"),
+        to_emails="ada@example.com",
+        subject="A role you might like",
+        plain_text_content="Hi Ada",
+        html_content="<p>Hi Ada</p>",
+    )
+    message.custom_arg = [  # the SDK's CustomArg helpers
+        sendgrid.helpers.mail.CustomArg("touch_id", "41"),
+        sendgrid.helpers.mail.CustomArg("idempotency_key", "t-41"),
+    ]
+    message.category = [sendgrid.helpers.mail.Category("outreach")]
+
+    response = client.send(message)
+
+    assert response.status_code == 202 and response.body == b""
+    message_id = response.headers["X-Message-Id"]
+    assert MESSAGE_ID.match(message_id)
+    assert fake.mail_requests == [{"message_id": message_id, "body": message.get()}]
+    [recorded] = fake.messages
+    assert recorded["message_id"] == message_id
+    assert recorded["to"] == ["ada@example.com"]
+    assert recorded["subject"] == "A role you might like"
+    assert recorded["template_id"] is None
+    assert recorded["custom_args"] == {"touch_id": "41", "idempotency_key": "t-41"}
+    assert recorded["categories"] == ["outreach"]
+    assert recorded["from"] == {"email": "recruiter@acme.example", "name": "Acme Recruiting"}
+    assert [c["type"] for c in recorded["content"]] == ["text/plain", "text/html"]
+    assert recorded["send_at"] is None
+
+
+def test_sendgrids_published_example_requests_are_accepted(fake, client) -> None:
+    plain = fixture("mail_send_request.json")
+    templated = fixture("mail_send_request_dynamic_template.json")
+
+    assert client.send(plain).status_code == 202
+    assert client.send(templated).status_code == 202
+
+    first, second, third = fake.messages
+    assert first["to"] == ["alex@example.com", "bola@example.com"]
+    assert first["cc"] == ["charlie@example.com"] and first["bcc"] == ["dana@example.com"]
+    assert first["from"]["email"] == "orders@example.com"
+    assert second["from"]["email"] == "sales@example.com"  # a personalization's own from
+    assert first["asm"] == {"group_id": 12345, "groups_to_display": [12345]}
+    assert third["subject"] is None and third["template_id"].startswith("d-")
+    assert third["dynamic_template_data"]["customer_name"] == "Alex"
+
+
+def test_a_thousand_personalization_template_request_is_recorded_per_personalization(
+    fake, client
+) -> None:
+    body = {
+        "from": {"email": "recruiter@acme.example"},
+        "template_id": "d-0123456789abcdef0123456789abcdef",
+        "custom_args": {"campaign": "c1"},
+        "personalizations": [
+            {
+                "to": [{"email": f"person{i}@example.com"}],
+                "dynamic_template_data": {"first_name": f"P{i}"},
+                "custom_args": {"touch_id": str(i)},
+            }
+            for i in range(1000)
+        ],
+    }
+
+    response = client.send(body)
+
+    assert response.status_code == 202
+    message_id = response.headers["X-Message-Id"]
+    assert len(fake.messages) == 1000
+    assert {m["message_id"] for m in fake.messages} == {message_id}
+    last = fake.messages[-1]
+    assert last["to"] == ["person999@example.com"] and last["subject"] is None
+    assert last["dynamic_template_data"] == {"first_name": "P999"}
+    assert last["custom_args"] == {"campaign": "c1", "touch_id": "999"}
+    events = fake.drain_events()
+    assert len(events) == 2000
+    assert all(e["sg_message_id"].startswith(message_id + ".filter") for e in events)
+    assert len({e["sg_message_id"] for e in events}) == 1000
+
+
+def test_a_scheduled_send_within_72_hours_is_accepted_and_processed_then(fake, client) -> None:
+    send_at = int((NOW + timedelta(hours=72)).timestamp())
+
+    assert client.send(mail(send_at=send_at)).status_code == 202
+
+    assert fake.messages[0]["send_at"] == send_at
+    assert {e["timestamp"] for e in fake.drain_events()} == {send_at}
+
+
+def test_sandbox_mode_validates_but_queues_nothing(fake, client) -> None:
+    body = mail(mail_settings={"sandbox_mode": {"enable": True}})
+
+    response = client.send(body)
+
+    assert response.status_code == 200 and not fake.messages and not fake.events
+
+
+# -- 400: the request checks -----------------------------------------------------------
+
+
+def test_1001_personalizations_are_refused_with_the_documented_error(fake, client) -> None:
+    body = mail()
+    body["personalizations"] = [{"to": [{"email": f"p{i}@example.com"}]} for i in range(1001)]
+
+    errors = bad_request(client, body)
+
+    assert {
+        "message": "The personalization block is limited to 1000 personalizations per API "
+        "request. You have provided 1001 personalizations. Please consider splitting this "
+        "into multiple requests and resending your request.",
+        "field": "personalizations",
+        "help": "http://sendgrid.com/docs/API_Reference/Web_API_v3/Mail/errors.html"
+        "#message.personalizations",
+    } in errors
+    assert all(set(e) == {"message", "field", "help"} for e in errors)
+    assert not fake.messages and not fake.mail_requests
+
+
+def _too_many_recipients(body: dict) -> None:
+    body["personalizations"] = [
+        {"to": [{"email": f"t{i}@example.com"}], "cc": [{"email": f"c{i}@example.com"}]}
+        for i in range(501)
+    ]
+
+
+def _drop_subject(body: dict) -> None:
+    del body["subject"]
+
+
+def _drop_content(body: dict) -> None:
+    del body["content"]
+
+
+def _html_first(body: dict) -> None:
+    body["content"].reverse()
+
+
+def _drop_to(body: dict) -> None:
+    body["personalizations"][0]["to"] = []
+
+
+def _duplicate_recipient(body: dict) -> None:
+    body["personalizations"][0]["bcc"] = [{"email": "ADA@example.com"}]
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "message"),
+    [
+        (_drop_subject, "subject", "The subject is required."),
+        (lambda b: b.update(subject=""), "subject", "at least one character"),
+        (
+            lambda b: b["personalizations"][0]["to"][0].update(email="ada(at)example.com"),
+            "personalizations.0.to.0.email",
+            "Does not contain a valid address.",
+        ),
+        (
+            lambda b: b["personalizations"][0]["to"][0].update(email="ada@example"),
+            "personalizations.0.to.0.email",
+            "Does not contain a valid address.",
+        ),
+        (
+            lambda b: b["from"].update(email="recruiter at acme"),
+            "from.email",
+            "Does not contain a valid address.",
+        ),
+        (_drop_to, "personalizations.0.to", "The to array is required"),
+        (_duplicate_recipient, "personalizations.0", "should be unique between to, cc, and bcc"),
+        (_too_many_recipients, "personalizations", "limit of 1000 total recipients"),
+        (
+            lambda b: b.update(categories=[f"c{i}" for i in range(11)]),
+            "categories",
+            "There is a limit of 10 categories for each email that is sent. You provided 11",
+        ),
+        (lambda b: b.update(categories=["x" * 256]), "categories", "not be longer than 255"),
+        (lambda b: b.update(categories=["café"]), "categories", "non-ASCII"),
+        (lambda b: b.update(categories=["a", "a"]), "categories", "unique list"),
+        (
+            lambda b: b.update(send_at=int((NOW + timedelta(hours=72, seconds=1)).timestamp())),
+            "send_at",
+            "Scheduling more than 72 hours in advance is forbidden.",
+        ),
+        (
+            lambda b: b["personalizations"][0].update(
+                send_at=int((NOW + timedelta(days=4)).timestamp())
+            ),
+            "personalizations.0.send_at",
+            "72 hours",
+        ),
+        (lambda b: b.update(send_at="tomorrow"), "send_at", "timestamp as an integer"),
+        (
+            lambda b: b.update(custom_args={"big": "x" * 10_000}),
+            "personalizations.0.custom_args",
+            "may not exceed 10,000 bytes",
+        ),
+        (
+            lambda b: b["personalizations"][0].update(custom_args={"touch_id": 41}),
+            "personalizations.0.custom_args",
+            "must be strings",
+        ),
+        (lambda b: b.update(custom_args={}), "custom_args", "cannot be empty"),
+        (lambda b: b.update(headers={"Reply-To": "x@example.com"}), "headers", "reserved keys"),
+        (lambda b: b.update(headers={"X-Touch": 41}), "headers", "must be strings"),
+        (lambda b: b.update(asm={"group_id": "12345"}), "asm.group_id", "must be an integer"),
+        (_drop_content, "content", "The content param is required"),
+        (_html_first, "content", "text/plain needs to be first"),
+        (
+            lambda b: b["content"][0].update(value=""),
+            "content.0.value",
+            "at least one character",
+        ),
+        (lambda b: b.update(template_id=7), "template_id", "must be a string"),
+    ],
+)
+def test_each_violation_is_a_400_naming_its_field(fake, client, change, field, message) -> None:
+    body = copy.deepcopy(mail())
+    change(body)
+
+    errors = bad_request(client, body)
+
+    matching = [e for e in errors if e["field"] == field]
+    assert matching, errors
+    assert any(message in e["message"] for e in matching), matching
+    assert matching[0]["help"].startswith(
+        "http://sendgrid.com/docs/API_Reference/Web_API_v3/Mail/errors.html#message."
+    )
+    assert not fake.messages and not fake.events
+
+
+def test_a_template_supplies_the_subject_and_content(fake, client) -> None:
+    body = mail(template_id="d-0123456789abcdef0123456789abcdef")
+    del body["subject"], body["content"]
+
+    assert client.send(body).status_code == 202
+
+
+def test_every_personalization_may_carry_its_own_subject(fake, client) -> None:
+    body = mail()
+    del body["subject"]
+    body["personalizations"][0]["subject"] = "Just for Ada"
+
+    assert client.send(body).status_code == 202
+    assert fake.messages[0]["subject"] == "Just for Ada"
+
+
+def test_an_unparseable_body_is_a_400(fake, server) -> None:
+    request = urllib.request.Request(
+        server[0].url + "/v3/mail/send",
+        data=b"{not json",
+        headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request, timeout=5)
+    assert caught.value.code == 400
+
+
+# -- 401 / 403 / 413 -------------------------------------------------------------------
+
+
+def test_a_wrong_key_is_a_401(fake, server) -> None:
+    wrong = sendgrid.SendGridAPIClient("SG.not-the-key", host=server[0].url)
+
+    with pytest.raises(UnauthorizedError) as caught:
+        wrong.send(mail())
+
+    assert caught.value.status_code == 401
+    assert caught.value.to_dict == {
+        "errors": [
+            {
+                "message": "The provided authorization grant is invalid, expired, or revoked",
+                "field": None,
+                "help": None,
+            }
+        ]
+    }
+    assert not fake.messages and not fake.requests
+
+
+def test_no_authorization_header_is_a_401_authorization_required(fake, server) -> None:
+    request = urllib.request.Request(
+        server[0].url + "/v3/mail/send", data=json.dumps(mail()).encode(), method="POST"
+    )
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request, timeout=5)
+    assert caught.value.code == 401
+    body = json.loads(caught.value.read())
+    assert (
+        body["errors"][0]["message"] == fixture("mail_send_error_401.json")["errors"][0]["message"]
+    )
+
+
+def test_an_unverified_sender_is_a_403(server) -> None:
+    fake = use(server, FakeSendGrid(verified_senders={"recruiter@acme.example"}))
+    client = sendgrid.SendGridAPIClient(KEY, host=server[0].url)
+    assert client.send(mail()).status_code == 202
+
+    with pytest.raises(ForbiddenError) as caught:
+        client.send(mail(**{"from": {"email": "someone@else.example"}}))
+
+    assert caught.value.status_code == 403
+    [error] = caught.value.to_dict["errors"]
+    assert error["field"] == "from"
+    assert error["message"].startswith("The from address does not match a verified Sender Identity")
+    assert len(fake.messages) == 1
+
+
+def test_a_body_over_20_mb_is_a_413(fake, client) -> None:
+    attachment = {"content": "A" * (20 * 1024 * 1024), "filename": "big.bin"}
+
+    with pytest.raises(PayloadTooLargeError) as caught:
+        client.send(mail(attachments=[attachment]))
+
+    assert caught.value.status_code == 413
+    assert (
+        caught.value.to_dict["errors"][0]["message"]
+        == (fixture("mail_send_error_413.json")["errors"][0]["message"])
+    )
+    assert not fake.messages
+
+
+# -- rate limits, faults, timeouts -----------------------------------------------------
+
+
+def test_an_injected_429_raises_too_many_requests_with_its_headers(fake, client) -> None:
+    fake.faults.rate_limited(1, retry_after=30)
+
+    with pytest.raises(TooManyRequestsError) as caught:
+        client.send(mail())
+
+    error = caught.value
+    assert error.status_code == 429
+    assert error.to_dict == {"errors": [{"field": None, "message": "too many requests"}]}
+    assert error.headers["X-RateLimit-Remaining"] == "0"
+    assert int(error.headers["X-RateLimit-Reset"]) == int(NOW.timestamp()) + 30
+    assert "Retry-After" not in error.headers
+    assert not fake.messages
+    assert client.send(mail()).status_code == 202
+
+
+def test_a_rate_window_meters_with_x_ratelimit_headers(server) -> None:
+    fake = use(server, FakeSendGrid(clock=FixedClock(NOW), rate=RateWindow(2, 60)))
+    client = sendgrid.SendGridAPIClient(KEY, host=server[0].url)
+
+    first, second = client.send(mail()), client.send(mail())
+    with pytest.raises(TooManyRequestsError) as caught:
+        client.send(mail())
+
+    assert first.headers["X-RateLimit-Limit"] == "2"
+    assert [first.headers["X-RateLimit-Remaining"], second.headers["X-RateLimit-Remaining"]] == [
+        "1",
+        "0",
+    ]
+    reset = int(caught.value.headers["X-RateLimit-Reset"])
+    assert int(NOW.timestamp()) < reset <= int(NOW.timestamp()) + 60
+    assert caught.value.headers["X-RateLimit-Limit"] == "2"
+    assert len(fake.messages) == 2
+
+
+@pytest.mark.parametrize(
+    ("status", "error"), [(500, InternalServerError), (503, ServiceUnavailableError)]
+)
+def test_an_injected_5xx_raises_and_records_nothing(fake, client, status, error) -> None:
+    fake.faults.server_errors(1, status=status)
+
+    with pytest.raises(error) as caught:
+        client.send(mail())
+
+    assert isinstance(caught.value, HTTPError) and caught.value.status_code == status
+    assert "errors" in caught.value.to_dict
+    assert not fake.messages
+
+
+def test_a_timeout_after_receipt_leaves_the_message_sent_once(fake, client) -> None:
+    fake.faults.timeouts(1, seconds=1.0)
+
+    with pytest.raises(TimeoutError):
+        client.client.mail.send.post(request_body=mail(), timeout=0.3)
+
+    assert len(fake.messages) == 1 and len(fake.mail_requests) == 1
+    assert [e["event"] for e in fake.drain_events()] == ["processed", "delivered"]
+
+
+# -- Event Webhook ---------------------------------------------------------------------
+
+
+def test_bounces_are_generated_for_bouncing_addresses_then_suppressed(fake, client) -> None:
+    body = mail()
+    body["personalizations"] = [
+        {"to": [{"email": "ada@example.com"}]},
+        {"to": [{"email": "Gone@example.com"}]},
+    ]
+    client.send(body)
+
+    events = fake.drain_events()
+
+    assert [(e["email"], e["event"]) for e in events] == [
+        ("ada@example.com", "processed"),
+        ("ada@example.com", "delivered"),
+        ("Gone@example.com", "processed"),
+        ("Gone@example.com", "bounce"),
+    ]
+    assert fake.drain_events() == []
+    client.send(mail(to="gone@example.com"))
+    [dropped] = fake.drain_events()
+    assert dropped["event"] == "dropped" and dropped["reason"] == "Bounced Address"
+
+
+def test_events_have_the_published_shape_with_custom_args_on_top(fake, client) -> None:
+    published = {e["event"]: set(e) for e in fixture("event_webhook.json")}
+    client.send(mail(categories=["outreach"], custom_args={"touch_id": "41"}))
+    client.send(mail(to="gone@example.com", categories=["outreach", "sms"]))
+    client.send(mail(to="gone@example.com", categories=["outreach"]))
+
+    events = fake.drain_events()
+
+    kinds = [e["event"] for e in events]
+    assert kinds == ["processed", "delivered", "processed", "bounce", "dropped"]
+    for event in events:
+        own = set(event) - {"touch_id"}
+        assert own == published[event["event"]], event["event"]
+        assert event["timestamp"] == int(NOW.timestamp())
+    assert events[0]["touch_id"] == "41" and events[0]["category"] == "outreach"
+    assert events[2]["category"] == ["outreach", "sms"]
+    message_ids = [r["message_id"] for r in fake.mail_requests]
+    assert events[0]["sg_message_id"].startswith(message_ids[0] + ".filter")
+    assert events[4]["sg_message_id"].startswith(message_ids[2] + ".filter")
+
+
+def test_signed_events_verify_with_the_sdks_event_webhook_helper(fake, client) -> None:
+    client.send(mail())
+    payload = json.dumps(fake.drain_events()) + "\r\n"
+    timestamp = str(int(NOW.timestamp()))
+
+    headers = fake.sign_events(payload.encode(), timestamp)
+
+    verifier = EventWebhook(fake.webhook_public_key)
+    assert headers[TIMESTAMP_HEADER] == timestamp
+    assert verifier.verify_signature(payload, headers[SIGNATURE_HEADER], timestamp)
+    assert not verifier.verify_signature(payload + " ", headers[SIGNATURE_HEADER], timestamp)
+    assert not verifier.verify_signature(payload, headers[SIGNATURE_HEADER], "1")
