@@ -60,47 +60,29 @@ _OVERLAP = timedelta(minutes=5)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Properties read and turned into import keys; anything else a contact carries (other
 # than HubSpot's own bookkeeping) passes through as a custom field.
-_CONSUMED = frozenset(
-    {
-        "firstname",
-        "lastname",
-        "email",
-        "phone",
-        "mobilephone",
-        "hs_timezone",
-        "hubspot_owner_id",
-        "hs_email_optout",
-        "hs_linkedin_url",
-        "linkedin_url",
-        "jobtitle",
-        "lastmodifieddate",
-        "createdate",
-        "hs_object_id",
-    }
+_READ = (
+    "firstname",
+    "lastname",
+    "email",
+    "phone",
+    "mobilephone",
+    "hs_timezone",
+    "hubspot_owner_id",
+    "hs_email_optout",
+    # HubSpot's LinkedIn property; portals that predate it often keep a custom one.
+    "hs_linkedin_url",
+    "linkedin_url",
+    "jobtitle",
+    "lastmodifieddate",
+    "createdate",
+    "hs_object_id",
 )
+_CONSUMED = frozenset(_READ)
 
 
 def _properties(stage_property: str) -> list[str]:
     """The contact properties asked for (a search returns only these, not the defaults)."""
-    names = [
-        "firstname",
-        "lastname",
-        "email",
-        "phone",
-        "mobilephone",
-        "hs_timezone",
-        stage_property,
-        "hubspot_owner_id",
-        "hs_email_optout",
-        # HubSpot's LinkedIn property; portals that predate it often keep a custom one.
-        "hs_linkedin_url",
-        "linkedin_url",
-        "jobtitle",
-        "lastmodifieddate",
-        "createdate",
-        "hs_object_id",
-    ]
-    return list(dict.fromkeys(names))
+    return list(dict.fromkeys([*_READ[:6], stage_property, *_READ[6:]]))
 
 
 class _SearchPacer(HeaderPacer):
