@@ -5,12 +5,14 @@
   (``limit`` at most 100, ``properties`` named, ``paging.next.after`` followed to the end;
   the list endpoint has no result cap).
 * An incremental run searches ``POST /crm/v3/objects/contacts/search`` for
-  ``lastmodifieddate GTE <last start - 5 min>`` sorted ascending, 200 per page. A search
-  query stops at 10,000 results (HubSpot answers 400 past that), so before the next page
-  would cross the cap the run starts a new query at the ``lastmodifieddate`` of the last
-  record read; records at exactly that instant are read twice and dropped the second time.
-  When more than a whole query's worth of records share one instant, that instant is read
-  on its own, sorted by ``hs_object_id`` and windowed by ``hs_object_id GT <last id>``.
+  ``lastmodifieddate GTE <last start - 5 min>`` sorted ascending, 200 per page. Every
+  page is a query of its own starting at the ``lastmodifieddate`` of the last record
+  read, never an ``after`` offset: a contact edited mid-run would otherwise shift the
+  rows behind it and the one at the page boundary would be skipped for good. Records at
+  exactly that instant are read twice and dropped the second time. Each query reads one
+  page, so none comes near the 10,000-result cap (HubSpot answers 400 past it). When
+  more than a page of records share one instant, that instant is read on its own,
+  sorted by ``hs_object_id`` and windowed by ``hs_object_id GT <last id>``.
 * Search has its own, slower rate limit (4 requests per second per token), so search
   requests wait for a second pacer on top of the general one.
 * Notes (association type 202, note to contact) and tasks (204, task to contact) are
@@ -142,18 +144,17 @@ class _SearchPacer(HeaderPacer):
 
 @dataclass
 class _Window:
-    """Where a search stands: one query (``start``, ``last_id``) and the page within it.
+    """The next search query: records changed at or after ``start`` (epoch ms).
 
-    ``start`` is the inclusive ``lastmodifieddate`` lower bound in epoch ms. With
-    ``last_id`` set the query reads only the instant ``start``, sorted by
+    With ``last_id`` set the query reads only the instant ``start``, sorted by
     ``hs_object_id``, after that id (the tie-break for one instant holding more records
-    than a query may return).
+    than one page). ``seen`` holds the ids already read at instant ``start``; a query
+    that starts there returns them again and they are dropped.
     """
 
     start: int
-    after: str | None = None
-    offset: int = 0
     last_id: str | None = None
+    seen: frozenset[str] = frozenset()
 
     def body(self, properties: list[str], limit: int) -> dict[str, Any]:
         if self.last_id is None:
@@ -166,15 +167,13 @@ class _Window:
                 _filter("hs_object_id", "GT", self.last_id),
             ]
             sort = "hs_object_id"
-        body: dict[str, Any] = {
+        # No ``after``: every page is a query of its own (see HubSpot._search).
+        return {
             "filterGroups": [{"filters": filters}],
             "sorts": [{"propertyName": sort, "direction": "ASCENDING"}],
             "properties": properties,
             "limit": limit,
         }
-        if self.after is not None:
-            body["after"] = self.after
-        return body
 
 
 def _filter(name: str, operator: str, value: object) -> dict[str, str]:
@@ -204,7 +203,6 @@ class HubSpot(Connector):
     search_requests_per_second: ClassVar[float | None] = 3.8
     #: one search query returns at most this many results (a plain attribute: tests and
     #: sandboxes may lower it on an instance)
-    search_cap: int = 10_000
 
     def __init__(
         self,
@@ -286,17 +284,11 @@ class HubSpot(Connector):
         if resuming:
             window = _Window(
                 int(state["window_start"]),
-                state.get("after"),
-                int(state.get("offset") or 0),
                 state.get("last_id"),
+                frozenset(str(i) for i in state.get("seen") or ()),
             )
         else:
             window = _Window(_ms(parse_instant(since) - _OVERLAP))
-        guard = _AfterGuard(window.after)
-        # Ids already yielded at the latest instant read: a new query starting at that
-        # instant reads them again.
-        edge_ms: int | None = None
-        edge_ids: set[str] = set()
         reported: set[str] = set()
         while True:
             with self.pacer.searching():
@@ -305,68 +297,75 @@ class HubSpot(Connector):
                 )
             body = _results(response)
             results = body["results"]
-            fresh = []
-            last_ms: int | None = None
-            last_id: str | None = None
-            for raw in results:
-                raw_id = _source_id(raw)
-                if raw_id != "?":
-                    last_id = raw_id
-                modified = _modified_ms(raw)
-                if modified is None:
-                    fresh.append(raw)  # unreadable: flatten reports it
-                    continue
-                last_ms = modified
-                if modified == edge_ms and raw_id in edge_ids:
-                    continue
-                if edge_ms is None or modified > edge_ms:
-                    edge_ms, edge_ids = modified, set()
-                edge_ids.add(raw_id)
-                fresh.append(raw)
+            fresh, window, more = self._advance(window, results, body)
             records, problems = self._flatten(fresh)
             problems = [p for p in problems if p[0] == "?" or p[0] not in reported]
             reported.update(p[0] for p in problems)
-            after = guard.next(body)
-            if after is None:
-                if window.last_id is None:
-                    yield Page(records, json.dumps({"since": started}), problems, done=True)
-                    return
-                # The crowded instant is read: go on after it.
-                window = _Window(window.start + 1)
-                guard = _AfterGuard(None)
-            else:
-                offset = int(after) if after.isdigit() else window.offset + len(results)
-                if offset + self.page_size <= self.search_cap:
-                    window = _Window(window.start, after, offset, window.last_id)
-                else:
-                    window = self._next_window(window, last_ms, last_id)
-                    guard = _AfterGuard(None)
+            if not more:
+                yield Page(records, json.dumps({"since": started}), problems, done=True)
+                return
             cursor = {
                 "mode": "search",
                 "since": since,
                 "started": started,
                 "window_start": window.start,
-                "after": window.after,
-                "offset": window.offset,
                 "last_id": window.last_id,
+                "seen": sorted(window.seen),
             }
             yield Page(records, json.dumps(cursor), problems)
 
-    def _next_window(self, window: _Window, last_ms: int | None, last_id: str | None) -> _Window:
-        """A new query that starts where this one stopped, before it reaches the cap."""
+    def _advance(
+        self, window: _Window, results: list[Any], body: Mapping[str, Any]
+    ) -> tuple[list[Any], _Window, bool]:
+        """The records of one answer not read before, the next query, and whether one is due.
+
+        Paging a search with ``after`` offsets is unsafe while contacts change: an edit
+        moves a contact already read to the end of the sort, the rows behind it shift up
+        one place, and the contact at the page boundary is never returned. So every page
+        is a new query starting at the last instant read, and the ids already read at
+        that instant are dropped. This also keeps every query far below the 10,000 cap.
+        """
+        fresh: list[Any] = []
+        last_ms: int | None = None
+        last_id: str | None = None
+        at_ms = window.start
+        at_ids = set(window.seen)
+        for raw in results:
+            raw_id = _source_id(raw)
+            if raw_id != "?":
+                last_id = raw_id
+            modified = _modified_ms(raw)
+            if modified is None:
+                fresh.append(raw)  # unreadable: flatten reports it
+                continue
+            last_ms = modified if last_ms is None else max(last_ms, modified)
+            if modified == at_ms and raw_id in at_ids:
+                continue
+            if modified > at_ms:
+                at_ms, at_ids = modified, set()
+            at_ids.add(raw_id)
+            fresh.append(raw)
+        following = body.get("paging", {}).get("next") if isinstance(body, dict) else None
+        full = len(results) >= self.page_size or bool(following)
         if window.last_id is not None:
+            # Reading one crowded instant by id.
+            if not full:
+                return fresh, _Window(window.start + 1), True
             if not (last_id and last_id.isdigit()) or int(last_id) <= int(window.last_id):
                 raise PermanentError(
                     f"hubspot: a search for lastmodifieddate {window.start} made no progress "
                     "by hs_object_id; stopping (the committed cursor is kept)",
                     provider="hubspot",
                 )
-            return _Window(window.start, last_id=last_id)
+            return fresh, _Window(window.start, last_id=last_id, seen=window.seen), True
+        if not full:
+            return fresh, window, False
         if last_ms is not None and last_ms > window.start:
-            return _Window(last_ms)
-        # A whole query's worth of records changed at the same millisecond: read that
-        # instant by id.
-        return _Window(window.start, last_id="0")
+            seen = frozenset(at_ids) if at_ms == last_ms else frozenset()
+            return fresh, _Window(last_ms, seen=seen), True
+        # A whole page changed at the same millisecond: read that instant by id, dropping
+        # the ids this query already returned.
+        return fresh, _Window(window.start, last_id="0", seen=frozenset(at_ids)), True
 
     def _flatten(self, items: list[Any]) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
         records: list[dict[str, Any]] = []

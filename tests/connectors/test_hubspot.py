@@ -288,38 +288,64 @@ def test_an_incremental_run_searches_changes_since_the_last_start() -> None:
     assert {"lifecyclestage", "hs_email_optout", "hs_linkedin_url", "mobilephone"} <= set(
         first["properties"]
     )
-    assert second == {**first, "after": "200"}
+    # The next page is a new query from the last instant read, never an ``after`` offset.
+    next_start = {"propertyName": "lastmodifieddate", "operator": "GTE", "value": str(ms(since) + 1)}
+    assert second == {**first, "filterGroups": [{"filters": [next_start]}]}
     assert json.loads(pages[0].cursor) == {
         "mode": "search",
         "since": since.isoformat(),
         "started": NOW.isoformat(),
-        "window_start": window,
-        "after": "200",
-        "offset": 200,
+        "window_start": ms(since) + 1,
         "last_id": None,
+        "seen": ["6"],
     }
     assert pages[1].done and json.loads(pages[1].cursor) == {"since": NOW.isoformat()}
     assert [r["external_id"] for p in pages for r in p.records] == ["5", "6", "7"]
 
 
 @respx.mock
+def test_a_contact_edited_between_pages_shifts_nothing_past_the_search() -> None:
+    start = ms(NOW - timedelta(days=1))
+    rows = [(1_000 + i, start + i) for i in range(450)]
+    backend = SearchBackend(rows)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        response = backend(request)
+        if len(backend.bodies) == 1:
+            # A recruiter edits contact 1000 (already read) before the next page: it moves
+            # to the end of the sort and every row behind it shifts up one place.
+            backend.rows = [(i, start + 10_000 if i == 1_000 else m) for i, m in backend.rows]
+        return response
+
+    respx.post(SEARCH).mock(side_effect=answer)
+    since = (EPOCH + timedelta(milliseconds=start)).isoformat()
+    pages = list(connector().pages(json.dumps({"since": since})))
+    ids = [r["external_id"] for p in pages for r in p.records]
+    assert set(ids) == {str(i) for i, _ in rows}
+    assert ids.count("1000") == 2  # read again with its edit, which is right
+    assert len(ids) == len(rows) + 1
+
+
+@respx.mock
 def test_a_killed_search_resumes_at_the_next_page() -> None:
     route = respx.post(SEARCH).mock(
-        return_value=httpx.Response(200, json={"total": 1, "results": [contact(9, 5)]})
+        return_value=httpx.Response(
+            200, json={"total": 1, "results": [contact(9, 1_795_000_000_000)]}
+        )
     )
     cursor = {
         "mode": "search",
         "since": "2026-11-24T02:00:00+00:00",
         "started": "2026-11-25T11:00:00+00:00",
         "window_start": 1_795_000_000_000,
-        "after": "4200",
-        "offset": 4200,
         "last_id": None,
+        "seen": ["8", "9"],
     }
     (page,) = connector().pages(json.dumps(cursor))
     sent = json.loads(route.calls[0].request.content)
-    assert sent["after"] == "4200"
+    assert "after" not in sent
     assert sent["filterGroups"][0]["filters"][0]["value"] == "1795000000000"
+    assert page.records == []  # contact 9 at that instant was read before the kill
     assert page.done and json.loads(page.cursor) == {"since": "2026-11-25T11:00:00+00:00"}
 
 
@@ -334,9 +360,9 @@ def test_more_than_10000_changes_are_read_in_windows_under_the_cap() -> None:
     pages = list(connector().pages(json.dumps({"since": since})))
     ids = [r["external_id"] for p in pages for r in p.records]
     assert len(ids) == len(set(ids)) == 10_650
-    assert all(int(b.get("after") or 0) + b["limit"] <= 10_000 for b in backend.bodies)
-    starts = {b["filterGroups"][0]["filters"][0]["value"] for b in backend.bodies}
-    assert len(starts) == 2  # one switch, before the cap
+    assert not any("after" in b for b in backend.bodies)
+    # One request per page, plus at most one for the rows re-read at each page's edge.
+    assert len(backend.bodies) <= len(rows) // 200 + 2
     assert pages[-1].done and not any(p.problems for p in pages)
 
 
@@ -355,7 +381,7 @@ def test_more_than_10000_changes_in_one_millisecond_are_read_by_id() -> None:
     pages = list(connector().pages(json.dumps({"since": since})))
     ids = [r["external_id"] for p in pages for r in p.records]
     assert len(ids) == len(set(ids)) == len(rows)
-    assert all(int(b.get("after") or 0) + b["limit"] <= 10_000 for b in backend.bodies)
+    assert not any("after" in b for b in backend.bodies)
     by_id = [b for b in backend.bodies if b["sorts"][0]["propertyName"] == "hs_object_id"]
     assert by_id, "the crowded millisecond is read sorted by hs_object_id"
     filters = by_id[-1]["filterGroups"][0]["filters"]
@@ -385,9 +411,8 @@ def test_a_mid_run_cursor_inside_a_crowded_instant_resumes_there() -> None:
         "since": "2026-11-24T02:00:00+00:00",
         "started": "2026-11-25T11:00:00+00:00",
         "window_start": 5,
-        "after": None,
-        "offset": 0,
         "last_id": "69",
+        "seen": [],
     }
     pages = list(connector().pages(json.dumps(cursor)))
     first, second = (json.loads(c.request.content) for c in route.calls)
@@ -415,7 +440,8 @@ def test_search_is_paced_to_four_requests_a_second() -> None:
 
     respx.post(SEARCH).mock(side_effect=answer)
     pages = list(connector(timer).pages(json.dumps({"since": "1970-01-01T00:05:00+00:00"})))
-    assert len(pages) == 12 and len(sent_at) == 12
+    # 200 rows a page; each new query reads the last instant of the one before again.
+    assert len(pages) == len(sent_at) == 13
     # No five searches inside one second.
     assert all(sent_at[i + 4] - sent_at[i] >= 1.0 for i in range(len(sent_at) - 4))
 

@@ -140,13 +140,44 @@ def test_a_search_past_the_cap_reads_every_change_once(plug) -> None:
         offset = 0 if 300 <= i < 900 else i // 2 + 1
         fake.move(i, "screening", at=changed + timedelta(milliseconds=offset))
     hubspot = connector(url, now=NOW + timedelta(hours=2))
-    hubspot.search_cap = 500
     pages, ids = read(hubspot, json.dumps({"since": NOW.isoformat()}))
     assert len(ids) == len(set(ids)) == 1_300
     assert {r.status for r in fake.requests} == {200}
-    assert all(int(b.get("after") or 0) + b["limit"] <= 500 for b in searches(fake))
+    assert not any("after" in b for b in searches(fake))
     assert any(b["sorts"][0]["propertyName"] == "hs_object_id" for b in searches(fake))
     assert pages[-1].done and not any(p.problems for p in pages)
+
+
+class EditedMidRun(FakeHubSpot):
+    """Edits a contact the connector has already read, right after the first search page."""
+
+    def __init__(self, *args, edit: int, at: datetime, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.edit, self.edit_at, self.searched = edit, at, 0
+
+    def search_contacts(self, request):
+        response = super().search_contacts(request)
+        self.searched += 1
+        if self.searched == 1:
+            self.move(self.edit, "interview", at=self.edit_at)
+        return response
+
+
+def test_a_contact_edited_mid_search_hides_no_other_contact(plug) -> None:
+    people = Population(450)
+    changed = NOW + timedelta(hours=1)
+    fake = EditedMidRun(people, clock=FixedClock(NOW), edit=0, at=changed + timedelta(minutes=5))
+    url = plug(fake)
+    for i in range(len(people)):
+        fake.move(i, "screening", at=changed + timedelta(milliseconds=i))
+    pages, ids = read(
+        connector(url, now=NOW + timedelta(hours=2)), json.dumps({"since": NOW.isoformat()})
+    )
+    assert set(ids) == {fake.contact_id(i) for i in range(len(people))}
+    # The edited contact comes back once more with its new stage; nobody else is lost.
+    assert ids.count(fake.contact_id(0)) == 2 and len(ids) == len(people) + 1
+    last = [r for p in pages for r in p.records if r["external_id"] == fake.contact_id(0)][-1]
+    assert last["stage"] == "opportunity"
 
 
 def test_a_search_past_the_real_cap_reads_every_change_once(plug) -> None:
@@ -160,7 +191,8 @@ def test_a_search_past_the_real_cap_reads_every_change_once(plug) -> None:
     )
     assert len(ids) == len(set(ids)) == 10_300
     assert {r.status for r in fake.requests} == {200}
-    assert max(int(b.get("after") or 0) + b["limit"] for b in searches(fake)) == 10_000
+    # Each page is a query of its own: none pages with ``after``, so none nears the cap.
+    assert not any("after" in b for b in searches(fake))
 
 
 def test_the_fake_refuses_to_page_past_its_cap(fake, url) -> None:
@@ -336,7 +368,8 @@ def test_the_connector_keeps_under_both_windows(plug) -> None:
     assert len(set(ids)) == 2_000
     assert fake.search_rate is not None and fake.search_rate.rejected == 0
     assert fake.rate is not None and fake.rate.rejected == 0
-    assert hubspot.client.retries == 0 and len(searches(fake)) == 10
+    # 200 a page, each query re-reading the last instant of the one before.
+    assert hubspot.client.retries == 0 and len(searches(fake)) == 11
 
 
 def test_a_wrong_token_is_a_config_error(url) -> None:
