@@ -209,6 +209,10 @@ class Policy(_Model):
     min_gap: Duration = timedelta(hours=48)
     channel_order: list[ChannelName] = Field(default_factory=lambda: ["email", "sms", "linkedin"])
     sms_requires_consent: bool = True
+    #: an SMS longer than this many segments (GSM-7 or UCS-2) is never sent
+    sms_max_segments: int = Field(default=3, ge=1, le=10)
+    #: SendGrid unsubscribe group (ASM) id put on every email, when set
+    sendgrid_unsubscribe_group: int | None = Field(default=None, ge=1)
     rate_limits: dict[ChannelName, RateValue] = Field(
         default_factory=lambda: {
             "email": RateLimit(count=50, seconds=1),

@@ -38,7 +38,9 @@ app = typer.Typer(
 config_app = typer.Typer(help="Validate the cadence file and templates.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+sandbox_app = typer.Typer(help="The fake providers on loopback.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(sandbox_app, name="sandbox")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -405,6 +407,62 @@ def _connectors(
     return built
 
 
+@sandbox_app.command("serve")
+def sandbox_serve_command(
+    people: Annotated[
+        int, typer.Option("--people", min=1, help="Seeded candidates across the three CRMs.")
+    ] = 600,
+    host: Annotated[str, typer.Option("--host", help="Loopback address to serve on.")] = (
+        "127.0.0.1"
+    ),
+    limits: Annotated[
+        bool, typer.Option("--limits", help="Answer 429 past each provider's own rate limits.")
+    ] = False,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the candidate generator.")] = 7,
+    env_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--env-file", help="Also write the variables to this file (e.g. .env), then serve."
+        ),
+    ] = None,
+) -> None:
+    """Serve Greenhouse, Lever, HubSpot, SendGrid and Twilio fakes until Ctrl-C.
+
+    Prints the environment variables that point the engine at them; every other
+    command reads them from the environment or from a .env file.
+    """
+    import threading
+
+    from outreach.sandbox.suite import Sandbox
+
+    sandbox = Sandbox(people, seed=seed, limits=limits, host=host)
+    try:
+        sandbox.start()
+    except OSError as exc:
+        raise _fail(f"cannot serve on {host}: {exc}") from None
+    try:
+        lines = [f"{name}={value}" for name, value in sandbox.env().items()]
+        for name in sandbox.fakes:
+            err.print(f"{name:<10} {sandbox.url(name)}", highlight=False)
+        for line in lines:
+            out.print(f"export {line}", highlight=False)
+        if env_file is not None:
+            env_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
+            err.print(f"wrote {env_file}", highlight=False)
+        err.print(
+            f"serving {len(sandbox.people)} seeded candidates; Ctrl-C stops", highlight=False
+        )
+        sys.stdout.flush()
+        stop = threading.Event()
+        try:
+            while not stop.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            err.print("stopping", highlight=False)
+    finally:
+        sandbox.stop()
+
+
 @app.command("run")
 def run_command(
     now: NowOption = None,
@@ -433,7 +491,7 @@ def run_command(
     clock = _clock(now)
     config = _config(settings)
     engine = _engine(settings)
-    channels = {} if dry_run else _live_channels(settings)
+    channels = {} if dry_run else _live_channels(settings, config, clock)
     summary = run_tick(engine, config, clock, channels, dry_run=dry_run, horizon=window)
     _print_summary(summary, dry_run=dry_run)
     problems = summary.total("failed") + summary.total("ambiguous")
@@ -461,17 +519,14 @@ def run_command(
         raise typer.Exit(EXIT_PARTIAL)
 
 
-def _live_channels(settings: Settings) -> dict[str, Any]:
-    """The real channels this build can use. SendGrid and Twilio arrive with issue 5."""
-    for item in settings.integrations():
-        if item.kind == "channel":
-            state = (
-                "configured, but this build has no live channel for it yet"
-                if item.on
-                else item.detail
-            )
-            err.print(f"[yellow]{item.name}: off[/] ({state})", highlight=False)
-    return {}
+def _live_channels(settings: Settings, config: CadenceConfig, clock: Clock) -> dict[str, Any]:
+    """The email and SMS channels the settings turn on; says once why the others are off."""
+    from channels.factory import build_channels
+
+    built, off = build_channels(settings, config, clock)
+    for name, why in off.items():
+        err.print(f"[yellow]{name}: off[/] ({why})", highlight=False)
+    return dict(built)
 
 
 def _print_summary(summary, *, dry_run: bool) -> None:

@@ -99,6 +99,27 @@ class RenderedMessage:
     body: str
     subject: str | None = None
     title: str | None = None
+    #: the variables as plain JSON data, for a provider-side template (SendGrid dynamic)
+    data: dict[str, Any] | None = None
+
+
+def plain_context(context: Mapping[str, Any]) -> dict[str, Any]:
+    """The template variables as plain JSON-ready data (for a SendGrid dynamic template).
+
+    Missing values stay missing, as in local templates, so a Handlebars ``{{#if}}`` or
+    default works the same way.
+    """
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {str(k): plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple, set)):
+            return [plain(v) for v in value]
+        if value is None or isinstance(value, (str, int, float, bool)):
+            return value
+        return str(value)
+
+    return plain(context)
 
 
 class TemplateStore:
@@ -132,6 +153,24 @@ class TemplateStore:
     def exists(self, name: str, kind: str) -> bool:
         """Whether the template file exists."""
         return self.path_for(name, kind).is_file()
+
+    def render_for_step(
+        self, name: str, kind: str, context: Mapping[str, Any], provider_template: str | None
+    ) -> RenderedMessage:
+        """Render for a channel; a step with a SendGrid dynamic template also carries its data.
+
+        With ``provider_template`` set for an email, the local template is optional: when it
+        exists it still gives the subject for the ledger and the CRM note.
+        """
+        if kind != "email" or not provider_template:
+            return self.render(name, kind, context)
+        data = plain_context(context)
+        if self.exists(name, kind):
+            rendered = self.render(name, kind, context)
+            return RenderedMessage(
+                rendered.template, kind, rendered.body, rendered.subject, data=data
+            )
+        return RenderedMessage(self.filename(name, kind), kind, "", None, data=data)
 
     def render(self, name: str, kind: str, context: Mapping[str, Any]) -> RenderedMessage:
         """Render template ``name`` for ``kind`` with ``context``.

@@ -509,7 +509,9 @@ class Tick:
             if kind in TASK_CHANNELS or kind == "manual":
                 title, body = self._task_text(template, kind, context, chosen, record)
             else:
-                message = self.templates.render(template, TemplateStore.kind_for(kind), context)
+                message = self.templates.render_for_step(
+                    template, TemplateStore.kind_for(kind), context, step.sendgrid_template_id
+                )
         except TemplateRenderError as exc:
             where = f"{exc.template}:{exc.line}" if exc.line else exc.template
             reason = f"template {where}: {exc.reason}"
@@ -800,8 +802,8 @@ class Tick:
                 variant=item.variant,
             )
             try:
-                rendered = self.templates.render(
-                    item.template, TemplateStore.kind_for(name), context
+                rendered = self.templates.render_for_step(
+                    item.template, TemplateStore.kind_for(name), context, step.sendgrid_template_id
                 )
             except TemplateRenderError:
                 continue
@@ -1139,7 +1141,8 @@ def _message(
         external_id=record.get("external_id"),
         recruiter_name=record.get("recruiter_name"),
         recruiter_email=record.get("recruiter_email"),
-        sendgrid_template_id=step.sendgrid_template_id,
+        sendgrid_template_id=step.sendgrid_template_id if channel == "email" else None,
+        template_data=rendered.data or {},
     )
 
 
@@ -1149,7 +1152,12 @@ def _note_for(item: _Pending, now: datetime) -> dict[str, Any] | None:
     if source not in CRM_SOURCES or not external_id:
         return None
     message = item.message
-    what = f"Email '{message.subject}'" if message.channel == "email" else message.channel.upper()
+    if message.channel != "email":
+        what = message.channel.upper()
+    elif message.subject:
+        what = f"Email '{message.subject}'"
+    else:
+        what = f"Email (SendGrid template {message.sendgrid_template_id})"
     when = f", scheduled for {message.send_at:%Y-%m-%d %H:%M} UTC" if message.send_at > now else ""
     return {
         "touch_id": item.touch_id,

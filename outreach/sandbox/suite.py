@@ -3,9 +3,10 @@
 ::
 
     with Sandbox(people=600) as sandbox:
-        env = sandbox.env()          # GREENHOUSE_*, LEVER_*, HUBSPOT_* pointing at the fakes
-        ...                          # run `outreach sync` with env
+        env = sandbox.env()          # GREENHOUSE_*, LEVER_*, HUBSPOT_*, SENDGRID_*, TWILIO_*
+        ...                          # run `outreach sync` and `outreach run` with env
         sandbox.hubspot.tasks_for(contact_id)
+        sandbox.sendgrid.messages, sandbox.twilio.messages
 
 One seeded population is split across the CRMs as :mod:`outreach.sandbox.seed` assigns
 it (about one person in twenty-five lives in two CRMs). Each fake gets its own server and
@@ -14,7 +15,7 @@ port, as each provider has its own base URL.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from outreach.clock import Clock, SystemClock
@@ -23,6 +24,8 @@ from outreach.sandbox.greenhouse import FakeGreenhouse
 from outreach.sandbox.hubspot import FakeHubSpot
 from outreach.sandbox.lever import FakeLever
 from outreach.sandbox.seed import RECRUITERS, Population, SeedPerson
+from outreach.sandbox.sendgrid import FakeSendGrid
+from outreach.sandbox.twilio import SANDBOX_ACCOUNT_SID, SANDBOX_MESSAGING_SERVICE_SID, FakeTwilio
 
 __all__ = ["Sandbox"]
 
@@ -33,10 +36,19 @@ class _Credentials:
     greenhouse_client_secret: str = "sandbox-greenhouse-secret"
     lever_api_key: str = "sandbox-lever-key"
     hubspot_token: str = "sandbox-hubspot-token"
+    sendgrid_api_key: str = "SG.sandbox-key"
+    sendgrid_from_email: str = "talent@northwind.example"
+    twilio_account_sid: str = SANDBOX_ACCOUNT_SID
+    twilio_auth_token: str = "sandbox-twilio-token"
+    twilio_messaging_service_sid: str = SANDBOX_MESSAGING_SERVICE_SID
 
 
 class Sandbox:
-    """The CRM fakes over one seeded population (``limits``: the providers' rate limits)."""
+    """The five fakes over one seeded population (``limits``: the providers' rate limits).
+
+    ``bouncing`` email addresses bounce at SendGrid; ``invalid_phones`` and
+    ``opted_out_phones`` answer Twilio's 21211 and 21610.
+    """
 
     credentials = _Credentials()
 
@@ -48,6 +60,9 @@ class Sandbox:
         seed: int = 7,
         limits: bool = False,
         host: str = "127.0.0.1",
+        bouncing: Iterable[str] = (),
+        invalid_phones: Iterable[str] = (),
+        opted_out_phones: Iterable[str] = (),
     ) -> None:
         self.clock = clock or SystemClock()
         self.people = Population(people, seed=seed) if isinstance(people, int) else people
@@ -73,6 +88,21 @@ class Sandbox:
             rate=RateWindow(190, 10.0) if limits else None,
             search_rate=RateWindow(4, 1.0) if limits else None,
         )
+        self.sendgrid = FakeSendGrid(
+            api_key=c.sendgrid_api_key,
+            clock=self.clock,
+            rate=RateWindow(600, 1.0) if limits else None,
+            bouncing=bouncing,
+        )
+        self.twilio = FakeTwilio(
+            account_sid=c.twilio_account_sid,
+            auth_token=c.twilio_auth_token,
+            clock=self.clock,
+            rate=RateWindow(100, 1.0) if limits else None,
+            invalid=invalid_phones,
+            opted_out=opted_out_phones,
+            messaging_service_sid=c.twilio_messaging_service_sid,
+        )
         self.servers: dict[str, SandboxServer] = {}
         self._greenhouse_positions: dict[int, int] | None = None
 
@@ -91,7 +121,13 @@ class Sandbox:
     @property
     def fakes(self) -> dict[str, object]:
         """The fakes by provider name."""
-        return {"greenhouse": self.greenhouse, "lever": self.lever, "hubspot": self.hubspot}
+        return {
+            "greenhouse": self.greenhouse,
+            "lever": self.lever,
+            "hubspot": self.hubspot,
+            "sendgrid": self.sendgrid,
+            "twilio": self.twilio,
+        }
 
     def start(self) -> Sandbox:
         """Serve every fake on its own loopback port."""
@@ -130,4 +166,12 @@ class Sandbox:
             "LEVER_BASE_URL": self.url("lever") + "/v1",
             "HUBSPOT_ACCESS_TOKEN": c.hubspot_token,
             "HUBSPOT_BASE_URL": self.url("hubspot"),
+            "SENDGRID_API_KEY": c.sendgrid_api_key,
+            "SENDGRID_BASE_URL": self.url("sendgrid"),
+            "SENDGRID_FROM_EMAIL": c.sendgrid_from_email,
+            "SENDGRID_WEBHOOK_PUBLIC_KEY": self.sendgrid.webhook_public_key,
+            "TWILIO_ACCOUNT_SID": c.twilio_account_sid,
+            "TWILIO_AUTH_TOKEN": c.twilio_auth_token,
+            "TWILIO_MESSAGING_SERVICE_SID": c.twilio_messaging_service_sid,
+            "TWILIO_BASE_URL": self.url("twilio"),
         }

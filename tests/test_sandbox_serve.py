@@ -1,0 +1,76 @@
+"""``outreach sandbox serve``: the five fakes up, the variables printed, Ctrl-C stops them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import httpx
+from test_entrypoint import outreach_script
+
+EXPECTED = {
+    "GREENHOUSE_BASE_URL",
+    "LEVER_BASE_URL",
+    "HUBSPOT_BASE_URL",
+    "SENDGRID_BASE_URL",
+    "TWILIO_BASE_URL",
+    "SENDGRID_API_KEY",
+    "TWILIO_AUTH_TOKEN",
+}
+
+
+def test_sandbox_serve_prints_the_environment_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    proc = subprocess.Popen(
+        [outreach_script(), "sandbox", "serve", "--people", "40", "--env-file", str(env_file)],
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if not k.startswith("OUTREACH_")},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        printed: dict[str, str] = {}
+        assert proc.stdout is not None
+        while not set(printed) >= EXPECTED:
+            line = proc.stdout.readline()
+            assert line, f"serve ended early: {proc.stderr.read() if proc.stderr else ''}"
+            name, _, value = line.removeprefix("export ").strip().partition("=")
+            printed[name] = value
+        from_file = dict(
+            line.split("=", 1) for line in env_file.read_text().splitlines() if line.strip()
+        )
+        assert from_file == printed
+        # Each fake answers with its own auth: a real request per provider.
+        lever = httpx.get(
+            printed["LEVER_BASE_URL"] + "/opportunities",
+            auth=(printed["LEVER_API_KEY"], ""),
+            timeout=5,
+        )
+        assert lever.status_code == 200 and lever.json()["data"]
+        hubspot = httpx.get(
+            printed["HUBSPOT_BASE_URL"] + "/crm/v3/objects/contacts",
+            headers={"Authorization": f"Bearer {printed['HUBSPOT_ACCESS_TOKEN']}"},
+            timeout=5,
+        )
+        assert hubspot.status_code == 200 and hubspot.json()["results"]
+        refused = httpx.post(
+            printed["SENDGRID_BASE_URL"] + "/v3/mail/send",
+            headers={"Authorization": "Bearer SG.wrong"},
+            json={},
+            timeout=5,
+        )
+        assert refused.status_code == 401
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=15)
+    assert code == 0, proc.stderr.read() if proc.stderr else ""
+    # Nothing is left listening.
+    try:
+        httpx.get(printed["LEVER_BASE_URL"] + "/opportunities", timeout=1)
+    except httpx.TransportError:
+        pass
+    else:
+        raise AssertionError("the Lever fake still answers after Ctrl-C")
