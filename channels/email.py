@@ -1,0 +1,538 @@
+"""The SendGrid email channel: v3 Mail Send through the official ``sendgrid`` SDK.
+
+* Messages with a ``sendgrid_template_id`` go out as dynamic-template requests: one
+  request per (template, cadence, step, sender name, reply-to), up to 1,000
+  personalizations each, every person with their own ``dynamic_template_data``.
+* Locally rendered messages go out one request each (subject, text and HTML), several at
+  a time on a thread pool.
+* Every personalization carries ``custom_args.touch_id`` (the Event Webhook echoes it; no
+  PII), a ``List-Unsubscribe`` header and, when the throttle chose a later instant,
+  ``send_at``.
+
+Errors are translated at the edge into :mod:`outreach.errors` and then into one
+:class:`SendResult` per message:
+
+* cannot connect, 429, 503: :class:`RetryableError`, retried here up to ``max_attempts``
+  (429 waits for ``Retry-After`` or ``X-RateLimit-Reset``; a wait over a minute is left to
+  the engine), then ``failed`` (not permanent, with ``retry_after``);
+* a timeout after the request left, other 5xx: :class:`AmbiguousError`, never retried;
+* 400 naming a recipient: that message ``failed`` (permanent, ``suppress="invalid"``) and
+  the rest of its request re-sent once; any other 400, 413: ``failed`` (permanent);
+* 401/403: :class:`ConfigError`, every remaining message of the batch ``failed`` (not
+  permanent) without further requests.
+
+Reasons never contain an email address or the API key.
+
+The SDK's ``python_http_client`` shares one header dict between every request of a client
+and adds ``Content-Type`` to it on the first request, so concurrent first requests on one
+client can race; each worker therefore borrows a client of its own from a small pool.
+"""
+
+from __future__ import annotations
+
+import html
+import http.client
+import json
+import queue
+import re
+import threading
+import time
+import urllib.error
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, ClassVar
+
+from python_http_client.exceptions import HTTPError
+from sendgrid import SendGridAPIClient
+
+from channels.base import Channel, OutgoingMessage, SendResult
+from connectors.http import retry_after_seconds
+from outreach.clock import Clock, SystemClock
+from outreach.errors import (
+    AmbiguousError,
+    ConfigError,
+    OutreachError,
+    PermanentError,
+    ProviderError,
+    RetryableError,
+)
+
+__all__ = ["SendGridEmail", "plain_to_html"]
+
+PROVIDER = "sendgrid"
+CREDENTIAL = "SENDGRID_API_KEY"
+
+#: a ``send_at`` closer than this to now is sent at once (SendGrid would anyway)
+_SCHEDULE_THRESHOLD = timedelta(minutes=1)
+#: a longer wait than this is not slept through here; the engine reschedules instead
+_MAX_IN_PROCESS_WAIT = 60.0
+_MAX_CATEGORIES = 10
+_MAX_CATEGORY_LENGTH = 255
+_EMAIL = re.compile(r"[^\s@<>()\[\],;:\"']+@[^\s@<>()\[\],;:\"']+")
+_PERSONALIZATION = re.compile(r"^personalizations\.(\d+)(?:\.(.*))?$")
+_RECIPIENT_FIELD = re.compile(r"^(?:to|cc|bcc)(?:\.|$)")
+_ADDRESS_MESSAGE = re.compile(r"\b(?:valid|invalid)\b.*\b(?:address|email)\b", re.IGNORECASE)
+_BLANK_LINE = re.compile(r"\n(?:[ \t]*\n)+")
+
+
+def plain_to_html(text: str) -> str:
+    """HTML for a plain-text body: escaped, blank-line paragraphs, single newlines as <br>."""
+    normalized = text.replace("\r\n", "\n").replace("\r", "\n").strip("\n")
+    paragraphs = [p.strip("\n") for p in _BLANK_LINE.split(normalized) if p.strip()]
+    return "\n".join(
+        "<p>" + "<br>\n".join(html.escape(line) for line in p.split("\n")) + "</p>"
+        for p in paragraphs
+    )
+
+
+class _Rejected(PermanentError):
+    """A 400: SendGrid refused the whole request; ``errors`` are its (field, message) pairs."""
+
+    def __init__(self, message: str, errors: list[tuple[str | None, str]]) -> None:
+        self.errors = errors
+        super().__init__(message, provider=PROVIDER, status=400)
+
+
+class _Halt:
+    """Set once a request of the batch met a credential error; later requests stop."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.reason: str | None = None
+
+    def set(self, reason: str) -> None:
+        with self._lock:
+            if self.reason is None:
+                self.reason = reason
+
+
+class _ClientPool:
+    """SDK clients lent to one request at a time, created on demand and kept for reuse."""
+
+    def __init__(self, factory: Callable[[], Any]) -> None:
+        self._factory = factory
+        self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    @contextmanager
+    def borrow(self) -> Iterator[Any]:
+        try:
+            client = self._idle.get_nowait()
+        except queue.Empty:
+            client = self._factory()
+        try:
+            yield client
+        finally:
+            self._idle.put(client)
+
+
+@dataclass(frozen=True)
+class _Sent:
+    message_id: str | None
+
+
+class SendGridEmail(Channel):
+    """Sends email through SendGrid v3 Mail Send.
+
+    ``from_email`` must be a verified sender; the sender name is the recruiter's, else
+    ``company_name``. ``asm_group_id`` adds SendGrid's unsubscribe group (and its
+    one-click link). ``client`` replaces the SDK client (shared by every worker then);
+    ``clock`` and ``sleep`` are injected so tests never wait.
+
+    Example::
+
+        channel = SendGridEmail(api_key, "jobs@acme.example", company_name="Acme")
+        results = channel.send(messages)
+    """
+
+    name: ClassVar[str] = "email"
+    max_batch: ClassVar[int] = 1000
+    rate_per_second: ClassVar[float | None] = None
+    max_schedule_ahead: ClassVar[timedelta] = timedelta(hours=72)
+
+    def __init__(
+        self,
+        api_key: str,
+        from_email: str,
+        *,
+        base_url: str = "https://api.sendgrid.com",
+        company_name: str | None = None,
+        asm_group_id: int | None = None,
+        timeout: float = 10.0,
+        max_attempts: int = 4,
+        workers: int = 8,
+        clock: Clock | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        client: Any | None = None,
+    ) -> None:
+        self.from_email = from_email
+        self.company_name = company_name
+        self.asm_group_id = asm_group_id
+        self.timeout = timeout
+        self.max_attempts = max(1, max_attempts)
+        self.workers = max(1, workers)
+        self._api_key = api_key
+        self._clock = clock or SystemClock()
+        self._sleep = sleep
+        host = base_url.rstrip("/")
+        if client is not None:
+            self._clients = _ClientPool(lambda: client)
+        else:
+            self._clients = _ClientPool(lambda: SendGridAPIClient(api_key, host=host))
+        self._unsubscribe = f"<mailto:{from_email}?subject=unsubscribe>"
+
+    def __repr__(self) -> str:
+        return f"SendGridEmail(from_email={self.from_email!r})"  # never the key
+
+    # -- sending ---------------------------------------------------------------------
+
+    def send(self, batch: Sequence[OutgoingMessage]) -> list[SendResult]:
+        """Send ``batch``; one result per message (see the module docstring for the rules)."""
+        now = self._clock.now()
+        results: list[SendResult] = []
+        requests: list[list[OutgoingMessage]] = []
+        groups: dict[tuple[Any, ...], list[OutgoingMessage]] = {}
+        for message in batch:
+            too_early = message.send_at - (now + self.max_schedule_ahead)
+            if too_early > timedelta(0):
+                results.append(
+                    SendResult.failed(
+                        message,
+                        "send_at is more than 72 hours ahead, beyond SendGrid's scheduling limit",
+                        permanent=False,
+                        retry_after=too_early.total_seconds(),
+                    )
+                )
+            elif message.sendgrid_template_id:
+                groups.setdefault(self._group_key(message), []).append(message)
+            else:
+                requests.append([message])
+        for members in groups.values():
+            for start in range(0, len(members), self.max_batch):
+                requests.append(members[start : start + self.max_batch])
+        if not requests:
+            return results
+        halt = _Halt()
+        # The first request goes alone: a wrong key then costs one request, not `workers`.
+        results.extend(self._deliver(requests[0], now, halt))
+        if len(requests) > 1:
+            with ThreadPoolExecutor(
+                max_workers=min(self.workers, len(requests) - 1),
+                thread_name_prefix="sendgrid",
+            ) as pool:
+                for done in pool.map(lambda r: self._deliver(r, now, halt), requests[1:]):
+                    results.extend(done)
+        return results
+
+    def _deliver(
+        self,
+        messages: list[OutgoingMessage],
+        now: datetime,
+        halt: _Halt,
+        *,
+        resend: bool = True,
+    ) -> list[SendResult]:
+        """Send ``messages`` as one request; map the outcome to one result per message."""
+        if halt.reason is not None:
+            return [SendResult.failed(m, halt.reason, permanent=False) for m in messages]
+        try:
+            sent = self._post(self._body(messages, now), now)
+        except ConfigError as exc:
+            halt.set(str(exc))
+            return [SendResult.failed(m, str(exc), permanent=False) for m in messages]
+        except RetryableError as exc:
+            return [
+                SendResult.failed(m, str(exc), permanent=False, retry_after=exc.retry_after)
+                for m in messages
+            ]
+        except AmbiguousError as exc:
+            return [SendResult.ambiguous(m, str(exc)) for m in messages]
+        except _Rejected as exc:
+            return self._rejected(messages, exc, now, halt, resend=resend)
+        except PermanentError as exc:
+            return [SendResult.failed(m, str(exc), permanent=True) for m in messages]
+        return [SendResult.sent(m, sent.message_id) for m in messages]
+
+    def _rejected(
+        self,
+        messages: list[OutgoingMessage],
+        exc: _Rejected,
+        now: datetime,
+        halt: _Halt,
+        *,
+        resend: bool,
+    ) -> list[SendResult]:
+        """A 400: fail what it names; re-send the rest once when it named nothing else."""
+        named: dict[int, list[tuple[str, str]]] = {}
+        general: list[str] = []
+        for field, text in exc.errors:
+            match = _PERSONALIZATION.match(field or "")
+            if match and int(match.group(1)) < len(messages):
+                named.setdefault(int(match.group(1)), []).append((match.group(2) or "", text))
+            else:
+                general.append(_describe(field, text))
+        results: list[SendResult] = []
+        for index, problems in named.items():
+            message = messages[index]
+            detail = "; ".join(_describe(f, t) for f, t in problems)
+            if any(_RECIPIENT_FIELD.match(f) or _ADDRESS_MESSAGE.search(t) for f, t in problems):
+                results.append(
+                    SendResult.failed(
+                        message,
+                        f"SendGrid 400: invalid recipient address ({detail})",
+                        permanent=True,
+                        suppress="invalid",
+                    )
+                )
+            else:
+                results.append(
+                    SendResult.failed(message, f"SendGrid 400: {detail}", permanent=True)
+                )
+        rest = [m for i, m in enumerate(messages) if i not in named]
+        if not rest:
+            return results
+        if general:
+            reason = "SendGrid 400: " + "; ".join(general)
+            results.extend(SendResult.failed(m, reason, permanent=True) for m in rest)
+        elif resend:
+            # A 400 rejects the whole request: the others were not sent, so send them now.
+            results.extend(self._deliver(rest, now, halt, resend=False))
+        else:
+            reason = "SendGrid 400 for other recipients of the same request; not sent"
+            results.extend(SendResult.failed(m, reason, permanent=False) for m in rest)
+        return results
+
+    def _post(self, body: dict[str, Any], now: datetime) -> _Sent:
+        """POST ``body``, retrying what is retryable; raise the engine's errors."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                with self._clients.borrow() as client:
+                    response = client.client.mail.send.post(request_body=body, timeout=self.timeout)
+            except Exception as exc:
+                error = _translate(exc, now=now, timeout=self.timeout)
+                if error is None:
+                    raise
+                if not isinstance(error, RetryableError):
+                    raise _scrubbed(error, self._api_key) from exc
+                wait = error.retry_after if error.retry_after is not None else _backoff(attempt)
+                if attempt >= self.max_attempts or wait > _MAX_IN_PROCESS_WAIT:
+                    plural = "s" if attempt > 1 else ""
+                    raise RetryableError(
+                        _scrub(f"{error} after {attempt} attempt{plural}", self._api_key),
+                        provider=PROVIDER,
+                        status=error.status,
+                        retry_after=wait,
+                    ) from exc
+                self._sleep(wait)
+                continue
+            return _Sent(_header(response.headers, "X-Message-Id"))
+
+    # -- request bodies --------------------------------------------------------------
+
+    def _group_key(self, message: OutgoingMessage) -> tuple[Any, ...]:
+        return (
+            message.sendgrid_template_id,
+            message.cadence_id,
+            message.step_id,
+            self._sender_name(message),
+            message.recruiter_email,
+            message.recruiter_name if message.recruiter_email else None,
+        )
+
+    def _sender_name(self, message: OutgoingMessage) -> str | None:
+        return message.recruiter_name or self.company_name
+
+    def _body(self, messages: list[OutgoingMessage], now: datetime) -> dict[str, Any]:
+        """The Mail Send body for ``messages`` (one template group, or one rendered message)."""
+        first = messages[0]
+        sender: dict[str, str] = {"email": self.from_email}
+        if name := self._sender_name(first):
+            sender["name"] = name
+        body: dict[str, Any] = {
+            "personalizations": [self._personalization(m, now) for m in messages],
+            "from": sender,
+        }
+        if first.recruiter_email:
+            reply_to = {"email": first.recruiter_email}
+            if first.recruiter_name:
+                reply_to["name"] = first.recruiter_name
+            body["reply_to"] = reply_to
+        if first.sendgrid_template_id:
+            body["template_id"] = first.sendgrid_template_id
+        else:
+            body["subject"] = first.subject
+            body["content"] = [
+                {"type": "text/plain", "value": first.body},
+                {"type": "text/html", "value": plain_to_html(first.body)},
+            ]
+        if categories := _categories(first.cadence_id, first.step_id):
+            body["categories"] = categories
+        if self.asm_group_id is not None:
+            body["asm"] = {"group_id": self.asm_group_id}
+        return body
+
+    def _personalization(self, message: OutgoingMessage, now: datetime) -> dict[str, Any]:
+        personalization: dict[str, Any] = {
+            "to": [{"email": message.to}],
+            "custom_args": {"touch_id": str(message.touch_id)},
+            "headers": {"List-Unsubscribe": self._unsubscribe},
+        }
+        if message.sendgrid_template_id:
+            personalization["dynamic_template_data"] = dict(message.template_data)
+        if message.send_at - now > _SCHEDULE_THRESHOLD:
+            personalization["send_at"] = int(message.send_at.timestamp())
+        return personalization
+
+
+def _categories(*names: str) -> list[str]:
+    """SendGrid categories: ASCII, at most 255 characters each, unique, at most 10."""
+    out: list[str] = []
+    for name in names:
+        category = (name or "").encode("ascii", "ignore").decode()[:_MAX_CATEGORY_LENGTH]
+        if category and category not in out:
+            out.append(category)
+    return out[:_MAX_CATEGORIES]
+
+
+def _backoff(attempt: int) -> float:
+    return min(30.0, 0.5 * 2 ** (attempt - 1))
+
+
+# -- error translation (the edge) ------------------------------------------------------
+
+
+def _translate(exc: Exception, *, now: datetime, timeout: float) -> OutreachError | None:
+    """The engine's error for an SDK or urllib exception; None for anything else."""
+    if isinstance(exc, HTTPError):
+        return _from_status(exc.status_code, exc.body, exc.headers or {}, now)
+    if isinstance(exc, urllib.error.URLError):
+        # urllib wraps every error raised while connecting and writing the request (refused,
+        # unreachable, DNS, a connect timeout): SendGrid never saw a whole request.
+        reason = exc.reason
+        text = getattr(reason, "strerror", None) or str(reason) or type(reason).__name__
+        return RetryableError(f"cannot connect to SendGrid ({text})", provider=PROVIDER)
+    if isinstance(exc, TimeoutError):
+        return AmbiguousError(
+            f"SendGrid did not answer within {timeout:g} s after the request was sent; "
+            "it may have been accepted",
+            provider=PROVIDER,
+        )
+    if isinstance(exc, OSError | http.client.HTTPException):
+        return AmbiguousError(
+            f"the connection to SendGrid failed after the request was sent "
+            f"({type(exc).__name__}); it may have been accepted",
+            provider=PROVIDER,
+        )
+    return None
+
+
+def _from_status(
+    status: int, body: bytes | str | None, headers: Mapping[str, str], now: datetime
+) -> OutreachError:
+    errors = _errors(body)
+    detail = "; ".join(_describe(f, m) for f, m in errors) or "no details"
+    if status == 429:
+        return RetryableError(
+            "SendGrid 429 (rate limited)",
+            provider=PROVIDER,
+            status=status,
+            retry_after=_retry_after(headers, now),
+        )
+    if status == 503:
+        return RetryableError(
+            f"SendGrid 503 ({detail})",
+            provider=PROVIDER,
+            status=status,
+            retry_after=_retry_after(headers, now),
+        )
+    if status >= 500:
+        return AmbiguousError(
+            f"SendGrid {status} ({detail}); the request may have been accepted",
+            provider=PROVIDER,
+            status=status,
+        )
+    if status == 401:
+        return ConfigError(
+            f"SendGrid 401: the API key in {CREDENTIAL} was rejected ({detail}); check its value"
+        )
+    if status == 403:
+        return ConfigError(
+            f"SendGrid 403: {detail}; check that the key in {CREDENTIAL} has the mail.send "
+            "scope and that the from address is a verified Sender Identity"
+        )
+    if status == 400:
+        return _Rejected(f"SendGrid 400: {detail}", errors)
+    if status == 413:
+        return PermanentError(
+            f"SendGrid 413: the request is over 20 MB ({detail})", provider=PROVIDER, status=413
+        )
+    return PermanentError(f"SendGrid {status} ({detail})", provider=PROVIDER, status=status)
+
+
+def _errors(body: bytes | str | None) -> list[tuple[str | None, str]]:
+    """(field, message) pairs from SendGrid's ``{"errors": [...]}`` body."""
+    try:
+        parsed = json.loads(body or b"")
+    except (ValueError, UnicodeDecodeError):
+        text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body or "")
+        return [(None, text.strip()[:200])] if text.strip() else []
+    entries = parsed.get("errors") if isinstance(parsed, dict) else None
+    if not isinstance(entries, list):
+        return []
+    pairs: list[tuple[str | None, str]] = []
+    for entry in entries:
+        if isinstance(entry, dict):
+            field = entry.get("field")
+            pairs.append((field if isinstance(field, str) else None, str(entry.get("message", ""))))
+    return pairs
+
+
+def _describe(field: str | None, message: str) -> str:
+    return f"{field}: {message}" if field else message
+
+
+def _retry_after(headers: Mapping[str, str], now: datetime) -> float | None:
+    """``Retry-After`` seconds, else ``X-RateLimit-Reset`` (a Unix time) minus now."""
+    seconds = retry_after_seconds(_header(headers, "Retry-After"), now=now)
+    if seconds is not None:
+        return seconds
+    reset = _header(headers, "X-RateLimit-Reset")
+    try:
+        return max(0.0, float(reset) - now.timestamp()) if reset else None
+    except ValueError:
+        return None
+
+
+def _header(headers: Any, name: str) -> str | None:
+    """A header by name, case-insensitively, from an ``HTTPMessage`` or a plain mapping."""
+    if headers is None:
+        return None
+    value = headers.get(name)
+    if value is None and isinstance(headers, Mapping):
+        lowered = name.lower()
+        value = next((v for k, v in headers.items() if k.lower() == lowered), None)
+    return value
+
+
+def _scrub(text: str, api_key: str) -> str:
+    """``text`` without email addresses (SendGrid echoes some) or the API key."""
+    if api_key:
+        text = text.replace(api_key, "[api key]")
+    return _EMAIL.sub("[address]", text)
+
+
+def _scrubbed(error: OutreachError, api_key: str) -> OutreachError:
+    """``error`` with its message scrubbed (the type and its fields kept)."""
+    clean = _scrub(str(error), api_key)
+    if isinstance(error, _Rejected):
+        return _Rejected(
+            _scrub(error.args[0], api_key), [(f, _scrub(m, api_key)) for f, m in error.errors]
+        )
+    if isinstance(error, ConfigError):
+        return ConfigError(clean)
+    assert isinstance(error, ProviderError)
+    return type(error)(clean, provider=error.provider, status=error.status)

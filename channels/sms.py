@@ -1,0 +1,480 @@
+"""The SMS channel: Twilio Programmable Messaging through the official ``twilio`` SDK.
+
+* One ``send`` sends up to :attr:`TwilioSMS.max_batch` messages concurrently, each on a
+  worker thread with its own SDK client: a ``requests.Session`` (and the SDK's
+  ``TwilioHttpClient``, which keeps per-request state) is not meant to be shared between
+  threads (psf/requests#2766), so idle clients wait in a pool and are reused by later
+  batches.
+* Messages go from ``TWILIO_FROM_NUMBER`` or, preferably, a Messaging Service
+  (``TWILIO_MESSAGING_SERVICE_SID``); only the latter can schedule (``SendAt`` with
+  ``ScheduleType=fixed``, 15 minutes to 35 days ahead).
+* A body over ``max_segments`` segments (GSM-7 or UCS-2, :func:`count_segments`) is
+  refused before any request.
+* Errors are translated at the edge into :mod:`outreach.errors`, then into results:
+
+  ==========================================  ===========================================
+  Twilio answer                               result
+  ==========================================  ===========================================
+  21610 (recipient texted STOP)               failed, permanent, suppress ``opted_out``
+  21211 (invalid To), 21614 (not a mobile)    failed, permanent, suppress ``invalid``
+  other 4xx (21408 geo permissions, 21612     failed, permanent
+  unroutable, ...)
+  401 / 20003 (credentials)                   failed, not permanent; the rest of the batch
+                                              fails the same way without a request
+  429 / 20429, 503, no connection             retried here with backoff, then failed, not
+                                              permanent, with ``retry_after``
+  read timeout, 500/502/504 and other 5xx,    ambiguous, never retried
+  a connection lost after sending
+  ==========================================  ===========================================
+
+* The SDK has no base-URL setting; the channel's own ``TwilioHttpClient`` subclass sends
+  requests for ``*.twilio.com`` to ``base_url`` (a sandbox or a proxy), with urllib3's
+  retries off so that a request that may have been processed is never sent twice.
+
+Reasons never carry phone numbers (Twilio's messages echo the ``To`` number) or secrets.
+"""
+
+from __future__ import annotations
+
+import queue
+import re
+import ssl
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from twilio.base.exceptions import TwilioRestException, TwilioServiceException
+from twilio.http import HttpClient
+from twilio.http.http_client import TwilioHttpClient
+from twilio.http.response import Response as TwilioResponse
+from twilio.rest import Client
+from urllib3.exceptions import MaxRetryError, NewConnectionError
+from urllib3.util.retry import Retry
+
+from channels.base import Channel, OutgoingMessage, SendResult
+from connectors.http import retry_after_seconds
+from outreach.clock import Clock, SystemClock
+from outreach.errors import (
+    AmbiguousError,
+    ConfigError,
+    OutreachError,
+    PermanentError,
+    RetryableError,
+)
+from outreach.segments import count_segments
+
+__all__ = ["TwilioSMS"]
+
+PROVIDER = "twilio"
+STATUS_CALLBACK_PATH = "/webhooks/twilio/status"
+#: Twilio schedules a message between 15 minutes and 35 days ahead
+SCHEDULE_MIN_AHEAD = timedelta(minutes=15)
+SCHEDULE_MAX_AHEAD = timedelta(days=35)
+# Twilio checks the window against its own clock when the request arrives (after retries,
+# latency and clock skew), so a message this close to the lower bound is sent now instead
+# of risking a 35114 refusal.
+_SCHEDULE_MARGIN = timedelta(minutes=1)
+
+#: statuses of a created message that mean it will not go out (any other: it was taken)
+_NOT_SENT = frozenset({"failed", "undelivered", "canceled"})
+#: Twilio codes that say something about the recipient's number
+_SUPPRESS = {21610: "opted_out", 21211: "invalid", 21614: "invalid"}
+_AUTH_CODES = frozenset({20003})
+_RETRYABLE_STATUS = frozenset({429, 503})
+_RETRYABLE_CODES = frozenset({20429})
+_PHONE = re.compile(r"\+\d[\d\s().-]{4,}\d|(?<![\w.])\d{7,15}(?![\w.])")
+_CREATE_PREFIX = "Unable to create record: "
+
+
+class _TwilioHttp(TwilioHttpClient):
+    """The SDK's HTTP client, sending ``*.twilio.com`` requests to ``base_url``.
+
+    urllib3 retries nothing (a POST that may have been processed must not go twice), and
+    the headers of the last response are kept for ``Retry-After``.
+    """
+
+    def __init__(self, base_url: str, *, timeout: float) -> None:
+        super().__init__(timeout=timeout)
+        target = urlsplit(base_url.rstrip("/"))
+        self._scheme, self._netloc, self._prefix = target.scheme, target.netloc, target.path
+        no_retries = Retry(total=0, read=False, redirect=False)
+        for scheme in ("http://", "https://"):
+            self.session.mount(scheme, HTTPAdapter(max_retries=no_retries))
+        self.last_headers: dict[str, str] = {}
+
+    def request(  # type: ignore[override]
+        self, method: str, url: str, *args: Any, **kwargs: Any
+    ) -> TwilioResponse:
+        """Rewrite the host of a Twilio URL, then send as :class:`TwilioHttpClient` does."""
+        self.last_headers = {}
+        parts = urlsplit(url)
+        if parts.hostname and (
+            parts.hostname == "twilio.com" or parts.hostname.endswith(".twilio.com")
+        ):
+            url = urlunsplit(
+                (self._scheme, self._netloc, self._prefix + parts.path, parts.query, "")
+            )
+        response = super().request(method, url, *args, **kwargs)
+        self.last_headers = dict(response.headers or {})
+        return response
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self.session.close()
+
+
+@dataclass
+class _Sender:
+    """One SDK client and its HTTP client, used by one thread at a time."""
+
+    client: Client
+    http: HttpClient
+
+    def retry_after(self) -> float | None:
+        """The ``Retry-After`` of the last response, when it had one."""
+        headers = getattr(self.http, "last_headers", {})
+        value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+        return retry_after_seconds(value)
+
+
+class _Refused(PermanentError):
+    """Twilio refused the message (4xx); ``suppress`` names the contact point state, if any."""
+
+    def __init__(self, message: str, *, suppress: str | None, status: int | None) -> None:
+        self.suppress = suppress
+        super().__init__(message, provider=PROVIDER, status=status)
+
+
+class _Halt:
+    """Set once a batch hits a credential failure: the rest fails without requests."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.reason: str | None = None
+
+    def stop(self, reason: str) -> None:
+        """Remember the first credential failure's reason."""
+        with self._lock:
+            if self.reason is None:
+                self.reason = reason
+
+
+class TwilioSMS(Channel):
+    """Sends SMS through Twilio, from a number or a Messaging Service.
+
+    Example::
+
+        sms = TwilioSMS(settings.twilio_account_sid, token, messaging_service_sid="MG...",
+                        public_url="https://engine.example")
+        results = sms.send(batch)
+
+    ``http_client`` replaces the channel's own HTTP client (``base_url`` then does not
+    apply); since an HTTP client is not shared between threads, requests then go one at
+    a time.
+    """
+
+    name: ClassVar[str] = "sms"
+    max_batch: ClassVar[int] = 20
+    rate_per_second: ClassVar[float | None] = None
+    max_schedule_ahead: ClassVar[timedelta] = timedelta(0)
+
+    def __init__(
+        self,
+        account_sid: str,
+        auth_token: str,
+        *,
+        from_number: str | None = None,
+        messaging_service_sid: str | None = None,
+        base_url: str = "https://api.twilio.com",
+        public_url: str | None = None,
+        max_segments: int = 3,
+        timeout: float = 10.0,
+        max_attempts: int = 4,
+        workers: int = 4,
+        clock: Clock | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        http_client: HttpClient | None = None,
+    ) -> None:
+        problems = []
+        if not account_sid:
+            problems.append("TWILIO_ACCOUNT_SID is not set")
+        if not auth_token:
+            problems.append("TWILIO_AUTH_TOKEN is not set")
+        if not (from_number or messaging_service_sid):
+            problems.append("set TWILIO_FROM_NUMBER or TWILIO_MESSAGING_SERVICE_SID")
+        if max_attempts < 1 or workers < 1 or max_segments < 1:
+            problems.append("max_attempts, workers and max_segments must be at least 1")
+        if problems:
+            raise ConfigError("the Twilio SMS channel cannot start", problems)
+        self._account_sid = account_sid
+        self._auth_token = auth_token
+        # A Messaging Service picks the sender itself and is the only way to schedule.
+        self.messaging_service_sid = messaging_service_sid or None
+        self.from_number = None if self.messaging_service_sid else from_number
+        if self.messaging_service_sid:
+            self.max_schedule_ahead = SCHEDULE_MAX_AHEAD  # type: ignore[misc]
+        self.status_callback = (
+            f"{public_url.rstrip('/')}{STATUS_CALLBACK_PATH}" if public_url else None
+        )
+        self.base_url = base_url
+        self.max_segments = max_segments
+        self.timeout = timeout
+        self.max_attempts = max_attempts
+        self.workers = 1 if http_client is not None else workers
+        self._clock = clock or SystemClock()
+        self._sleep = sleep
+        self._http_client = http_client
+        self._idle: queue.LifoQueue[_Sender] = queue.LifoQueue()
+        # Until a request has been answered with the credentials accepted, a batch sends
+        # its first message alone, so bad credentials cost one request, not one per worker.
+        self._verified = False
+
+    # -- the channel -------------------------------------------------------------------
+
+    def send(self, batch: Sequence[OutgoingMessage]) -> list[SendResult]:
+        """Send ``batch`` concurrently; one result per message, in any order."""
+        now = self._clock.now()
+        results: list[SendResult] = []
+        pending: list[OutgoingMessage] = []
+        for message in batch:
+            refusal = self._check(message, now)
+            if refusal is not None:
+                results.append(refusal)
+            else:
+                pending.append(message)
+        halt = _Halt()
+        if pending and not self._verified:
+            results.append(self._send_one(pending[0], halt))
+            pending = pending[1:]
+        if pending:
+            with ThreadPoolExecutor(
+                max_workers=min(self.workers, len(pending)), thread_name_prefix="twilio-sms"
+            ) as pool:
+                results.extend(pool.map(lambda m: self._send_one(m, halt), pending))
+        return results
+
+    def close(self) -> None:
+        """Close the idle clients' connections."""
+        while True:
+            try:
+                sender = self._idle.get_nowait()
+            except queue.Empty:
+                return
+            close = getattr(sender.http, "close", None)
+            if close is not None and sender.http is not self._http_client:
+                close()
+
+    # -- one message -------------------------------------------------------------------
+
+    def _check(self, message: OutgoingMessage, now: datetime) -> SendResult | None:
+        """Refuse what must not be sent as it is, before any request."""
+        if not message.body:
+            return SendResult.failed(message, "SMS body is empty", permanent=True)
+        info = count_segments(message.body)
+        if info.segments > self.max_segments:
+            if info.encoding == "UCS-2":
+                shown = info.non_gsm[:5] + ("…" if len(info.non_gsm) > 5 else "")
+                verb = "is" if len(info.non_gsm) == 1 else "are"
+                why = f"UCS-2: {shown!r} {verb} not GSM-7"
+            else:
+                why = f"GSM-7, {info.units} characters"
+            return SendResult.failed(
+                message,
+                f"SMS is {info.segments} segments ({why}), the policy allows {self.max_segments}",
+                permanent=True,
+            )
+        if self.messaging_service_sid:
+            beyond = _utc(message.send_at) - (now + SCHEDULE_MAX_AHEAD)
+            if beyond > timedelta(0):
+                return SendResult.failed(
+                    message,
+                    "send_at is more than 35 days ahead, beyond Twilio's scheduling window",
+                    permanent=False,
+                    retry_after=beyond.total_seconds(),
+                )
+        return None
+
+    def _send_one(self, message: OutgoingMessage, halt: _Halt) -> SendResult:
+        if halt.reason is not None:
+            return SendResult.failed(message, halt.reason, permanent=False)
+        sender = self._checkout()
+        try:
+            return self._deliver(sender, message, halt)
+        finally:
+            self._idle.put(sender)
+
+    def _deliver(self, sender: _Sender, message: OutgoingMessage, halt: _Halt) -> SendResult:
+        """Create the message, retrying in-process what provably was not processed."""
+        error: OutreachError | None = None
+        for attempt in range(1, self.max_attempts + 1):
+            if halt.reason is not None:
+                return SendResult.failed(message, halt.reason, permanent=False)
+            try:
+                created = sender.client.messages.create(**self._params(message))
+            except Exception as exc:  # translated below; anything unknown is ambiguous
+                error = _translate(exc, retry_after=sender.retry_after())
+                answered = isinstance(exc, TwilioRestException | TwilioServiceException)
+            else:
+                self._verified = True
+                return self._accepted(message, created)
+            if isinstance(error, ConfigError):
+                self._verified = False
+                halt.stop(self._clean(str(error)))
+                return SendResult.failed(message, self._clean(str(error)), permanent=False)
+            if answered:
+                self._verified = True  # Twilio answered past the credential check
+            if not isinstance(error, RetryableError) or attempt == self.max_attempts:
+                return self._result(message, error, attempts=attempt)
+            self._sleep(error.retry_after if error.retry_after is not None else _backoff(attempt))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _params(self, message: OutgoingMessage) -> dict[str, Any]:
+        params: dict[str, Any] = {"to": message.to, "body": message.body}
+        if self.messaging_service_sid:
+            params["messaging_service_sid"] = self.messaging_service_sid
+            send_at = _utc(message.send_at)
+            # Decided per attempt: a retry's wait may bring send_at under the minimum.
+            if send_at - self._clock.now() >= SCHEDULE_MIN_AHEAD + _SCHEDULE_MARGIN:
+                # The SDK formats SendAt with strftime("...Z") whatever the offset is, so
+                # it must be UTC already.
+                params["send_at"] = send_at.replace(microsecond=0)
+                params["schedule_type"] = "fixed"
+        else:
+            params["from_"] = self.from_number
+        if self.status_callback:
+            params["status_callback"] = self.status_callback
+        return params
+
+    def _accepted(self, message: OutgoingMessage, created: Any) -> SendResult:
+        status = str(created.status or "")
+        if status in _NOT_SENT:
+            code = getattr(created, "error_code", None)
+            return SendResult.failed(
+                message,
+                f"twilio created message {created.sid} as {status}"
+                + (f" (error {code})" if code else ""),
+                permanent=False,
+            )
+        return SendResult.sent(message, provider_message_id=created.sid)
+
+    def _result(
+        self, message: OutgoingMessage, error: OutreachError, *, attempts: int
+    ) -> SendResult:
+        """The one mapping from the error tree to a result."""
+        reason = self._clean(str(error))
+        if isinstance(error, AmbiguousError):
+            return SendResult.ambiguous(message, reason)
+        if isinstance(error, PermanentError):
+            suppress = error.suppress if isinstance(error, _Refused) else None
+            return SendResult.failed(message, reason, permanent=True, suppress=suppress)
+        if isinstance(error, RetryableError):
+            wait = error.retry_after if error.retry_after is not None else _backoff(attempts)
+            return SendResult.failed(
+                message,
+                f"{reason}; gave up after {attempts} attempts",
+                permanent=False,
+                retry_after=wait,
+            )
+        return SendResult.failed(message, reason, permanent=False)
+
+    # -- clients -----------------------------------------------------------------------
+
+    def _checkout(self) -> _Sender:
+        try:
+            return self._idle.get_nowait()
+        except queue.Empty:
+            pass
+        if self._http_client is not None:
+            # One injected client only; with workers == 1 it is idle whenever we get here.
+            http: HttpClient = self._http_client
+        else:
+            http = _TwilioHttp(self.base_url, timeout=self.timeout)
+        return _Sender(Client(self._account_sid, self._auth_token, http_client=http), http)
+
+    def _clean(self, text: str) -> str:
+        """``text`` without phone numbers or the auth token."""
+        if self._auth_token and len(self._auth_token) >= 4:
+            text = text.replace(self._auth_token, "***")
+        return _PHONE.sub("<number>", text)
+
+
+def _translate(exc: Exception, *, retry_after: float | None = None) -> OutreachError:
+    """Turn an SDK or ``requests`` exception into the engine's error tree."""
+    if isinstance(exc, TwilioRestException | TwilioServiceException):
+        return _translate_answer(exc, retry_after)
+    name = type(exc).__name__
+    if isinstance(exc, requests.ConnectTimeout) or _not_connected(exc):
+        return RetryableError(
+            f"twilio: cannot connect ({name}); nothing was sent", provider=PROVIDER
+        )
+    if isinstance(exc, requests.Timeout):
+        return AmbiguousError(
+            f"twilio: no answer within the timeout after the request was sent ({name}); "
+            "it may have been processed, not retried",
+            provider=PROVIDER,
+        )
+    return AmbiguousError(
+        f"twilio: the request failed after it may have been sent ({name}); not retried",
+        provider=PROVIDER,
+    )
+
+
+def _not_connected(exc: Exception) -> bool:
+    """Whether ``exc`` proves the request never left (no connection, proxy, certificate)."""
+    if isinstance(exc, requests.exceptions.ProxyError):
+        return True  # urllib3 raises it only before the proxy connection is up
+    inner = exc.args[0] if exc.args else None
+    reason = inner.reason if isinstance(inner, MaxRetryError) else None
+    if isinstance(exc, requests.exceptions.SSLError):
+        # A rejected certificate ends the handshake; other TLS errors can happen mid-reply.
+        return isinstance(reason, Exception) and any(
+            isinstance(arg, ssl.SSLCertVerificationError) for arg in (reason, *reason.args)
+        )
+    # With retries off, urllib3 wraps a failed connect in MaxRetryError; a connection lost
+    # while sending or reading arrives as a bare ProtocolError instead.
+    return isinstance(exc, requests.ConnectionError) and isinstance(reason, NewConnectionError)
+
+
+def _translate_answer(
+    exc: TwilioRestException | TwilioServiceException, retry_after: float | None
+) -> OutreachError:
+    status = int(exc.status or 0)
+    code = exc.code if isinstance(exc.code, int) else None
+    if isinstance(exc, TwilioServiceException):
+        text = exc.title + (f": {exc.detail}" if exc.detail else "")
+    else:
+        text = str(exc.msg or "").removeprefix(_CREATE_PREFIX)
+    what = f"twilio error {code}: {text} (HTTP {status})" if code else f"twilio: HTTP {status}"
+    if status in (401, 403) or code in _AUTH_CODES:
+        return ConfigError(
+            f"twilio rejected the credentials ({what}); check TWILIO_ACCOUNT_SID and "
+            "TWILIO_AUTH_TOKEN"
+        )
+    if status in _RETRYABLE_STATUS or code in _RETRYABLE_CODES:
+        return RetryableError(what, provider=PROVIDER, status=status, retry_after=retry_after)
+    if status >= 500:
+        return AmbiguousError(
+            f"{what}; the message may have been created, not retried",
+            provider=PROVIDER,
+            status=status,
+        )
+    if 400 <= status < 500:
+        suppress = _SUPPRESS.get(code) if code is not None else None
+        return _Refused(what, suppress=suppress, status=status)
+    return AmbiguousError(f"{what}: unexpected answer", provider=PROVIDER, status=status)
+
+
+def _backoff(attempt: int) -> float:
+    """Seconds to wait after failed attempt ``attempt`` (1-based): 0.5, 1, 2, ... 30."""
+    return min(30.0, 0.5 * 2 ** (attempt - 1))
+
+
+def _utc(at: datetime) -> datetime:
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)

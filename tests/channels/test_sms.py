@@ -1,0 +1,543 @@
+"""The Twilio SMS channel: the real ``twilio`` SDK against the Twilio sandbox over loopback."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from channels.base import OutgoingMessage, SendResult
+from channels.sms import TwilioSMS
+from outreach.clock import FixedClock, ManualTimer
+from outreach.errors import ConfigError
+from outreach.sandbox.base import SandboxServer, json_response
+from outreach.sandbox.twilio import FakeTwilio, SandboxHttpClient
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+FROM = "+15005550006"
+ADA = "+14155550100"
+OPTED_OUT = "+14155550111"
+INVALID = "+14155550122"
+LANDLINE = "+14155550133"
+PUBLIC_URL = "https://engine.example/"
+CALLBACK = "https://engine.example/webhooks/twilio/status"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[tuple[SandboxServer, dict]]:
+    """One loopback server for the module; each test plugs in its own fake.
+
+    ``hits`` counts every request that reaches the server, including those the fake
+    refuses before logging them (401s, injected 429s and 5xx).
+    """
+    current: dict = {"hits": []}
+
+    def app(environ, start_response):
+        current["hits"].append(environ["PATH_INFO"])
+        return current["fake"](environ, start_response)
+
+    with SandboxServer(app) as running:
+        yield running, current
+
+
+def use(server, fake: FakeTwilio) -> FakeTwilio:
+    server[1]["fake"] = fake
+    server[1]["hits"] = []
+    return fake
+
+
+def hits(server) -> int:
+    return len(server[1]["hits"])
+
+
+@pytest.fixture
+def fake(server) -> FakeTwilio:
+    return use(
+        server,
+        FakeTwilio(
+            clock=FixedClock(NOW), opted_out={OPTED_OUT}, invalid={INVALID}, landlines={LANDLINE}
+        ),
+    )
+
+
+@pytest.fixture
+def timer() -> ManualTimer:
+    return ManualTimer()
+
+
+def sms_for(server, fake: FakeTwilio, timer: ManualTimer, **options) -> TwilioSMS:
+    token = options.pop("token", fake.auth_token)
+    settings = {
+        "from_number": FROM,
+        "base_url": server[0].url,
+        "clock": FixedClock(NOW),
+        "sleep": timer.sleep,
+        "timeout": 5.0,
+        **options,
+    }
+    return TwilioSMS(fake.account_sid, token, **settings)
+
+
+@pytest.fixture
+def sms(server, fake, timer) -> Iterator[TwilioSMS]:
+    channel = sms_for(server, fake, timer)
+    yield channel
+    channel.close()
+
+
+@pytest.fixture
+def scheduler(server, fake, timer) -> Iterator[TwilioSMS]:
+    """Sends through the fake's Messaging Service, with a public URL for status callbacks."""
+    channel = sms_for(
+        server,
+        fake,
+        timer,
+        from_number=None,
+        messaging_service_sid=fake.messaging_service_sid,
+        public_url=PUBLIC_URL,
+    )
+    yield channel
+    channel.close()
+
+
+def message(
+    touch_id: int = 1,
+    *,
+    to: str = ADA,
+    body: str = "Hi Ada, a role you might like",
+    send_at: datetime = NOW,
+) -> OutgoingMessage:
+    return OutgoingMessage(
+        touch_id=touch_id,
+        idempotency_key=f"touch-{touch_id}",
+        person_id=touch_id,
+        channel="sms",
+        to=to,
+        body=body,
+        send_at=send_at,
+        cadence_id="default",
+        step_id="sms-1",
+        template="sms_intro",
+        variant="a",
+    )
+
+
+def only(results: list[SendResult]) -> SendResult:
+    [result] = results
+    return result
+
+
+# -- sending ---------------------------------------------------------------------------
+
+
+def test_a_send_from_a_number_is_created_and_its_sid_kept(fake, sms, server) -> None:
+    result = only(sms.send([message(7)]))
+
+    [created] = fake.messages
+    assert result == SendResult.sent(message(7), provider_message_id=created["sid"])
+    assert created["to"] == ADA and created["from"] == FROM
+    assert created["body"] == "Hi Ada, a role you might like"
+    assert created["messaging_service_sid"] is None and created["status"] == "queued"
+    assert created["status_callback"] is None and created["send_at"] is None
+    assert hits(server) == 1
+    assert sms.max_schedule_ahead == timedelta(0)
+
+
+def test_a_messaging_service_sends_with_the_status_callback(fake, scheduler) -> None:
+    result = only(scheduler.send([message()]))
+
+    [created] = fake.messages
+    assert result.status == "sent" and result.provider_message_id == created["sid"]
+    assert created["from"] is None
+    assert created["messaging_service_sid"] == fake.messaging_service_sid
+    assert created["status_callback"] == CALLBACK
+    assert scheduler.max_schedule_ahead == timedelta(days=35)
+    assert TwilioSMS.max_schedule_ahead == timedelta(0)
+
+
+def test_without_a_public_url_there_is_no_status_callback(fake, server, timer) -> None:
+    channel = sms_for(server, fake, timer, messaging_service_sid=fake.messaging_service_sid)
+
+    channel.send([message()])
+
+    [created] = fake.messages
+    assert created["status_callback"] is None
+    # Given both, the channel prefers the Messaging Service.
+    assert created["from"] is None
+    assert created["messaging_service_sid"] == fake.messaging_service_sid
+
+
+def test_an_injected_http_client_is_used_one_request_at_a_time(fake, server, timer) -> None:
+    http = SandboxHttpClient(server[0].url, timeout=5)
+    channel = sms_for(server, fake, timer, base_url="https://unused.example", http_client=http)
+
+    results = channel.send([message(i) for i in range(1, 4)])
+
+    assert channel.workers == 1
+    assert sorted(r.touch_id for r in results) == [1, 2, 3]
+    assert all(r.status == "sent" for r in results) and len(fake.messages) == 3
+
+
+def test_a_channel_without_a_sender_is_a_config_error() -> None:
+    with pytest.raises(ConfigError) as caught:
+        TwilioSMS("AC" + "0" * 32, "token")
+
+    assert "TWILIO_FROM_NUMBER or TWILIO_MESSAGING_SERVICE_SID" in str(caught.value)
+
+
+# -- scheduling ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "send_at",
+    [
+        NOW + timedelta(days=2),
+        # the SDK formats SendAt as UTC whatever its offset: the channel converts first
+        (NOW + timedelta(days=2)).astimezone(timezone(timedelta(hours=-5))),
+    ],
+)
+def test_a_message_two_days_ahead_is_scheduled(fake, scheduler, send_at) -> None:
+    result = only(scheduler.send([message(send_at=send_at)]))
+
+    [created] = fake.messages
+    assert result.status == "sent" and result.provider_message_id == created["sid"]
+    assert created["status"] == "scheduled"
+    assert created["send_at"] == NOW + timedelta(days=2)
+
+
+@pytest.mark.parametrize(
+    ("ahead", "scheduled"),
+    [
+        (timedelta(minutes=5), False),
+        # Twilio checks the 15-minute minimum on arrival: too close to it is sent now.
+        (timedelta(minutes=15), False),
+        (timedelta(minutes=20), True),
+        (timedelta(days=35), True),
+    ],
+)
+def test_a_message_under_15_minutes_ahead_is_sent_now(fake, scheduler, ahead, scheduled) -> None:
+    result = only(scheduler.send([message(send_at=NOW + ahead)]))
+
+    [created] = fake.messages
+    assert result.status == "sent"
+    assert created["status"] == ("scheduled" if scheduled else "queued")
+    assert created["send_at"] == (NOW + ahead if scheduled else None)
+
+
+def test_without_a_messaging_service_a_later_message_is_sent_now(fake, sms) -> None:
+    result = only(sms.send([message(send_at=NOW + timedelta(days=2))]))
+
+    assert result.status == "sent"
+    assert fake.messages[0]["status"] == "queued" and fake.messages[0]["send_at"] is None
+
+
+def test_beyond_35_days_is_refused_without_a_request(fake, scheduler, server) -> None:
+    result = only(scheduler.send([message(send_at=NOW + timedelta(days=36))]))
+
+    assert result.status == "failed" and not result.permanent
+    assert result.retry_after == timedelta(days=1).total_seconds()
+    assert hits(server) == 0
+
+
+# -- segments --------------------------------------------------------------------------
+
+
+def test_a_ucs2_body_over_the_cap_fails_permanently_without_a_request(fake, sms, server) -> None:
+    result = only(sms.send([message(body="ж" * 202)]))
+
+    assert result == SendResult.failed(
+        message(body="ж" * 202),
+        "SMS is 4 segments (UCS-2: 'ж' is not GSM-7), the policy allows 3",
+        permanent=True,
+    )
+    assert hits(server) == 0 and not fake.messages
+
+
+def test_a_gsm7_body_over_the_cap_names_its_length(fake, sms, server) -> None:
+    result = only(sms.send([message(body="a" * 460)]))
+
+    assert result.status == "failed" and result.permanent
+    assert result.reason == "SMS is 4 segments (GSM-7, 460 characters), the policy allows 3"
+    assert hits(server) == 0
+
+
+def test_the_cap_is_a_setting(fake, server, timer) -> None:
+    channel = sms_for(server, fake, timer, max_segments=4)
+
+    assert only(channel.send([message(body="a" * 460)])).status == "sent"
+    assert fake.messages[0]["num_segments"] == 4
+
+
+# -- refusals --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("to", "code", "suppress"),
+    [
+        (OPTED_OUT, 21610, "opted_out"),
+        (INVALID, 21211, "invalid"),
+        ("4155550100", 21211, "invalid"),
+        (LANDLINE, 21614, "invalid"),
+    ],
+)
+def test_a_refused_recipient_is_suppressed(fake, sms, server, timer, to, code, suppress) -> None:
+    result = only(sms.send([message(to=to)]))
+
+    assert result.status == "failed" and result.permanent
+    assert result.suppress == suppress
+    assert f"twilio error {code}" in result.reason and "HTTP 400" in result.reason
+    assert to not in result.reason and "4155550" not in result.reason
+    assert hits(server) == 1 and not timer.slept and not fake.messages
+
+
+def test_another_4xx_is_permanent_with_its_code_and_no_suppression(fake, server, timer) -> None:
+    channel = sms_for(server, fake, timer, from_number="+15005550001")
+
+    result = only(channel.send([message()]))
+
+    assert result.status == "failed" and result.permanent and result.suppress is None
+    assert result.reason.startswith("twilio error 21606: The From phone number <number> is")
+    assert hits(server) == 1
+
+
+def test_reasons_never_carry_a_phone_number_or_the_token(fake, sms) -> None:
+    batch = [message(1, to=OPTED_OUT), message(2, to=INVALID), message(3, to=LANDLINE)]
+
+    results = sms.send(batch)
+
+    assert len(results) == 3
+    for result in results:
+        assert "+1" not in result.reason and "555" not in result.reason
+        assert fake.auth_token not in result.reason
+
+
+# -- retries ---------------------------------------------------------------------------
+
+
+def test_a_429_is_retried_with_backoff_then_sent(fake, sms, server, timer) -> None:
+    fake.faults.rate_limited(2)
+
+    result = only(sms.send([message()]))
+
+    assert result.status == "sent" and result.provider_message_id == fake.messages[0]["sid"]
+    assert timer.slept == [0.5, 1.0]
+    assert hits(server) == 3 and len(fake.messages) == 1
+
+
+class RetryAfterTwilio(FakeTwilio):
+    """Twilio documents no ``Retry-After``; should it send one, the channel honours it."""
+
+    def too_many_requests(self, retry_after: float | None) -> object:
+        response = json_response(
+            {"code": 20429, "message": "Too Many Requests", "more_info": "", "status": 429}, 429
+        )
+        response.headers["Retry-After"] = "7"
+        return response
+
+
+def test_a_retry_after_header_sets_the_wait(server, timer) -> None:
+    fake = use(server, RetryAfterTwilio(clock=FixedClock(NOW)))
+    fake.faults.rate_limited(1)
+
+    result = only(sms_for(server, fake, timer).send([message()]))
+
+    assert result.status == "sent" and timer.slept == [7.0]
+
+
+def test_a_503_is_retried(fake, sms, server, timer) -> None:
+    fake.faults.server_errors(1, status=503)
+
+    result = only(sms.send([message()]))
+
+    assert result.status == "sent" and timer.slept == [0.5]
+    assert hits(server) == 2 and len(fake.messages) == 1
+
+
+def test_exhausted_retries_fail_for_now_with_a_retry_after(fake, sms, server, timer) -> None:
+    fake.faults.rate_limited(4)
+
+    result = only(sms.send([message()]))
+
+    assert result.status == "failed" and not result.permanent
+    assert result.retry_after == 4.0
+    assert "twilio error 20429" in result.reason and "after 4 attempts" in result.reason
+    assert timer.slept == [0.5, 1.0, 2.0]
+    assert hits(server) == 4 and not fake.messages
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_refused_connection_is_retried_then_fails_for_now(fake, timer) -> None:
+    channel = TwilioSMS(
+        fake.account_sid,
+        fake.auth_token,
+        from_number=FROM,
+        base_url=f"http://127.0.0.1:{_closed_port()}",
+        max_attempts=3,
+        sleep=timer.sleep,
+        clock=FixedClock(NOW),
+    )
+
+    result = only(channel.send([message()]))
+
+    assert result.status == "failed" and not result.permanent
+    assert "cannot connect" in result.reason and result.retry_after == 2.0
+    assert timer.slept == [0.5, 1.0]
+
+
+# -- ambiguity -------------------------------------------------------------------------
+
+
+def test_a_timeout_after_receipt_is_ambiguous_and_sent_once(fake, server, timer) -> None:
+    channel = sms_for(server, fake, timer, timeout=0.3)
+    fake.faults.timeouts(1, seconds=1.0)
+
+    result = only(channel.send([message()]))
+
+    assert result.status == "ambiguous" and "may have been processed" in result.reason
+    assert len(fake.messages) == 1 and hits(server) == 1 and not timer.slept
+
+
+@pytest.mark.parametrize("status", [500, 502, 504])
+def test_a_5xx_other_than_503_is_ambiguous_after_one_request(
+    fake, sms, server, timer, status
+) -> None:
+    fake.faults.server_errors(1, status=status)
+
+    result = only(sms.send([message()]))
+
+    assert result.status == "ambiguous" and f"HTTP {status}" in result.reason
+    assert hits(server) == 1 and not timer.slept
+
+
+@pytest.fixture
+def hang_up() -> Iterator[tuple[str, list[bytes]]]:
+    """A server that reads each whole request, then closes the connection without answering."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.05)
+    received: list[bytes] = []
+    stop = threading.Event()
+
+    def read_request(conn: socket.socket) -> bytes:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += conn.recv(65536)
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        while len(body) < length:
+            body += conn.recv(65536)
+        return data
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                received.append(read_request(conn))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}", received
+    stop.set()
+    thread.join(timeout=5)
+    listener.close()
+
+
+def test_a_connection_lost_after_sending_is_ambiguous_and_not_resent(hang_up, timer) -> None:
+    url, received = hang_up
+    channel = TwilioSMS("AC" + "0" * 32, "token", from_number=FROM, base_url=url, sleep=timer.sleep)
+
+    result = only(channel.send([message()]))
+
+    assert result.status == "ambiguous" and "not retried" in result.reason
+    assert len(received) == 1 and received[0].startswith(b"POST /2010-04-01/Accounts/")
+    assert not timer.slept
+
+
+# -- credentials -----------------------------------------------------------------------
+
+
+def test_a_wrong_token_fails_the_batch_after_one_request(fake, server, timer) -> None:
+    channel = sms_for(server, fake, timer, token="not-the-token", workers=4)
+
+    results = channel.send([message(i) for i in range(1, 6)])
+
+    assert sorted(r.touch_id for r in results) == [1, 2, 3, 4, 5]
+    assert all(r.status == "failed" and not r.permanent for r in results)
+    assert len({r.reason for r in results}) == 1
+    reason = results[0].reason
+    assert "TWILIO_ACCOUNT_SID" in reason and "TWILIO_AUTH_TOKEN" in reason
+    assert "not-the-token" not in reason
+    assert hits(server) == 1 and not timer.slept and not fake.messages
+
+    channel.send([message(i) for i in range(6, 11)])
+
+    assert hits(server) == 2  # the next batch tries once again
+
+
+# -- batches ---------------------------------------------------------------------------
+
+
+def test_a_batch_of_20_returns_one_result_per_touch(fake, sms, server) -> None:
+    batch = [message(100 + i, to=f"+1415555{i:04d}") for i in range(20)]
+
+    results = sms.send(batch)
+
+    assert sorted(r.touch_id for r in results) == list(range(100, 120))
+    assert all(r.status == "sent" for r in results)
+    assert {r.provider_message_id for r in results} == {m["sid"] for m in fake.messages}
+    assert len(fake.messages) == 20 and hits(server) == 20
+
+
+def test_a_mixed_batch_maps_each_message(fake, sms) -> None:
+    batch = [
+        message(1),
+        message(2, to=OPTED_OUT),
+        message(3, body="ж" * 202),
+        message(4, to=LANDLINE),
+    ]
+
+    results = {r.touch_id: r for r in sms.send(batch)}
+
+    assert results[1].status == "sent"
+    assert (results[2].status, results[2].suppress) == ("failed", "opted_out")
+    assert (results[3].status, results[3].permanent, results[3].suppress) == ("failed", True, None)
+    assert (results[4].status, results[4].suppress) == ("failed", "invalid")
+
+
+def test_messages_of_a_batch_go_out_concurrently(server, fake, sms) -> None:
+    sms.send([message(0)])  # the credentials are known good from here on
+    fake.faults.slow(8, seconds=0.3)
+    lock = threading.Lock()
+    state = {"now": 0, "most": 0}
+    inner = server[1]["fake"]
+
+    def counting(environ, start_response):
+        with lock:
+            state["now"] += 1
+            state["most"] = max(state["most"], state["now"])
+        try:
+            return inner(environ, start_response)
+        finally:
+            with lock:
+                state["now"] -= 1
+
+    server[1]["fake"] = counting
+    results = sms.send([message(i) for i in range(1, 9)])
+
+    assert all(r.status == "sent" for r in results)
+    # Requests overlapped at the server: the batch did not go out one at a time.
+    assert state["most"] >= 2
