@@ -1,0 +1,585 @@
+"""Inbound events: replies, opt-outs, bounces and unsubscribes, from a file or a provider.
+
+``outreach events import FILE`` reads JSONL (:func:`read_jsonl`); ``outreach serve`` and
+the sandbox turn provider webhooks into the same :class:`InboundEvent` with
+:func:`from_sendgrid` and :func:`from_twilio_inbound`. Either way :func:`ingest_events`
+resolves each event to a person and records it in ``events``; the next ``outreach run``
+applies it (:func:`outreach.engine.enroll.process_events`: a reply stops cadences, an
+opt-out, unsubscribe or bounce suppresses the contact point).
+
+An event names its person by ``touch_id`` (a touch the engine sent: custom args and
+status callbacks carry it), by ``address`` (an email address, phone number or LinkedIn
+URL, matched on its normalised value) or by ``source`` + ``external_id`` (a CRM record).
+An event resolved through an address or a touch suppresses that one contact point; an
+``opt_out`` or ``unsubscribe`` without a channel that names only a record opts the person
+out globally.
+
+Ingest streams in batches with one query per batch and lookup kind. Each event gets a
+``dedupe_key`` (``inbound:<id>`` from the provider's event id, else a hash of what the
+event says), so feeding the same events twice records nothing new. A bad line or an
+event that matches no one is reported with its place (``events.jsonl:4``) and skipped;
+the rest goes on (DESIGN.md invariant 7). Messages and logs name places and candidate
+ids, never an address or phone number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from sqlalchemy import Connection, Engine, and_, or_, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from outreach.contacts import ContactError, normalize_email, normalize_linkedin, normalize_phone
+from outreach.errors import InputError
+from outreach.store.bulk import bulk_write
+from outreach.store.schema import CandidateRecord, ContactPoint, Event, Touch
+
+__all__ = [
+    "HELP_KEYWORDS",
+    "OPT_IN_KEYWORDS",
+    "OPT_OUT_KEYWORDS",
+    "InboundEvent",
+    "IngestReport",
+    "from_sendgrid",
+    "from_twilio_inbound",
+    "ingest_events",
+    "read_jsonl",
+]
+
+log = logging.getLogger("outreach.events")
+
+_events = Event.__table__
+_contacts = ContactPoint.__table__
+_records = CandidateRecord.__table__
+_touches = Touch.__table__
+
+BATCH_SIZE = 500
+_KEY_PREFIX = "inbound:"
+_MAX_KEY = 200
+_CHANNEL_KIND = {"email": "email", "sms": "phone", "call": "phone", "linkedin": "linkedin"}
+_KIND_CHANNEL = {"email": "email", "phone": "sms", "linkedin": "linkedin"}
+_KIND_NAME = {"email": "email address", "phone": "phone number", "linkedin": "LinkedIn profile"}
+
+#: Twilio's default opt-out keywords (a message that is exactly one of them, any case).
+OPT_OUT_KEYWORDS = frozenset(
+    {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "OPTOUT", "REVOKE"}
+)
+#: Twilio's default opt-in keywords: Twilio lifts its own block; nothing is recorded here.
+OPT_IN_KEYWORDS = frozenset({"START", "UNSTOP", "YES"})
+#: Twilio answers these itself; nothing is recorded here.
+HELP_KEYWORDS = frozenset({"HELP", "INFO"})
+
+
+class InboundEvent(BaseModel):
+    """One inbound signal, as a file line or a provider adapter states it.
+
+    At least one of ``address``, ``source`` + ``external_id`` or ``touch_id`` names the
+    person. ``at`` must carry a time zone. ``id`` is the provider's event id: when given,
+    it alone decides whether the event was already recorded.
+    """
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    type: Literal["reply", "opt_out", "bounce", "unsubscribe"]
+    channel: Literal["email", "sms", "linkedin", "call"] | None = None
+    address: str | None = Field(default=None, max_length=500)
+    source: str | None = Field(default=None, max_length=32)
+    external_id: str | None = Field(default=None, max_length=128)
+    touch_id: int | None = Field(default=None, ge=1)
+    at: datetime
+    id: str | None = Field(default=None, max_length=500)
+    detail: str | None = Field(default=None, max_length=2000)
+
+    @field_validator("external_id", "id", mode="before")
+    @classmethod
+    def _number_as_text(cls, value: Any) -> Any:
+        # CRMs and providers hand out numeric ids; JSON keeps them as numbers.
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        return value
+
+    @field_validator("address", "source", "external_id", "id", "detail")
+    @classmethod
+    def _blank_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+    @field_validator("at")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(
+                "needs a time zone offset, e.g. 2026-11-25T09:00:00-05:00 or 2026-11-25T14:00:00Z"
+            )
+        return value.astimezone(UTC)
+
+    @model_validator(mode="after")
+    def _names_someone(self) -> InboundEvent:
+        if (self.source is None) != (self.external_id is None):
+            raise ValueError("source and external_id go together: give both or neither")
+        if self.address is None and self.source is None and self.touch_id is None:
+            raise ValueError("needs address, source and external_id, or touch_id")
+        return self
+
+
+@dataclass
+class IngestReport:
+    """What one ingest did; ``unmatched`` and ``bad`` hold one message per event."""
+
+    read: int = 0
+    recorded: int = 0
+    duplicates: int = 0
+    unmatched: list[str] = field(default_factory=list)
+    bad: list[str] = field(default_factory=list)
+
+
+# -- reading ------------------------------------------------------------------------------
+
+
+def read_jsonl(path: Path | str) -> Iterator[tuple[str, InboundEvent | str]]:
+    """Yield ``("FILE:LINE", event)`` per line, or ``("FILE:LINE", reason)`` for a bad one.
+
+    Blank lines are skipped. Raises :class:`InputError` when the file cannot be read at all
+    (missing, not UTF-8).
+    """
+    path = Path(path)
+    try:
+        handle = path.open("r", encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+    with handle:
+        number = 0
+        try:
+            for number, text in enumerate(handle, start=1):
+                if not text.strip():
+                    continue
+                yield f"{path}:{number}", _parse_line(text)
+        except UnicodeDecodeError as exc:
+            raise InputError(
+                f"{path}: not UTF-8 text after line {number} ({exc.reason}); save the file "
+                "as UTF-8 and import it again (the lines before were recorded)"
+            ) from None
+
+
+def _parse_line(text: str) -> InboundEvent | str:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return f"not valid JSON: {exc.msg} at column {exc.colno}"
+    if not isinstance(value, dict):
+        return f"expected a JSON object, got {type(value).__name__}"
+    return _validate(value)
+
+
+def _validate(value: dict[str, Any]) -> InboundEvent | str:
+    try:
+        return InboundEvent.model_validate(value)
+    except ValidationError as exc:
+        return _describe(exc)
+
+
+def _describe(exc: ValidationError) -> str:
+    """Field and problem of each error; never the input value (it may be an address)."""
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False):
+        place = ".".join(str(part) for part in error["loc"]) or "event"
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = (
+                "is not a field; use type, channel, address, source, external_id, "
+                "touch_id, at, id, detail"
+            )
+        problems.append(f"{place}: {message}")
+    return "; ".join(problems)
+
+
+# -- provider adapters --------------------------------------------------------------------
+
+
+def from_sendgrid(items: list[dict[str, Any]]) -> list[InboundEvent]:
+    """SendGrid Event Webhook items as inbound events; delivery-side events are left out.
+
+    ``bounce`` (not ``blocked``, a temporary block) and ``dropped`` for a "Bounced
+    Address" are bounces; ``spamreport`` (and a drop for a "Spam Reporting Address") is an
+    email opt-out; ``unsubscribe``, ``group_unsubscribe`` (and a drop for an "Unsubscribed
+    Address") are email unsubscribes. ``processed``, ``deferred``, ``delivered``, ``open``
+    and ``click`` are not inbound events. The ``touch_id`` custom arg, which SendGrid puts
+    at the top level of each item, names the touch. A malformed item is logged (by its
+    event id) and left out.
+    """
+    found = []
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        kind = _sendgrid_type(item)
+        if kind is None:
+            continue
+        status = item.get("status")
+        raw = {
+            "type": kind,
+            "channel": "email",
+            "address": item.get("email"),
+            "touch_id": _touch_id(item.get("touch_id")),
+            "at": _epoch(item.get("timestamp")),
+            "id": item.get("sg_event_id"),
+            "detail": f"sendgrid {item.get('event')}" + (f" {status}" if status else ""),
+        }
+        event = _validate(raw)
+        if isinstance(event, str):
+            log.warning(
+                "sendgrid event %s (%s) left out: %s",
+                item.get("sg_event_id", "without id"),
+                item.get("event"),
+                event,
+            )
+            continue
+        found.append(event)
+    return found
+
+
+def _sendgrid_type(item: dict[str, Any]) -> str | None:
+    name = item.get("event")
+    if name == "bounce":
+        # "blocked" is a temporary refusal (the receiver may accept later); not a bounce.
+        return None if str(item.get("type", "bounce")).lower() == "blocked" else "bounce"
+    if name == "dropped":
+        reason = str(item.get("reason") or "").lower()
+        if "bounced address" in reason:
+            return "bounce"
+        if "unsubscribed address" in reason:
+            return "unsubscribe"
+        if "spam reporting address" in reason:
+            return "opt_out"
+        return None
+    if name == "spamreport":
+        return "opt_out"
+    if name in ("unsubscribe", "group_unsubscribe"):
+        return "unsubscribe"
+    return None
+
+
+def _touch_id(value: Any) -> int | None:
+    # A custom arg is a string; one that is not a touch id is not ours to name.
+    text = str(value).strip() if value is not None else ""
+    return int(text) if text.isdigit() and int(text) > 0 else None
+
+
+def _epoch(value: Any) -> Any:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, UTC)
+    if isinstance(value, str) and value.strip().isdigit():
+        return datetime.fromtimestamp(int(value.strip()), UTC)
+    return value  # validation names the field
+
+
+def from_twilio_inbound(form: dict[str, Any], at: datetime) -> InboundEvent | None:
+    """An incoming SMS (Twilio's webhook form fields) as an inbound event, or ``None``.
+
+    A body that is exactly an opt-out keyword (STOP, STOPALL, UNSUBSCRIBE, CANCEL, END,
+    QUIT, OPTOUT, REVOKE; any case, surrounding spaces and a final ``.`` or ``!`` ignored)
+    is an SMS ``opt_out`` of the sender's number; Advanced Opt-Out's ``OptOutType`` field,
+    when present, decides instead. START, UNSTOP, YES, HELP and INFO give ``None``: Twilio
+    handles them itself, and re-consent is not an event here: SMS consent belongs to a
+    person and comes from their record (``sms_consent`` in the CRM or an import), never
+    from a keyword texted by a number. Anything else is an SMS ``reply``. The
+    ``MessageSid`` is the event id; ``at`` is when the message arrived (the form has no
+    time). Raises :class:`ValueError` when the form has no sender.
+    """
+    sender = str(form.get("From") or "").strip()
+    if not sender:
+        raise ValueError("the Twilio form has no From field")
+    opt_type = str(form.get("OptOutType") or "").strip().upper()
+    keyword = str(form.get("Body") or "").strip().strip(".!").strip().upper()
+    if opt_type in ("START", "HELP"):
+        return None
+    if opt_type == "STOP" or (not opt_type and keyword in OPT_OUT_KEYWORDS):
+        kind, detail = "opt_out", f"twilio keyword {keyword or 'STOP'}"
+    elif keyword in OPT_IN_KEYWORDS or keyword in HELP_KEYWORDS:
+        return None
+    else:
+        kind, detail = "reply", "twilio inbound sms"
+    sid = form.get("MessageSid") or form.get("SmsSid")
+    return InboundEvent(
+        type=kind, channel="sms", address=sender, at=at, id=sid or None, detail=detail
+    )
+
+
+# -- ingest -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Pending:
+    where: str
+    event: InboundEvent
+    key: str
+    kind: str | None = None  # email | phone | linkedin, when the address parsed
+    value: str | None = None  # the normalised address
+
+
+def ingest_events(
+    engine: Engine,
+    events: Iterable[tuple[str, InboundEvent | dict[str, Any] | str]],
+    *,
+    now: datetime,
+    default_region: str = "US",
+    batch_size: int = BATCH_SIZE,
+    progress: Callable[[int], None] | None = None,
+) -> IngestReport:
+    """Resolve and record ``events``; ``(where, event)`` pairs, ``where`` like ``f.jsonl:3``.
+
+    ``event`` is an :class:`InboundEvent`, a dict (validated here) or a string: the reason
+    a reader could not read that item, counted under ``bad``. Recorded events are applied
+    by the next tick.
+    """
+    report = IngestReport()
+    batch: list[_Pending] = []
+    keys: set[str] = set()
+    try:
+        for where, item in events:
+            report.read += 1
+            pending = _prepare(where, item, default_region, report)
+            if pending is not None:
+                if pending.key in keys:
+                    report.duplicates += 1
+                else:
+                    keys.add(pending.key)
+                    batch.append(pending)
+                if len(batch) >= batch_size:
+                    _flush(engine, batch, now, report)
+                    batch, keys = [], set()
+            if progress is not None:
+                progress(report.read)
+    except InputError:
+        # The source broke off (an unreadable file): keep what was read before.
+        _flush(engine, batch, now, report)
+        raise
+    _flush(engine, batch, now, report)
+    return report
+
+
+def _prepare(
+    where: str,
+    item: InboundEvent | dict[str, Any] | str,
+    region: str,
+    report: IngestReport,
+) -> _Pending | None:
+    if isinstance(item, str):
+        report.bad.append(f"{where}: {item}")
+        return None
+    if isinstance(item, dict):
+        checked = _validate(item)
+        if isinstance(checked, str):
+            report.bad.append(f"{where}: {checked}")
+            return None
+        item = checked
+    if not isinstance(item, InboundEvent):
+        report.bad.append(f"{where}: not an event ({type(item).__name__})")
+        return None
+    kind = value = None
+    if item.address is not None:
+        kind = _address_kind(item.channel, item.address)
+        try:
+            value = _normalise(kind, item.address, region)
+        except ContactError:
+            if item.touch_id is None and item.source is None:
+                report.bad.append(f"{where}: address: not a valid {_KIND_NAME[kind]}")
+                return None
+            kind = None  # the other identifiers name the person
+    return _Pending(where, item, _dedupe_key(item, value), kind, value)
+
+
+def _address_kind(channel: str | None, address: str) -> str:
+    if channel is not None:
+        return _CHANNEL_KIND[channel]
+    if "@" in address:
+        return "email"
+    if "linkedin." in address.lower():
+        return "linkedin"
+    return "phone"
+
+
+def _normalise(kind: str, address: str, region: str) -> str:
+    if kind == "email":
+        return normalize_email(address)
+    if kind == "phone":
+        return normalize_phone(address, region).e164
+    return normalize_linkedin(address)
+
+
+def _dedupe_key(event: InboundEvent, address: str | None) -> str:
+    if event.id is not None:
+        key = _KEY_PREFIX + event.id
+        if len(key) <= _MAX_KEY:
+            return key
+        return _KEY_PREFIX + "id-sha256:" + hashlib.sha256(event.id.encode()).hexdigest()
+    facts = [
+        event.type,
+        event.channel,
+        address if address is not None else event.address,
+        event.source,
+        event.external_id,
+        event.touch_id,
+        event.at.isoformat(),
+    ]
+    digest = hashlib.sha256(json.dumps(facts, separators=(",", ":")).encode()).hexdigest()
+    return _KEY_PREFIX + "sha256:" + digest
+
+
+def _flush(engine: Engine, batch: list[_Pending], now: datetime, report: IngestReport) -> None:
+    if not batch:
+        return
+    with engine.begin() as conn:
+        existing = _existing_keys(conn, [p.key for p in batch])
+        fresh = []
+        for pending in batch:
+            if pending.key in existing:
+                report.duplicates += 1
+            else:
+                fresh.append(pending)
+        rows = []
+        for pending, row in zip(fresh, _resolve(conn, fresh, now), strict=True):
+            if isinstance(row, str):
+                report.unmatched.append(f"{pending.where}: {row}")
+            else:
+                rows.append((pending, row))
+        if not rows:
+            return
+        try:
+            with conn.begin_nested():
+                bulk_write(conn, _events, [row for _, row in rows], conflict=("dedupe_key",))
+        except SQLAlchemyError:
+            # Find the rows the database refuses; write the others one by one.
+            for pending, row in rows:
+                try:
+                    with conn.begin_nested():
+                        bulk_write(conn, _events, [row], conflict=("dedupe_key",))
+                except SQLAlchemyError as exc:
+                    report.bad.append(
+                        f"{pending.where}: the database refused the event: "
+                        f"{type(exc.orig or exc).__name__}"
+                    )
+                else:
+                    report.recorded += 1
+        else:
+            report.recorded += len(rows)
+
+
+def _existing_keys(conn: Connection, keys: list[str]) -> set[str]:
+    return set(
+        conn.execute(select(_events.c.dedupe_key).where(_events.c.dedupe_key.in_(keys))).scalars()
+    )
+
+
+def _resolve(conn: Connection, batch: list[_Pending], now: datetime) -> list[dict[str, Any] | str]:
+    """The ``events`` row for each pending event, or why it matches no one."""
+    touch_ids = {p.event.touch_id for p in batch if p.event.touch_id is not None}
+    touches = {}
+    if touch_ids:
+        query = select(
+            _touches.c.id, _touches.c.person_id, _touches.c.contact_point_id, _touches.c.channel
+        ).where(_touches.c.id.in_(touch_ids))
+        touches = {row.id: row for row in conn.execute(query)}
+
+    points: dict[tuple[str, str], Any] = {}
+    by_kind: dict[str, set[str]] = {}
+    for p in batch:
+        if p.kind is not None and p.value is not None:
+            by_kind.setdefault(p.kind, set()).add(p.value)
+    for kind, values in by_kind.items():
+        query = select(_contacts.c.id, _contacts.c.person_id, _contacts.c.value).where(
+            _contacts.c.kind == kind, _contacts.c.value.in_(values)
+        )
+        points.update(((kind, row.value), row) for row in conn.execute(query))
+
+    records: dict[tuple[str, str], Any] = {}
+    by_source: dict[str, set[str]] = {}
+    for p in batch:
+        if p.event.source is not None and p.event.external_id is not None:
+            by_source.setdefault(p.event.source, set()).add(p.event.external_id)
+    if by_source:
+        query = select(
+            _records.c.id, _records.c.person_id, _records.c.source, _records.c.external_id
+        ).where(
+            or_(
+                *(
+                    and_(_records.c.source == source, _records.c.external_id.in_(ids))
+                    for source, ids in by_source.items()
+                )
+            )
+        )
+        records.update(((row.source, row.external_id), row) for row in conn.execute(query))
+
+    return [_row(p, touches, points, records, now) for p in batch]
+
+
+def _row(
+    pending: _Pending,
+    touches: dict[int, Any],
+    points: dict[tuple[str, str], Any],
+    records: dict[tuple[str, str], Any],
+    now: datetime,
+) -> dict[str, Any] | str:
+    event = pending.event
+    touch = touches.get(event.touch_id) if event.touch_id is not None else None
+    point = points.get((pending.kind, pending.value)) if pending.kind else None
+    record = records.get((event.source, event.external_id)) if event.source else None
+    if touch is not None:
+        person_id, matched_by = touch.person_id, "touch"
+    elif point is not None:
+        person_id, matched_by = point.person_id, "address"
+    elif record is not None:
+        person_id, matched_by = record.person_id, "record"
+    else:
+        return _no_match(pending)
+    # The address names the contact point when it is this person's; else the touch's.
+    if point is not None and point.person_id == person_id:
+        contact_point_id = point.id
+    else:
+        contact_point_id = touch.contact_point_id if touch is not None else None
+    channel = event.channel
+    if channel is None:
+        if touch is not None and touch.channel in _CHANNEL_KIND:
+            channel = touch.channel
+        elif point is not None and point.person_id == person_id:
+            channel = _KIND_CHANNEL[pending.kind or "email"]
+    payload: dict[str, Any] = {"matched_by": matched_by}
+    if event.id is not None:
+        payload["id"] = event.id
+    if event.detail is not None:
+        payload["detail"] = event.detail
+    return {
+        "type": event.type,
+        "channel": channel,
+        "person_id": person_id,
+        "record_id": record.id if record is not None and record.person_id == person_id else None,
+        "contact_point_id": contact_point_id,
+        "touch_id": touch.id if touch is not None else None,
+        "source": event.source,
+        "external_id": event.external_id,
+        "at": event.at,
+        "dedupe_key": pending.key,
+        "payload": payload,
+        "processed_at": None,
+        "created_at": now,
+    }
+
+
+def _no_match(pending: _Pending) -> str:
+    event = pending.event
+    reasons = []
+    if event.touch_id is not None:
+        reasons.append(f"no touch has id {event.touch_id}")
+    if pending.kind is not None:
+        reasons.append(f"no person has that {_KIND_NAME[pending.kind]}")
+    if event.source is not None:
+        reasons.append(f"no {event.source} record {event.external_id}")
+    return "; ".join(reasons)
