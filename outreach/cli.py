@@ -41,6 +41,10 @@ app.add_typer(config_app, name="config")
 sandbox_app = typer.Typer(help="The fake providers on loopback.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(sandbox_app, name="sandbox")
+events_app = typer.Typer(
+    help="Inbound events: replies, opt-outs, bounces, unsubscribes.", no_args_is_help=True
+)
+app.add_typer(events_app, name="events")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -109,6 +113,8 @@ def _root(
         stream=sys.stderr,
     )
     logging.getLogger("alembic").setLevel(logging.DEBUG if verbose else logging.WARNING)
+    # One INFO line per HTTP request drowns the summary; --verbose shows them.
+    logging.getLogger("httpx").setLevel(logging.DEBUG if verbose else logging.WARNING)
     if version:
         out.print(f"outreach {__version__}")
         raise typer.Exit(EXIT_OK)
@@ -461,6 +467,114 @@ def sandbox_serve_command(
             err.print("stopping", highlight=False)
     finally:
         sandbox.stop()
+
+
+@events_app.command("import")
+def events_import_command(
+    file: Annotated[Path, typer.Argument(help="JSONL file, one event per line.")],
+    now: NowOption = None,
+) -> None:
+    """Record inbound events from JSONL; the next `outreach run` applies them.
+
+    One JSON object per line: type (reply, opt_out, bounce, unsubscribe),
+    channel (email, sms, linkedin, call; optional), who: address (email,
+    phone or LinkedIn URL), or source + external_id, or touch_id; at
+    (ISO-8601 with an offset); id (the provider's event id) and detail
+    (both optional).
+
+    A reply stops cadences; an opt-out, unsubscribe or bounce suppresses
+    the contact point. An opt-out without a channel that names only a
+    record opts the person out everywhere. Importing the same file again
+    records nothing new.
+    """
+    from rich.markup import escape
+
+    from outreach.events import ingest_events, read_jsonl
+
+    settings = _settings()
+    clock = _clock(now)
+    config = _config(settings)
+    if not file.is_file():
+        raise _fail(f"{file}: file not found")
+    engine = _engine(settings)
+    try:
+        with _progress("recording events", _count_lines(file)) as advance:
+            report = ingest_events(
+                engine,
+                read_jsonl(file),
+                now=clock.now(),
+                default_region=config.policy.default_region,
+                progress=advance,
+            )
+    except InputError as exc:
+        raise _fail(str(exc)) from None
+    for problem in report.bad:
+        err.print(f"[red]bad line:[/] {escape(problem)}", highlight=False)
+    for problem in report.unmatched:
+        err.print(f"[yellow]unmatched:[/] {escape(problem)}", highlight=False)
+    out.print(
+        f"{file}: {report.read} events read, {report.recorded} recorded, "
+        f"{report.duplicates} already recorded, {len(report.unmatched)} unmatched, "
+        f"{len(report.bad)} bad",
+        highlight=False,
+    )
+    if report.bad or report.unmatched:
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+@app.command("demo")
+def demo_command(
+    nights: Annotated[
+        int, typer.Option("--nights", min=1, max=120, help="Simulated nights to play.")
+    ] = 30,
+    people: Annotated[
+        int, typer.Option("--people", min=50, help="Seeded candidates across the three CRMs.")
+    ] = 400,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of candidates and the script.")] = 7,
+) -> None:
+    """The whole nightly job against the built-in sandbox: no credentials, no setup.
+
+    Starts the five fake providers on loopback, uses a throwaway SQLite database, plays
+    NIGHTS nights of sync, run and CRM write-back while the fake CRMs move candidates
+    through stages, then prints what went out, what waited and what came back.
+    """
+    from outreach.demo import Demo, mismatches, render
+
+    progress: Progress | None = None
+    task = None
+
+    def on_night(night: int, summary) -> None:
+        sent = summary.total("sent")
+        tasks = summary.total("tasks")
+        if progress is not None:
+            progress.update(task, completed=night + 1)
+        else:
+            out.print(
+                f"night {night + 1}/{nights} {summary.now:%a %d %b}: {sent} sent, "
+                f"{tasks} tasks, {sum(summary.total_reasons('deferred').values())} deferred",
+                highlight=False,
+            )
+
+    demo = Demo(nights=nights, people=people, seed=seed, on_night=on_night)
+    if out.is_terminal:
+        progress = Progress(
+            TextColumn("simulated nights"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+        )
+        task = progress.add_task("nights", total=nights)
+        progress.start()
+    try:
+        report = demo.run()
+    finally:
+        if progress is not None:
+            progress.stop()
+    render(report, out)
+    if mismatches(report):
+        raise typer.Exit(EXIT_PARTIAL)
 
 
 @app.command("run")

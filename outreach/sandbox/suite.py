@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from outreach.clock import Clock, SystemClock
 from outreach.sandbox.base import RateWindow, SandboxServer
@@ -113,6 +114,18 @@ class Sandbox:
                 p.index: k for k, p in enumerate(self.in_crm("greenhouse"))
             }
         return self.greenhouse.candidate_id(self._greenhouse_positions[person.index])
+
+    def move(self, person: SeedPerson, stage: str, at: datetime | None = None) -> None:
+        """A recruiter moves ``person`` to canonical ``stage`` in every CRM they live in."""
+        for crm in person.crms:
+            if crm == "greenhouse":
+                self.greenhouse_id(person)  # builds the position map
+                assert self._greenhouse_positions is not None
+                self.greenhouse.move(self._greenhouse_positions[person.index], stage, at)
+            elif crm == "lever":
+                self.lever.move(person.index, stage, at)
+            elif crm == "hubspot":
+                self.hubspot.move(person.index, stage, at)
 
     def in_crm(self, crm: str) -> list[SeedPerson]:
         """The seeded people who live in ``crm``, in creation order."""

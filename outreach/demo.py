@@ -1,0 +1,615 @@
+"""``outreach demo``: the whole nightly job against the sandbox, 30 simulated days in seconds.
+
+Nothing to set up: the five fakes start in-process on loopback, the engine uses its own
+throwaway SQLite database (or ``database_url``), and every night of the simulation runs
+what a deployed job runs: inbound events from the providers, ``sync`` of the three CRMs,
+``run`` (one tick with a 24-hour horizon), and the CRM write-back. Between nights the
+fake CRMs move candidates on a seeded script (applications arrive, interviews happen,
+offers, rejections, hires) and candidates answer: some reply, one email bounces, one
+candidate unsubscribes and turns out to have an invalid phone, one texts STOP, and one
+person applies in two CRMs at once.
+
+Time is simulated end to end: one clock drives the engine and the fakes, and every rate
+limiter and retry pause runs on a manual timer, so a month of nights takes seconds.
+
+The summary is built from the ledger and from what the fakes received, side by side;
+:class:`DemoReport` keeps every figure for the end-to-end tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, select
+
+from channels.factory import build_channels
+from connectors.factory import build_connectors
+from outreach.cadence import CadenceConfig, load_cadence_file
+from outreach.clock import FixedClock, ManualTimer
+from outreach.contacts import normalize_email
+from outreach.engine.tick import Tick, TickSummary, engine_transactions
+from outreach.events import InboundEvent, from_sendgrid, from_twilio_inbound, ingest_events
+from outreach.paths import default_config_dir
+from outreach.sandbox.seed import SeedPerson
+from outreach.sandbox.suite import Sandbox
+from outreach.settings import Settings
+from outreach.store.schema import CandidateRecord, ContactPoint, Event, Task, Touch
+from outreach.sync import sync_source
+from outreach.writeback import process_write_backs
+
+__all__ = ["DEMO_START", "Demo", "DemoReport", "Story"]
+
+#: a Monday, 02:00 in New York: the nightly job's hour
+DEMO_START = datetime(2026, 11, 2, 7, 0, tzinfo=UTC)
+
+SOURCES = ("greenhouse", "lever", "hubspot")
+
+# Chance per night that a person in a stage moves on (weekday nights only), by stage.
+_MOVES: dict[str, tuple[tuple[str, float], ...]] = {
+    "prospect": (("applied", 0.05),),
+    "applied": (("screening", 0.07), ("rejected", 0.03)),
+    "screening": (("interview", 0.10), ("rejected", 0.04)),
+    "interview": (("offer", 0.08), ("rejected", 0.05)),
+    "offer": (("hired", 0.20),),
+}
+#: share of emails that get a reply (the reply comes a few hours after delivery)
+REPLY_SHARE = 0.08
+
+
+@dataclass(frozen=True)
+class Story:
+    """A scripted candidate whose timeline the summary shows."""
+
+    label: str
+    person: SeedPerson
+    plot: str
+
+
+@dataclass
+class DemoReport:
+    """Every figure of a demo run, from the ledger and from the fakes."""
+
+    start: datetime
+    nights: int
+    people: int
+    #: (cadence, step, channel) -> status -> count, from the ledger
+    touches: dict[tuple[str, str, str], Counter[str]] = field(default_factory=dict)
+    #: reason -> deferrals (a touch deferred on several nights counts each night)
+    deferred: Counter[str] = field(default_factory=Counter)
+    #: sent touches by channel, from the ledger
+    ledger_sent: Counter[str] = field(default_factory=Counter)
+    #: what the providers received
+    emails_accepted: int = 0
+    sms_accepted: int = 0
+    email_requests: int = 0
+    #: tasks by CRM: created there (fake's records) and in the ledger
+    crm_tasks: Counter[str] = field(default_factory=Counter)
+    ledger_tasks: Counter[str] = field(default_factory=Counter)
+    notes: Counter[str] = field(default_factory=Counter)
+    #: applications (moves to applied) and how many were acknowledged within 48 h
+    applications: int = 0
+    acknowledged_48h: int = 0
+    acknowledged_late: int = 0
+    interviews: int = 0
+    thanked_24h: int = 0
+    thanked_late: int = 0
+    inbound: Counter[str] = field(default_factory=Counter)
+    stage_moves: Counter[str] = field(default_factory=Counter)
+    sync_bad: int = 0
+    failed: int = 0
+    ambiguous: int = 0
+    timelines: dict[str, list[tuple[datetime, str]]] = field(default_factory=dict)
+    stories: list[Story] = field(default_factory=list)
+    #: moves the script made: (seed index, stage, at)
+    moves: list[tuple[int, str, datetime]] = field(default_factory=list)
+    #: inbound events fed to the engine: (type, channel, seed index, at)
+    inbound_log: list[tuple[str, str | None, int, datetime]] = field(default_factory=list)
+
+
+class Demo:
+    """One demo run. ``run()`` plays the nights and returns the :class:`DemoReport`.
+
+    Example::
+
+        report = Demo(nights=30, people=400).run()
+    """
+
+    def __init__(
+        self,
+        *,
+        nights: int = 30,
+        people: int = 400,
+        seed: int = 7,
+        start: datetime = DEMO_START,
+        database_url: str | None = None,
+        config: CadenceConfig | None = None,
+        on_night: Callable[[int, TickSummary], None] | None = None,
+    ) -> None:
+        self.nights = nights
+        self.seed = seed
+        self.start = start
+        self.clock = FixedClock(start)
+        self.timer = ManualTimer()
+        self.config = config or load_cadence_file(default_config_dir() / "cadences.yaml")
+        self.on_night = on_night
+        self._database_url = database_url
+        from outreach.sandbox.seed import Population
+
+        population = list(Population(people, seed=seed))
+        self.stories = _pick_stories(population)
+        bounce, no_email, _cross = (s.person for s in self.stories)
+        self.sandbox = Sandbox(
+            population,
+            clock=self.clock,
+            bouncing=[bounce.email],
+            invalid_phones=[no_email.phone_e164 or ""],
+        )
+        self.people = population
+        self.by_email = {p.email.lower(): p for p in population}
+        self.by_phone = {p.phone_e164: p for p in population if p.phone_e164}
+        self.stage = {p.index: p.stage for p in population}
+        self.report = DemoReport(start=start, nights=nights, people=people, stories=self.stories)
+        self._story_index = {s.person.index for s in self.stories}
+        self._pending: list[tuple[datetime, InboundEvent, int]] = []
+        self._seen_emails = 0
+        self._seen_sms = 0
+
+    # -- the run --------------------------------------------------------------------------
+
+    def run(self) -> DemoReport:
+        """Play every night; stop the fakes; return the report."""
+        with tempfile.TemporaryDirectory(prefix="outreach-demo-") as tmp:
+            url = self._database_url or f"sqlite:///{Path(tmp) / 'demo.db'}"
+            from outreach.store import ensure_schema, make_engine
+
+            engine = make_engine(url)
+            try:
+                ensure_schema(engine)
+                with self.sandbox:
+                    self._play(engine)
+                    self._summarise(engine)
+            finally:
+                engine.dispose()
+        return self.report
+
+    def _play(self, engine: Engine) -> None:
+        settings = Settings(_env_file=None, **self.sandbox.env())  # type: ignore[call-arg]
+        pacing = {"sleep": self.timer.sleep, "monotonic": self.timer.monotonic}
+        connectors, off = build_connectors(settings, SOURCES, self.clock, **pacing)
+        if off:
+            raise RuntimeError(f"sandbox sources off: {off}")
+        channels, off = build_channels(settings, self.config, self.clock, sleep=self.timer.sleep)
+        if off:
+            raise RuntimeError(f"sandbox channels off: {off}")
+        by_name = {c.name: c for c in connectors}
+        try:
+            for night in range(self.nights):
+                now = self.start + timedelta(days=night)
+                self.clock.set(now)
+                if night > 0:
+                    self._script(night, now)
+                else:
+                    self._opening_moves(now)
+                self._inbound(engine, now)
+                for connector in connectors:
+                    result = sync_source(connector, engine, self.config, self.clock)
+                    self.report.sync_bad += len(result.bad)
+                tick = Tick(
+                    self.config,
+                    self.clock,
+                    channels,
+                    engine_transactions(engine),
+                    horizon=timedelta(hours=24),
+                    sleep=self.timer.sleep,
+                    monotonic=self.timer.monotonic,
+                    dialect=engine.dialect.name,
+                )
+                summary = tick.run()
+                for counts in summary.steps.values():
+                    self.report.deferred.update(counts.deferred)
+                process_write_backs(engine, by_name, self.clock)
+                self._answer(now)
+                if self.on_night is not None:
+                    self.on_night(night, summary)
+        finally:
+            for connector in connectors:
+                connector.close()
+
+    # -- the script -----------------------------------------------------------------------
+
+    def _move(self, person: SeedPerson, stage: str, at: datetime) -> None:
+        self.sandbox.move(person, stage, at)
+        self.stage[person.index] = stage
+        self.report.moves.append((person.index, stage, at))
+        self.report.stage_moves[stage] += 1
+
+    def _opening_moves(self, now: datetime) -> None:
+        """The scripted people apply the evening before the first night.
+
+        The second one tells the recruiter not to email them (Greenhouse ``can_email``).
+        """
+        for story in self.stories:
+            self._move(story.person, "applied", now - timedelta(hours=10))
+        no_email = self.stories[1].person
+        greenhouse = self.sandbox.greenhouse
+        position = greenhouse.position(self.sandbox.greenhouse_id(no_email))
+        greenhouse.update(position, at=now - timedelta(hours=9), can_email=False)
+
+    def _script(self, night: int, now: datetime) -> None:
+        """Recruiters move candidates during the day before this night (weekdays only)."""
+        day = now - timedelta(days=1)
+        if day.weekday() >= 5:
+            return
+        rng = random.Random(f"{self.seed}:{night}")
+        cross = self.stories[2].person
+        if night in _CROSS_PLOT:
+            self._move(cross, _CROSS_PLOT[night], now - timedelta(hours=rng.uniform(6, 12)))
+        for person in self.people:
+            if person.index in self._story_index:
+                continue
+            for stage, chance in _MOVES.get(self.stage[person.index], ()):
+                if rng.random() < chance:
+                    self._move(person, stage, now - timedelta(hours=rng.uniform(5, 14)))
+                    break
+
+    def _answer(self, now: datetime) -> None:
+        """Candidates answer what was delivered this night: replies, and one STOP."""
+        stop = self.stories[0].person
+        messages = self.sandbox.sendgrid.messages[self._seen_emails :]
+        self._seen_emails += len(messages)
+        for message in messages:
+            person = self.by_email.get(message["to"][0].lower())
+            if person is None or person.index in self._story_index:
+                continue
+            delivered = _delivered(message.get("send_at"), now)
+            if _share(f"reply:{message['message_id']}:{person.index}") < REPLY_SHARE:
+                self._queue(
+                    InboundEvent(
+                        type="reply",
+                        channel="email",
+                        address=person.email,
+                        at=delivered + timedelta(hours=5),
+                        id=f"demo-reply-{message['message_id']}-{person.index}",
+                    ),
+                    person,
+                )
+        texts = self.sandbox.twilio.messages[self._seen_sms :]
+        self._seen_sms += len(texts)
+        for text in texts:
+            person = self.by_phone.get(text["to"])
+            if person is stop and not self.report.inbound["stop"]:
+                delivered = _delivered(text.get("send_at"), now)
+                self.clock.set(delivered + timedelta(hours=3))
+                form = self.sandbox.twilio.inbound(text["to"], "STOP")
+                self.clock.set(now)
+                event = from_twilio_inbound(form, delivered + timedelta(hours=3))
+                if event is not None:
+                    self._queue(event, person)
+                self.report.inbound["stop"] += 1
+
+    def _queue(self, event: InboundEvent, person: SeedPerson) -> None:
+        self._pending.append((event.at, event, person.index))
+
+    def _inbound(self, engine: Engine, now: datetime) -> None:
+        """Feed the engine what the providers reported since the last night."""
+        due = [(at, e, i) for at, e, i in self._pending if at <= now]
+        self._pending = [(at, e, i) for at, e, i in self._pending if at > now]
+        events: list[tuple[str, InboundEvent]] = [
+            (f"demo:{e.type}:{i}", e) for _, e, i in sorted(due, key=lambda x: x[0])
+        ]
+        for event in from_sendgrid(self.sandbox.sendgrid.drain_events()):
+            if event.at <= now:
+                events.append((f"sendgrid:{event.id}", event))
+                person = self.by_email.get((event.address or "").lower())
+                if person is not None:
+                    self.report.inbound_log.append(
+                        (event.type, event.channel, person.index, event.at)
+                    )
+                self.report.inbound[event.type] += 1
+            else:
+                self._pending.append((event.at, event, -1))
+        for _, event, index in due:
+            if index >= 0:
+                self.report.inbound_log.append((event.type, event.channel, index, event.at))
+            if event.type == "reply":
+                self.report.inbound["reply"] += 1
+        if events:
+            ingest_events(engine, events, now=now, default_region=self.config.policy.default_region)
+
+    # -- the summary ----------------------------------------------------------------------
+
+    def _summarise(self, engine: Engine) -> None:
+        report = self.report
+        touches = Touch.__table__
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(
+                    touches.c.cadence_id,
+                    touches.c.step_id,
+                    touches.c.channel,
+                    touches.c.status,
+                )
+            ).all()
+            for cadence, step, channel, status in rows:
+                key = (cadence, step, channel or "task")
+                report.touches.setdefault(key, Counter())[status] += 1
+                if status == "sent" and channel:
+                    report.ledger_sent[channel] += 1
+                report.failed += status == "failed"
+                report.ambiguous += status == "ambiguous"
+            tasks = Task.__table__
+            for source in conn.execute(select(tasks.c.source)).scalars():
+                report.ledger_tasks[source or "engine"] += 1
+            self._timelines(conn)
+        sendgrid, twilio, hubspot = self.sandbox.sendgrid, self.sandbox.twilio, self.sandbox.hubspot
+        report.emails_accepted = len(sendgrid.messages)
+        report.email_requests = len(sendgrid.mail_requests)
+        report.sms_accepted = len(twilio.messages)
+        report.crm_tasks["hubspot"] = len(hubspot.tasks)
+        report.notes["hubspot"] = len(hubspot.notes)
+        greenhouse_notes = list(self.sandbox.greenhouse.notes)
+        report.crm_tasks["greenhouse"] = sum(_is_task_note(n) for n in greenhouse_notes)
+        report.notes["greenhouse"] = len(greenhouse_notes) - report.crm_tasks["greenhouse"]
+        lever_notes = [n for notes in self.sandbox.lever.notes.values() for n in notes]
+        report.crm_tasks["lever"] = sum(_is_task_note(n) for n in lever_notes)
+        report.notes["lever"] = len(lever_notes) - report.crm_tasks["lever"]
+        self._timeliness()
+
+    def _timeliness(self) -> None:
+        """Acknowledged within 48 h, thanked within 24 h: from the script and SendGrid."""
+        report = self.report
+        first: dict[tuple[int, str], datetime] = {}
+        for message in self.sandbox.sendgrid.messages:
+            person = self.by_email.get(message["to"][0].lower())
+            if person is None:
+                continue
+            at = _delivered(message.get("send_at"), None)
+            for step in ("acknowledge", "thank-you"):
+                if step in message["categories"]:
+                    key = (person.index, step)
+                    if key not in first or at < first[key]:
+                        first[key] = at
+        for index, stage, moved_at in report.moves:
+            if stage == "applied":
+                report.applications += 1
+                sent = first.get((index, "acknowledge"))
+                if sent is not None and sent >= moved_at:
+                    within = sent - moved_at <= timedelta(hours=48)
+                    report.acknowledged_48h += within
+                    report.acknowledged_late += not within
+            elif stage == "interview":
+                report.interviews += 1
+                sent = first.get((index, "thank-you"))
+                if sent is not None and sent >= moved_at:
+                    within = sent - moved_at <= timedelta(hours=24)
+                    report.thanked_24h += within
+                    report.thanked_late += not within
+
+    def _timelines(self, conn: Any) -> None:
+        points = ContactPoint.__table__
+        touches = Touch.__table__
+        events = Event.__table__
+        records = CandidateRecord.__table__
+        for story in self.stories:
+            person = story.person
+            person_id = conn.execute(
+                select(points.c.person_id).where(
+                    points.c.kind == "email", points.c.value == normalize_email(person.email)
+                )
+            ).scalar()
+            lines: list[tuple[datetime, str]] = []
+            for index, stage, at in self.report.moves:
+                if index == person.index:
+                    lines.append((at, f"moved to {stage} in the CRM"))
+            if person_id is not None:
+                sources = sorted(
+                    conn.execute(
+                        select(records.c.source).where(records.c.person_id == person_id)
+                    ).scalars()
+                )
+                lines.append((self.start, f"one person in the store: {', '.join(sources)}"))
+                for row in conn.execute(
+                    select(touches).where(touches.c.person_id == person_id).order_by(touches.c.id)
+                ).mappings():
+                    when = row["planned_at"] or row["due_at"]
+                    what = f"{row['cadence_id']}/{row['step_id']}: {row['status']}"
+                    if row["channel"]:
+                        what += f" by {row['channel']}"
+                    if row["reason"] and row["status"] != "sent":
+                        what += f" ({row['reason']})"
+                    lines.append((when, what))
+                for row in conn.execute(
+                    select(events.c.type, events.c.channel, events.c.at).where(
+                        events.c.person_id == person_id, events.c.type != "stage_change"
+                    )
+                ).all():
+                    lines.append((row.at, f"{row.type} on {row.channel or 'every channel'}"))
+            self.report.timelines[story.label] = sorted(lines, key=lambda line: line[0])
+
+
+# Stage moves of the person who lives in two CRMs (night -> stage).
+_CROSS_PLOT = {5: "screening", 10: "interview", 17: "offer", 22: "hired"}
+
+
+def _pick_stories(people: Iterable[SeedPerson]) -> list[Story]:
+    """The scripted people, chosen from the population by what their story needs.
+
+    SMS needs consent, which only Greenhouse carries (a custom field), so the two SMS
+    stories are Greenhouse candidates with a consenting phone and a LinkedIn profile.
+    """
+    bounce = no_email = cross = None
+    for p in people:
+        if p.stage != "prospect" or p.email_opt_out:
+            continue
+        texting = p.phone_e164 and p.sms_consent and p.linkedin_url
+        if len(p.crms) == 2 and cross is None:
+            cross = p
+        elif p.crms == ("greenhouse",) and texting:
+            if bounce is None:
+                bounce = p
+            elif no_email is None:
+                no_email = p
+        if bounce and no_email and cross:
+            break
+    if not (bounce and no_email and cross):
+        raise RuntimeError("the population is too small for the demo's stories; use more people")
+    return [
+        Story("email bounces, then texts STOP", bounce, "bounce"),
+        Story("asks not to be emailed, phone invalid", no_email, "invalid phone"),
+        Story("one person in two CRMs", cross, "cross"),
+    ]
+
+
+def _share(text: str) -> float:
+    """A stable number in [0, 1) for ``text``."""
+    digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def _delivered(send_at: Any, default: datetime | None) -> datetime:
+    """When a provider delivers a message: its ``send_at``, else when it was accepted."""
+    if isinstance(send_at, datetime):
+        return send_at.astimezone(UTC)
+    if isinstance(send_at, int | float):
+        return datetime.fromtimestamp(send_at, UTC)
+    if isinstance(send_at, str) and send_at:
+        return datetime.fromisoformat(send_at.replace("Z", "+00:00"))
+    if default is None:
+        raise ValueError("no delivery time")
+    return default
+
+
+def _is_task_note(note: dict[str, Any]) -> bool:
+    body = str(note.get("body") or note.get("value") or note.get("text") or "")
+    return body.startswith("[Task")
+
+
+def mismatches(report: DemoReport) -> list[str]:
+    """Where the ledger and the providers' records disagree (empty when they agree)."""
+    problems = []
+    if report.ledger_sent["email"] != report.emails_accepted:
+        problems.append(
+            f"ledger has {report.ledger_sent['email']} emails sent, "
+            f"SendGrid accepted {report.emails_accepted}"
+        )
+    if report.ledger_sent["sms"] != report.sms_accepted:
+        problems.append(
+            f"ledger has {report.ledger_sent['sms']} SMS sent, "
+            f"Twilio accepted {report.sms_accepted}"
+        )
+    for crm in SOURCES:
+        if report.ledger_tasks[crm] != report.crm_tasks[crm]:
+            problems.append(
+                f"ledger has {report.ledger_tasks[crm]} {crm} tasks, "
+                f"{crm} holds {report.crm_tasks[crm]}"
+            )
+    return problems
+
+
+def render(report: DemoReport, console: Any) -> None:
+    """Print the summary a recruiter reads: what went out, what waited, what came back."""
+    from rich.table import Table
+
+    end = report.start + timedelta(days=report.nights - 1)
+    console.print(
+        f"[bold]Outreach demo[/]: {report.nights} nightly runs, {report.start:%a %d %b %Y} "
+        f"to {end:%a %d %b %Y}, {report.people} seeded candidates in Greenhouse, Lever and "
+        "HubSpot",
+        highlight=False,
+    )
+    moves = ", ".join(f"{n} to {stage}" for stage, n in sorted(report.stage_moves.items()))
+    console.print(f"Recruiters moved candidates in the CRMs: {moves}.", highlight=False)
+
+    table = Table(title="Touches by cadence, step and channel (ledger)", header_style="bold")
+    for column in ("cadence", "step", "channel", "sent", "tasks", "skipped", "failed", "ambig."):
+        table.add_column(column, justify="right" if column not in ("cadence", "step") else "left")
+    for (cadence, step, channel), counts in sorted(report.touches.items()):
+        table.add_row(
+            cadence,
+            step,
+            channel,
+            *(str(counts.get(k, 0) or "") for k in ("sent", "task", "skipped", "failed")),
+            str(counts.get("ambiguous", 0) or ""),
+        )
+    console.print(table)
+
+    waited = Table(title="Deferred touches by reason (one per night waited)", header_style="bold")
+    waited.add_column("reason")
+    waited.add_column("deferrals", justify="right")
+    for reason, n in report.deferred.most_common():
+        waited.add_row(reason, str(n))
+    console.print(waited)
+
+    providers = Table(title="The ledger against what the providers hold", header_style="bold")
+    for column in ("what", "ledger", "provider", "note"):
+        right = column in ("ledger", "provider")
+        providers.add_column(column, justify="right" if right else "left")
+    providers.add_row(
+        "emails",
+        str(report.ledger_sent["email"]),
+        str(report.emails_accepted),
+        f"SendGrid, in {report.email_requests} requests",
+    )
+    providers.add_row("SMS", str(report.ledger_sent["sms"]), str(report.sms_accepted), "Twilio")
+    for crm, kind in (
+        ("hubspot", "HubSpot task objects"),
+        ("greenhouse", "Greenhouse notes marked as tasks"),
+        ("lever", "Lever notes marked as tasks"),
+    ):
+        providers.add_row(
+            f"tasks in {crm}", str(report.ledger_tasks[crm]), str(report.crm_tasks[crm]), kind
+        )
+    providers.add_row(
+        "CRM notes",
+        "",
+        str(sum(report.notes.values())),
+        ", ".join(f"{crm} {n}" for crm, n in sorted(report.notes.items())),
+    )
+    console.print(providers)
+
+    console.print(
+        f"Acknowledged within 48 h: {report.acknowledged_48h} of {report.applications} "
+        f"applications ({report.acknowledged_late} later, "
+        f"{report.applications - report.acknowledged_48h - report.acknowledged_late} not by "
+        "email: caps, replies, no usable address or past the 72 h limit).",
+        highlight=False,
+    )
+    console.print(
+        f"Thanked within 24 h: {report.thanked_24h} of {report.interviews} interviews "
+        f"({report.thanked_late} later, "
+        f"{report.interviews - report.thanked_24h - report.thanked_late} not by email: "
+        "caps, replies, weekends past the limit).",
+        highlight=False,
+    )
+    inbound = report.inbound
+    console.print(
+        f"Came back: {inbound['reply']} replies (each stops that person's cadence), "
+        f"{inbound['bounce']} bounce, {inbound['stop']} STOP by SMS; "
+        f"{report.failed} failed and {report.ambiguous} ambiguous sends.",
+        highlight=False,
+    )
+    for story in report.stories:
+        person = story.person
+        console.print(
+            f"\n[bold]{person.name}[/] ({story.label}; {', '.join(person.crms)})",
+            highlight=False,
+        )
+        for at, what in report.timelines.get(story.label, []):
+            console.print(f"  {at:%a %d %b %H:%M} UTC  {what}", highlight=False)
+    problems = mismatches(report)
+    for problem in problems:
+        console.print(f"[red]mismatch:[/] {problem}", highlight=False)
+    if not problems:
+        console.print(
+            "\nEvery email, SMS and task in the ledger is in the providers' records, and "
+            "nothing more.",
+            highlight=False,
+        )
