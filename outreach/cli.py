@@ -115,6 +115,7 @@ def _root(
     logging.getLogger("alembic").setLevel(logging.DEBUG if verbose else logging.WARNING)
     # One INFO line per HTTP request drowns the summary; --verbose shows them.
     logging.getLogger("httpx").setLevel(logging.DEBUG if verbose else logging.WARNING)
+    logging.getLogger("twilio").setLevel(logging.DEBUG if verbose else logging.WARNING)
     if version:
         out.print(f"outreach {__version__}")
         raise typer.Exit(EXIT_OK)
@@ -555,7 +556,10 @@ def demo_command(
                 highlight=False,
             )
 
-    demo = Demo(nights=nights, people=people, seed=seed, on_night=on_night)
+    try:
+        demo = Demo(nights=nights, people=people, seed=seed, on_night=on_night)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
     if out.is_terminal:
         progress = Progress(
             TextColumn("simulated nights"),

@@ -45,7 +45,7 @@ from outreach.store.schema import CandidateRecord, ContactPoint, Event, Task, To
 from outreach.sync import sync_source
 from outreach.writeback import process_write_backs
 
-__all__ = ["DEMO_START", "Demo", "DemoReport", "Story"]
+__all__ = ["DEMO_START", "Demo", "DemoReport", "Story", "delivered_at", "mismatches", "render"]
 
 #: a Monday, 02:00 in New York: the nightly job's hour
 DEMO_START = datetime(2026, 11, 2, 7, 0, tzinfo=UTC)
@@ -269,7 +269,7 @@ class Demo:
             person = self.by_email.get(message["to"][0].lower())
             if person is None or person.index in self._story_index:
                 continue
-            delivered = _delivered(message.get("send_at"), now)
+            delivered = delivered_at(message)
             if _share(f"reply:{message['message_id']}:{person.index}") < REPLY_SHARE:
                 self._queue(
                     InboundEvent(
@@ -286,7 +286,7 @@ class Demo:
         for text in texts:
             person = self.by_phone.get(text["to"])
             if person is stop and not self.report.inbound["stop"]:
-                delivered = _delivered(text.get("send_at"), now)
+                delivered = delivered_at(text)
                 self.clock.set(delivered + timedelta(hours=3))
                 form = self.sandbox.twilio.inbound(text["to"], "STOP")
                 self.clock.set(now)
@@ -371,7 +371,7 @@ class Demo:
             person = self.by_email.get(message["to"][0].lower())
             if person is None:
                 continue
-            at = _delivered(message.get("send_at"), None)
+            at = delivered_at(message)
             for step in ("acknowledge", "thank-you"):
                 if step in message["categories"]:
                     key = (person.index, step)
@@ -460,7 +460,10 @@ def _pick_stories(people: Iterable[SeedPerson]) -> list[Story]:
         if bounce and no_email and cross:
             break
     if not (bounce and no_email and cross):
-        raise RuntimeError("the population is too small for the demo's stories; use more people")
+        raise ValueError(
+            "the seeded population has no one for each of the demo's stories; "
+            "use more --people or another --seed"
+        )
     return [
         Story("email bounces, then texts STOP", bounce, "bounce"),
         Story("asks not to be emailed, phone invalid", no_email, "invalid phone"),
@@ -474,17 +477,21 @@ def _share(text: str) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
-def _delivered(send_at: Any, default: datetime | None) -> datetime:
-    """When a provider delivers a message: its ``send_at``, else when it was accepted."""
-    if isinstance(send_at, datetime):
-        return send_at.astimezone(UTC)
-    if isinstance(send_at, int | float):
-        return datetime.fromtimestamp(send_at, UTC)
-    if isinstance(send_at, str) and send_at:
-        return datetime.fromisoformat(send_at.replace("Z", "+00:00"))
-    if default is None:
-        raise ValueError("no delivery time")
-    return default
+def delivered_at(message: dict[str, Any]) -> datetime:
+    """When a provider delivers a message it accepted: its ``send_at``, else on receipt.
+
+    Works for the SendGrid fake's messages (``send_at`` epoch seconds, ``received_at``)
+    and the Twilio fake's (``send_at`` datetime, ``date_created``).
+    """
+    for key in ("send_at", "received_at", "date_created"):
+        value = message.get(key)
+        if isinstance(value, datetime):
+            return value.astimezone(UTC)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return datetime.fromtimestamp(value, UTC)
+        if isinstance(value, str) and value:
+            return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    raise ValueError("the message has no delivery time")
 
 
 def _is_task_note(note: dict[str, Any]) -> bool:

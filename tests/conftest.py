@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -34,11 +35,11 @@ def pytest_report_header(config) -> str:
     return f"outreach test database: {BACKEND}"
 
 
-@pytest.fixture
-def database_url(tmp_path: Path) -> Iterator[str]:
-    """A URL of an empty database that exists only for this test."""
+@contextmanager
+def throwaway_database(directory: Path) -> Iterator[str]:
+    """The URL of an empty database that lives as long as the ``with`` block."""
     if BACKEND == "sqlite":
-        yield f"sqlite:///{tmp_path / 'outreach-test.db'}"
+        yield f"sqlite:///{directory / 'outreach-test.db'}"
         return
     if BACKEND != "postgresql":
         raise pytest.UsageError("OUTREACH_TEST_DATABASE must be sqlite or postgresql")
@@ -52,6 +53,13 @@ def database_url(tmp_path: Path) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> Iterator[str]:
+    """A URL of an empty database that exists only for this test."""
+    with throwaway_database(tmp_path) as url:
+        yield url
 
 
 @pytest.fixture

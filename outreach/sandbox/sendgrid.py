@@ -606,6 +606,7 @@ class FakeSendGrid(FakeProvider):
                     "reply_to": copy.deepcopy(body.get("reply_to")),
                     "content": copy.deepcopy(body.get("content")),
                     "batch_id": body.get("batch_id"),
+                    "received_at": now,
                 }
                 self.messages.append(message)
                 # A scheduled message is processed when it goes out, not when it is accepted.

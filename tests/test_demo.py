@@ -1,0 +1,240 @@
+"""End to end: the demo's month of nights, checked on what the fake providers received.
+
+The engine's own ledger is only used to name things (which step a message was, which
+zone a person lives in); every timing and count asserted comes from the fakes' records.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+from collections import defaultdict
+from collections.abc import Iterator
+from datetime import datetime, time
+from pathlib import Path
+from typing import Any
+
+import holidays
+import pytest
+from conftest import throwaway_database
+from sqlalchemy import create_engine, select
+from test_entrypoint import outreach_script
+
+from outreach.demo import Demo, DemoReport, delivered_at, mismatches
+from outreach.engine.window import zone_for
+from outreach.sandbox.seed import RECRUITERS
+from outreach.store.schema import CandidateRecord, ContactPoint, Task, Touch
+
+
+class Ran:
+    """A finished demo: the fakes, the report, and the store it wrote."""
+
+    def __init__(self, demo: Demo, report: DemoReport, url: str) -> None:
+        self.demo, self.report = demo, report
+        self.sandbox = demo.sandbox
+        self.config = demo.config
+        self.engine = create_engine(url)
+
+    def query(self, statement) -> list[Any]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(statement).all())
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ran]:
+    with throwaway_database(tmp_path_factory.mktemp("demo")) as url:
+        demo = Demo(nights=30, people=250, database_url=url)
+        report = demo.run()
+        result = Ran(demo, report, url)
+        yield result
+        result.engine.dispose()
+
+
+def deliveries(ran: Ran) -> list[tuple[int, datetime, str, str, str]]:
+    """Every email and SMS the providers accepted: (person, when, channel, cadence, step)."""
+    points = {
+        (kind, value): person
+        for kind, value, person in ran.query(
+            select(ContactPoint.kind, ContactPoint.value, ContactPoint.person_id)
+        )
+    }
+    steps = {
+        sid: (cadence, step)
+        for sid, cadence, step in ran.query(
+            select(Touch.provider_message_id, Touch.cadence_id, Touch.step_id)
+        )
+    }
+    out = []
+    for message in ran.sandbox.sendgrid.messages:
+        cadence, step = message["categories"]
+        person = points[("email", message["to"][0].lower())]
+        out.append((person, delivered_at(message), "email", cadence, step))
+    for message in ran.sandbox.twilio.messages:
+        cadence, step = steps[message["sid"]]
+        out.append((points[("phone", message["to"])], delivered_at(message), "sms", cadence, step))
+    return sorted(out, key=lambda d: (d[0], d[1]))
+
+
+def test_the_summary_agrees_with_the_providers_and_the_ledger(ran: Ran) -> None:
+    report, sandbox = ran.report, ran.sandbox
+    assert mismatches(report) == []
+    assert report.emails_accepted == len(sandbox.sendgrid.messages) > 500
+    assert report.sms_accepted == len(sandbox.twilio.messages) >= 1
+    sent = defaultdict(int)
+    for channel, status in ran.query(select(Touch.channel, Touch.status)):
+        sent[channel] += status == "sent"
+    assert sent["email"] == report.emails_accepted and sent["sms"] == report.sms_accepted
+    assert report.crm_tasks["hubspot"] == len(sandbox.hubspot.tasks) > 0
+    tasks = defaultdict(int)
+    for (source,) in ran.query(select(Task.source)):
+        tasks[source] += 1
+    assert {crm: tasks[crm] for crm in ("greenhouse", "lever", "hubspot")} == dict(
+        report.crm_tasks
+    )
+    assert report.applications and report.acknowledged_48h <= report.applications
+    assert report.inbound["bounce"] == 1 and report.inbound["stop"] == 1
+    assert report.inbound["reply"] > 0 and report.sync_bad == 0
+
+
+def test_no_person_got_messages_closer_than_min_gap_or_over_max_touches(ran: Ran) -> None:
+    policy = ran.config.policy
+    transactional = {
+        (cadence.id, step.id)
+        for cadence in ran.config.cadences
+        for step in cadence.steps
+        if step.transactional
+    }
+    checked = 0
+    for _person, items in itertools.groupby(deliveries(ran), key=lambda d: d[0]):
+        items = list(items)
+        for index, (_, at, _, cadence, step) in enumerate(items):
+            if (cadence, step) in transactional:
+                continue  # counts toward the caps, never blocked by them
+            checked += 1
+            earlier = [d for d in items[:index] if at - d[1] < policy.min_gap]
+            assert not earlier, f"{cadence}/{step} at {at} within min_gap of {earlier}"
+            window = [d for d in items if at - policy.max_touches.per < d[1] <= at]
+            assert len(window) <= policy.max_touches.count
+    assert checked > 100
+
+
+def test_nothing_was_delivered_outside_the_persons_send_window(ran: Ran) -> None:
+    policy = ran.config.policy
+    zones: dict[int, Any] = {}
+    for person, timezone in ran.query(select(CandidateRecord.person_id, CandidateRecord.timezone)):
+        if timezone or person not in zones:
+            zones[person] = timezone
+    phones = dict(
+        ran.query(
+            select(ContactPoint.person_id, ContactPoint.value).where(ContactPoint.kind == "phone")
+        )
+    )
+    calendar = holidays.country_holidays("US")
+    days = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
+    allowed = {days[d] for d in policy.send_window.days}
+    start, end = (time.fromisoformat(str(t)) for t in (policy.send_window.start, policy.send_window.end))
+    for person, at, channel, cadence, step in deliveries(ran):
+        zone, _ = zone_for(zones.get(person), phones.get(person), policy.default_timezone)
+        local = at.astimezone(zone)
+        where = f"{channel} {cadence}/{step} to person {person} at {local.isoformat()}"
+        assert local.weekday() in allowed, where
+        assert start <= local.time() <= end, where
+        assert local.date() not in calendar, where
+
+
+def test_every_sendgrid_request_was_valid_and_carried_the_touch(ran: Ran) -> None:
+    sendgrid = ran.sandbox.sendgrid
+    posts = sendgrid.requests_to("POST", "/v3/mail/send")
+    assert posts and {r.status for r in posts} == {202}
+    assert len(posts) == len(sendgrid.mail_requests) == ran.report.email_requests
+    for message in sendgrid.messages:
+        assert set(message["custom_args"]) == {"touch_id"}
+        assert message["custom_args"]["touch_id"].isdigit()
+        assert message["headers"]["List-Unsubscribe"].startswith("<mailto:")
+        assert len(message["categories"]) == 2
+
+
+def test_every_hubspot_task_is_on_the_right_contact_and_owner(ran: Ran) -> None:
+    hubspot = ran.sandbox.hubspot
+    by_task = {
+        task_id: (source, external_id)
+        for task_id, source, external_id in ran.query(
+            select(Task.external_id, CandidateRecord.source, CandidateRecord.external_id).join(
+                CandidateRecord, CandidateRecord.id == Task.record_id
+            )
+        )
+    }
+    assert hubspot.tasks
+    for task in hubspot.tasks.values():
+        (contact_id,) = task.contacts
+        assert by_task[task.id] == ("hubspot", contact_id)
+        contact = hubspot.contacts[contact_id]
+        assert task.properties["hubspot_owner_id"] == contact.properties["hubspot_owner_id"]
+        assert task.properties["hs_task_subject"]
+
+
+def test_every_greenhouse_note_is_written_as_the_engine_user(ran: Ran) -> None:
+    notes = ran.sandbox.greenhouse.notes
+    assert notes
+    # Harvest v3 has no On-Behalf-Of header: the fake names as author the ``sub`` the
+    # bearer token was issued for, which must be the engine's GREENHOUSE_USER_ID.
+    assert {note["user_id"] for note in notes} == {RECRUITERS[0].greenhouse_id}
+    assert {note.get("via") for note in notes} == {"v3"}
+
+
+def test_the_stopped_phone_and_the_bounced_address_get_nothing_after(ran: Ran) -> None:
+    story = ran.report.stories[0].person
+    (stop_at,) = [at for kind, ch, i, at in ran.report.inbound_log if kind == "opt_out" and i == story.index]
+    (bounce_at,) = [at for kind, ch, i, at in ran.report.inbound_log if kind == "bounce"]
+    texts = [m for m in ran.sandbox.twilio.messages if m["to"] == story.phone_e164]
+    assert texts and all(delivered_at(m) < stop_at for m in texts)
+    emails = [m for m in ran.sandbox.sendgrid.messages if m["to"][0].lower() == story.email.lower()]
+    assert emails and all(delivered_at(m) <= bounce_at for m in emails)
+    assert story.phone_e164 in ran.sandbox.twilio.opted_out
+
+
+def test_the_invalid_phone_is_tried_once_and_the_person_in_two_crms_acknowledged_once(
+    ran: Ran,
+) -> None:
+    invalid = ran.report.stories[1].person
+    tried = [
+        r for r in ran.sandbox.twilio.requests_to("POST", "/Messages.json") if r.status == 400
+    ]
+    assert len(tried) == 1
+    assert not [m for m in ran.sandbox.twilio.messages if m["to"] == invalid.phone_e164]
+    cross = ran.report.stories[2].person
+    acks = [
+        m
+        for m in ran.sandbox.sendgrid.messages
+        if m["to"][0].lower() == cross.email.lower() and "acknowledge" in m["categories"]
+    ]
+    assert len(acks) == 1
+
+
+def test_outreach_demo_runs_from_the_installed_script(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OUTREACH_", "SENDGRID_"))}
+    done = subprocess.run(
+        [outreach_script(), "demo", "--nights", "6", "--people", "250"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Outreach demo" in done.stdout and "nothing more" in done.stdout
+    assert "night 6/6" in done.stdout  # plain progress lines when not on a terminal
+    assert list(tmp_path.iterdir()) == []  # nothing left behind
+
+
+def test_a_population_too_small_for_the_stories_is_a_clear_error(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [outreach_script(), "demo", "--people", "50"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "use more --people" in done.stderr and "Traceback" not in done.stderr
