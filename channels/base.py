@@ -120,6 +120,10 @@ class Channel:
     max_schedule_ahead: ClassVar[timedelta] = timedelta(0)
     #: whether the engine paces calls to ``policy.rate_limits`` (real providers: yes)
     paced: ClassVar[bool] = True
+    #: whether each message of a batch is its own provider request (SMS) rather than the
+    #: batch being one request (SendGrid personalizations); the engine then hands over no
+    #: more messages at once than the rate allows per second, so a 1/s policy is 1/s
+    request_per_message: ClassVar[bool] = False
 
     def send(self, batch: Sequence[OutgoingMessage]) -> list[SendResult]:
         """Send ``batch``; return one result per message, in any order."""

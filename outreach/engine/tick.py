@@ -670,8 +670,12 @@ class Tick:
             results: list[tuple[_Pending, SendResult]] = []
             for name, items in by_channel.items():
                 channel = self.channels[name]
-                for start in range(0, len(items), channel.max_batch):
-                    chunk = items[start : start + channel.max_batch]
+                size = channel.max_batch
+                limiter = self.limiters.get(name)
+                if limiter is not None and channel.request_per_message:
+                    size = max(1, min(size, int(limiter.rate)))
+                for start in range(0, len(items), size):
+                    chunk = items[start : start + size]
                     results.extend(self._send(channel, chunk))
             pending = self._confirm(results, now, summary)
 

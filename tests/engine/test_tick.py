@@ -13,7 +13,7 @@ from engine_world import World, write_config
 from sqlalchemy import func, insert, select, update
 
 from channels.base import Channel, OutgoingMessage, SendResult
-from outreach.clock import FixedClock
+from outreach.clock import FixedClock, ManualTimer
 from outreach.engine.route import choose_variant
 from outreach.store.schema import ContactPoint, Enrollment, Event, Person, Touch
 
@@ -358,3 +358,35 @@ def test_people_merged_while_enrolled_keep_one_enrollment_per_cadence(world: Wor
     with world.engine.connect() as conn:
         reasons = conn.execute(select(Enrollment.stop_reason).where(Enrollment.status == "stopped")).scalars().all()
     assert reasons == ["duplicate: the person runs this cadence already"]
+
+
+class CountingSMS(Channel):
+    """An SMS provider that takes one request per message and records each batch."""
+
+    name = "sms"
+    max_batch = 20
+    request_per_message = True
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+        self.sent: list[OutgoingMessage] = []
+
+    def send(self, batch):
+        self.batches.append(len(batch))
+        self.sent.extend(batch)
+        return [SendResult.sent(m) for m in batch]
+
+
+def test_sms_is_handed_over_no_faster_than_the_policy_rate(engine, tmp_path: Path) -> None:
+    config = write_config(tmp_path, SMALL.replace("rate_limits: {linkedin: 1/d}",
+                                                  "rate_limits: {linkedin: 1/d, sms: 2/s}"), TEMPLATES)
+    world = World(engine, config, ny(2026, 11, 2, 9, 0))
+    world.sms = CountingSMS()  # type: ignore[assignment]
+    world.add(*[{**PERSON, "external_id": f"p{i}", "email": "", "phone": f"+1 212 555 01{i:02d}",
+                 "stage": "applied"} for i in range(7)])
+    timer = ManualTimer()
+    summary = world.tick(sleep=timer.sleep, monotonic=timer.monotonic)
+    assert summary.total("sent") == 7
+    # Two a second: never a burst of twenty requests at a 2/s provider limit.
+    assert max(world.sms.batches) <= 2 and sum(world.sms.batches) == 7
+    assert timer.now >= 2.5  # 7 messages at 2/s after a burst of 2
