@@ -2,17 +2,20 @@
 
 The tick queues a note for every touch it hands to a channel and a task for every
 LinkedIn, call or manual step, for records that came from a CRM. :func:`process_write_backs`
-sends them through the source's connector, paced by its limits. A failure never blocks
+sends them through the source's connector, paced by its limits; each CRM has its own
+limits, so the CRMs are written to side by side (one thread each). A failure never blocks
 sending: the row is retried later with backoff; a permanent refusal is recorded as failed
 with the reason; a credential problem leaves the source's rows waiting.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Mapping
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Engine, select, update
 
@@ -60,10 +63,31 @@ def process_write_backs(
             .order_by(_rows.c.id)
             .limit(limit)
         ).all()
+    by_source: dict[str, list[Any]] = defaultdict(list)
+    for row in rows:
+        by_source[row.source].append(row)
+    with ThreadPoolExecutor(max_workers=max(1, len(by_source))) as pool:
+        parts = [
+            pool.submit(_write_source, engine, connectors[source], items, now)
+            for source, items in by_source.items()
+        ]
+        for part in parts:
+            done = part.result()
+            report.done.update(done.done)
+            report.retrying.update(done.retrying)
+            report.failed.extend(done.failed)
+            report.blocked.update(done.blocked)
+    return report
+
+
+def _write_source(
+    engine: Engine, connector: Connector, rows: Sequence[Any], now: datetime
+) -> WriteBackReport:
+    """One CRM's due rows, in order, through its own connector (one thread per CRM)."""
+    report = WriteBackReport()
     for row in rows:
         if row.source in report.blocked:
-            continue
-        connector = connectors[row.source]
+            break
         values: dict[str, object] = {"attempts": row.attempts + 1, "updated_at": now}
         try:
             if row.kind == "task":

@@ -1,0 +1,97 @@
+"""The nightly job as deployed: ``outreach sync && outreach run`` processes against the sandbox.
+
+Two runs started together (a slow night, and cron starting the next one) must not send
+anything twice; a dry run must not touch a provider at all.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from test_entrypoint import outreach_script
+
+from outreach.clock import FixedClock
+from outreach.sandbox.base import Fault
+from outreach.sandbox.suite import Sandbox
+
+# A Tuesday, 10:00 in New York: inside the default send window.
+NOW = datetime(2026, 11, 3, 15, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def sandbox() -> Iterator[Sandbox]:
+    with Sandbox(120, clock=FixedClock(NOW)) as running:
+        # Today's applications: due for the acknowledgement now.
+        for person in running.people[:40]:
+            running.move(person, "applied", NOW - timedelta(hours=1))
+        yield running
+
+
+def outreach(env: dict[str, str], *args: str, cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [outreach_script(), *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.fixture
+def env(sandbox: Sandbox, database_url: str) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("OUTREACH_")}
+    return {**base, **sandbox.env(), "OUTREACH_DATABASE_URL": database_url}
+
+
+def test_two_runs_started_together_send_nothing_twice(
+    sandbox: Sandbox, env: dict[str, str], tmp_path: Path
+) -> None:
+    synced = outreach(env, "sync", "--now", NOW.isoformat(), cwd=tmp_path)
+    _, err = synced.communicate(timeout=120)
+    assert synced.returncode == 0, err
+    # Slow provider answers keep the first run busy while the second one starts.
+    sandbox.sendgrid.faults.random(0.5, [Fault("slow", seconds=0.05)], seed=3)
+    runs = [outreach(env, "run", "--now", NOW.isoformat(), cwd=tmp_path) for _ in range(2)]
+    results = [run.communicate(timeout=300) for run in runs]
+    for run, (_out, err) in zip(runs, results, strict=True):
+        assert run.returncode in (0, 1), err
+        assert "Traceback" not in err
+    touches = Counter(m["custom_args"]["touch_id"] for m in sandbox.sendgrid.messages)
+    people = Counter(m["to"][0] for m in sandbox.sendgrid.messages)
+    assert touches and max(touches.values()) == 1
+    acks = Counter(
+        m["to"][0] for m in sandbox.sendgrid.messages if "acknowledge" in m["categories"]
+    )
+    assert max(acks.values()) == 1
+    assert sum(acks.values()) >= 35  # the work was done, by one run or shared by both
+    assert max(people.values()) <= 2  # max_touches
+    # A third run the same night finds nothing left to send.
+    again = outreach(env, "run", "--now", NOW.isoformat(), cwd=tmp_path)
+    _, err = again.communicate(timeout=120)
+    before = len(sandbox.sendgrid.messages)
+    assert again.returncode in (0, 1), err
+    assert len(sandbox.sendgrid.messages) == before
+
+
+def test_a_dry_run_touches_no_provider(
+    sandbox: Sandbox, env: dict[str, str], tmp_path: Path
+) -> None:
+    synced = outreach(env, "sync", "--now", NOW.isoformat(), cwd=tmp_path)
+    _, err = synced.communicate(timeout=120)
+    assert synced.returncode == 0, err
+    crm_requests = {name: len(sandbox.fakes[name].requests) for name in ("greenhouse", "lever", "hubspot")}
+    dry = outreach(env, "run", "--dry-run", "--now", NOW.isoformat(), cwd=tmp_path)
+    out, err = dry.communicate(timeout=120)
+    assert dry.returncode == 0, err
+    assert "dry run" in out
+    assert not sandbox.sendgrid.requests and not sandbox.twilio.requests
+    assert {
+        name: len(sandbox.fakes[name].requests) for name in ("greenhouse", "lever", "hubspot")
+    } == crm_requests
