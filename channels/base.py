@@ -125,6 +125,11 @@ class Channel:
     #: more messages at once than the rate allows per second, so a 1/s policy is 1/s
     request_per_message: ClassVar[bool] = False
 
+    def batch_key(self, message: OutgoingMessage) -> tuple[str, ...]:
+        """Messages with equal keys can share one provider request; the engine hands them
+        over together (default: no grouping)."""
+        return ()
+
     def send(self, batch: Sequence[OutgoingMessage]) -> list[SendResult]:
         """Send ``batch``; return one result per message, in any order."""
         raise NotImplementedError

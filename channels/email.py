@@ -333,6 +333,12 @@ class SendGridEmail(Channel):
 
     # -- request bodies --------------------------------------------------------------
 
+    def batch_key(self, message: OutgoingMessage) -> tuple[str, ...]:
+        """Dynamic-template messages of one group share requests of up to 1,000."""
+        if not message.sendgrid_template_id:
+            return ()
+        return tuple("" if part is None else str(part) for part in self._group_key(message))
+
     def _group_key(self, message: OutgoingMessage) -> tuple[Any, ...]:
         return (
             message.sendgrid_template_id,

@@ -688,7 +688,9 @@ def _print_summary(summary, *, dry_run: bool) -> None:
             str(counts.tasks),
             reasons(counts.deferred),
             reasons(counts.skipped),
-            str(counts.failed),
+            f"{counts.failed} ({counts.replanned} re-planned)"
+            if counts.replanned
+            else str(counts.failed),
             str(counts.ambiguous),
         )
     if summary.steps:
@@ -697,7 +699,13 @@ def _print_summary(summary, *, dry_run: bool) -> None:
         f"sent {summary.total('sent')}, tasks {summary.total('tasks')}, "
         f"deferred {sum(summary.total_reasons('deferred').values())}, "
         f"skipped {sum(summary.total_reasons('skipped').values())}, "
-        f"failed {summary.total('failed')}, ambiguous {summary.total('ambiguous')}",
+        f"failed {summary.total('failed')}"
+        + (
+            f" ({summary.total('replanned')} re-planned for a later run)"
+            if summary.total("replanned")
+            else ""
+        )
+        + f", ambiguous {summary.total('ambiguous')}",
         highlight=False,
     )
 

@@ -124,7 +124,12 @@ class Harness:
     """A store, the two fakes on loopback, the real channels, and a tick to run."""
 
     def __init__(
-        self, engine, config: CadenceConfig, sendgrid: FakeSendGrid, twilio: FakeTwilio
+        self,
+        engine,
+        config: CadenceConfig,
+        sendgrid: FakeSendGrid,
+        twilio: FakeTwilio,
+        timeout: float = 0.25,
     ) -> None:
         self.engine = engine
         self.config = config
@@ -138,7 +143,7 @@ class Harness:
             base_url=self.servers[0].url,
             clock=self.clock,
             sleep=self.timer.sleep,
-            timeout=0.25,
+            timeout=timeout,
         )
         self.sms = TwilioSMS(
             twilio.account_sid,
@@ -147,7 +152,7 @@ class Harness:
             base_url=self.servers[1].url,
             clock=self.clock,
             sleep=self.timer.sleep,
-            timeout=0.25,
+            timeout=timeout,
         )
 
     def close(self) -> None:
@@ -196,13 +201,18 @@ class Harness:
 def harness_for(engine, tmp_path: Path) -> Iterator[Any]:
     made: list[Harness] = []
 
-    def build(sendgrid: FakeSendGrid | None = None, twilio: FakeTwilio | None = None) -> Harness:
+    def build(
+        sendgrid: FakeSendGrid | None = None,
+        twilio: FakeTwilio | None = None,
+        timeout: float = 0.25,  # short: the timeout tests stall the fake for longer
+    ) -> Harness:
         clock = FixedClock(NOW)
         harness = Harness(
             engine,
             config_in(tmp_path),
             sendgrid or FakeSendGrid(api_key=KEY, clock=clock),
             twilio or FakeTwilio(clock=clock),
+            timeout,
         )
         made.append(harness)
         return harness
@@ -304,7 +314,7 @@ def test_500_is_ambiguous_and_not_retried(harness_for) -> None:
 
 
 def test_a_dynamic_template_step_is_batched_1000_to_a_request(harness_for) -> None:
-    h = harness_for()
+    h = harness_for(timeout=30.0)  # a 1,000-personalization request on a busy machine
     h.add([person(i, "offer") for i in range(2_500)])
     summary = h.tick()
     assert summary.total("sent") == 2_500
@@ -346,7 +356,12 @@ def test_twenty_percent_faults_on_both_channels_across_5000_touches(harness_for)
     h.tick(NOW + timedelta(hours=2))  # a later run sends nothing twice
 
     touches = h.touches()
-    assert len(touches) == 5_000
+    # One row per step occurrence, plus one per send that failed and was re-planned.
+    steps = Counter(t.idempotency_key.split("#")[0] for t in touches)
+    assert len(steps) == 5_000
+    assert all(
+        sum(1 for t in touches if t.idempotency_key == key) == 1 for key in list(steps)[:50]
+    )
     statuses = Counter(t.status for t in touches)
     assert set(statuses) <= {"sent", "failed", "ambiguous"}
     assert statuses["ambiguous"] > 0 and statuses["sent"] > 4_000
@@ -367,3 +382,68 @@ def test_twenty_percent_faults_on_both_channels_across_5000_touches(harness_for)
     assert sent_ids <= received_ids
     assert len(received_ids - sent_ids) <= statuses["ambiguous"]
     assert sum(received.values()) == statuses["sent"] + len(received_ids - sent_ids)
+
+
+def test_a_provider_outage_re_plans_the_step_for_the_next_run(harness_for) -> None:
+    h = harness_for()
+    h.sendgrid.faults.server_errors(4, status=503)  # every attempt of this run
+    h.add([person(1, "applied")])
+    summary = h.tick()
+    assert summary.total("failed") == 1 and summary.total("replanned") == 1
+    (failed,) = h.touches()
+    assert failed.status == "failed" and "re-planned" in failed.reason
+    assert not h.sendgrid.messages
+    h.tick(NOW + timedelta(hours=1))
+    first, second = h.touches()
+    assert (first.status, second.status) == ("failed", "sent")
+    assert second.idempotency_key == first.idempotency_key.split("#")[0]
+    assert len(h.sendgrid.messages) == 1
+
+
+def test_a_refused_key_re_plans_until_it_is_fixed(harness_for) -> None:
+    h = harness_for()
+    good = h.email
+    h.email = SendGridEmail("SG.revoked", FROM_EMAIL, base_url=h.servers[0].url, clock=h.clock)
+    h.add([person(1, "applied"), person(2, "applied")])
+    summary = h.tick()
+    assert summary.total("replanned") == 2
+    assert all("SENDGRID_API_KEY" in t.reason for t in h.touches())
+    h.email = good  # the key is fixed before the next night
+    h.tick(NOW + timedelta(days=1))
+    assert Counter(t.status for t in h.touches()) == {"failed": 2, "sent": 2}
+    assert len(h.sendgrid.messages) == 2
+
+
+def test_a_step_failing_for_days_stops_being_re_planned(harness_for) -> None:
+    h = harness_for()
+    h.sendgrid.faults.random(1.0, [Fault("5xx", 503)])
+    h.add([person(1, "applied")])
+    for day in range(6):
+        h.tick(NOW + timedelta(days=day))
+    touches = h.touches()
+    assert [t.status for t in touches] == ["failed"] * len(touches)
+    # Re-planned while at most three days late (days 0 to 3); on day 4 the failure stands.
+    assert len(touches) == 5
+    assert all("re-planned" in t.reason for t in touches[:4])
+    assert "re-planned" not in touches[-1].reason
+    assert not h.sendgrid.messages
+
+
+def test_dynamic_template_messages_of_several_recruiters_fill_whole_requests(harness_for) -> None:
+    h = harness_for(timeout=30.0)
+    h.add(
+        [
+            {**person(i, "offer"), "recruiter_name": f"Rec {i % 2}",
+             "recruiter_email": f"rec{i % 2}@northwind.example"}
+            for i in range(2_000)
+        ]
+    )
+    h.tick()
+    sizes = sorted(len(r["body"]["personalizations"]) for r in h.sendgrid.mail_requests)
+    # Two senders, one request each: not four half-full ones from interleaved chunks.
+    assert sizes == [1000, 1000]
+    for request in h.sendgrid.mail_requests:
+        senders = {p["to"][0]["email"] for p in request["body"]["personalizations"]}
+        assert len(senders) == 1000
+        assert request["body"]["reply_to"]["email"] in ("rec0@northwind.example",
+                                                        "rec1@northwind.example")

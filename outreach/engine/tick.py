@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, func, or_, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, func, or_, select, update
 
 from channels.base import Channel, OutgoingMessage, SendResult
 from outreach.cadence import TASK_CHANNELS, Cadence, CadenceConfig, Step, format_duration
@@ -105,6 +105,8 @@ class StepCounts:
     sent: int = 0
     tasks: int = 0
     failed: int = 0
+    #: of the failed: provably not delivered, planned again for a later run
+    replanned: int = 0
     ambiguous: int = 0
     deferred: Counter[str] = field(default_factory=Counter)
     skipped: Counter[str] = field(default_factory=Counter)
@@ -189,6 +191,29 @@ class _Pending:
     contact_id: int
     tried: list[str]
     reason: str = ""
+    #: when the occurrence was due, and the enrollment before and after the claim moved it
+    #: on: what a re-plan after a provider outage needs (see Tick._replan)
+    due: datetime | None = None
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+
+
+#: enrollment fields a claim moves on, restored when a send provably failed and is re-planned
+_REPLAN_FIELDS = (
+    "id",
+    "status",
+    "stop_reason",
+    "stopped_at",
+    "next_step",
+    "next_occurrence",
+    "step_due_at",
+    "last_touch_at",
+)
+#: a step whose send keeps failing (provider down, credentials refused) is re-planned while
+#: it is at most this late; after that its failure stands
+REPLAN_WITHIN = timedelta(days=3)
+#: the earliest a re-planned step is tried again
+REPLAN_AFTER = timedelta(minutes=15)
 
 
 class Tick:
@@ -670,6 +695,8 @@ class Tick:
             results: list[tuple[_Pending, SendResult]] = []
             for name, items in by_channel.items():
                 channel = self.channels[name]
+                # Messages that can share a provider request go out in the same chunks.
+                items.sort(key=lambda item, ch=channel: ch.batch_key(item.message))
                 size = channel.max_batch
                 limiter = self.limiters.get(name)
                 if limiter is not None and channel.request_per_message:
@@ -714,6 +741,7 @@ class Tick:
         self, results: list[tuple[_Pending, SendResult]], now: datetime, summary: TickSummary
     ) -> list[_Pending]:
         again: list[_Pending] = []
+        replans: list[tuple[_Pending, SendResult]] = []
         notes: list[dict[str, Any]] = []
         updates: list[dict[str, Any]] = []
         suppress: list[dict[str, Any]] = []
@@ -747,7 +775,15 @@ class Tick:
                             contact.suppressed = True
                             contact.suppressed_reason = result.suppress
                 retry = self._fallback(item, result) if result.permanent else None
-                if retry is not None:
+                if retry is None and self._replannable(item, result, now):
+                    # Provably not delivered and not the person's fault: the step is
+                    # planned again (window, caps and lateness re-apply at the next run).
+                    replans.append((item, result))
+                    row["reason"] = f"{row['reason']}; re-planned for a later run"
+                    row["idempotency_key"] = f"{item.message.idempotency_key}#failed{item.touch_id}"
+                    counts.failed += 1
+                    counts.replanned += 1
+                elif retry is not None:
                     row.update(
                         status="claimed",
                         channel=retry.message.channel,
@@ -776,13 +812,71 @@ class Tick:
                     for item in suppress
                 ],
             )
-            bulk_update(
-                conn,
-                _touches,
-                [{"id": row.pop("b_id"), **row} for row in updates],
-            )
+            renamed = [row for row in updates if "idempotency_key" in row]
+            for group in (renamed, [row for row in updates if "idempotency_key" not in row]):
+                bulk_update(conn, _touches, [{"id": row.pop("b_id"), **row} for row in group])
             bulk_write(conn, _write_backs, notes, conflict=("touch_id", "kind"))
+            self._replan(conn, replans, now)
         return again
+
+    def _replannable(self, item: _Pending, result: SendResult, now: datetime) -> bool:
+        """Whether a failed send goes back to the plan instead of failing the step for good."""
+        return (
+            not result.permanent
+            and item.before is not None
+            and item.after is not None
+            and item.due is not None
+            and now - item.due <= REPLAN_WITHIN
+        )
+
+    def _replan(
+        self, conn: Connection, replans: list[tuple[_Pending, SendResult]], now: datetime
+    ) -> None:
+        """Put re-planned occurrences back in their enrollments, due again after a pause.
+
+        Only an enrollment still where this claim left it is touched: if anything moved it
+        on since (a stop event, another worker), that change wins.
+        """
+        if not replans:
+            return
+        params = []
+        for item, result in replans:
+            assert item.before is not None and item.after is not None
+            pause = max(REPLAN_AFTER, timedelta(seconds=result.retry_after or 0))
+            params.append(
+                {
+                    "b_id": item.before["id"],
+                    "b_step": item.after["next_step"],
+                    "b_occurrence": item.after["next_occurrence"],
+                    "b_status": item.after["status"],
+                    **{f"v_{name}": item.before[name] for name in _REPLAN_FIELDS[1:]},
+                    "v_next_due_at": now + pause,
+                    "v_defer_reason": f"re-planned: {item.message.channel} failed",
+                    "v_updated_at": now,
+                }
+            )
+            self._deferred.add(item.before["id"])
+        conn.execute(
+            update(_enrollments)
+            .where(
+                _enrollments.c.id == bindparam("b_id"),
+                _enrollments.c.next_step == bindparam("b_step"),
+                _enrollments.c.next_occurrence == bindparam("b_occurrence"),
+                _enrollments.c.status == bindparam("b_status"),
+            )
+            .values(
+                {
+                    name: bindparam(f"v_{name}")
+                    for name in (
+                        *_REPLAN_FIELDS[1:],
+                        "next_due_at",
+                        "defer_reason",
+                        "updated_at",
+                    )
+                }
+            ),
+            params,
+        )
 
     def _fallback(self, item: _Pending, result: SendResult) -> _Pending | None:
         """The same touch on the next usable channel the step allows, if any."""
@@ -837,6 +931,9 @@ class Tick:
                 contact.id,
                 [*item.tried, name],
                 f"{name} after {item.message.channel} failed: {result.reason}",
+                due=item.due,
+                before=item.before,
+                after=item.after,
             )
         return None
 
@@ -851,7 +948,9 @@ class _BatchWriter:
         self.touches: list[dict[str, Any]] = []
         self.tasks: list[dict[str, Any]] = []
         self.enrollments: dict[int, dict[str, Any]] = {}
-        self.pending: list[tuple[dict[str, Any], _Occurrence, RenderedMessage, str, str]] = []
+        self.pending: list[
+            tuple[dict[str, Any], _Occurrence, RenderedMessage, str, str, dict[str, Any]]
+        ] = []
         self.deferred: set[int] = set()
 
     def _enrollment(self, enrollment: dict[str, Any]) -> dict[str, Any]:
@@ -907,6 +1006,7 @@ class _BatchWriter:
         reason: str,
     ) -> None:
         """Claim the occurrence for a channel; it is dispatched after the batch commits."""
+        before = {name: occ.enrollment.get(name) for name in _REPLAN_FIELDS}
         row = self.touch(
             occ,
             "claimed",
@@ -917,7 +1017,7 @@ class _BatchWriter:
             variant=variant,
             subject=message.subject,
         )
-        self.pending.append((row, occ, message, template, variant))
+        self.pending.append((row, occ, message, template, variant, before))
 
     def task(
         self,
@@ -1076,7 +1176,7 @@ class _BatchWriter:
             ],
         )
         pending: list[_Pending] = []
-        for row, occ, rendered, template, variant in self.pending:
+        for row, occ, rendered, template, variant, before in self.pending:
             touch_id = ids.get(row["idempotency_key"])
             if touch_id is None:
                 continue  # another worker claimed this occurrence first
@@ -1108,6 +1208,12 @@ class _BatchWriter:
                     contact.id,
                     [row["channel"]],
                     row["reason"] or "",
+                    due=occ.due,
+                    before=before,
+                    after={
+                        name: self.enrollments[occ.enrollment["id"]].get(name)
+                        for name in _REPLAN_FIELDS
+                    },
                 )
             )
         return pending

@@ -1,0 +1,405 @@
+"""Benchmark: one tick dispatching through the real SendGrid and Twilio channels to loopback fakes.
+
+Run: ``python benchmarks/dispatch.py [--dynamic 100000] [--rendered 10000] [--quick]``
+
+The fakes run in their own process (as the providers are other machines), the engine in
+another, and the store is seeded by a third, so the engine's peak RSS is the tick's alone.
+Two figures:
+
+1. **Dynamic template** (``--dynamic``): that many candidates due for an email step with a
+   ``sendgrid_template_id``. The channel groups them by (template, cadence, step, sender,
+   reply-to), up to 1,000 personalizations a request. Prints the emails sent, the Mail Send
+   requests the fake received, requests per 1,000 emails (aim: 1), emails/s through the
+   whole tick and the engine's peak RSS. ``--recruiters K`` spreads the candidates over K
+   recruiters (each a sender of its own, so a group of its own) to show the cost of that.
+2. **Locally rendered** (``--rendered``): half due for an email step (Jinja subject and body,
+   one request each), half for an SMS step (one request each), in one tick. Prints
+   messages/s per channel (inside ``send``) and through the tick, and what the fakes
+   received next to the ledger's ``sent`` counts; exits non-zero when they differ.
+
+``--quick`` runs 10,000 and 2,000 instead of 100,000 and 10,000.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import resource
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)  # Wednesday 10:00 in New York
+KEY = "SG.sandbox-key"
+FROM_EMAIL = "talent@northwind.example"
+FROM_NUMBER = "+15005550006"
+TEMPLATE_ID = "d-0123456789abcdef0123456789abcdef"
+CHUNK = 5_000
+
+CONFIG = f"""\
+company: {{name: Northwind}}
+policy:
+  default_timezone: America/New_York
+  send_window: {{start: "00:00", end: "23:59", days: [mon, tue, wed, thu, fri, sat, sun]}}
+  holidays: none
+  max_touches: {{count: 100, per: 7d}}
+  min_gap: 1m
+  channel_order: [email, sms, linkedin]
+  rate_limits: {{email: 100000/s, sms: 100000/s}}
+cadences:
+  - id: offer
+    trigger: {{stage: offer}}
+    steps:
+      - {{id: news, after: 0m, channel: email, template: news,
+         sendgrid_template_id: {TEMPLATE_ID}}}
+  - id: apply
+    trigger: {{stage: applied}}
+    steps:
+      - {{id: hello, after: 0m, channel: email, template: t}}
+  - id: screen
+    trigger: {{stage: screening}}
+    steps:
+      - {{id: text, after: 0m, channel: sms, template: t}}
+"""
+TEMPLATES = {
+    "t.email.j2": (
+        "Subject: Hello {{ candidate.first_name }}, about {{ company.name }}\n\n"
+        "Hi {{ candidate.first_name }},\n\nThanks for applying to {{ company.name }}. "
+        "We are reading every application and will write again within the week.\n\n"
+        "{{ company.name }} recruiting"
+    ),
+    "t.sms.j2": "Hi {{ candidate.first_name }}, thanks for applying to {{ company.name }}.",
+}
+
+
+def write_config(folder: Path) -> Path:
+    """The cadence file and its templates in ``folder``; returns the cadence file."""
+    templates = folder / "templates"
+    templates.mkdir(exist_ok=True)
+    for name, text in TEMPLATES.items():
+        (templates / name).write_text(text)
+    (folder / "cadences.yaml").write_text(CONFIG)
+    return folder / "cadences.yaml"
+
+
+def person(i: int, stage: str, recruiters: int = 1) -> dict[str, Any]:
+    row = {
+        "source": "import",
+        "external_id": f"p{i}",
+        "first_name": f"Person{i}",
+        "last_name": "Lee",
+        "email": f"person{i}@example.com",
+        "stage": stage,
+        "timezone": "America/New_York",
+        "job_title": "Data Engineer",
+        "recruiter_name": f"Recruiter {i % recruiters}",
+        "recruiter_email": f"recruiter{i % recruiters}@northwind.example",
+    }
+    if stage == "screening":
+        row["phone"] = f"+1415{2_000_000 + i:07d}"
+        row["sms_consent"] = "true"
+    return row
+
+
+def _seed(url: str, cadence_file: Path, rows: list[tuple[int, str]], recruiters: int) -> None:
+    """Import the candidates in chunks, as an import would (runs in its own process)."""
+    from outreach.cadence import load_cadence_file
+    from outreach.records import normalize_record
+    from outreach.store import make_engine, upgrade
+    from outreach.store.candidates import upsert_candidates
+
+    engine = make_engine(url)
+    upgrade(engine)
+    config = load_cadence_file(cadence_file)
+    for start in range(0, len(rows), CHUNK):
+        records = [
+            normalize_record(
+                person(i, stage, recruiters),
+                where=f"row {i}",
+                default_region="US",
+                canonical_stage=config.canonical_stage,
+            )
+            for i, stage in rows[start : start + CHUNK]
+        ]
+        with engine.begin() as conn:
+            upsert_candidates(conn, records, NOW)
+    engine.dispose()
+
+
+def _serve(ready: Any, ask: Any) -> None:
+    """Both fakes on loopback in this process; their counts when asked."""
+    from outreach.clock import FixedClock
+    from outreach.sandbox.base import SandboxServer
+    from outreach.sandbox.sendgrid import FakeSendGrid
+    from outreach.sandbox.twilio import FakeTwilio
+
+    sendgrid = FakeSendGrid(api_key=KEY, clock=FixedClock(NOW))
+    twilio = FakeTwilio(clock=FixedClock(NOW))
+    for fake in (sendgrid, twilio):
+        fake.log_bodies = False
+    servers = [SandboxServer(sendgrid).start(), SandboxServer(twilio).start()]
+    ready.put((servers[0].url, servers[1].url, twilio.account_sid, twilio.auth_token))
+    ask.get()  # wait for the engine to finish
+    with sendgrid.lock, twilio.lock:
+        ready.put(
+            {
+                "mail_requests": len(sendgrid.mail_requests),
+                "personalizations": sorted(
+                    len(r["body"]["personalizations"]) for r in sendgrid.mail_requests
+                ),
+                "email_received": len(sendgrid.messages),
+                "email_ids": {m["message_id"] for m in sendgrid.messages},
+                "email_touches": len({m["custom_args"].get("touch_id") for m in sendgrid.messages}),
+                "sms_received": len(twilio.messages),
+                "sms_ids": {m["sid"] for m in twilio.messages},
+            }
+        )
+    for server in servers:
+        server.stop()
+
+
+def _timed(send: Callable[..., Any], spent: list[float]) -> Callable[..., Any]:
+    def wrapper(batch: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return send(batch)
+        finally:
+            spent[0] += time.perf_counter() - started
+
+    return wrapper
+
+
+def _scenario(rows: list[tuple[int, str]], recruiters: int, out: Any) -> None:
+    """Seed, start the fakes, time one tick (this process is the engine); put the figures."""
+    from sqlalchemy import func, select
+
+    from channels.email import SendGridEmail
+    from channels.sms import TwilioSMS
+    from outreach.cadence import load_cadence_file
+    from outreach.clock import FixedClock
+    from outreach.engine.tick import Tick, engine_transactions
+    from outreach.store import make_engine
+    from outreach.store.schema import Touch
+
+    ctx = multiprocessing.get_context("fork")
+    with tempfile.TemporaryDirectory() as tmp:
+        cadence_file = write_config(Path(tmp))
+        url = f"sqlite:///{Path(tmp) / 'bench.db'}"
+        seeding = time.perf_counter()
+        seeder = ctx.Process(target=_seed, args=(url, cadence_file, rows, recruiters))
+        seeder.start()
+        seeder.join()
+        if seeder.exitcode != 0:
+            raise RuntimeError(f"seeding failed (exit code {seeder.exitcode})")
+        seeded = time.perf_counter() - seeding
+
+        ready, ask = ctx.Queue(), ctx.Queue()
+        fakes = ctx.Process(target=_serve, args=(ready, ask), daemon=True)
+        fakes.start()
+        sendgrid_url, twilio_url, account_sid, auth_token = ready.get(timeout=60)
+
+        config = load_cadence_file(cadence_file)
+        clock = FixedClock(NOW)
+        engine = make_engine(url)
+        email = SendGridEmail(KEY, FROM_EMAIL, base_url=sendgrid_url, clock=clock)
+        sms = TwilioSMS(
+            account_sid, auth_token, from_number=FROM_NUMBER, base_url=twilio_url, clock=clock
+        )
+        email_time, sms_time = [0.0], [0.0]
+        email.send = _timed(email.send, email_time)  # type: ignore[method-assign]
+        sms.send = _timed(sms.send, sms_time)  # type: ignore[method-assign]
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        tick = Tick(
+            config,
+            clock,
+            {"email": email, "sms": sms},
+            engine_transactions(engine),
+            dialect=engine.dialect.name,
+        )
+        started = time.perf_counter()
+        summary = tick.run()
+        elapsed = time.perf_counter() - started
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        sms.close()
+
+        with engine.connect() as conn:
+            ledger = Counter(
+                {
+                    (channel, status): count
+                    for channel, status, count in conn.execute(
+                        select(Touch.channel, Touch.status, func.count()).group_by(
+                            Touch.channel, Touch.status
+                        )
+                    )
+                }
+            )
+            sent_ids = {
+                (channel, message_id)
+                for channel, message_id in conn.execute(
+                    select(Touch.channel, Touch.provider_message_id).where(Touch.status == "sent")
+                )
+            }
+        engine.dispose()
+        ask.put("stats")
+        served = ready.get(timeout=120)
+        fakes.join(timeout=30)
+
+    email_ids, sms_ids = served.pop("email_ids"), served.pop("sms_ids")
+    out.put(
+        {
+            "candidates": len(rows),
+            "seed_seconds": seeded,
+            "seconds": elapsed,
+            "email_seconds": email_time[0],
+            "sms_seconds": sms_time[0],
+            "rss_before_mb": rss_before,
+            "rss_mb": rss,
+            "enrolled": sum(summary.enroll.enrolled.values()),
+            "summary_sent": summary.total("sent"),
+            "summary_failed": summary.total("failed"),
+            "summary_ambiguous": summary.total("ambiguous"),
+            "deferred": dict(summary.total_reasons("deferred")),
+            "skipped": dict(summary.total_reasons("skipped")),
+            "ledger": {f"{c}:{s}": n for (c, s), n in ledger.items()},
+            "email_sent": ledger[("email", "sent")],
+            "sms_sent": ledger[("sms", "sent")],
+            "unknown_ids": sum(
+                1
+                for channel, message_id in sent_ids
+                if message_id not in (email_ids if channel == "email" else sms_ids)
+            ),
+            **served,
+        }
+    )
+
+
+def run(rows: list[tuple[int, str]], recruiters: int = 1) -> dict[str, Any]:
+    """Run one scenario in a fresh engine process; return its figures."""
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    process = ctx.Process(target=_scenario, args=(rows, recruiters, out))
+    process.start()
+    figures = out.get()  # before join: a large item would block the child's exit
+    process.join()
+    if process.exitcode != 0:
+        raise RuntimeError(f"the scenario failed (exit code {process.exitcode})")
+    return figures
+
+
+def _row(name: str, figure: str) -> None:
+    print(f"| {name} | {figure} |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmarks and print their figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--dynamic",
+        type=int,
+        default=None,
+        help="emails through a dynamic template (default 100,000; 0 skips)",
+    )
+    parser.add_argument(
+        "--rendered",
+        type=int,
+        default=None,
+        help="locally rendered emails and SMS, half each (default 10,000; 0 skips)",
+    )
+    parser.add_argument(
+        "--recruiters",
+        type=int,
+        default=1,
+        help="recruiters (senders) the dynamic-template candidates are spread over",
+    )
+    parser.add_argument("--quick", action="store_true", help="10,000 / 2,000 for a fast check")
+    args = parser.parse_args(argv)
+    dynamic = args.dynamic if args.dynamic is not None else (10_000 if args.quick else 100_000)
+    rendered = args.rendered if args.rendered is not None else (2_000 if args.quick else 10_000)
+    ok = True
+
+    print("| benchmark | figure |")
+    print("| --- | --- |")
+    if dynamic:
+        a = run([(i, "offer") for i in range(dynamic)], max(1, args.recruiters))
+        sent = a["email_sent"]
+        per_thousand = a["mail_requests"] / (sent / 1000) if sent else float("nan")
+        sizes = Counter(a["personalizations"])
+        _row(
+            f"dynamic template, {dynamic:,} candidates, {args.recruiters} recruiter(s)",
+            f"{sent:,} emails sent in {a['seconds']:.1f} s = **{sent / a['seconds']:,.0f} "
+            f"emails/s** through the tick (inside send: {a['email_seconds']:.1f} s); "
+            f"peak RSS {a['rss_mb']:.0f} MB ({a['rss_before_mb']:.0f} MB before the tick)",
+        )
+        _row(
+            "SendGrid requests",
+            f"{a['mail_requests']:,} requests = **{per_thousand:.2f} per 1,000 emails** "
+            f"(personalizations per request: "
+            + ", ".join(f"{n} of {size}" for size, n in sorted(sizes.items(), reverse=True))
+            + f"); the fake received {a['email_received']:,} messages "
+            f"for {a['email_touches']:,} touches",
+        )
+        if (
+            a["email_received"] != sent
+            or a["email_touches"] != sent
+            or a["unknown_ids"]
+            or sent != dynamic
+        ):
+            ok = False
+            print(
+                f"MISMATCH (dynamic): ledger {a['ledger']}, fake {a['email_received']}, "
+                f"ids not received {a['unknown_ids']}, deferred {a['deferred']}, "
+                f"skipped {a['skipped']}"
+            )
+        _row(
+            "  seeding (not timed)", f"{dynamic:,} candidates imported in {a['seed_seconds']:.1f} s"
+        )
+    if rendered:
+        rows = [(i, "applied" if i % 2 == 0 else "screening") for i in range(rendered)]
+        b = run(rows)
+        emails, texts = b["email_sent"], b["sms_sent"]
+        total = emails + texts
+        _row(
+            f"locally rendered, {rendered:,} candidates (half email, half SMS), one tick",
+            f"{total:,} messages in {b['seconds']:.1f} s = **{total / b['seconds']:,.0f} "
+            f"messages/s** through the tick; peak RSS {b['rss_mb']:.0f} MB "
+            f"({b['rss_before_mb']:.0f} MB before the tick)",
+        )
+        _row(
+            "  email (SendGrid, one request each)",
+            f"{emails:,} sent in {b['email_seconds']:.1f} s inside send = "
+            f"**{emails / b['email_seconds'] if b['email_seconds'] else 0:,.0f} emails/s**; "
+            f"fake received {b['email_received']:,} in {b['mail_requests']:,} requests",
+        )
+        _row(
+            "  SMS (Twilio, one request each)",
+            f"{texts:,} sent in {b['sms_seconds']:.1f} s inside send = "
+            f"**{texts / b['sms_seconds'] if b['sms_seconds'] else 0:,.0f} SMS/s**; "
+            f"fake received {b['sms_received']:,}",
+        )
+        expected = (rendered + 1) // 2, rendered // 2
+        if (
+            b["email_received"] != emails
+            or b["sms_received"] != texts
+            or b["unknown_ids"]
+            or (emails, texts) != expected
+        ):
+            ok = False
+            print(
+                f"MISMATCH (rendered): ledger {b['ledger']}, fakes email "
+                f"{b['email_received']} sms {b['sms_received']}, ids not received "
+                f"{b['unknown_ids']}, deferred {b['deferred']}, skipped {b['skipped']}"
+            )
+        _row(
+            "  seeding (not timed)",
+            f"{rendered:,} candidates imported in {b['seed_seconds']:.1f} s",
+        )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
