@@ -193,7 +193,7 @@ class ApiClient:
         return self.request("GET", path, idempotent=True, **kwargs)
 
     def post(self, path: str, *, idempotent: bool = False, **kwargs: Any) -> httpx.Response:
-        """POST; retried on 5xx only when ``idempotent`` (a search), always on 429."""
+        """POST; retried on other 5xx only when ``idempotent`` (a search), always on 429, 503."""
         return self.request("POST", path, idempotent=idempotent, **kwargs)
 
     def request(self, method: str, path: str, *, idempotent: bool, **kwargs: Any) -> httpx.Response:
@@ -243,7 +243,9 @@ class ApiClient:
         if status < 400:
             return response
         detail = _detail(response)
-        if status == 429 or (status in _RETRYABLE_STATUS and idempotent):
+        # 503 says the request was not handled (DESIGN.md invariant 2), so even a write is
+        # safe to send again; any other 5xx on a write may have been processed.
+        if status in (429, 503) or (status in _RETRYABLE_STATUS and idempotent):
             retry_after = retry_after_seconds(response.headers.get("Retry-After"))
             if status == 429:
                 self.pacer.hold(retry_after if retry_after is not None else 1.0)

@@ -8,24 +8,18 @@ auth); each test gets its own database, dropped afterwards.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine
+from throwaway_db import BACKEND, throwaway_database
 from typer.testing import CliRunner
 
 from outreach.clock import FixedClock
 from outreach.store import make_engine, upgrade
 
-BACKEND = os.environ.get("OUTREACH_TEST_DATABASE", "sqlite").lower()
-POSTGRES_URL = os.environ.get(
-    "OUTREACH_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 REPO = Path(__file__).resolve().parent.parent
 NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
 
@@ -33,26 +27,6 @@ NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
 def pytest_report_header(config) -> str:
     """Say which database the store tests use."""
     return f"outreach test database: {BACKEND}"
-
-
-@contextmanager
-def throwaway_database(directory: Path) -> Iterator[str]:
-    """The URL of an empty database that lives as long as the ``with`` block."""
-    if BACKEND == "sqlite":
-        yield f"sqlite:///{directory / 'outreach-test.db'}"
-        return
-    if BACKEND != "postgresql":
-        raise pytest.UsageError("OUTREACH_TEST_DATABASE must be sqlite or postgresql")
-    name = f"outreach_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.fixture

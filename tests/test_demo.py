@@ -17,9 +17,9 @@ from typing import Any
 
 import holidays
 import pytest
-from conftest import throwaway_database
 from sqlalchemy import create_engine, select
 from test_entrypoint import outreach_script
+from throwaway_db import throwaway_database
 
 from outreach.demo import Demo, DemoReport, delivered_at, mismatches
 from outreach.engine.window import zone_for

@@ -369,3 +369,17 @@ def test_unreadable_file_keeps_the_lines_before(store, tmp_path: Path) -> None:
     assert len(inbound(store)) == 1
     with pytest.raises(InputError, match="file not found"):
         list(read_jsonl(tmp_path / "missing.jsonl"))
+
+
+def test_sendgrids_published_event_webhook_example_maps_to_inbound_events() -> None:
+    fixture = Path(__file__).resolve().parent / "fixtures" / "sendgrid" / "event_webhook.json"
+    items = json.loads(fixture.read_text())
+    events = from_sendgrid(items)
+    assert [(e.type, e.channel) for e in events] == [
+        ("bounce", "email"),  # bounce (no ``type``: a hard bounce)
+        ("bounce", "email"),  # dropped: Bounced Address
+        ("opt_out", "email"),  # spamreport
+        ("unsubscribe", "email"),
+        ("unsubscribe", "email"),  # group_unsubscribe
+    ]
+    assert all(e.id and e.at.tzinfo is not None and e.address for e in events)

@@ -1,4 +1,4 @@
-"""``outreach sandbox serve``: the five fakes up, the variables printed, Ctrl-C stops them."""
+"""``outreach sandbox serve``: the five fakes up, the variables printed, Ctrl-C or TERM stops them."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import httpx
+import pytest
 from test_entrypoint import outreach_script
 
 EXPECTED = {
@@ -21,7 +22,10 @@ EXPECTED = {
 }
 
 
-def test_sandbox_serve_prints_the_environment_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop_with", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "term"])
+def test_sandbox_serve_prints_the_environment_and_stops_cleanly(
+    tmp_path: Path, stop_with: signal.Signals
+) -> None:
     env_file = tmp_path / ".env"
     proc = subprocess.Popen(
         [outreach_script(), "sandbox", "serve", "--people", "40", "--env-file", str(env_file)],
@@ -64,7 +68,7 @@ def test_sandbox_serve_prints_the_environment_and_stops_on_ctrl_c(tmp_path: Path
         )
         assert refused.status_code == 401
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop_with)
         code = proc.wait(timeout=15)
     assert code == 0, proc.stderr.read() if proc.stderr else ""
     # Nothing is left listening.

@@ -500,13 +500,25 @@ def test_a_5xx_on_a_search_is_retried_because_a_search_only_reads() -> None:
 
 
 @respx.mock
-def test_a_5xx_on_a_task_create_is_not_resent() -> None:
+def test_a_500_on_a_task_create_is_not_resent() -> None:
     route = respx.post(f"{BASE}/crm/v3/objects/tasks").mock(
-        return_value=httpx.Response(503, json={"status": "error", "message": "unavailable"})
+        return_value=httpx.Response(500, json={"status": "error", "message": "internal"})
     )
-    with pytest.raises(PermanentError, match="HTTP 503"):
+    with pytest.raises(PermanentError, match="HTTP 500"):
         connector().create_task(TaskSpec("1", None, "t", "b", NOW))
     assert route.call_count == 1
+
+
+@respx.mock
+def test_a_503_on_a_task_create_is_sent_again_as_nothing_was_handled() -> None:
+    route = respx.post(f"{BASE}/crm/v3/objects/tasks").mock(
+        side_effect=[
+            httpx.Response(503, json={"status": "error", "message": "unavailable"}),
+            httpx.Response(201, json={"id": "77", "properties": {}}),
+        ]
+    )
+    assert connector().create_task(TaskSpec("1", None, "t", "b", NOW)) == "77"
+    assert route.call_count == 2
 
 
 @respx.mock

@@ -443,9 +443,9 @@ def test_a_note_id_may_come_as_id_or_not_at_all() -> None:
 @respx.mock
 def test_a_note_is_not_retried_on_5xx() -> None:
     route = respx.post(f"{BASE}/opportunities/o1/notes").mock(
-        return_value=httpx.Response(503, json={"code": "InternalServerError", "message": "x"})
+        return_value=httpx.Response(502, json={"code": "BadGateway", "message": "x"})
     )
-    with pytest.raises(PermanentError, match="HTTP 503"):
+    with pytest.raises(PermanentError, match="HTTP 502"):
         connector().write_note(NoteRef("o1"), "x")
     assert route.call_count == 1
 
