@@ -377,21 +377,21 @@ class Demo:
                     key = (person.index, step)
                     if key not in first or at < first[key]:
                         first[key] = at
+        # stage moved to -> (the step that answers it, its goal, the report's three counters)
+        goals = {
+            "applied": ("acknowledge", timedelta(hours=48), "applications", "acknowledged"),
+            "interview": ("thank-you", timedelta(hours=24), "interviews", "thanked"),
+        }
         for index, stage, moved_at in report.moves:
-            if stage == "applied":
-                report.applications += 1
-                sent = first.get((index, "acknowledge"))
-                if sent is not None and sent >= moved_at:
-                    within = sent - moved_at <= timedelta(hours=48)
-                    report.acknowledged_48h += within
-                    report.acknowledged_late += not within
-            elif stage == "interview":
-                report.interviews += 1
-                sent = first.get((index, "thank-you"))
-                if sent is not None and sent >= moved_at:
-                    within = sent - moved_at <= timedelta(hours=24)
-                    report.thanked_24h += within
-                    report.thanked_late += not within
+            if stage not in goals:
+                continue
+            step, goal, total, met = goals[stage]
+            hours = int(goal.total_seconds() // 3600)
+            setattr(report, total, getattr(report, total) + 1)
+            sent = first.get((index, step))
+            if sent is not None and sent >= moved_at:
+                name = f"{met}_{hours}h" if sent - moved_at <= goal else f"{met}_late"
+                setattr(report, name, getattr(report, name) + 1)
 
     def _timelines(self, conn: Any) -> None:
         points = ContactPoint.__table__
