@@ -118,6 +118,9 @@ class Channel:
     rate_per_second: ClassVar[float | None] = None
     #: how far ahead the provider can schedule a delivery (0: only immediate sends)
     max_schedule_ahead: ClassVar[timedelta] = timedelta(0)
+    #: how far ahead a scheduled delivery must at least be (Twilio: 15 minutes); a message
+    #: due sooner than this but not yet due is held back by the engine, never sent early
+    min_schedule_ahead: ClassVar[timedelta] = timedelta(0)
     #: whether the engine paces calls to ``policy.rate_limits`` (real providers: yes)
     paced: ClassVar[bool] = True
     #: whether each message of a batch is its own provider request (SMS) rather than the
