@@ -115,7 +115,10 @@ def _root(
     logging.getLogger("alembic").setLevel(logging.DEBUG if verbose else logging.WARNING)
     # One INFO line per HTTP request drowns the summary; --verbose shows them.
     logging.getLogger("httpx").setLevel(logging.DEBUG if verbose else logging.WARNING)
-    logging.getLogger("twilio").setLevel(logging.DEBUG if verbose else logging.WARNING)
+    # The SendGrid and Twilio SDKs log request headers and bodies (API keys, addresses,
+    # phone numbers) at DEBUG/INFO: never, not even with --verbose.
+    for sdk in ("python_http_client", "twilio", "sendgrid"):
+        logging.getLogger(sdk).setLevel(logging.WARNING)
     if version:
         out.print(f"outreach {__version__}")
         raise typer.Exit(EXIT_OK)

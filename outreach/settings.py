@@ -97,9 +97,10 @@ class Settings(BaseSettings):
     @field_validator("*", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
-        # `FOO=` in a .env file means "not set", not "set to the empty string".
-        if isinstance(value, str) and not value.strip():
-            return None
+        # `FOO=` in a .env file means "not set", not "set to the empty string"; a key pasted
+        # with a trailing newline or space would otherwise reach an HTTP header as is.
+        if isinstance(value, str):
+            return value.strip() or None
         return value
 
     @field_validator("database_url", "config", mode="after")

@@ -117,3 +117,23 @@ def test_channels_on_with_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TWILIO_MESSAGING_SERVICE_SID", "MG1")
     items = {i.name: i for i in Settings().integrations()}
     assert items["email"].on and items["sms"].on
+
+
+def test_values_are_stripped_so_a_pasted_newline_never_reaches_a_header() -> None:
+    settings = Settings(_env_file=None, SENDGRID_API_KEY="SG.key\n", SENDGRID_FROM_EMAIL=" a@b.co ")
+    assert settings.sendgrid_api_key is not None
+    assert settings.sendgrid_api_key.get_secret_value() == "SG.key"
+    assert settings.sendgrid_from_email == "a@b.co"
+
+
+def test_sdk_request_logs_stay_off_even_when_verbose() -> None:
+    import logging
+
+    from typer.testing import CliRunner
+
+    from outreach.cli import app
+
+    assert CliRunner().invoke(app, ["--verbose", "--version"]).exit_code == 0
+    for sdk in ("python_http_client", "twilio", "sendgrid"):
+        assert logging.getLogger(sdk).getEffectiveLevel() >= logging.WARNING
+    assert logging.getLogger("httpx").getEffectiveLevel() == logging.DEBUG

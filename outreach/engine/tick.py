@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, bindparam, func, or_, select, update
+from sqlalchemy import Connection, Engine, and_, func, or_, select, update
 
 from channels.base import Channel, OutgoingMessage, SendResult
 from outreach.cadence import TASK_CHANNELS, Cadence, CadenceConfig, Step, format_duration
@@ -46,7 +46,15 @@ from outreach.engine.route import Route, build_context, choose_variant, route, u
 from outreach.engine.throttle import earliest_allowed
 from outreach.engine.window import SendCalendar
 from outreach.store.bulk import bulk_update, bulk_write
-from outreach.store.schema import ContactPoint, Enrollment, Person, Task, Touch, WriteBack
+from outreach.store.schema import (
+    ContactPoint,
+    Enrollment,
+    Event,
+    Person,
+    Task,
+    Touch,
+    WriteBack,
+)
 from outreach.templates import RenderedMessage, TemplateRenderError, TemplateStore
 from outreach.writeback import CRM_SOURCES
 
@@ -62,6 +70,9 @@ __all__ = [
 
 _enrollments = Enrollment.__table__
 _touches = Touch.__table__
+_events = Event.__table__
+#: events that end cadences: one arriving while a send is in flight blocks its re-plan
+_STOPPING_EVENTS = ("reply", "stage_change", "opt_out", "unsubscribe")
 _tasks = Task.__table__
 _people = Person.__table__
 _contacts = ContactPoint.__table__
@@ -258,6 +269,8 @@ class Tick:
         self._task_counts: dict[tuple[str | None, str, str], int] = {}
         # Enrollments this tick already deferred: looking again would decide the same.
         self._deferred: set[int] = set()
+        self._events_seen = 0
+        self._claimed_at = self.wall_clock.now()
         self._still_due = False
         self._order = {cadence.id: index for index, cadence in enumerate(config.cadences)}
         self.limiters = {
@@ -279,6 +292,9 @@ class Tick:
         summary.enroll = process_events(
             self.transaction, self.config, now, person_ids=self.person_ids
         )
+        with self.transaction(immediate=False) as conn:
+            latest = select(func.coalesce(func.max(_events.c.id), 0))
+            self._events_seen = conn.execute(latest).scalar_one()
         summary.expired_claims = self._expire_claims(summary)
         limit = now + self.horizon
         # Passes over everything due, in due order. A step that leads straight to another
@@ -392,7 +408,8 @@ class Tick:
                 history_since=now - history_window(policy.min_gap, policy.max_touches.per),
                 default_timezone=policy.default_timezone,
             )
-            writer = _BatchWriter(now, self.run_id, self.wall_clock.now() + self.lease)
+            self._claimed_at = self.wall_clock.now()
+            writer = _BatchWriter(now, self.run_id, self._claimed_at + self.lease)
             by_person: dict[int, list[dict[str, Any]]] = defaultdict(list)
             for enrollment in enrollments:
                 by_person[enrollment["person_id"]].append(enrollment)
@@ -486,6 +503,12 @@ class Tick:
         channel = self.channels.get(the_route.channel or "")
         if channel is not None:
             ahead = min(ahead, channel.max_schedule_ahead)
+            if now < at < now + channel.min_schedule_ahead:
+                # Too soon for the provider to schedule, too early to send: wait for it.
+                reason = f"{the_route.channel} cannot schedule that soon"
+                writer.defer(enrollment, at, reason)
+                counts.deferred[reason] += 1
+                return
         if at > now + ahead:
             reason = reasons[0] if reasons else "not due yet"
             if at <= now + self.horizon and channel is not None:
@@ -703,8 +726,31 @@ class Tick:
                     size = max(1, min(size, int(limiter.rate)))
                 for start in range(0, len(items), size):
                     chunk = items[start : start + size]
+                    self._renew_leases(pending)
                     results.extend(self._send(channel, chunk))
             pending = self._confirm(results, now, summary)
+
+    def _renew_leases(self, pending: list[_Pending]) -> None:
+        """Keep the claims of a long, paced dispatch from expiring while it still sends.
+
+        Past half the lease, every claim of this dispatch still unconfirmed gets a fresh
+        lease, so a run started meanwhile does not report them ambiguous.
+        """
+        wall = self.wall_clock.now()
+        if wall - self._claimed_at < self.lease / 2:
+            return
+        self._claimed_at = wall
+        ids = [item.touch_id for item in pending]
+        with self.transaction() as conn:
+            for start in range(0, len(ids), 500):
+                conn.execute(
+                    update(_touches)
+                    .where(
+                        _touches.c.id.in_(ids[start : start + 500]),
+                        _touches.c.status == "claimed",
+                    )
+                    .values(lease_until=wall + self.lease)
+                )
 
     def _send(self, channel: Channel, chunk: list[_Pending]) -> list[tuple[_Pending, SendResult]]:
         by_id = {item.touch_id: item for item in chunk}
@@ -741,7 +787,7 @@ class Tick:
         self, results: list[tuple[_Pending, SendResult]], now: datetime, summary: TickSummary
     ) -> list[_Pending]:
         again: list[_Pending] = []
-        replans: list[tuple[_Pending, SendResult]] = []
+        replans: list[tuple[_Pending, SendResult, dict[str, Any], StepCounts]] = []
         notes: list[dict[str, Any]] = []
         updates: list[dict[str, Any]] = []
         suppress: list[dict[str, Any]] = []
@@ -774,15 +820,14 @@ class Tick:
                         if contact.id == item.contact_id:
                             contact.suppressed = True
                             contact.suppressed_reason = result.suppress
-                retry = self._fallback(item, result) if result.permanent else None
-                if retry is None and self._replannable(item, result, now):
-                    # Provably not delivered and not the person's fault: the step is
-                    # planned again (window, caps and lateness re-apply at the next run).
-                    replans.append((item, result))
-                    row["reason"] = f"{row['reason']}; re-planned for a later run"
-                    row["idempotency_key"] = f"{item.message.idempotency_key}#failed{item.touch_id}"
-                    counts.failed += 1
-                    counts.replanned += 1
+                retry, later = (
+                    self._fallback(item, result, now) if result.permanent else (None, False)
+                )
+                counts.failed += retry is None
+                if retry is None and (later or not result.permanent):
+                    # Provably not delivered: the step is planned again (window, caps and
+                    # lateness re-apply), on the next channel when this one refused.
+                    replans.append((item, result, row, counts))
                 elif retry is not None:
                     row.update(
                         status="claimed",
@@ -794,8 +839,6 @@ class Tick:
                         sent_at=None,
                     )
                     again.append(retry)
-                else:
-                    counts.failed += 1
             updates.append(row)
         with self.transaction() as conn:
             bulk_update(
@@ -812,84 +855,92 @@ class Tick:
                     for item in suppress
                 ],
             )
+            # Re-plan first: only an occurrence actually put back is marked so in the ledger.
+            for item, _result, row, counts in self._replan(conn, replans, now):
+                row["reason"] = f"{row['reason']}; re-planned for a later run"
+                row["idempotency_key"] = f"{item.message.idempotency_key}#failed{item.touch_id}"
+                counts.replanned += 1
             renamed = [row for row in updates if "idempotency_key" in row]
             for group in (renamed, [row for row in updates if "idempotency_key" not in row]):
                 bulk_update(conn, _touches, [{"id": row.pop("b_id"), **row} for row in group])
             bulk_write(conn, _write_backs, notes, conflict=("touch_id", "kind"))
-            self._replan(conn, replans, now)
         return again
 
-    def _replannable(self, item: _Pending, result: SendResult, now: datetime) -> bool:
-        """Whether a failed send goes back to the plan instead of failing the step for good."""
-        return (
-            not result.permanent
-            and item.before is not None
-            and item.after is not None
-            and item.due is not None
-            and now - item.due <= REPLAN_WITHIN
-        )
-
     def _replan(
-        self, conn: Connection, replans: list[tuple[_Pending, SendResult]], now: datetime
-    ) -> None:
-        """Put re-planned occurrences back in their enrollments, due again after a pause.
+        self,
+        conn: Connection,
+        replans: list[tuple[_Pending, SendResult, dict[str, Any], StepCounts]],
+        now: datetime,
+    ) -> list[tuple[_Pending, SendResult, dict[str, Any], StepCounts]]:
+        """Put failed occurrences back in their enrollments; return those put back.
 
-        Only an enrollment still where this claim left it is touched: if anything moved it
-        on since (a stop event, another worker), that change wins.
+        A step is re-planned while it is at most ``REPLAN_WITHIN`` late, and only if its
+        enrollment is still where this claim left it and no reply, stage change or opt-out
+        for the person arrived since this tick applied events: whatever moved it on wins.
+        Failures are rare, so this is one guarded statement per failed send.
         """
-        if not replans:
-            return
-        params = []
-        for item, result in replans:
-            assert item.before is not None and item.after is not None
+        done = []
+        for entry in replans:
+            item, result = entry[0], entry[1]
+            before, after = item.before, item.after
+            if before is None or after is None or item.due is None:
+                continue
+            if now - item.due > REPLAN_WITHIN:
+                continue
             pause = max(REPLAN_AFTER, timedelta(seconds=result.retry_after or 0))
-            params.append(
-                {
-                    "b_id": item.before["id"],
-                    "b_step": item.after["next_step"],
-                    "b_occurrence": item.after["next_occurrence"],
-                    "b_status": item.after["status"],
-                    **{f"v_{name}": item.before[name] for name in _REPLAN_FIELDS[1:]},
-                    "v_next_due_at": now + pause,
-                    "v_defer_reason": f"re-planned: {item.message.channel} failed",
-                    "v_updated_at": now,
-                }
+            stopped_since = (
+                select(_events.c.id)
+                .where(
+                    _events.c.person_id == item.person.id,
+                    _events.c.id > self._events_seen,
+                    _events.c.type.in_(_STOPPING_EVENTS),
+                )
+                .exists()
             )
-            self._deferred.add(item.before["id"])
-        conn.execute(
-            update(_enrollments)
-            .where(
-                _enrollments.c.id == bindparam("b_id"),
-                _enrollments.c.next_step == bindparam("b_step"),
-                _enrollments.c.next_occurrence == bindparam("b_occurrence"),
-                _enrollments.c.status == bindparam("b_status"),
-            )
-            .values(
-                {
-                    name: bindparam(f"v_{name}")
-                    for name in (
-                        *_REPLAN_FIELDS[1:],
-                        "next_due_at",
-                        "defer_reason",
-                        "updated_at",
-                    )
-                }
-            ),
-            params,
-        )
+            changed = conn.execute(
+                update(_enrollments)
+                .where(
+                    _enrollments.c.id == before["id"],
+                    _enrollments.c.next_step == after["next_step"],
+                    _enrollments.c.next_occurrence == after["next_occurrence"],
+                    _enrollments.c.status == after["status"],
+                    ~stopped_since,
+                )
+                .values(
+                    **{name: before[name] for name in _REPLAN_FIELDS[1:]},
+                    next_due_at=now + pause,
+                    defer_reason=f"re-planned: {item.message.channel} failed",
+                    updated_at=now,
+                )
+            ).rowcount
+            if changed:
+                self._deferred.add(before["id"])
+                done.append(entry)
+        return done
 
-    def _fallback(self, item: _Pending, result: SendResult) -> _Pending | None:
-        """The same touch on the next usable channel the step allows, if any."""
+    def _fallback(
+        self, item: _Pending, result: SendResult, now: datetime
+    ) -> tuple[_Pending | None, bool]:
+        """The same touch on the next usable channel the step allows, if any.
+
+        Returns ``(pending, later)``: ``later`` when a usable channel exists but cannot
+        deliver at this touch's instant (it cannot schedule that far ahead, or that soon):
+        the occurrence is then re-planned rather than sent at the wrong time.
+        """
         step = item.step
         if step.channel == "auto":
             order = list(self.config.policy.channel_order)
         else:
             order = [step.channel] + ([step.fallback] if step.fallback else [])
+        later = False
         for name in order:
             if name in item.tried or name in TASK_CHANNELS or name not in self.channels:
                 continue
             contact, _why = usable(name, item.person, self.config)
             if contact is None:
+                continue
+            if not _can_deliver(self.channels[name], item.message.send_at, now):
+                later = True
                 continue
             context = build_context(
                 item.person,
@@ -919,23 +970,26 @@ class Tick:
                 item.template,
                 item.variant,
             )
-            return _Pending(
-                item.touch_id,
-                message,
-                item.person,
-                item.record,
-                item.cadence,
-                step,
-                item.variant,
-                item.template,
-                contact.id,
-                [*item.tried, name],
-                f"{name} after {item.message.channel} failed: {result.reason}",
-                due=item.due,
-                before=item.before,
-                after=item.after,
+            return (
+                _Pending(
+                    item.touch_id,
+                    message,
+                    item.person,
+                    item.record,
+                    item.cadence,
+                    step,
+                    item.variant,
+                    item.template,
+                    contact.id,
+                    [*item.tried, name],
+                    f"{name} after {item.message.channel} failed: {result.reason}",
+                    due=item.due,
+                    before=item.before,
+                    after=item.after,
+                ),
+                False,
             )
-        return None
+        return None, later
 
 
 class _BatchWriter:
@@ -1296,6 +1350,14 @@ def _without_duplicates(items: list[dict[str, Any]], writer: _BatchWriter) -> li
         if newest[item["cadence_id"]] is not item:
             writer.end(item, "stopped", "duplicate: the person runs this cadence already")
     return [item for item in items if newest[item["cadence_id"]] is item]
+
+
+def _can_deliver(channel: Channel, send_at: datetime, now: datetime) -> bool:
+    """Whether ``channel`` can deliver at ``send_at``: now when due, else by scheduling."""
+    ahead = send_at - now
+    if ahead <= timedelta(0):
+        return True
+    return channel.min_schedule_ahead <= ahead <= channel.max_schedule_ahead
 
 
 def _rate(config: CadenceConfig, channel: Channel) -> float | None:

@@ -390,3 +390,153 @@ def test_sms_is_handed_over_no_faster_than_the_policy_rate(engine, tmp_path: Pat
     # Two a second: never a burst of twenty requests at a 2/s provider limit.
     assert max(world.sms.batches) <= 2 and sum(world.sms.batches) == 7
     assert timer.now >= 2.5  # 7 messages at 2/s after a burst of 2
+
+
+ONE_STEP = """\
+policy:
+  default_timezone: America/New_York
+  send_window: {start: "08:00", end: "19:00", days: [mon, tue, wed, thu, fri, sat, sun]}
+  holidays: none
+  max_touches: {count: 5, per: 7d}
+  min_gap: 1h
+  channel_order: [email, sms, linkedin]
+cadences:
+  - id: c
+    trigger: {stage: applied}
+    steps:
+      - {id: one, after: 0m, channel: email, fallback: sms, template: t}
+"""
+
+
+class MidFlight(Channel):
+    """An email provider that fails non-permanently; ``during`` runs while the send is out."""
+
+    name = "email"
+    max_batch = 10
+    max_schedule_ahead = timedelta(hours=72)
+
+    def __init__(self, during=None) -> None:
+        self.during = during
+        self.sent: list[OutgoingMessage] = []
+
+    def send(self, batch):
+        if self.during is not None:
+            self.during()
+        return [SendResult.failed(m, "SendGrid 503 after 4 attempts", permanent=False) for m in batch]
+
+
+def enrollment_rows(world: World) -> list:
+    with world.engine.connect() as conn:
+        return list(conn.execute(select(Enrollment.status, Enrollment.next_step)).all())
+
+
+def test_a_reply_during_a_failed_send_of_the_last_step_is_not_undone(engine, tmp_path: Path) -> None:
+    from outreach.engine.enroll import process_events
+    from outreach.engine.tick import engine_transactions
+
+    world = World(engine, write_config(tmp_path, ONE_STEP, TEMPLATES), ny(2026, 11, 2, 9, 0))
+    world.add({**PERSON, "stage": "applied"})
+
+    def reply_arrives() -> None:  # another worker applies a reply while the send is out
+        with world.engine.begin() as conn:
+            person = conn.execute(select(Person.id)).scalar_one()
+            conn.execute(insert(Event).values(type="reply", channel="email", person_id=person,
+                                              at=world.clock.now(), payload={},
+                                              created_at=world.clock.now()))
+        process_events(engine_transactions(world.engine), world.config, world.clock.now())
+
+    world.email = MidFlight(reply_arrives)  # type: ignore[assignment]
+    summary = world.tick()
+    (touch,) = world.touches()
+    assert touch.status == "failed" and "re-planned" not in touch.reason
+    assert summary.total("replanned") == 0
+    assert enrollment_rows(world) == [("completed", 1)]
+    from channels import DryRunChannel
+
+    world.email = DryRunChannel("email")  # type: ignore[assignment]
+    world.tick(ny(2026, 11, 2, 12, 0))
+    assert not world.email.sent  # nothing after the reply
+
+
+def test_a_failed_send_whose_enrollment_moved_on_is_not_marked_re_planned(engine, tmp_path: Path) -> None:
+    world = World(engine, write_config(tmp_path, SMALL, TEMPLATES), ny(2026, 11, 2, 9, 0))
+    world.add({**PERSON, "stage": "applied"})
+
+    def another_worker_moves_it_on() -> None:
+        with world.engine.begin() as conn:
+            conn.execute(update(Enrollment).values(next_step=Enrollment.next_step + 1))
+
+    world.email = MidFlight(another_worker_moves_it_on)  # type: ignore[assignment]
+    summary = world.tick()
+    (touch,) = world.touches()
+    assert touch.status == "failed" and "re-planned" not in touch.reason
+    assert "#" not in touch.idempotency_key and summary.total("replanned") == 0
+
+
+class SchedulingBouncer(BouncingChannel):
+    """Schedules like SendGrid (72 h ahead), and refuses every address."""
+
+    max_schedule_ahead = timedelta(hours=72)
+
+
+def test_a_fallback_that_cannot_deliver_at_the_planned_time_is_re_planned(engine, tmp_path: Path) -> None:
+    world = World(engine, write_config(tmp_path, ONE_STEP, TEMPLATES), ny(2026, 11, 2, 22, 0))
+    world.add({**PERSON, "stage": "applied"})
+    world.email = SchedulingBouncer()  # type: ignore[assignment]
+    world.sms = CountingSMS()  # type: ignore[assignment]  (sends only when due)
+    world.tick()  # 22:00: email planned for 08:00 tomorrow, refused; SMS cannot wait
+    assert world.sms.sent == []
+    (touch,) = world.touches()
+    assert touch.status == "failed" and "re-planned" in touch.reason
+    world.tick(ny(2026, 11, 3, 8, 30))
+    sms = [t for t in world.touches() if t.status == "sent"]
+    assert [t.channel for t in sms] == ["sms"]
+    (message,) = world.sms.sent
+    assert message.send_at.astimezone(NY).hour >= 8  # inside the window, not at 22:00
+
+
+class ScheduledSMS(CountingSMS):
+    """A provider that schedules 16 minutes to 35 days ahead, like Twilio with a service."""
+
+    max_schedule_ahead = timedelta(days=35)
+    min_schedule_ahead = timedelta(minutes=16)
+
+
+def test_a_touch_due_sooner_than_the_provider_can_schedule_waits(engine, tmp_path: Path) -> None:
+    config = write_config(tmp_path, ONE_STEP.replace("channel: email, fallback: sms", "channel: sms"),
+                          TEMPLATES)
+    world = World(engine, config, ny(2026, 11, 2, 7, 50))
+    world.sms = ScheduledSMS()  # type: ignore[assignment]
+    world.add({**PERSON, "stage": "applied"})
+    summary = world.tick()  # 07:50: the window opens at 08:00, ten minutes away
+    assert world.sms.sent == []
+    assert summary.total_reasons("deferred") == {"sms cannot schedule that soon": 1}
+    world.tick(ny(2026, 11, 2, 8, 5))
+    (message,) = world.sms.sent
+    assert message.send_at.astimezone(NY) >= ny(2026, 11, 2, 8, 0)
+
+
+def test_claims_of_a_long_paced_dispatch_keep_their_lease(engine, tmp_path: Path) -> None:
+    config = write_config(tmp_path, ONE_STEP.replace("channel: email, fallback: sms", "channel: sms")
+                          + "", TEMPLATES)
+    world = World(engine, config, ny(2026, 11, 2, 9, 0))
+    wall = FixedClock(datetime(2026, 11, 2, 14, 0, tzinfo=ZoneInfo("UTC")))
+    seen: list[bool] = []
+
+    class SlowSMS(CountingSMS):
+        def send(self, batch):
+            wall.advance(timedelta(minutes=5))  # a slow provider: five minutes a message
+            with world.engine.connect() as conn:
+                leases = conn.execute(
+                    select(Touch.lease_until).where(Touch.status == "claimed")
+                ).scalars().all()
+            seen.append(all(lease > wall.now() for lease in leases))
+            return super().send(batch)
+
+    world.sms = SlowSMS()  # type: ignore[assignment]
+    world.add(*[{**PERSON, "external_id": f"p{i}", "email": "", "phone": f"+1 212 555 01{i:02d}",
+                 "stage": "applied"} for i in range(8)])
+    timer = ManualTimer()
+    world.tick(wall_clock=wall, sleep=timer.sleep, monotonic=timer.monotonic)
+    assert len(world.sms.sent) == 8  # 40 minutes of sending against a 15-minute lease
+    assert all(seen)
