@@ -568,7 +568,13 @@ def run_command(
     config = _config(settings)
     engine = _engine(settings)
     channels = {} if dry_run else _live_channels(settings, config, clock)
-    summary = run_tick(engine, config, clock, channels, dry_run=dry_run, horizon=window)
+    try:
+        summary = run_tick(engine, config, clock, channels, dry_run=dry_run, horizon=window)
+    finally:
+        for channel in channels.values():
+            close = getattr(channel, "close", None)
+            if close is not None:
+                close()
     _print_summary(summary, dry_run=dry_run)
     problems = summary.total("failed") + summary.total("ambiguous")
     if not dry_run:

@@ -222,6 +222,10 @@ class Demo:
         finally:
             for connector in connectors:
                 connector.close()
+            for channel in channels.values():
+                close = getattr(channel, "close", None)
+                if close is not None:
+                    close()
 
     # -- the script -----------------------------------------------------------------------
 
