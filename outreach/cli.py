@@ -481,6 +481,54 @@ def sandbox_serve_command(
         sandbox.stop()
 
 
+@app.command("serve")
+def serve_command(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port (0: any).")] = 8080,
+) -> None:
+    """Webhook receiver: SendGrid events, Twilio inbound SMS and status callbacks.
+
+    Signed requests only (SENDGRID_WEBHOOK_PUBLIC_KEY; TWILIO_AUTH_TOKEN over
+    OUTREACH_PUBLIC_URL). What arrives is recorded as events; the next `outreach run`
+    applies them. Ctrl-C or TERM stops it.
+    """
+    import signal
+    import threading
+
+    from outreach.serve import make_app, serve
+
+    settings = _settings()
+    config = _config(settings)
+    engine = _engine(settings)
+    app_ = make_app(engine, settings, config, SystemClock())
+    for problem in app_.problems:
+        err.print(f"[yellow]warning:[/] {problem}", highlight=False)
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: object) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        serve(
+            app_,
+            host,
+            port,
+            stop,
+            on_ready=lambda bound: err.print(
+                f"listening on http://{host}:{bound} (POST /webhooks/sendgrid/events, "
+                "/webhooks/twilio/inbound, /webhooks/twilio/status)",
+                highlight=False,
+            ),
+        )
+    except OSError as exc:
+        raise _fail(f"cannot listen on {host}:{port}: {exc}") from None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        engine.dispose()
+
+
 @app.command("demo")
 def demo_command(
     nights: Annotated[

@@ -1,0 +1,460 @@
+"""``outreach serve``: the webhook receiver that turns provider callbacks into events.
+
+Routes (``OUTREACH_PUBLIC_URL`` is where providers reach this server):
+
+``POST /webhooks/sendgrid/events``
+    SendGrid's signed Event Webhook. The ECDSA P-256 / SHA-256 signature over
+    ``timestamp + body`` (headers ``X-Twilio-Email-Event-Webhook-Signature`` and
+    ``-Timestamp``) is checked against ``SENDGRID_WEBHOOK_PUBLIC_KEY``; a timestamp more
+    than ten minutes from now is refused (replay). The JSON array is mapped with
+    :func:`outreach.events.from_sendgrid` and recorded with
+    :func:`outreach.events.ingest_events`; the answer says how many were recorded.
+``POST /webhooks/twilio/inbound``
+    An incoming SMS (Twilio's form, ``X-Twilio-Signature`` checked with
+    ``TWILIO_AUTH_TOKEN`` over ``OUTREACH_PUBLIC_URL`` + path). STOP and the other opt-out
+    keywords become an SMS opt-out, anything else a reply. The answer is an empty TwiML
+    ``<Response/>``: Twilio sends no reply of ours.
+``POST /webhooks/twilio/status``
+    The status callback :class:`channels.sms.TwilioSMS` sets. ``undelivered`` or
+    ``failed`` with error 30003, 30005 or 30006 (unreachable, unknown, landline) is an SMS
+    bounce of the touch whose ``provider_message_id`` is the ``MessageSid`` (or of the
+    ``To`` number when no touch has it); other statuses record nothing.
+``GET /healthz``
+    ``ok``.
+
+Requests that cannot be verified are refused (403), and a route whose secret is not
+configured answers 503 naming the variable: nothing unsigned is ever recorded. Recorded
+events are applied by the next ``outreach run``. Logs name event counts and touch ids,
+never an address, phone number, message body or signature.
+
+The CLI runs it as::
+
+    app = make_app(engine, settings, config, SystemClock())
+    serve(app, host, port, stop)          # until ``stop`` is set (or Ctrl-C)
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import SQLAlchemyError
+from twilio.request_validator import RequestValidator
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+from werkzeug.routing import Map, Rule
+from werkzeug.serving import WSGIRequestHandler, make_server
+from werkzeug.wrappers import Request, Response
+
+from outreach.cadence import CadenceConfig
+from outreach.clock import Clock
+from outreach.events import InboundEvent, IngestReport, from_sendgrid, from_twilio_inbound
+from outreach.events import ingest_events as _ingest_events
+from outreach.settings import Settings
+from outreach.store.schema import Touch
+
+__all__ = [
+    "SENDGRID_PATH",
+    "SENDGRID_SIGNATURE_HEADER",
+    "SENDGRID_TIMESTAMP_HEADER",
+    "SMS_BOUNCE_CODES",
+    "TWILIO_INBOUND_PATH",
+    "TWILIO_SIGNATURE_HEADER",
+    "TWILIO_STATUS_PATH",
+    "WebhookApp",
+    "make_app",
+    "serve",
+]
+
+log = logging.getLogger("outreach.serve")
+
+SENDGRID_PATH = "/webhooks/sendgrid/events"
+TWILIO_INBOUND_PATH = "/webhooks/twilio/inbound"
+#: the status callback path :class:`channels.sms.TwilioSMS` puts on every message
+TWILIO_STATUS_PATH = "/webhooks/twilio/status"
+HEALTH_PATH = "/healthz"
+
+SENDGRID_SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
+SENDGRID_TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
+TWILIO_SIGNATURE_HEADER = "X-Twilio-Signature"
+_TWILIO_SETTINGS_HEADER = "X-Twilio-Webhooks-Signature-Settings"
+
+#: how far a SendGrid timestamp may be from now before the batch counts as a replay
+MAX_CLOCK_SKEW = timedelta(minutes=10)
+#: largest request body accepted (SendGrid batches are far smaller)
+MAX_BODY_BYTES = 10 * 1024 * 1024
+#: Twilio error codes of an undelivered message that say the number cannot get SMS:
+#: 30003 unreachable destination handset, 30005 unknown destination handset,
+#: 30006 landline or unreachable carrier
+SMS_BOUNCE_CODES = frozenset({"30003", "30005", "30006"})
+_BOUNCE_STATUSES = frozenset({"undelivered", "failed"})
+
+_EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
+_touches = Touch.__table__
+
+
+class _Request(Request):
+    max_content_length = MAX_BODY_BYTES
+    max_form_memory_size = MAX_BODY_BYTES
+
+
+def _text(message: str, status: int, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        message + "\n", status=status, headers=headers, content_type="text/plain; charset=utf-8"
+    )
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(
+        json.dumps(body, separators=(",", ":")),
+        status=status,
+        content_type="application/json",
+    )
+
+
+def _twiml() -> Response:
+    return Response(_EMPTY_TWIML, status=200, content_type="text/xml")
+
+
+def _load_public_key(text: str) -> ec.EllipticCurvePublicKey:
+    """SendGrid's verification key: base64 DER as the console shows it, or PEM."""
+    text = text.strip()
+    if text.startswith("-----BEGIN"):
+        key = serialization.load_pem_public_key(text.encode())
+    else:
+        der = base64.b64decode("".join(text.split()), validate=True)
+        key = serialization.load_der_public_key(der)
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise ValueError("not an elliptic curve key")
+    return key
+
+
+class WebhookApp:
+    """The WSGI application of ``outreach serve`` (build it with :func:`make_app`).
+
+    :attr:`problems` lists the routes that will answer 503 for want of a setting, so the
+    CLI can say so at startup.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        config: CadenceConfig | None,
+        clock: Clock,
+    ) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.default_region = config.policy.default_region if config is not None else "US"
+        self.public_url = (settings.public_url or "").rstrip("/") or None
+        token = settings.twilio_auth_token
+        self._twilio = RequestValidator(token.get_secret_value()) if token else None
+        self._sendgrid_key: ec.EllipticCurvePublicKey | None = None
+        self._sendgrid_problem: str | None = None
+        secret = settings.sendgrid_webhook_public_key
+        if secret is None:
+            self._sendgrid_problem = (
+                "SENDGRID_WEBHOOK_PUBLIC_KEY is not set: set it to the verification key of "
+                "the signed Event Webhook (SendGrid: Settings > Mail Settings > Event Webhook)"
+            )
+        else:
+            try:
+                self._sendgrid_key = _load_public_key(secret.get_secret_value())
+            except (ValueError, TypeError, binascii.Error):
+                self._sendgrid_problem = (
+                    "SENDGRID_WEBHOOK_PUBLIC_KEY is not an ECDSA public key: paste the "
+                    "verification key as SendGrid shows it (base64)"
+                )
+        self.problems: list[str] = []
+        if self._sendgrid_problem:
+            self.problems.append(f"{SENDGRID_PATH}: {self._sendgrid_problem}")
+        twilio_problem = self._twilio_problem()
+        if twilio_problem:
+            self.problems.append(f"{TWILIO_INBOUND_PATH}, {TWILIO_STATUS_PATH}: {twilio_problem}")
+        self._map = Map(
+            [
+                Rule(SENDGRID_PATH, endpoint="sendgrid_events", methods=["POST"]),
+                Rule(TWILIO_INBOUND_PATH, endpoint="twilio_inbound", methods=["POST"]),
+                Rule(TWILIO_STATUS_PATH, endpoint="twilio_status", methods=["POST"]),
+                Rule(HEALTH_PATH, endpoint="healthz", methods=["GET"]),
+            ],
+            strict_slashes=False,
+        )
+
+    # -- WSGI ------------------------------------------------------------------------------
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        request = _Request(environ)
+        response = self.handle(request)
+        return response(environ, start_response)
+
+    def handle(self, request: Request) -> Response:
+        """Route ``request`` and answer it; never raises."""
+        adapter = self._map.bind_to_environ(request.environ)
+        try:
+            endpoint, _ = adapter.match()
+        except MethodNotAllowed as exc:
+            allow = ", ".join(sorted(exc.valid_methods or ()))
+            return _text("method not allowed", 405, {"Allow": allow})
+        except NotFound:
+            return _text("not found", 404)
+        try:
+            return getattr(self, endpoint)(request)
+        except HTTPException as exc:  # e.g. 413 from a body over the limit
+            return _text(exc.name.lower(), exc.code or 400)
+        except SQLAlchemyError as exc:
+            # 5xx: SendGrid retries the batch later; dedupe keeps a retry from doubling it.
+            log.error("%s: database error %s; answered 503", request.path, type(exc).__name__)
+            return _text("database unavailable, try again later", 503)
+        except Exception as exc:  # never a traceback: it may carry an address
+            log.error("%s: %s; answered 500", request.path, type(exc).__name__)
+            return _text("internal error", 500)
+
+    # -- routes ----------------------------------------------------------------------------
+
+    def healthz(self, request: Request) -> Response:
+        """``GET /healthz``: 200 ``ok``."""
+        return _text("ok", 200)
+
+    def sendgrid_events(self, request: Request) -> Response:
+        """``POST /webhooks/sendgrid/events``: a signed Event Webhook batch."""
+        if self._sendgrid_key is None:
+            log.warning("sendgrid batch refused: %s", self._sendgrid_problem)
+            return _text(str(self._sendgrid_problem), 503)
+        body = request.get_data(cache=True)
+        refused = self._check_sendgrid(request, body)
+        if refused is not None:
+            log.warning("sendgrid batch refused (403): %s", refused)
+            return _text(f"forbidden: {refused}", 403)
+        try:
+            items = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return _text("the body is not JSON; expected a JSON array of events", 400)
+        if not isinstance(items, list):
+            return _text(f"expected a JSON array of events, got {type(items).__name__}", 400)
+        events = from_sendgrid(items)
+        report = self._ingest(
+            (f"sendgrid:{event.id or n}", event) for n, event in enumerate(events, 1)
+        )
+        log.info(
+            "sendgrid batch: %d items, %d inbound events, %d recorded, %d duplicates, "
+            "%d unmatched, %d bad",
+            len(items),
+            len(events),
+            report.recorded,
+            report.duplicates,
+            len(report.unmatched),
+            len(report.bad),
+        )
+        return _json(
+            {
+                "recorded": report.recorded,
+                "duplicates": report.duplicates,
+                "unmatched": len(report.unmatched),
+            }
+        )
+
+    def twilio_inbound(self, request: Request) -> Response:
+        """``POST /webhooks/twilio/inbound``: an incoming SMS; answers empty TwiML."""
+        refused = self._check_twilio(request)
+        if refused is not None:
+            return refused
+        try:
+            event = from_twilio_inbound(request.form.to_dict(), at=self.clock.now())
+        except ValueError:  # no sender, or a field out of bounds (ValidationError)
+            return _text("not an incoming-message form (no valid From field)", 400)
+        if event is None:
+            log.info("twilio inbound: a keyword Twilio handles itself; nothing recorded")
+            return _twiml()
+        report = self._ingest([(f"twilio:{event.id or 'inbound'}", event)])
+        log.info(
+            "twilio inbound %s: %d recorded, %d duplicates, %d unmatched",
+            event.type,
+            report.recorded,
+            report.duplicates,
+            len(report.unmatched),
+        )
+        return _twiml()
+
+    def twilio_status(self, request: Request) -> Response:
+        """``POST /webhooks/twilio/status``: a message status callback."""
+        refused = self._check_twilio(request)
+        if refused is not None:
+            return refused
+        form = request.form
+        status = (form.get("MessageStatus") or form.get("SmsStatus") or "").strip().lower()
+        code = (form.get("ErrorCode") or "").strip()
+        sid = (form.get("MessageSid") or form.get("SmsSid") or "").strip()
+        if status not in _BOUNCE_STATUSES or code not in SMS_BOUNCE_CODES:
+            return _twiml()
+        touch_id = self._touch_for(sid) if sid else None
+        to = (form.get("To") or "").strip() or None
+        if touch_id is None and to is None:
+            log.warning("twilio status %s %s: names no touch and no number; ignored", status, code)
+            return _twiml()
+        try:
+            event = InboundEvent(
+                type="bounce",
+                channel="sms",
+                touch_id=touch_id,
+                address=None if touch_id is not None else to,
+                at=self.clock.now(),
+                id=f"twilio-status:{sid}" if sid else None,
+                detail=f"twilio {status} {code}",
+            )
+        except ValueError:  # a field out of bounds (ValidationError)
+            return _text("not a message status form (a field is out of bounds)", 400)
+        report = self._ingest([(f"twilio-status:{sid or 'unknown'}", event)])
+        log.info(
+            "twilio status %s %s for touch %s: %d recorded, %d duplicates, %d unmatched",
+            status,
+            code,
+            touch_id if touch_id is not None else "(none; by number)",
+            report.recorded,
+            report.duplicates,
+            len(report.unmatched),
+        )
+        return _twiml()
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _ingest(self, events: Iterable[tuple[str, InboundEvent]]) -> IngestReport:
+        report = _ingest_events(
+            self.engine, events, now=self.clock.now(), default_region=self.default_region
+        )
+        for message in report.unmatched + report.bad:
+            log.info("not recorded: %s", message)  # places and reasons, never an address
+        return report
+
+    def _check_sendgrid(self, request: Request, body: bytes) -> str | None:
+        """Why the batch is refused, or ``None`` when it is signed and fresh."""
+        assert self._sendgrid_key is not None
+        signature = request.headers.get(SENDGRID_SIGNATURE_HEADER, "").strip()
+        stamp = request.headers.get(SENDGRID_TIMESTAMP_HEADER, "").strip()
+        if not signature or not stamp:
+            return "unsigned request (no signature or timestamp header)"
+        if not stamp.isdigit():
+            return "the timestamp header is not a Unix time"
+        try:
+            sent = datetime.fromtimestamp(int(stamp), UTC)
+        except (OverflowError, OSError, ValueError):
+            return "the timestamp header is not a Unix time"
+        if abs(self.clock.now() - sent) > MAX_CLOCK_SKEW:
+            return "the timestamp is more than 10 minutes from now (a replay, or a wrong clock)"
+        try:
+            raw = base64.b64decode(signature, validate=True)
+            self._sendgrid_key.verify(raw, stamp.encode() + body, ec.ECDSA(hashes.SHA256()))
+        except (InvalidSignature, binascii.Error, ValueError):
+            return "the signature does not match SENDGRID_WEBHOOK_PUBLIC_KEY"
+        return None
+
+    def _twilio_problem(self) -> str | None:
+        missing = []
+        if self._twilio is None:
+            missing.append("TWILIO_AUTH_TOKEN")
+        if self.public_url is None:
+            missing.append("OUTREACH_PUBLIC_URL")
+        if not missing:
+            return None
+        return (
+            " and ".join(missing)
+            + (" is" if len(missing) == 1 else " are")
+            + " not set: Twilio webhooks are verified with TWILIO_AUTH_TOKEN over the URL "
+            "Twilio posts to, OUTREACH_PUBLIC_URL + the path"
+        )
+
+    def _check_twilio(self, request: Request) -> Response | None:
+        """``None`` when ``X-Twilio-Signature`` is good, else the 503 or 403 to answer."""
+        problem = self._twilio_problem()
+        if problem is not None:
+            log.warning("twilio webhook refused: %s", problem)
+            return _text(problem, 503)
+        assert self._twilio is not None and self.public_url is not None
+        url = self.public_url + request.path
+        if request.query_string:
+            url += "?" + request.query_string.decode("latin-1")
+        signature = request.headers.get(TWILIO_SIGNATURE_HEADER, "")
+        if signature and self._twilio.validate(url, request.form, signature):
+            return None
+        hint = ""
+        if request.headers.get(_TWILIO_SETTINGS_HEADER):
+            hint = " (signed with a webhook SharedKey; only the Auth Token is supported)"
+        log.warning(
+            "twilio webhook %s refused (403): %s%s",
+            request.path,
+            "bad signature" if signature else "no signature",
+            hint,
+        )
+        return _text("forbidden: the X-Twilio-Signature does not match", 403)
+
+    def _touch_for(self, sid: str) -> int | None:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(_touches.c.id)
+                .where(_touches.c.provider_message_id == sid)
+                .order_by(_touches.c.id)
+                .limit(1)
+            ).scalar()
+
+
+def make_app(
+    engine: Engine, settings: Settings, config: CadenceConfig | None, clock: Clock
+) -> WebhookApp:
+    """The webhook receiver as a WSGI app (see the module docstring for its routes).
+
+    ``config`` gives ``policy.default_region`` for phone numbers without a country code
+    (``US`` when ``None``); ``clock`` stamps events and checks SendGrid's timestamps.
+    """
+    return WebhookApp(engine, settings, config, clock)
+
+
+class _Handler(WSGIRequestHandler):
+    """Logs method, path and status only (never a query string or a client's data)."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        path = self.path.split("?", 1)[0]
+        log.info("%s %s %s", self.command, path, getattr(code, "value", code))
+
+    def log(self, type: str, message: str, *args: Any) -> None:
+        if type == "error":
+            log.error("server: %s", message % args if args else message)
+
+
+def serve(
+    app: Callable[..., Any],
+    host: str,
+    port: int,
+    stop: threading.Event | None = None,
+    *,
+    on_ready: Callable[[int], None] | None = None,
+) -> None:
+    """Serve ``app`` on ``host``:``port`` (threaded) until ``stop`` is set.
+
+    Blocks. ``on_ready(port)`` is called once the socket is bound (``port=0`` picks a free
+    one). Without ``stop`` it runs until interrupted (``KeyboardInterrupt``); the caller's
+    SIGINT/SIGTERM handler sets ``stop`` for a clean shutdown (requests in flight finish).
+    Raises :class:`OSError` when the address cannot be bound.
+    """
+    server = make_server(host, port, app, threaded=True, request_handler=_Handler)
+    try:
+        if stop is not None:
+
+            def _watch() -> None:
+                stop.wait()
+                server.shutdown()
+
+            threading.Thread(target=_watch, name="outreach-serve-stop", daemon=True).start()
+        if on_ready is not None:
+            on_ready(server.server_port)
+        server.serve_forever(poll_interval=0.2)
+    finally:
+        server.server_close()
