@@ -6,8 +6,8 @@
 * Locally rendered messages go out one request each (subject, text and HTML), several at
   a time on a thread pool.
 * Every personalization carries ``custom_args.touch_id`` (the Event Webhook echoes it; no
-  PII), a ``List-Unsubscribe`` header and, when the throttle chose a later instant,
-  ``send_at``.
+  PII), a ``List-Unsubscribe`` header and, whenever the throttle chose a later instant
+  (however near), ``send_at``: mail never goes out before its ``send_at``.
 
 Errors are translated at the edge into :mod:`outreach.errors` and then into one
 :class:`SendResult` per message:
@@ -18,8 +18,13 @@ Errors are translated at the edge into :mod:`outreach.errors` and then into one
 * a timeout after the request left, other 5xx: :class:`AmbiguousError`, never retried;
 * 400 naming a recipient: that message ``failed`` (permanent, ``suppress="invalid"``) and
   the rest of its request re-sent once; any other 400, 413: ``failed`` (permanent);
-* 401/403: :class:`ConfigError`, every remaining message of the batch ``failed`` (not
-  permanent) without further requests.
+* 401/403, 404 (a wrong ``SENDGRID_BASE_URL``) and a 400 whose errors point only at the
+  operator's configuration (``template_id``, ``from``, ``asm``): :class:`ConfigError`,
+  every remaining message of the batch ``failed`` (not permanent, the reason naming the
+  setting to fix) without further requests;
+* any other exception: that request's messages ``ambiguous`` (the reason names only the
+  exception's type), unless it was raised while ``http.client`` was still building the
+  request line or headers (nothing had been written): then ``failed`` (not permanent).
 
 Reasons never contain an email address or the API key.
 
@@ -33,12 +38,14 @@ from __future__ import annotations
 import html
 import http.client
 import json
+import logging
+import math
 import queue
 import re
 import threading
 import time
 import urllib.error
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -62,11 +69,11 @@ from outreach.errors import (
 
 __all__ = ["SendGridEmail", "plain_to_html"]
 
+log = logging.getLogger("outreach.channels.email")
+
 PROVIDER = "sendgrid"
 CREDENTIAL = "SENDGRID_API_KEY"
 
-#: a ``send_at`` closer than this to now is sent at once (SendGrid would anyway)
-_SCHEDULE_THRESHOLD = timedelta(minutes=1)
 #: a longer wait than this is not slept through here; the engine reschedules instead
 _MAX_IN_PROCESS_WAIT = 60.0
 _MAX_CATEGORIES = 10
@@ -76,6 +83,18 @@ _PERSONALIZATION = re.compile(r"^personalizations\.(\d+)(?:\.(.*))?$")
 _RECIPIENT_FIELD = re.compile(r"^(?:to|cc|bcc)(?:\.|$)")
 _ADDRESS_MESSAGE = re.compile(r"\b(?:valid|invalid)\b.*\b(?:address|email)\b", re.IGNORECASE)
 _BLANK_LINE = re.compile(r"\n(?:[ \t]*\n)+")
+#: 400 error fields that point at the operator's configuration, not at a recipient, and
+#: the setting to fix for each
+_CONFIG_FIELDS = {
+    "template_id": "the step's sendgrid_template_id",
+    "from": "SENDGRID_FROM_EMAIL",
+    "from.email": "SENDGRID_FROM_EMAIL",
+    "asm": "policy.sendgrid_unsubscribe_group",
+    "asm.group_id": "policy.sendgrid_unsubscribe_group",
+}
+#: http.client functions that only buffer the request line and headers: an exception
+#: raised inside one of them proves that nothing of the request was written yet
+_BEFORE_SENDING = {("http.client", "putrequest"), ("http.client", "putheader")}
 
 
 def plain_to_html(text: str) -> str:
@@ -96,8 +115,15 @@ class _Rejected(PermanentError):
         super().__init__(message, provider=PROVIDER, status=400)
 
 
+class _Unsent(ProviderError):
+    """The request could not be built; nothing of it was written to the connection."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, provider=PROVIDER)
+
+
 class _Halt:
-    """Set once a request of the batch met a credential error; later requests stop."""
+    """Set once a request of the batch met a configuration error; later requests stop."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -238,7 +264,14 @@ class SendGridEmail(Channel):
         if halt.reason is not None:
             return [SendResult.failed(m, halt.reason, permanent=False) for m in messages]
         try:
-            sent = self._post(self._body(messages, now), now)
+            body = self._body(messages, now)
+        except Exception as exc:  # a bug, not a provider answer: nothing was sent
+            name = type(exc).__name__
+            log.warning("%s while building a SendGrid request for %s", name, _touches(messages))
+            reason = f"unexpected {name} while building the SendGrid request; not sent"
+            return [SendResult.failed(m, reason, permanent=False) for m in messages]
+        try:
+            sent = self._post(body, now)
         except ConfigError as exc:
             halt.set(str(exc))
             return [SendResult.failed(m, str(exc), permanent=False) for m in messages]
@@ -253,6 +286,15 @@ class SendGridEmail(Channel):
             return self._rejected(messages, exc, now, halt, resend=resend)
         except PermanentError as exc:
             return [SendResult.failed(m, str(exc), permanent=True) for m in messages]
+        except _Unsent as exc:
+            return [SendResult.failed(m, str(exc), permanent=False) for m in messages]
+        except Exception as exc:
+            # Not an answer the translator knows: the request may have been accepted. Only
+            # the type is reported or logged, since the text may hold the key or an address.
+            name = type(exc).__name__
+            log.warning("unexpected %s from the SendGrid SDK for %s", name, _touches(messages))
+            reason = f"unexpected {name} from the SendGrid SDK"
+            return [SendResult.ambiguous(m, reason) for m in messages]
         return [SendResult.sent(m, sent.message_id) for m in messages]
 
     def _rejected(
@@ -293,7 +335,13 @@ class SendGridEmail(Channel):
         rest = [m for i, m in enumerate(messages) if i not in named]
         if not rest:
             return results
-        if general:
+        fixes = _config_fixes(f for f, _ in exc.errors if not _PERSONALIZATION.match(f or ""))
+        if fixes:
+            # The operator's configuration, not the recipients: stop the batch as for a 401.
+            reason = f"SendGrid 400: {'; '.join(general)}; check {' and '.join(fixes)}"
+            halt.set(reason)
+            results.extend(SendResult.failed(m, reason, permanent=False) for m in rest)
+        elif general:
             reason = "SendGrid 400: " + "; ".join(general)
             results.extend(SendResult.failed(m, reason, permanent=True) for m in rest)
         elif resend:
@@ -313,6 +361,9 @@ class SendGridEmail(Channel):
                 with self._clients.borrow() as client:
                     response = client.client.mail.send.post(request_body=body, timeout=self.timeout)
             except Exception as exc:
+                where = _raised_before_sending(exc)
+                if where is not None:
+                    raise _Unsent(_unsent_reason(exc, where)) from None
                 error = _translate(exc, now=now, timeout=self.timeout)
                 if error is None:
                     raise
@@ -389,8 +440,9 @@ class SendGridEmail(Channel):
         }
         if message.sendgrid_template_id:
             personalization["dynamic_template_data"] = dict(message.template_data)
-        if message.send_at - now > _SCHEDULE_THRESHOLD:
-            personalization["send_at"] = int(message.send_at.timestamp())
+        if message.send_at > now:
+            # Rounded up: a send_at truncated to the second could go out early.
+            personalization["send_at"] = math.ceil(message.send_at.timestamp())
         return personalization
 
 
@@ -406,6 +458,47 @@ def _categories(*names: str) -> list[str]:
 
 def _backoff(attempt: int) -> float:
     return min(30.0, 0.5 * 2 ** (attempt - 1))
+
+
+def _touches(messages: Sequence[OutgoingMessage]) -> str:
+    """``touches 1, 2, 3`` for a log line (ids only: no address), at most ten named."""
+    ids = ", ".join(str(m.touch_id) for m in messages[:10])
+    more = f" and {len(messages) - 10} more" if len(messages) > 10 else ""
+    return f"touches {ids}{more}"
+
+
+def _config_fixes(fields: Iterable[str | None]) -> list[str]:
+    """The settings to fix when every field is a configuration field; else nothing."""
+    fixes: list[str] = []
+    for field in fields:
+        fix = _CONFIG_FIELDS.get(field or "")
+        if fix is None:
+            return []
+        if fix not in fixes:
+            fixes.append(fix)
+    return fixes
+
+
+def _raised_before_sending(exc: BaseException) -> str | None:
+    """The ``http.client`` function that raised ``exc`` while the request line or headers
+    were still being buffered (nothing written yet), or None when that is not certain."""
+    tb = exc.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        where = (frame.f_globals.get("__name__"), frame.f_code.co_name)
+        if where in _BEFORE_SENDING:
+            return where[1]
+        tb = tb.tb_next
+    return None
+
+
+def _unsent_reason(exc: BaseException, where: str) -> str:
+    name = type(exc).__name__
+    if where == "putheader":
+        hint = f"a header value was refused; check {CREDENTIAL} for a line break or stray character"
+    else:
+        hint = "the request line was refused; check SENDGRID_BASE_URL"
+    return f"SendGrid request not sent: {name} while building it ({hint})"
 
 
 # -- error translation (the edge) ------------------------------------------------------
@@ -469,6 +562,11 @@ def _from_status(
         return ConfigError(
             f"SendGrid 403: {detail}; check that the key in {CREDENTIAL} has the mail.send "
             "scope and that the from address is a verified Sender Identity"
+        )
+    if status == 404:
+        return ConfigError(
+            f"SendGrid 404: the Mail Send endpoint was not found ({detail}); check "
+            "SENDGRID_BASE_URL"
         )
     if status == 400:
         return _Rejected(f"SendGrid 400: {detail}", errors)

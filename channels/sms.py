@@ -8,6 +8,11 @@
 * Messages go from ``TWILIO_FROM_NUMBER`` or, preferably, a Messaging Service
   (``TWILIO_MESSAGING_SERVICE_SID``); only the latter can schedule (``SendAt`` with
   ``ScheduleType=fixed``, 15 minutes to 35 days ahead).
+* A message is never sent before its ``send_at``. With a Messaging Service, one due at
+  least 16 minutes ahead (Twilio's 15-minute minimum and a minute's margin) is scheduled
+  and one already due is sent now; one due sooner than that (:attr:`min_schedule_ahead`,
+  which the engine holds back) fails, not permanent, with ``retry_after`` the time until
+  it is due. Without a Messaging Service the same goes for one due over a minute ahead.
 * A body over ``max_segments`` segments (GSM-7 or UCS-2, :func:`count_segments`) is
   refused before any request.
 * Errors are translated at the edge into :mod:`outreach.errors`, then into results:
@@ -19,13 +24,21 @@
   21211 (invalid To), 21614 (not a mobile)    failed, permanent, suppress ``invalid``
   other 4xx (21408 geo permissions, 21612     failed, permanent
   unroutable, ...)
-  401 / 20003 (credentials)                   failed, not permanent; the rest of the batch
-                                              fails the same way without a request
-  429 / 20429, 503, no connection             retried here with backoff, then failed, not
-                                              permanent, with ``retry_after``
+  401 / 20003 (credentials), the sender's     failed, not permanent, naming the setting
+  configuration (21606, 21212, 21701-21704),  to fix; the rest of the batch fails the
+  404 / 20404 (wrong account or base URL)     same way without a request
+  429 / 20429, 503, no connection             retried here with backoff (a ``Retry-After``
+                                              over a minute is not slept: failed at
+                                              once), then failed, not permanent, with
+                                              ``retry_after``
   read timeout, 500/502/504 and other 5xx,    ambiguous, never retried
-  a connection lost after sending
+  a connection lost after sending, any
+  exception the translator does not know
   ==========================================  ===========================================
+
+  An exception raised while the request was still being prepared (``requests``) or its
+  line and headers buffered (``http.client``) proves nothing was sent: failed, not
+  permanent. Unknown exceptions are reported and logged by type name only.
 
 * The SDK has no base-URL setting; the channel's own ``TwilioHttpClient`` subclass sends
   requests for ``*.twilio.com`` to ``base_url`` (a sandbox or a proxy), with urllib3's
@@ -36,6 +49,8 @@ Reasons never carry phone numbers (Twilio's messages echo the ``To`` number) or 
 
 from __future__ import annotations
 
+import logging
+import math
 import queue
 import re
 import ssl
@@ -72,6 +87,8 @@ from outreach.segments import count_segments
 
 __all__ = ["TwilioSMS"]
 
+log = logging.getLogger("outreach.channels.sms")
+
 PROVIDER = "twilio"
 STATUS_CALLBACK_PATH = "/webhooks/twilio/status"
 #: Twilio schedules a message between 15 minutes and 35 days ahead
@@ -81,12 +98,37 @@ SCHEDULE_MAX_AHEAD = timedelta(days=35)
 # latency and clock skew), so a message this close to the lower bound is sent now instead
 # of risking a 35114 refusal.
 _SCHEDULE_MARGIN = timedelta(minutes=1)
+#: how far ahead a message must be to be scheduled through a Messaging Service (16 min)
+SCHEDULE_LEAD = SCHEDULE_MIN_AHEAD + _SCHEDULE_MARGIN
+#: a longer wait than this is not slept through here; the engine reschedules instead
+_MAX_IN_PROCESS_WAIT = 60.0
 
 #: statuses of a created message that mean it will not go out (any other: it was taken)
 _NOT_SENT = frozenset({"failed", "undelivered", "canceled"})
 #: Twilio codes that say something about the recipient's number
 _SUPPRESS = {21610: "opted_out", 21211: "invalid", 21614: "invalid"}
 _AUTH_CODES = frozenset({20003})
+#: Twilio codes that are the operator's configuration, not the recipient, and what to fix
+_SENDER = "TWILIO_FROM_NUMBER / TWILIO_MESSAGING_SERVICE_SID"
+_SERVICE = "TWILIO_MESSAGING_SERVICE_SID (the Messaging Service and its sender pool)"
+_CONFIG_CODES = {
+    21606: f"{_SENDER} (the sender must be an SMS-capable number of this account)",
+    21212: f"{_SENDER} (the From number is not valid)",
+    21701: _SERVICE,
+    21702: _SERVICE,
+    21703: _SERVICE,
+    21704: _SERVICE,
+    20404: "TWILIO_ACCOUNT_SID and TWILIO_BASE_URL (the Messages resource was not found)",
+}
+#: functions that only prepare a request (``requests``) or buffer its line and headers
+#: (``http.client``): an exception raised inside one proves nothing was written yet
+_BEFORE_SENDING = frozenset(
+    {
+        ("requests.sessions", "prepare_request"),
+        ("http.client", "putrequest"),
+        ("http.client", "putheader"),
+    }
+)
 _RETRYABLE_STATUS = frozenset({429, 503})
 _RETRYABLE_CODES = frozenset({20429})
 _PHONE = re.compile(r"\+\d[\d\s().-]{4,}\d|(?<![\w.])\d{7,15}(?![\w.])")
@@ -153,14 +195,14 @@ class _Refused(PermanentError):
 
 
 class _Halt:
-    """Set once a batch hits a credential failure: the rest fails without requests."""
+    """Set once a batch hits a configuration failure: the rest fails without requests."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.reason: str | None = None
 
     def stop(self, reason: str) -> None:
-        """Remember the first credential failure's reason."""
+        """Remember the first configuration failure's reason."""
         with self._lock:
             if self.reason is None:
                 self.reason = reason
@@ -221,6 +263,9 @@ class TwilioSMS(Channel):
         self.from_number = None if self.messaging_service_sid else from_number
         if self.messaging_service_sid:
             self.max_schedule_ahead = SCHEDULE_MAX_AHEAD  # type: ignore[misc]
+            # Due sooner than this but not yet due: Twilio cannot schedule it and it must
+            # not go early, so the engine holds it back (and this channel refuses it).
+            self.min_schedule_ahead = SCHEDULE_LEAD  # type: ignore[misc]
         self.status_callback = (
             f"{public_url.rstrip('/')}{STATUS_CALLBACK_PATH}" if public_url else None
         )
@@ -262,15 +307,23 @@ class TwilioSMS(Channel):
         return results
 
     def close(self) -> None:
-        """Close the idle clients' connections."""
+        """Close the idle clients' connections; safe to call again, and never raises.
+
+        Each closed client leaves the pool, so a second call finds nothing to close; a
+        later ``send`` opens new clients.
+        """
         while True:
             try:
                 sender = self._idle.get_nowait()
             except queue.Empty:
                 return
             close = getattr(sender.http, "close", None)
-            if close is not None and sender.http is not self._http_client:
+            if close is None or sender.http is self._http_client:
+                continue
+            try:
                 close()
+            except Exception as exc:  # closing is best effort; the others still close
+                log.warning("closing a Twilio HTTP client failed (%s)", type(exc).__name__)
 
     # -- one message -------------------------------------------------------------------
 
@@ -300,14 +353,53 @@ class TwilioSMS(Channel):
                     permanent=False,
                     retry_after=beyond.total_seconds(),
                 )
-        return None
+        return self._too_early(message, now)
+
+    def _too_early(self, message: OutgoingMessage, now: datetime) -> SendResult | None:
+        """A refusal for a message not yet due that cannot be scheduled: never sent early.
+
+        Due already: sent now. With a Messaging Service, at least :data:`SCHEDULE_LEAD`
+        ahead: scheduled. Without one, at most a minute ahead: sent now.
+        """
+        ahead = _utc(message.send_at) - now
+        if ahead <= timedelta(0):
+            return None
+        if self.messaging_service_sid:
+            if ahead >= SCHEDULE_LEAD:
+                return None
+            why = "sooner than Twilio can schedule"
+        else:
+            if ahead <= _SCHEDULE_MARGIN:
+                return None
+            why = "and without TWILIO_MESSAGING_SERVICE_SID Twilio cannot schedule"
+        minutes = math.ceil(ahead.total_seconds() / 60)
+        return SendResult.failed(
+            message,
+            f"SMS is due in {minutes} minute{'s' if minutes != 1 else ''}, {why}; not sent early",
+            permanent=False,
+            retry_after=ahead.total_seconds(),
+        )
 
     def _send_one(self, message: OutgoingMessage, halt: _Halt) -> SendResult:
+        """Send one message; whatever happens, return its result (nothing escapes)."""
         if halt.reason is not None:
             return SendResult.failed(message, halt.reason, permanent=False)
-        sender = self._checkout()
+        try:
+            sender = self._checkout()
+        except Exception as exc:  # no request was made
+            name = type(exc).__name__
+            log.warning("%s while setting up a Twilio client for touch %s", name, message.touch_id)
+            return SendResult.failed(
+                message,
+                f"unexpected {name} while setting up the Twilio client; not sent",
+                permanent=False,
+            )
         try:
             return self._deliver(sender, message, halt)
+        except Exception as exc:  # after the request may have gone: ambiguous
+            name = type(exc).__name__
+            log.warning("unexpected %s from the Twilio SDK for touch %s", name, message.touch_id)
+            return SendResult.ambiguous(message, f"unexpected {name} from the Twilio SDK")
         finally:
             self._idle.put(sender)
 
@@ -317,11 +409,30 @@ class TwilioSMS(Channel):
         for attempt in range(1, self.max_attempts + 1):
             if halt.reason is not None:
                 return SendResult.failed(message, halt.reason, permanent=False)
+            # Decided per attempt: a retry's wait may bring send_at under the minimum.
+            now = self._clock.now()
+            if (early := self._too_early(message, now)) is not None:
+                return early
             try:
-                created = sender.client.messages.create(**self._params(message))
+                created = sender.client.messages.create(**self._params(message, now))
             except Exception as exc:  # translated below; anything unknown is ambiguous
-                error = _translate(exc, retry_after=sender.retry_after())
                 answered = isinstance(exc, TwilioRestException | TwilioServiceException)
+                if not answered and _raised_before_sending(exc):
+                    name = type(exc).__name__
+                    log.warning(
+                        "%s while preparing a Twilio request for touch %s", name, message.touch_id
+                    )
+                    return SendResult.failed(
+                        message,
+                        f"twilio: {name} while preparing the request (check TWILIO_ACCOUNT_SID, "
+                        "TWILIO_AUTH_TOKEN and TWILIO_BASE_URL); nothing was sent",
+                        permanent=False,
+                    )
+                error = _translate(exc, retry_after=sender.retry_after())
+                if not isinstance(exc, TwilioRestException | requests.RequestException):
+                    log.warning(
+                        "%s from the Twilio SDK for touch %s", type(exc).__name__, message.touch_id
+                    )
             else:
                 self._verified = True
                 return self._accepted(message, created)
@@ -333,19 +444,31 @@ class TwilioSMS(Channel):
                 self._verified = True  # Twilio answered past the credential check
             if not isinstance(error, RetryableError) or attempt == self.max_attempts:
                 return self._result(message, error, attempts=attempt)
-            self._sleep(error.retry_after if error.retry_after is not None else _backoff(attempt))
+            wait = error.retry_after if error.retry_after is not None else _backoff(attempt)
+            if wait > _MAX_IN_PROCESS_WAIT:
+                # Too long to hold a worker: the engine retries after the wait instead.
+                return SendResult.failed(
+                    message,
+                    f"{self._clean(str(error))}; Twilio asks to wait {wait:g} s, "
+                    "left to a later run",
+                    permanent=False,
+                    retry_after=wait,
+                )
+            self._sleep(wait)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _params(self, message: OutgoingMessage) -> dict[str, Any]:
+    def _params(self, message: OutgoingMessage, now: datetime) -> dict[str, Any]:
         params: dict[str, Any] = {"to": message.to, "body": message.body}
         if self.messaging_service_sid:
             params["messaging_service_sid"] = self.messaging_service_sid
             send_at = _utc(message.send_at)
-            # Decided per attempt: a retry's wait may bring send_at under the minimum.
-            if send_at - self._clock.now() >= SCHEDULE_MIN_AHEAD + _SCHEDULE_MARGIN:
+            # Not yet due here means at least SCHEDULE_LEAD ahead (see _too_early).
+            if send_at > now:
                 # The SDK formats SendAt with strftime("...Z") whatever the offset is, so
-                # it must be UTC already.
-                params["send_at"] = send_at.replace(microsecond=0)
+                # it must be UTC already. Rounded up to the second: never early.
+                if send_at.microsecond:
+                    send_at = send_at.replace(microsecond=0) + timedelta(seconds=1)
+                params["send_at"] = send_at
                 params["schedule_type"] = "fixed"
         else:
             params["from_"] = self.from_number
@@ -421,10 +544,28 @@ def _translate(exc: Exception, *, retry_after: float | None = None) -> OutreachE
             "it may have been processed, not retried",
             provider=PROVIDER,
         )
+    if isinstance(exc, requests.RequestException):
+        return AmbiguousError(
+            f"twilio: the request failed after it may have been sent ({name}); not retried",
+            provider=PROVIDER,
+        )
+    # Only the type: the text of an exception nobody expected may hold a number or secret.
     return AmbiguousError(
-        f"twilio: the request failed after it may have been sent ({name}); not retried",
+        f"unexpected {name} from the Twilio SDK; the request may have been sent, not retried",
         provider=PROVIDER,
     )
+
+
+def _raised_before_sending(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised while the request was prepared or its line and headers
+    buffered, before anything was written; False when that is not certain."""
+    tb = exc.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if (frame.f_globals.get("__name__"), frame.f_code.co_name) in _BEFORE_SENDING:
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _not_connected(exc: Exception) -> bool:
@@ -458,6 +599,10 @@ def _translate_answer(
             f"twilio rejected the credentials ({what}); check TWILIO_ACCOUNT_SID and "
             "TWILIO_AUTH_TOKEN"
         )
+    if code in _CONFIG_CODES or status == 404:
+        # Only the Messages resource is called: a 404 is a wrong account or base URL.
+        fix = _CONFIG_CODES.get(code or 20404, _CONFIG_CODES[20404])
+        return ConfigError(f"{what}: the configuration, not the recipient; check {fix}")
     if status in _RETRYABLE_STATUS or code in _RETRYABLE_CODES:
         return RetryableError(what, provider=PROVIDER, status=status, retry_after=retry_after)
     if status >= 500:

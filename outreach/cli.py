@@ -481,6 +481,59 @@ def sandbox_serve_command(
         sandbox.stop()
 
 
+@events_app.command("import")
+def events_import_command(
+    file: Annotated[Path, typer.Argument(help="JSONL file, one event per line.")],
+    now: NowOption = None,
+) -> None:
+    """Record inbound events from JSONL; the next `outreach run` applies them.
+
+    One JSON object per line: type (reply, opt_out, bounce, unsubscribe),
+    channel (email, sms, linkedin, call; optional), who: address (email,
+    phone or LinkedIn URL), or source + external_id, or touch_id; at
+    (ISO-8601 with an offset); id (the provider's event id) and detail
+    (both optional).
+
+    A reply stops cadences; an opt-out, unsubscribe or bounce suppresses
+    the contact point. An opt-out without a channel that names only a
+    record opts the person out everywhere. Importing the same file again
+    records nothing new.
+    """
+    from rich.markup import escape
+
+    from outreach.events import ingest_events, read_jsonl
+
+    settings = _settings()
+    clock = _clock(now)
+    config = _config(settings)
+    if not file.is_file():
+        raise _fail(f"{file}: file not found")
+    engine = _engine(settings)
+    try:
+        with _progress("recording events", _count_lines(file)) as advance:
+            report = ingest_events(
+                engine,
+                read_jsonl(file),
+                now=clock.now(),
+                default_region=config.policy.default_region,
+                progress=advance,
+            )
+    except InputError as exc:
+        raise _fail(str(exc)) from None
+    for problem in report.bad:
+        err.print(f"[red]bad line:[/] {escape(problem)}", highlight=False)
+    for problem in report.unmatched:
+        err.print(f"[yellow]unmatched:[/] {escape(problem)}", highlight=False)
+    out.print(
+        f"{file}: {report.read} events read, {report.recorded} recorded, "
+        f"{report.duplicates} already recorded, {len(report.unmatched)} unmatched, "
+        f"{len(report.bad)} bad",
+        highlight=False,
+    )
+    if report.bad or report.unmatched:
+        raise typer.Exit(EXIT_PARTIAL)
+
+
 @app.command("serve")
 def serve_command(
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",

@@ -540,11 +540,18 @@ def _row(
         person_id, matched_by = record.person_id, "record"
     else:
         return _no_match(pending)
-    # The address names the contact point when it is this person's; else the touch's.
+    # The address names the contact point when it is this person's; else the touch's, but
+    # only when the touch went out on a channel of the event's kind: an SMS opt-out naming
+    # an email touch is about the phone, which the engine then finds by the channel's kind.
     if point is not None and point.person_id == person_id:
         contact_point_id = point.id
+    elif touch is not None and (
+        event.channel is None
+        or _CHANNEL_KIND.get(touch.channel) == _CHANNEL_KIND.get(event.channel)
+    ):
+        contact_point_id = touch.contact_point_id
     else:
-        contact_point_id = touch.contact_point_id if touch is not None else None
+        contact_point_id = None
     channel = event.channel
     if channel is None:
         if touch is not None and touch.channel in _CHANNEL_KIND:

@@ -156,6 +156,59 @@ def test_resolves_by_touch_id(store, config) -> None:
     assert point(store, "email", "eve@example.com").suppressed_reason == "unsubscribed"
 
 
+def test_an_sms_opt_out_naming_an_email_touch_suppresses_the_phone_not_the_email(
+    store, config
+) -> None:
+    ann = person_of(store, "c1")
+    ann_email = point(store, "email", "ann@example.com").id
+    ann_phone = point(store, "phone", "+12125550101").id
+    with store.begin() as conn:
+        enrollment = conn.execute(
+            insert(Enrollment).values(
+                person_id=ann,
+                cadence_id="x",
+                trigger_stage="offer",
+                triggered_at=NOW,
+                status="active",
+                created_at=NOW,
+                updated_at=NOW,
+            )
+        ).inserted_primary_key[0]
+        touch = conn.execute(
+            insert(Touch).values(
+                idempotency_key="t:2:0",
+                enrollment_id=enrollment,
+                person_id=ann,
+                cadence_id="x",
+                step_id="s",
+                status="sent",
+                channel="email",
+                contact_point_id=ann_email,
+                due_at=NOW,
+                planned_at=NOW,
+                claimed_at=NOW,
+                updated_at=NOW,
+            )
+        ).inserted_primary_key[0]
+    events = [
+        ("b:1", InboundEvent(type="opt_out", channel="sms", touch_id=touch, at=NOW)),
+        # A channel of the same kind as the touch's still names the touch's contact point.
+        ("b:2", InboundEvent(type="reply", channel="email", touch_id=touch, at=NOW)),
+    ]
+    report = ingest_events(store, events, now=NOW)
+    assert report.recorded == 2 and report.unmatched == []
+    sms_row, email_row = inbound(store)
+    assert (sms_row.person_id, sms_row.touch_id, sms_row.channel) == (ann, touch, "sms")
+    assert sms_row.contact_point_id is None
+    assert email_row.contact_point_id == ann_email
+
+    process_events(engine_transactions(store), config, NOW)
+    phone = point(store, "phone", "+12125550101")
+    assert phone.id == ann_phone
+    assert phone.suppressed and phone.suppressed_reason == "opted out"
+    assert not point(store, "email", "ann@example.com").suppressed
+
+
 def test_reimport_records_nothing_new(store, tmp_path: Path) -> None:
     lines = [
         {"type": "reply", "channel": "email", "address": "ann@example.com", "at": AT},

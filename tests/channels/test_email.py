@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -262,7 +263,7 @@ def test_rendered_messages_go_one_request_each_concurrently(fake, hits, channel)
     assert len({r.provider_message_id for r in results}) == 20
 
 
-def test_send_at_is_set_for_later_messages_only(fake, hits, channel) -> None:
+def test_send_at_is_set_for_every_later_message_however_near(fake, hits, channel) -> None:
     later = NOW + timedelta(hours=2)
     batch = [
         message(1, "due@example.com"),
@@ -271,6 +272,9 @@ def test_send_at_is_set_for_later_messages_only(fake, hits, channel) -> None:
         templated(4, send_at=later),
         templated(5),
         message(6, "far@example.com", send_at=NOW + timedelta(hours=73)),
+        # Rounded up to the second: never before the chosen instant.
+        message(7, "next@example.com", send_at=NOW + timedelta(milliseconds=200)),
+        message(8, "past@example.com", send_at=NOW - timedelta(minutes=5)),
     ]
 
     results = by_touch(channel.send(batch))
@@ -278,15 +282,17 @@ def test_send_at_is_set_for_later_messages_only(fake, hits, channel) -> None:
     send_at = {m["custom_args"]["touch_id"]: m["send_at"] for m in fake.messages}
     assert send_at == {
         "1": None,
-        "2": None,
+        "2": int(NOW.timestamp()) + 30,
         "3": int(later.timestamp()),
         "4": int(later.timestamp()),
         "5": None,
+        "7": int(NOW.timestamp()) + 1,
+        "8": None,
     }
-    assert [results[i].status for i in range(1, 6)] == ["sent"] * 5
+    assert [results[i].status for i in (1, 2, 3, 4, 5, 7, 8)] == ["sent"] * 7
     assert results[6].status == "failed" and not results[6].permanent
     assert results[6].retry_after == 3600
-    assert len(hits) == 4
+    assert len(hits) == 6
 
 
 # -- retryable: 429, 503, no connection ------------------------------------------------
@@ -419,14 +425,97 @@ def test_an_invalid_single_recipient_is_suppressed(fake, hits, channel) -> None:
     assert len(hits) == 1
 
 
-def test_a_bad_template_id_fails_permanently_without_suppressing(fake, hits, channel) -> None:
-    results = channel.send(
-        [templated(1, sendgrid_template_id=7), templated(2, sendgrid_template_id=7)]
+def test_a_bad_template_id_is_configuration_and_stops_the_batch(fake, hits, channel) -> None:
+    batch = [
+        templated(1, sendgrid_template_id=7),
+        templated(2, sendgrid_template_id=7),
+        templated(3, step_id="follow-up"),
+    ]
+
+    results = by_touch(channel.send(batch))
+
+    for result in results.values():
+        assert result.status == "failed" and not result.permanent and result.suppress is None
+        assert "the step's sendgrid_template_id" in result.reason
+    assert "template_id: The template ID must be a string" in results[1].reason
+    assert len(hits) == 1 and not fake.messages
+
+
+def test_an_unknown_template_id_is_configuration() -> None:
+    # The fake does not know which template ids exist; the live API answers this 400.
+    unknown = BadRequestsError(
+        400,
+        "Bad Request",
+        errors_body({"field": "template_id", "message": "The template_id must be a valid ID"}),
+        {},
     )
+    stub = StubSendGrid(unknown)
+    channel = SendGridEmail(KEY, FROM, clock=FixedClock(NOW), client=stub)
+
+    results = channel.send([templated(1), templated(2)])
 
     for result in results:
-        assert result.status == "failed" and result.permanent and result.suppress is None
-        assert "template_id: The template ID must be a string" in result.reason
+        assert result.status == "failed" and not result.permanent and result.suppress is None
+        assert "sendgrid_template_id" in result.reason
+    assert len(stub.bodies) == 1
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "fix"),
+    [
+        ({"from_email": "jobs(at)acme.example"}, "from.email", "SENDGRID_FROM_EMAIL"),
+        ({"asm_group_id": "unsubscribe"}, "asm.group_id", "policy.sendgrid_unsubscribe_group"),
+    ],
+)
+def test_a_bad_sender_or_unsubscribe_group_is_configuration_and_stops_the_batch(
+    server, fake, hits, timer, overrides, field, fix
+) -> None:
+    from_email = overrides.pop("from_email", FROM)
+    channel = SendGridEmail(
+        KEY,
+        from_email,
+        base_url=server[0].url,
+        clock=FixedClock(NOW),
+        sleep=timer.sleep,
+        **overrides,
+    )
+
+    results = channel.send([message(i, f"p{i}@example.com") for i in range(4)])
+
+    assert len(results) == 4
+    for result in results:
+        assert result.status == "failed" and not result.permanent and result.suppress is None
+        assert f"check {fix}" in result.reason and field in result.reason
+        assert "@" not in result.reason
+    assert len(hits) == 1 and not fake.messages
+
+
+def test_a_recipient_and_a_sender_error_in_one_400(fake, hits, server, timer) -> None:
+    channel = SendGridEmail(
+        KEY, "jobs(at)acme.example", base_url=server[0].url, clock=FixedClock(NOW)
+    )
+
+    results = by_touch(channel.send([templated(1), templated(2, "ada(at)example.com")]))
+
+    assert (results[2].status, results[2].permanent, results[2].suppress) == (
+        "failed",
+        True,
+        "invalid",
+    )
+    assert results[1].status == "failed" and not results[1].permanent
+    assert "SENDGRID_FROM_EMAIL" in results[1].reason
+    assert len(hits) == 1
+
+
+def test_a_wrong_base_url_is_configuration_and_stops_the_batch(fake, hits, server, timer) -> None:
+    channel = make_channel(server, timer, base_url=server[0].url + "/not-sendgrid")
+
+    results = channel.send([message(i, f"p{i}@example.com") for i in range(3)] + [templated(9)])
+
+    assert len(results) == 4
+    for result in results:
+        assert result.status == "failed" and not result.permanent
+        assert "SendGrid 404" in result.reason and "SENDGRID_BASE_URL" in result.reason
     assert len(hits) == 1 and not fake.messages
 
 
@@ -457,7 +546,8 @@ def test_addresses_and_the_key_echoed_by_sendgrid_are_scrubbed_from_reasons() ->
 
     results = by_touch(channel.send([templated(1), templated(2)]))
 
-    assert results[1].permanent and results[2].permanent
+    assert results[1].permanent
+    assert not results[2].permanent and "SENDGRID_FROM_EMAIL" in results[2].reason
     for result in results.values():
         assert "@" not in result.reason and KEY not in result.reason
     assert "[address]" in results[1].reason and "[api key]" in results[2].reason
@@ -503,6 +593,56 @@ def test_an_unverified_sender_fails_the_batch_after_one_request(server, timer) -
         assert "SendGrid 403" in result.reason and "verified Sender Identity" in result.reason
         assert "@" not in result.reason
     assert len(server[1]["hits"]) == 1 and not fake.messages
+
+
+# -- exceptions the translator does not know -------------------------------------------
+
+
+class ExplodingSendGrid(StubSendGrid):
+    """Accepts every request except those carrying ``touch_id`` 2, which raise ``error``."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__()
+        self.error = error
+
+    def post(self, request_body: dict, timeout: float) -> Any:
+        self.bodies.append(request_body)
+        touches = {p["custom_args"]["touch_id"] for p in request_body["personalizations"]}
+        if "2" in touches:
+            raise self.error
+        return accepted(f"m-{min(touches)}")
+
+
+def test_an_unknown_exception_is_ambiguous_for_its_request_only(caplog) -> None:
+    error = RuntimeError(f"boom with {KEY} for p2@example.com")
+    stub = ExplodingSendGrid(error)
+    channel = SendGridEmail(KEY, FROM, clock=FixedClock(NOW), client=stub)
+    caplog.set_level(logging.DEBUG)
+
+    results = by_touch(channel.send([message(i, f"p{i}@example.com") for i in (1, 2, 3)]))
+
+    assert results[2] == SendResult.ambiguous(
+        message(2, "p2@example.com"), "unexpected RuntimeError from the SendGrid SDK"
+    )
+    assert results[1].status == results[3].status == "sent"
+    assert len(stub.bodies) == 3
+    assert "RuntimeError" in caplog.text and "touches 2" in caplog.text
+    assert KEY not in caplog.text and "@" not in caplog.text
+
+
+def test_an_invalid_header_value_fails_before_anything_is_sent(server, fake, hits, timer) -> None:
+    # A key with a line break (a stray newline from a secrets file): http.client refuses
+    # the Authorization header while buffering it, before the connection is used; its
+    # ValueError carries the key.
+    channel = make_channel(server, timer, api_key=KEY + "\n")
+
+    results = channel.send([message(1), message(2, "bob@example.com")])
+
+    for result in results:
+        assert result.status == "failed" and not result.permanent
+        assert "SENDGRID_API_KEY" in result.reason and "ValueError" in result.reason
+        assert KEY not in result.reason
+    assert len(hits) == 0 and timer.slept == []
 
 
 # -- helpers ---------------------------------------------------------------------------

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from werkzeug.wrappers import Response
 
 from channels.base import OutgoingMessage, SendResult
-from channels.sms import TwilioSMS
+from channels.sms import TwilioSMS, _Sender
 from outreach.clock import FixedClock, ManualTimer
 from outreach.errors import ConfigError
 from outreach.sandbox.base import SandboxServer, json_response
@@ -144,6 +146,7 @@ def test_a_send_from_a_number_is_created_and_its_sid_kept(fake, sms, server) -> 
     assert created["status_callback"] is None and created["send_at"] is None
     assert hits(server) == 1
     assert sms.max_schedule_ahead == timedelta(0)
+    assert sms.min_schedule_ahead == timedelta(0)
 
 
 def test_a_messaging_service_sends_with_the_status_callback(fake, scheduler) -> None:
@@ -155,7 +158,9 @@ def test_a_messaging_service_sends_with_the_status_callback(fake, scheduler) -> 
     assert created["messaging_service_sid"] == fake.messaging_service_sid
     assert created["status_callback"] == CALLBACK
     assert scheduler.max_schedule_ahead == timedelta(days=35)
+    assert scheduler.min_schedule_ahead == timedelta(minutes=16)
     assert TwilioSMS.max_schedule_ahead == timedelta(0)
+    assert TwilioSMS.min_schedule_ahead == timedelta(0)
 
 
 def test_without_a_public_url_there_is_no_status_callback(fake, server, timer) -> None:
@@ -211,14 +216,16 @@ def test_a_message_two_days_ahead_is_scheduled(fake, scheduler, send_at) -> None
 @pytest.mark.parametrize(
     ("ahead", "scheduled"),
     [
-        (timedelta(minutes=5), False),
-        # Twilio checks the 15-minute minimum on arrival: too close to it is sent now.
-        (timedelta(minutes=15), False),
+        (timedelta(0), False),
+        (-timedelta(hours=1), False),
+        (timedelta(minutes=16), True),
         (timedelta(minutes=20), True),
         (timedelta(days=35), True),
     ],
 )
-def test_a_message_under_15_minutes_ahead_is_sent_now(fake, scheduler, ahead, scheduled) -> None:
+def test_a_due_message_is_sent_now_and_a_later_one_scheduled(
+    fake, scheduler, ahead, scheduled
+) -> None:
     result = only(scheduler.send([message(send_at=NOW + ahead)]))
 
     [created] = fake.messages
@@ -227,11 +234,72 @@ def test_a_message_under_15_minutes_ahead_is_sent_now(fake, scheduler, ahead, sc
     assert created["send_at"] == (NOW + ahead if scheduled else None)
 
 
-def test_without_a_messaging_service_a_later_message_is_sent_now(fake, sms) -> None:
-    result = only(sms.send([message(send_at=NOW + timedelta(days=2))]))
+@pytest.mark.parametrize(
+    ("ahead", "minutes"),
+    [
+        (timedelta(seconds=1), "1 minute,"),
+        (timedelta(minutes=5), "5 minutes,"),
+        # Twilio checks the 15-minute minimum on arrival: too close to it is not scheduled.
+        (timedelta(minutes=15), "15 minutes,"),
+        (timedelta(minutes=15, seconds=59), "16 minutes,"),
+    ],
+)
+def test_a_message_due_under_16_minutes_ahead_is_never_sent_early(
+    fake, scheduler, server, ahead, minutes
+) -> None:
+    result = only(scheduler.send([message(send_at=NOW + ahead)]))
 
-    assert result.status == "sent"
-    assert fake.messages[0]["status"] == "queued" and fake.messages[0]["send_at"] is None
+    assert result.status == "failed" and not result.permanent and result.suppress is None
+    assert result.retry_after == ahead.total_seconds()
+    assert f"due in {minutes} sooner than Twilio can schedule; not sent early" in result.reason
+    assert hits(server) == 0 and not fake.messages
+
+
+class SteppingClock:
+    """Ten seconds later each time it is read."""
+
+    def __init__(self) -> None:
+        self.at = NOW
+
+    def now(self) -> datetime:
+        self.at += timedelta(seconds=10)
+        return self.at
+
+
+def test_a_retry_that_brings_send_at_under_the_minimum_is_not_sent_early(server, timer) -> None:
+    fake = use(server, FakeTwilio(clock=FixedClock(NOW)))
+    fake.faults.rate_limited(1)
+    channel = sms_for(
+        server,
+        fake,
+        timer,
+        from_number=None,
+        messaging_service_sid=fake.messaging_service_sid,
+        clock=SteppingClock(),
+    )
+
+    result = only(channel.send([message(send_at=NOW + timedelta(minutes=16, seconds=25))]))
+
+    # Read at +10 s (the batch) and +20 s (the first attempt, answered 429): 16 minutes
+    # ahead or more; at +30 s (the retry) only 15m55s: refused, not sent at once.
+    assert result.status == "failed" and not result.permanent
+    assert "not sent early" in result.reason and result.retry_after == 955
+    assert hits(server) == 1 and not fake.messages
+
+
+def test_without_a_messaging_service_a_later_message_is_not_sent_early(fake, sms, server) -> None:
+    later = only(sms.send([message(1, send_at=NOW + timedelta(days=2))]))
+    soon = only(sms.send([message(2, send_at=NOW + timedelta(seconds=61))]))
+    within = only(sms.send([message(3, send_at=NOW + timedelta(seconds=60))]))
+
+    for result, ahead in ((later, timedelta(days=2)), (soon, timedelta(seconds=61))):
+        assert result.status == "failed" and not result.permanent
+        assert result.retry_after == ahead.total_seconds() and "not sent early" in result.reason
+        assert "TWILIO_MESSAGING_SERVICE_SID" in result.reason
+    assert within.status == "sent"
+    [created] = fake.messages
+    assert created["status"] == "queued" and created["send_at"] is None
+    assert hits(server) == 1
 
 
 def test_beyond_35_days_is_refused_without_a_request(fake, scheduler, server) -> None:
@@ -294,13 +362,88 @@ def test_a_refused_recipient_is_suppressed(fake, sms, server, timer, to, code, s
 
 
 def test_another_4xx_is_permanent_with_its_code_and_no_suppression(fake, server, timer) -> None:
-    channel = sms_for(server, fake, timer, from_number="+15005550001")
+    channel = sms_for(server, fake, timer, max_segments=20)
 
-    result = only(channel.send([message()]))
+    result = only(channel.send([message(body="a" * 1700)]))
 
     assert result.status == "failed" and result.permanent and result.suppress is None
-    assert result.reason.startswith("twilio error 21606: The From phone number <number> is")
+    assert result.reason.startswith("twilio error 21617: The concatenated message body")
     assert hits(server) == 1
+
+
+class MisconfiguredTwilio(FakeTwilio):
+    """Answers every create with the Twilio error ``code`` (HTTP ``status``)."""
+
+    def __init__(self, code: int, status: int = 400) -> None:
+        super().__init__(clock=FixedClock(NOW))
+        self.code, self.status = code, status
+
+    def create_message(self, request, account_sid: str) -> object:
+        body = {"code": self.code, "message": "Refused", "more_info": "", "status": self.status}
+        return json_response(body, self.status)
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "fix"),
+    [
+        (21212, 400, "TWILIO_FROM_NUMBER / TWILIO_MESSAGING_SERVICE_SID"),
+        (21702, 400, "TWILIO_MESSAGING_SERVICE_SID"),
+        (21704, 400, "TWILIO_MESSAGING_SERVICE_SID"),
+        (20404, 404, "TWILIO_ACCOUNT_SID and TWILIO_BASE_URL"),
+    ],
+)
+def test_a_configuration_code_fails_the_batch_after_one_request(
+    server, timer, code, status, fix
+) -> None:
+    fake = use(server, MisconfiguredTwilio(code, status))
+    channel = sms_for(server, fake, timer, workers=4)
+
+    results = channel.send([message(i) for i in range(1, 5)])
+
+    assert sorted(r.touch_id for r in results) == [1, 2, 3, 4]
+    for result in results:
+        assert result.status == "failed" and not result.permanent and result.suppress is None
+        assert f"twilio error {code}" in result.reason and f"check {fix}" in result.reason
+    assert hits(server) == 1 and not timer.slept
+
+
+def test_a_from_number_not_on_the_account_fails_the_batch_after_one_request(
+    fake, server, timer
+) -> None:
+    channel = sms_for(server, fake, timer, from_number="+15005550001", workers=4)
+
+    results = channel.send([message(i) for i in range(1, 5)])
+
+    for result in results:
+        assert result.status == "failed" and not result.permanent and result.suppress is None
+        assert result.reason.startswith("twilio error 21606: The From phone number <number> is")
+        assert "TWILIO_FROM_NUMBER" in result.reason and "5005550001" not in result.reason
+    assert hits(server) == 1 and not fake.messages
+
+
+def test_an_unknown_messaging_service_fails_the_batch_after_one_request(
+    fake, server, timer
+) -> None:
+    channel = sms_for(server, fake, timer, from_number=None, messaging_service_sid="MG" + "0" * 32)
+
+    results = channel.send([message(i) for i in range(1, 4)])
+
+    for result in results:
+        assert result.status == "failed" and not result.permanent
+        assert "twilio error 21701" in result.reason
+        assert "check TWILIO_MESSAGING_SERVICE_SID" in result.reason
+    assert hits(server) == 1 and not fake.messages
+
+
+def test_a_wrong_base_url_fails_the_batch_after_one_request(fake, server, timer) -> None:
+    channel = sms_for(server, fake, timer, base_url=server[0].url + "/not-twilio")
+
+    results = channel.send([message(i) for i in range(1, 4)])
+
+    for result in results:
+        assert result.status == "failed" and not result.permanent
+        assert "HTTP 404" in result.reason and "TWILIO_BASE_URL" in result.reason
+    assert hits(server) == 1 and not fake.messages
 
 
 def test_reasons_never_carry_a_phone_number_or_the_token(fake, sms) -> None:
@@ -330,11 +473,13 @@ def test_a_429_is_retried_with_backoff_then_sent(fake, sms, server, timer) -> No
 class RetryAfterTwilio(FakeTwilio):
     """Twilio documents no ``Retry-After``; should it send one, the channel honours it."""
 
+    retry_after = "7"
+
     def too_many_requests(self, retry_after: float | None) -> object:
         response = json_response(
             {"code": 20429, "message": "Too Many Requests", "more_info": "", "status": 429}, 429
         )
-        response.headers["Retry-After"] = "7"
+        response.headers["Retry-After"] = self.retry_after
         return response
 
 
@@ -345,6 +490,18 @@ def test_a_retry_after_header_sets_the_wait(server, timer) -> None:
     result = only(sms_for(server, fake, timer).send([message()]))
 
     assert result.status == "sent" and timer.slept == [7.0]
+
+
+def test_a_retry_after_over_a_minute_is_left_to_the_engine(server, timer) -> None:
+    fake = use(server, RetryAfterTwilio(clock=FixedClock(NOW)))
+    fake.retry_after = "3600"
+    fake.faults.rate_limited(1)
+
+    result = only(sms_for(server, fake, timer).send([message()]))
+
+    assert result.status == "failed" and not result.permanent
+    assert result.retry_after == 3600.0 and "twilio error 20429" in result.reason
+    assert timer.slept == [] and hits(server) == 1 and not fake.messages
 
 
 def test_a_503_is_retried(fake, sms, server, timer) -> None:
@@ -465,6 +622,108 @@ def test_a_connection_lost_after_sending_is_ambiguous_and_not_resent(hang_up, ti
     assert result.status == "ambiguous" and "not retried" in result.reason
     assert len(received) == 1 and received[0].startswith(b"POST /2010-04-01/Accounts/")
     assert not timer.slept
+
+
+# -- exceptions the translator does not know -------------------------------------------
+
+
+def test_an_unknown_exception_after_the_request_is_ambiguous_for_that_message_only(
+    fake, sms, caplog
+) -> None:
+    accepted = sms._accepted
+
+    def explode(message: OutgoingMessage, created: object) -> SendResult:
+        if message.touch_id == 2:
+            raise RuntimeError(f"boom for {message.to} with {fake.auth_token}")
+        return accepted(message, created)
+
+    sms._accepted = explode  # type: ignore[method-assign]
+    caplog.set_level(logging.DEBUG, logger="outreach")
+
+    results = {r.touch_id: r for r in sms.send([message(i) for i in (1, 2, 3)])}
+
+    assert results[2] == SendResult.ambiguous(
+        message(2), "unexpected RuntimeError from the Twilio SDK"
+    )
+    assert results[1].status == results[3].status == "sent"
+    assert "RuntimeError" in caplog.text and "touch 2" in caplog.text
+    assert ADA not in caplog.text and fake.auth_token not in caplog.text
+
+
+class GarbledTwilio(FakeTwilio):
+    """Creates the message, then answers with a body that is not JSON."""
+
+    def create_message(self, request, account_sid: str) -> object:
+        super().create_message(request, account_sid)
+        return Response(b"<html>proxy page</html>", status=201)
+
+
+def test_an_unexpected_sdk_error_is_ambiguous_and_names_only_its_type(server, timer) -> None:
+    fake = use(server, GarbledTwilio(clock=FixedClock(NOW)))
+
+    result = only(sms_for(server, fake, timer).send([message()]))
+
+    assert result.status == "ambiguous"
+    assert result.reason.startswith("unexpected JSONDecodeError from the Twilio SDK")
+    assert len(fake.messages) == 1 and hits(server) == 1 and not timer.slept
+
+
+def test_a_client_that_cannot_be_set_up_fails_without_a_request(fake, timer) -> None:
+    channel = TwilioSMS(
+        fake.account_sid,
+        fake.auth_token,
+        from_number=FROM,
+        base_url="http://[::1",
+        sleep=timer.sleep,
+    )
+
+    result = only(channel.send([message()]))
+
+    assert result.status == "failed" and not result.permanent
+    assert "ValueError" in result.reason and "not sent" in result.reason
+
+
+def test_a_token_that_cannot_be_encoded_fails_before_anything_is_sent(fake, server, timer) -> None:
+    # requests encodes Basic credentials as Latin-1 while preparing the request.
+    channel = sms_for(server, fake, timer, token="t\u20acken")
+
+    result = only(channel.send([message()]))
+
+    assert result.status == "failed" and not result.permanent
+    assert "UnicodeEncodeError" in result.reason and "nothing was sent" in result.reason
+    assert "t\u20acken" not in result.reason
+    assert hits(server) == 0 and not timer.slept
+
+
+# -- closing ---------------------------------------------------------------------------
+
+
+class ClosingHttp:
+    def __init__(self, fails: bool = False) -> None:
+        self.fails = fails
+        self.closed = 0
+
+    def close(self) -> None:
+        self.closed += 1
+        if self.fails:
+            raise OSError("cannot close")
+
+
+def test_close_is_idempotent_and_closes_every_client_even_if_one_fails(fake, server, timer) -> None:
+    channel = sms_for(server, fake, timer)
+    assert only(channel.send([message()])).status == "sent"
+    broken, fine = ClosingHttp(fails=True), ClosingHttp()
+    for http in (broken, fine):
+        channel._idle.put(_Sender(client=None, http=http))  # type: ignore[arg-type]
+
+    channel.close()
+    channel.close()
+
+    assert broken.closed == 1 and fine.closed == 1
+    assert channel._idle.empty()
+    # A later send opens a new client.
+    assert only(channel.send([message(2)])).status == "sent"
+    channel.close()
 
 
 # -- credentials -----------------------------------------------------------------------
