@@ -24,7 +24,7 @@ import httpx
 from tenacity import (
     RetryCallState,
     Retrying,
-    retry_if_exception_type,
+    retry_if_exception,
     stop_after_attempt,
 )
 
@@ -161,8 +161,12 @@ class ApiClient:
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         backoff: Callable[[int], float] | None = None,
+        max_wait: float = 120.0,
     ) -> None:
         self.provider = provider
+        #: the longest pause a retry may wait in this run; a longer Retry-After (or a daily
+        #: quota used up) ends the call at once, for the next run to carry on
+        self.max_wait = max_wait
         self.credential = credential
         self.pacer = HeaderPacer(rate, monotonic=monotonic, sleep=sleep)
         self.attempts = attempts
@@ -204,8 +208,14 @@ class ApiClient:
             hinted = getattr(error, "retry_after", None)
             return hinted if hinted is not None else self._backoff(state.attempt_number)
 
+        def worth_waiting(error: BaseException) -> bool:
+            hinted = getattr(error, "retry_after", None)
+            return isinstance(error, RetryableError) and (
+                hinted is None or hinted <= self.max_wait
+            )
+
         retrying = Retrying(
-            retry=retry_if_exception_type(RetryableError),
+            retry=retry_if_exception(worth_waiting),
             stop=stop_after_attempt(self.attempts),
             wait=wait,
             sleep=self._sleep,
@@ -247,7 +257,15 @@ class ApiClient:
         # safe to send again; any other 5xx on a write may have been processed.
         if status in (429, 503) or (status in _RETRYABLE_STATUS and idempotent):
             retry_after = retry_after_seconds(response.headers.get("Retry-After"))
-            if status == 429:
+            if status == 429 and _daily_quota_used_up(response):
+                raise RetryableError(
+                    f"{self.provider}: the daily API limit is used up ({detail}); the rest "
+                    "waits for the next run",
+                    provider=self.provider,
+                    status=status,
+                    retry_after=DAILY_QUOTA_WAIT,
+                )
+            if status == 429 and (retry_after is None or retry_after <= self.max_wait):
                 self.pacer.hold(retry_after if retry_after is not None else 1.0)
             raise RetryableError(
                 f"{self.provider}: HTTP {status} on {method} {path}: {detail}",
@@ -266,6 +284,20 @@ class ApiClient:
             provider=self.provider,
             status=status,
         )
+
+
+#: how long a used-up daily quota is reported to last (the real reset is the provider's
+#: midnight, in the account's own time zone)
+DAILY_QUOTA_WAIT = 3600.0
+
+
+def _daily_quota_used_up(response: httpx.Response) -> bool:
+    """HubSpot says which limit a 429 hit: ``policyName`` ``DAILY`` lasts until midnight."""
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and str(body.get("policyName", "")).upper() == "DAILY"
 
 
 def _detail(response: httpx.Response) -> str:

@@ -140,3 +140,35 @@ def test_retry_after_forms() -> None:
     assert retry_after_seconds("3") == 3
     assert retry_after_seconds("Wed, 25 Nov 2026 12:00:30 GMT", now=now) == 30
     assert retry_after_seconds("soon") is None and retry_after_seconds(None) is None
+
+
+@respx.mock
+def test_a_used_up_daily_quota_ends_the_call_without_waiting_for_midnight() -> None:
+    import json
+    from pathlib import Path
+
+    body = json.loads(
+        (Path(__file__).resolve().parent.parent / "fixtures" / "hubspot" / "error_429.json").read_text()
+    )
+    fake = FakeTime()
+    route = respx.get(f"{BASE}/contacts").mock(return_value=httpx.Response(429, json=body))
+    api = client(fake)
+    with pytest.raises(RetryableError, match="daily API limit is used up") as caught:
+        api.get("/contacts")
+    assert route.call_count == 1 and fake.slept == []
+    assert caught.value.retry_after and caught.value.retry_after > api.max_wait
+    # Other calls of the run (a write-back to another CRM record) are not held for hours.
+    respx.get(f"{BASE}/ping").mock(return_value=httpx.Response(200, json={}))
+    api.get("/ping")
+    assert sum(fake.slept) < 1.0
+
+
+@respx.mock
+def test_a_retry_after_longer_than_a_run_should_wait_is_not_slept() -> None:
+    fake = FakeTime()
+    route = respx.get(f"{BASE}/x").mock(
+        return_value=httpx.Response(429, headers={"Retry-After": "900"}, json={})
+    )
+    with pytest.raises(RetryableError) as caught:
+        client(fake).get("/x")
+    assert route.call_count == 1 and fake.slept == [] and caught.value.retry_after == 900

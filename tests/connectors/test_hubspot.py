@@ -470,7 +470,12 @@ def test_a_429_with_hubspot_headers_is_retried() -> None:
         side_effect=[
             httpx.Response(
                 429,
-                json=fixture("error_429.json"),
+                # The published body is the daily limit's; the ten-second one names its policy.
+                json={
+                    **fixture("error_429.json"),
+                    "message": "You have reached your ten_secondly_rolling limit.",
+                    "policyName": "TEN_SECONDLY_ROLLING",
+                },
                 headers={
                     "X-HubSpot-RateLimit-Max": "190",
                     "X-HubSpot-RateLimit-Remaining": "0",
