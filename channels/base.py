@@ -123,14 +123,12 @@ class Channel:
     min_schedule_ahead: ClassVar[timedelta] = timedelta(0)
     #: whether the engine paces calls to ``policy.rate_limits`` (real providers: yes)
     paced: ClassVar[bool] = True
-    #: whether each message of a batch is its own provider request (SMS) rather than the
-    #: batch being one request (SendGrid personalizations); the engine then hands over no
-    #: more messages at once than the rate allows per second, so a 1/s policy is 1/s
-    request_per_message: ClassVar[bool] = False
 
     def batch_key(self, message: OutgoingMessage) -> tuple[str, ...]:
-        """Messages with equal keys can share one provider request; the engine hands them
-        over together (default: no grouping)."""
+        """Messages with equal non-empty keys share provider requests; the engine hands them
+        over together, up to ``max_batch``. An empty key (the default) means the message is
+        a request of its own: the engine then hands over no more at once than the rate
+        allows per second."""
         return ()
 
     def send(self, batch: Sequence[OutgoingMessage]) -> list[SendResult]:

@@ -224,7 +224,6 @@ class TwilioSMS(Channel):
 
     name: ClassVar[str] = "sms"
     max_batch: ClassVar[int] = 20
-    request_per_message: ClassVar[bool] = True
     rate_per_second: ClassVar[float | None] = None
     max_schedule_ahead: ClassVar[timedelta] = timedelta(0)
 

@@ -25,6 +25,7 @@ schedule is deferred to that instant, with the reason.
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -718,16 +719,22 @@ class Tick:
             results: list[tuple[_Pending, SendResult]] = []
             for name, items in by_channel.items():
                 channel = self.channels[name]
-                # Messages that can share a provider request go out in the same chunks.
-                items.sort(key=lambda item, ch=channel: ch.batch_key(item.message))
-                size = channel.max_batch
                 limiter = self.limiters.get(name)
-                if limiter is not None and channel.request_per_message:
-                    size = max(1, min(size, int(limiter.rate)))
-                for start in range(0, len(items), size):
-                    chunk = items[start : start + size]
-                    self._renew_leases(pending)
-                    results.extend(self._send(channel, chunk))
+                # Messages that can share a provider request go out in the same chunks, up
+                # to the channel's batch; a message that is a request of its own (an empty
+                # key) is handed over no faster than the rate, so a 1/s policy is 1/s.
+                items.sort(key=lambda item, ch=channel: ch.batch_key(item.message))
+                for key, group in itertools.groupby(
+                    items, key=lambda item, ch=channel: ch.batch_key(item.message)
+                ):
+                    members = list(group)
+                    size = channel.max_batch
+                    if limiter is not None and not key:
+                        size = max(1, min(size, int(limiter.rate)))
+                    for start in range(0, len(members), size):
+                        chunk = members[start : start + size]
+                        self._renew_leases(pending)
+                        results.extend(self._send(channel, chunk))
             pending = self._confirm(results, now, summary)
 
     def _renew_leases(self, pending: list[_Pending]) -> None:

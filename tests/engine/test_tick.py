@@ -365,7 +365,6 @@ class CountingSMS(Channel):
 
     name = "sms"
     max_batch = 20
-    request_per_message = True
 
     def __init__(self) -> None:
         self.batches: list[int] = []
@@ -540,3 +539,38 @@ def test_claims_of_a_long_paced_dispatch_keep_their_lease(engine, tmp_path: Path
     world.tick(wall_clock=wall, sleep=timer.sleep, monotonic=timer.monotonic)
     assert len(world.sms.sent) == 8  # 40 minutes of sending against a 15-minute lease
     assert all(seen)
+
+
+class CountingEmail(Channel):
+    """Email where ``grouped`` messages share one request (a dynamic template)."""
+
+    name = "email"
+    max_batch = 1000
+
+    def __init__(self, grouped: bool) -> None:
+        self.grouped = grouped
+        self.batches: list[int] = []
+
+    def batch_key(self, message):
+        return ("template",) if self.grouped else ()
+
+    def send(self, batch):
+        self.batches.append(len(batch))
+        return [SendResult.sent(m) for m in batch]
+
+
+@pytest.mark.parametrize(("grouped", "largest"), [(False, 3), (True, 9)])
+def test_requests_are_paced_and_shared_requests_are_not_split(
+    engine, tmp_path: Path, grouped: bool, largest: int
+) -> None:
+    config = write_config(tmp_path, SMALL.replace("rate_limits: {linkedin: 1/d}",
+                                                  "rate_limits: {linkedin: 1/d, email: 3/s}"), TEMPLATES)
+    world = World(engine, config, ny(2026, 11, 2, 9, 0))
+    world.email = CountingEmail(grouped)  # type: ignore[assignment]
+    world.add(*[{**PERSON, "external_id": f"p{i}", "email": f"p{i}@example.com", "phone": "",
+                 "stage": "applied"} for i in range(9)])
+    timer = ManualTimer()
+    world.tick(sleep=timer.sleep, monotonic=timer.monotonic)
+    assert sum(world.email.batches) == 9
+    # One message per request: three at a time at 3/s. One shared request: all nine at once.
+    assert max(world.email.batches) == largest
