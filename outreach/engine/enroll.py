@@ -16,17 +16,17 @@ Events are processed in id order, in batches, each batch in one transaction with
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Callable
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, select, update
+from sqlalchemy import Connection, bindparam, select, update
 
 from outreach.cadence import CadenceConfig
-from outreach.store.bulk import bulk_write
+from outreach.store.bulk import bulk_update, bulk_write
 from outreach.store.schema import ContactPoint, Enrollment, Event, Person
 
 __all__ = ["EnrollStats", "process_events"]
@@ -78,8 +78,10 @@ def process_events(
             rows = list(conn.execute(query).mappings())
             if not rows:
                 return stats
+            batch = _Batch(conn, config, now, stats, rows)
             for row in rows:
-                _apply(conn, config, row, now, stats)
+                batch.apply(row)
+            batch.write()
             conn.execute(
                 update(_events)
                 .where(_events.c.id.in_([row["id"] for row in rows]))
@@ -89,120 +91,220 @@ def process_events(
             after = rows[-1]["id"]
 
 
-def _apply(
-    conn: Connection, config: CadenceConfig, event: Any, now: datetime, stats: EnrollStats
-) -> None:
-    kind = event["type"]
-    person_id = event["person_id"]
-    if person_id is None:
-        return
-    if kind == "stage_change":
-        payload = event["payload"] or {}
-        _stage_change(conn, config, event, payload.get("to"), now, stats)
-    elif kind == "reply":
-        _stop(
-            conn,
-            config,
-            person_id,
-            "reply",
-            f"reply on {event['channel'] or 'a channel'}",
-            now,
-            stats,
-        )
-    elif kind in _SUPPRESSING:
-        reason = _SUPPRESSING[kind]
-        if event["contact_point_id"] is not None:
-            _suppress(conn, [event["contact_point_id"]], reason, event["at"], now)
-            stats.suppressed += 1
-        elif kind in ("opt_out", "unsubscribe") and not event["channel"]:
-            conn.execute(
-                update(_people)
-                .where(_people.c.id == person_id)
-                .values(global_opt_out=True, opted_out_at=event["at"], updated_at=now)
-            )
-            stats.opted_out += 1
-        elif event["channel"] in _CHANNEL_KIND:
-            ids = list(
+class _Batch:
+    """One batch of events applied in order to an in-memory view, then written at once.
+
+    The people's running enrollments, opt-outs and (when needed) contact points are read
+    with one query each for the whole batch; ends, new enrollments, suppressions and
+    opt-outs are written with one statement each. An event sees every earlier event of the
+    batch, exactly as if each had been written on its own.
+    """
+
+    def __init__(
+        self,
+        conn: Connection,
+        config: CadenceConfig,
+        now: datetime,
+        stats: EnrollStats,
+        events: list[Any],
+    ) -> None:
+        self.conn, self.config, self.now, self.stats = conn, config, now, stats
+        self.people = sorted({e["person_id"] for e in events if e["person_id"] is not None})
+        #: person -> running enrollments: {"id" (None until written), "record_id",
+        #: "cadence_id", "trigger_stage", "row" (the new row, for one made in this batch)}
+        self.active: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        self.opted_out: set[int] = set()
+        for chunk in _chunks(self.people):
+            for row in conn.execute(
+                select(
+                    _enrollments.c.id,
+                    _enrollments.c.person_id,
+                    _enrollments.c.record_id,
+                    _enrollments.c.cadence_id,
+                    _enrollments.c.trigger_stage,
+                )
+                .where(_enrollments.c.person_id.in_(chunk), _enrollments.c.status == "active")
+                .order_by(_enrollments.c.id)
+            ).mappings():
+                self.active[row["person_id"]].append({**row, "row": None})
+            self.opted_out.update(
                 conn.execute(
-                    select(_contacts.c.id).where(
-                        _contacts.c.person_id == person_id,
-                        _contacts.c.kind == _CHANNEL_KIND[event["channel"]],
+                    select(_people.c.id).where(
+                        _people.c.id.in_(chunk), _people.c.global_opt_out.is_(True)
                     )
                 ).scalars()
             )
-            _suppress(conn, ids, reason, event["at"], now)
-            stats.suppressed += len(ids)
-        if kind != "bounce":
-            _stop(conn, config, person_id, "opt_out", reason, now, stats)
+        self._contacts: dict[tuple[int, str], list[int]] | None = None
+        self.new_rows: list[dict[str, Any]] = []
+        self.ends: dict[int, str] = {}
+        self.opt_outs: list[dict[str, Any]] = []
+        self.suppressions: list[dict[str, Any]] = []
 
+    # -- the events ----------------------------------------------------------------------
 
-def _stage_change(
-    conn: Connection,
-    config: CadenceConfig,
-    event: Any,
-    to: str | None,
-    now: datetime,
-    stats: EnrollStats,
-) -> None:
-    person_id, record_id, at = event["person_id"], event["record_id"], event["at"]
-    # Leaving a stage: end this record's enrollments from other stages.
-    active = conn.execute(
-        select(_enrollments.c.id, _enrollments.c.cadence_id, _enrollments.c.trigger_stage).where(
-            _enrollments.c.person_id == person_id,
-            _enrollments.c.record_id == record_id,
-            _enrollments.c.status == "active",
-            _enrollments.c.trigger_stage != (to or ""),
-        )
-    ).all()
-    for enrollment_id, cadence_id, trigger_stage in active:
-        stop_on = _stop_on(config, cadence_id)
-        if "stage_change" in stop_on:
-            reason = f"stage_change: {trigger_stage} -> {to or 'unmapped stage'}"
-            _end(conn, [enrollment_id], reason, now)
-            stats.stopped["stage_change"] += 1
-    if to is None:
-        return
-    opted_out = conn.execute(
-        select(_people.c.global_opt_out).where(_people.c.id == person_id)
-    ).scalar()
-    if opted_out:
-        return
-    # One person, one running enrollment per cadence: the same application seen in two
-    # CRMs (or a record merged into a person already enrolled) does not start it twice.
-    running = set(
-        conn.execute(
-            select(_enrollments.c.cadence_id).where(
-                _enrollments.c.person_id == person_id, _enrollments.c.status == "active"
-            )
-        ).scalars()
-    )
-    rows = []
-    for cadence in config.cadences:
-        if cadence.trigger.stage != to:
-            continue
-        if cadence.id in running:
-            stats.already_enrolled += 1
-            continue
-        first = cadence.steps[0]
-        due = at + first.after
-        rows.append(
-            {
+    def apply(self, event: Any) -> None:
+        kind = event["type"]
+        person_id = event["person_id"]
+        if person_id is None:
+            return
+        if kind == "stage_change":
+            payload = event["payload"] or {}
+            self._stage_change(event, payload.get("to"))
+        elif kind == "reply":
+            self._stop(person_id, "reply", f"reply on {event['channel'] or 'a channel'}")
+        elif kind in _SUPPRESSING:
+            reason = _SUPPRESSING[kind]
+            if event["contact_point_id"] is not None:
+                self._suppress([event["contact_point_id"]], reason, event["at"])
+                self.stats.suppressed += 1
+            elif kind in ("opt_out", "unsubscribe") and not event["channel"]:
+                self.opt_outs.append(
+                    {
+                        "id": person_id,
+                        "global_opt_out": True,
+                        "opted_out_at": event["at"],
+                        "updated_at": self.now,
+                    }
+                )
+                self.opted_out.add(person_id)
+                self.stats.opted_out += 1
+            elif event["channel"] in _CHANNEL_KIND:
+                ids = self._contact_ids(person_id, _CHANNEL_KIND[event["channel"]])
+                self._suppress(ids, reason, event["at"])
+                self.stats.suppressed += len(ids)
+            if kind != "bounce":
+                self._stop(person_id, "opt_out", reason)
+
+    def _stage_change(self, event: Any, to: str | None) -> None:
+        person_id, record_id, at = event["person_id"], event["record_id"], event["at"]
+        # Leaving a stage: end this record's enrollments from other stages.
+        for enrollment in list(self.active[person_id]):
+            if enrollment["record_id"] != record_id or enrollment["trigger_stage"] == (to or ""):
+                continue
+            if "stage_change" in _stop_on(self.config, enrollment["cadence_id"]):
+                reason = (
+                    f"stage_change: {enrollment['trigger_stage']} -> {to or 'unmapped stage'}"
+                )
+                self._end(person_id, enrollment, reason)
+                self.stats.stopped["stage_change"] += 1
+        if to is None or person_id in self.opted_out:
+            return
+        # One person, one running enrollment per cadence: the same application seen in two
+        # CRMs (or a record merged into a person already enrolled) does not start it twice.
+        running = {e["cadence_id"] for e in self.active[person_id]}
+        for cadence in self.config.cadences:
+            if cadence.trigger.stage != to:
+                continue
+            if cadence.id in running:
+                self.stats.already_enrolled += 1
+                continue
+            due = at + cadence.steps[0].after
+            row = {
                 "person_id": person_id,
                 "record_id": record_id,
                 "cadence_id": cadence.id,
                 "trigger_stage": to,
                 "triggered_at": at,
                 "status": "active",
+                "stop_reason": None,
+                "stopped_at": None,
                 "next_step": 0,
                 "next_occurrence": 0,
                 "step_due_at": due,
                 "next_due_at": due,
-                "created_at": now,
-                "updated_at": now,
+                "created_at": self.now,
+                "updated_at": self.now,
             }
+            self.new_rows.append(row)
+            self.active[person_id].append(
+                {
+                    "id": None,
+                    "person_id": person_id,
+                    "record_id": record_id,
+                    "cadence_id": cadence.id,
+                    "trigger_stage": to,
+                    "row": row,
+                }
+            )
+            running.add(cadence.id)
+            self.stats.enrolled[cadence.id] += 1
+
+    def _stop(self, person_id: int, trigger: str, reason: str) -> None:
+        for enrollment in list(self.active[person_id]):
+            if trigger in _stop_on(self.config, enrollment["cadence_id"]):
+                self._end(person_id, enrollment, f"{trigger}: {reason}")
+                self.stats.stopped[trigger] += 1
+
+    def _end(self, person_id: int, enrollment: dict[str, Any], reason: str) -> None:
+        self.active[person_id].remove(enrollment)
+        if enrollment["row"] is not None:  # started and ended within this batch
+            enrollment["row"].update(
+                status="stopped", stop_reason=reason, stopped_at=self.now, next_due_at=None
+            )
+        else:
+            self.ends[enrollment["id"]] = reason
+
+    def _contact_ids(self, person_id: int, kind: str) -> list[int]:
+        if self._contacts is None:
+            self._contacts = defaultdict(list)
+            for chunk in _chunks(self.people):
+                for cid, pid, ckind in self.conn.execute(
+                    select(_contacts.c.id, _contacts.c.person_id, _contacts.c.kind).where(
+                        _contacts.c.person_id.in_(chunk)
+                    )
+                ):
+                    self._contacts[(pid, ckind)].append(cid)
+        return list(self._contacts.get((person_id, kind), []))
+
+    def _suppress(self, ids: list[int], reason: str, at: datetime) -> None:
+        self.suppressions.extend(
+            {"b_id": cid, "reason": reason, "at": at, "now": self.now} for cid in ids
         )
-        stats.enrolled[cadence.id] += 1
-    bulk_write(conn, _enrollments, rows, conflict=("record_id", "cadence_id", "triggered_at"))
+
+    # -- writing -------------------------------------------------------------------------
+
+    def write(self) -> None:
+        """Every change of the batch, one statement per kind."""
+        bulk_write(
+            self.conn,
+            _enrollments,
+            self.new_rows,
+            conflict=("record_id", "cadence_id", "triggered_at"),
+        )
+        bulk_update(
+            self.conn,
+            _enrollments,
+            [
+                {
+                    "id": enrollment_id,
+                    "status": "stopped",
+                    "stop_reason": reason,
+                    "stopped_at": self.now,
+                    "next_due_at": None,
+                    "updated_at": self.now,
+                }
+                for enrollment_id, reason in self.ends.items()
+            ],
+        )
+        bulk_update(self.conn, _people, self.opt_outs)
+        if self.suppressions:
+            # Suppression is sticky and the first reason stays: only points not yet suppressed.
+            self.conn.execute(
+                update(_contacts)
+                .where(_contacts.c.id == bindparam("b_id"), _contacts.c.suppressed.is_(False))
+                .values(
+                    suppressed=True,
+                    suppressed_reason=bindparam("reason"),
+                    suppressed_at=bindparam("at"),
+                    updated_at=bindparam("now"),
+                ),
+                self.suppressions,
+            )
+
+
+def _chunks(ids: list[int], size: int = 500) -> Iterator[list[int]]:
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
 
 
 def _stop_on(config: CadenceConfig, cadence_id: str) -> list[str]:
@@ -210,43 +312,3 @@ def _stop_on(config: CadenceConfig, cadence_id: str) -> list[str]:
         return list(config.cadence(cadence_id).stop_on)
     except KeyError:
         return ["reply", "stage_change", "opt_out"]
-
-
-def _stop(
-    conn: Connection,
-    config: CadenceConfig,
-    person_id: int,
-    trigger: str,
-    reason: str,
-    now: datetime,
-    stats: EnrollStats,
-) -> None:
-    active = conn.execute(
-        select(_enrollments.c.id, _enrollments.c.cadence_id).where(
-            _enrollments.c.person_id == person_id, _enrollments.c.status == "active"
-        )
-    ).all()
-    ids = [eid for eid, cadence_id in active if trigger in _stop_on(config, cadence_id)]
-    if ids:
-        _end(conn, ids, f"{trigger}: {reason}", now)
-        stats.stopped[trigger] += len(ids)
-
-
-def _end(conn: Connection, ids: list[int], reason: str, now: datetime) -> None:
-    conn.execute(
-        update(_enrollments)
-        .where(_enrollments.c.id.in_(ids))
-        .values(
-            status="stopped", stop_reason=reason, stopped_at=now, next_due_at=None, updated_at=now
-        )
-    )
-
-
-def _suppress(conn: Connection, ids: list[int], reason: str, at: datetime, now: datetime) -> None:
-    if not ids:
-        return
-    conn.execute(
-        update(_contacts)
-        .where(and_(_contacts.c.id.in_(ids), _contacts.c.suppressed.is_(False)))
-        .values(suppressed=True, suppressed_reason=reason, suppressed_at=at, updated_at=now)
-    )
