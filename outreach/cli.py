@@ -9,7 +9,11 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -417,6 +421,22 @@ def _connectors(
     return built
 
 
+@contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """An event set by Ctrl-C or TERM while the block runs (a service stops cleanly)."""
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: object) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 @sandbox_app.command("serve")
 def sandbox_serve_command(
     people: Annotated[
@@ -441,9 +461,6 @@ def sandbox_serve_command(
     Prints the environment variables that point the engine at them; every other
     command reads them from the environment or from a .env file.
     """
-    import signal
-    import threading
-
     from outreach.sandbox.suite import Sandbox
 
     sandbox = Sandbox(people, seed=seed, limits=limits, host=host)
@@ -451,34 +468,27 @@ def sandbox_serve_command(
         sandbox.start()
     except OSError as exc:
         raise _fail(f"cannot serve on {host}: {exc}") from None
-    stop = threading.Event()
-
-    def request_stop(signum: int, frame: object) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        lines = [f"{name}={value}" for name, value in sandbox.env().items()]
-        if env_file is not None:
-            # Written before the variables are printed: whoever reads them can use the file.
-            env_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        for name in sandbox.fakes:
-            err.print(f"{name:<10} {sandbox.url(name)}", highlight=False)
-        if env_file is not None:
-            err.print(f"wrote {env_file}", highlight=False)
-        for line in lines:
-            out.print(f"export {line}", highlight=False)
-        err.print(
-            f"serving {len(sandbox.people)} seeded candidates; Ctrl-C stops", highlight=False
-        )
-        sys.stdout.flush()
-        while not stop.wait(0.5):
-            pass
-        err.print("stopping", highlight=False)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        sandbox.stop()
+    with _stop_on_signals() as stop:
+        try:
+            lines = [f"{name}={value}" for name, value in sandbox.env().items()]
+            if env_file is not None:
+                # Written before the variables are printed: whoever reads them can use it.
+                env_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
+            for name in sandbox.fakes:
+                err.print(f"{name:<10} {sandbox.url(name)}", highlight=False)
+            if env_file is not None:
+                err.print(f"wrote {env_file}", highlight=False)
+            for line in lines:
+                out.print(f"export {line}", highlight=False)
+            err.print(
+                f"serving {len(sandbox.people)} seeded candidates; Ctrl-C stops", highlight=False
+            )
+            sys.stdout.flush()
+            while not stop.wait(0.5):
+                pass
+            err.print("stopping", highlight=False)
+        finally:
+            sandbox.stop()
 
 
 @events_app.command("import")
@@ -545,9 +555,6 @@ def serve_command(
     OUTREACH_PUBLIC_URL). What arrives is recorded as events; the next `outreach run`
     applies them. Ctrl-C or TERM stops it.
     """
-    import signal
-    import threading
-
     from outreach.serve import make_app, serve
 
     settings = _settings()
@@ -556,29 +563,22 @@ def serve_command(
     app_ = make_app(engine, settings, config, SystemClock())
     for problem in app_.problems:
         err.print(f"[yellow]warning:[/] {problem}", highlight=False)
-    stop = threading.Event()
-
-    def request_stop(signum: int, frame: object) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        serve(
-            app_,
-            host,
-            port,
-            stop,
-            on_ready=lambda bound: err.print(
-                f"listening on http://{host}:{bound} (POST /webhooks/sendgrid/events, "
-                "/webhooks/twilio/inbound, /webhooks/twilio/status)",
-                highlight=False,
-            ),
-        )
+        with _stop_on_signals() as stop:
+            serve(
+                app_,
+                host,
+                port,
+                stop,
+                on_ready=lambda bound: err.print(
+                    f"listening on http://{host}:{bound} (POST /webhooks/sendgrid/events, "
+                    "/webhooks/twilio/inbound, /webhooks/twilio/status)",
+                    highlight=False,
+                ),
+            )
     except OSError as exc:
         raise _fail(f"cannot listen on {host}:{port}: {exc}") from None
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         engine.dispose()
 
 
