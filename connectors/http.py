@@ -210,9 +210,7 @@ class ApiClient:
 
         def worth_waiting(error: BaseException) -> bool:
             hinted = getattr(error, "retry_after", None)
-            return isinstance(error, RetryableError) and (
-                hinted is None or hinted <= self.max_wait
-            )
+            return isinstance(error, RetryableError) and (hinted is None or hinted <= self.max_wait)
 
         retrying = Retrying(
             retry=retry_if_exception(worth_waiting),

@@ -106,8 +106,13 @@ def test_clock_times_and_country_codes_are_not_yaml_1_1_numbers(tmp_path: Path) 
 
 @pytest.mark.parametrize(
     ("text", "unit"),
-    [("30m", timedelta(minutes=30)), ("48h", timedelta(hours=48)), ("7d", timedelta(days=7)),
-     ("2w", timedelta(weeks=2)), ("0m", timedelta(0))],
+    [
+        ("30m", timedelta(minutes=30)),
+        ("48h", timedelta(hours=48)),
+        ("7d", timedelta(days=7)),
+        ("2w", timedelta(weeks=2)),
+        ("0m", timedelta(0)),
+    ],
 )
 def test_durations(text: str, unit: timedelta) -> None:
     assert parse_duration(text) == unit
@@ -129,39 +134,121 @@ def test_rates() -> None:
 MALFORMED = [
     ("after: 2h", "after: 2 hours", "cadences[0].steps[0].after", "2 hours"),
     ("after: 7d", "after: 7", "cadences[0].steps[1].after", "7"),
-    ("within: 24h", "within: 1h", "cadences[0].steps[0]", "within (1h) must be at least after (2h)"),
+    (
+        "within: 24h",
+        "within: 1h",
+        "cadences[0].steps[0]",
+        "within (1h) must be at least after (2h)",
+    ),
     ("on_late: send", "on_late: later", "cadences[0].steps[0].on_late", "later"),
     ("channel: email", "channel: fax", "cadences[0].steps[0].channel", "fax"),
     ("from: previous", "from: yesterday", "cadences[0].steps[1].from", "yesterday"),
-    ("trigger: {stage: interview}", "trigger: {stage: onsite}", "cadences[0].trigger.stage", "onsite"),
-    ("stop_on: [reply, stage_change, opt_out]", "stop_on: [reply, bored]", "cadences[0].stop_on[1]", "bored"),
+    (
+        "trigger: {stage: interview}",
+        "trigger: {stage: onsite}",
+        "cadences[0].trigger.stage",
+        "onsite",
+    ),
+    (
+        "stop_on: [reply, stage_change, opt_out]",
+        "stop_on: [reply, bored]",
+        "cadences[0].stop_on[1]",
+        "bored",
+    ),
     ("min_gap: 48h", "min_gap: two days", "policy.min_gap", "two days"),
-    ("max_touches: {count: 2, per: 7d}", "max_touches: {count: 0, per: 7d}", "policy.max_touches.count", "0"),
-    ("max_touches: {count: 2, per: 7d}", "max_touches: {count: 2, per: 7x}", "policy.max_touches.per", "7x"),
+    (
+        "max_touches: {count: 2, per: 7d}",
+        "max_touches: {count: 0, per: 7d}",
+        "policy.max_touches.count",
+        "0",
+    ),
+    (
+        "max_touches: {count: 2, per: 7d}",
+        "max_touches: {count: 2, per: 7x}",
+        "policy.max_touches.per",
+        "7x",
+    ),
     ('start: "08:00"', 'start: "25:00"', "policy.send_window.start", "25:00"),
-    ('end: "19:00"', 'end: "07:00"', "policy.send_window", "end 07:00 must be later than start 08:00"),
-    ("days: [mon, tue, wed, thu, fri]", "days: [mon, funday]", "policy.send_window.days[1]", "funday"),
-    ("default_timezone: America/New_York", "default_timezone: Mars/Olympus", "policy.default_timezone", "Mars/Olympus"),
+    (
+        'end: "19:00"',
+        'end: "07:00"',
+        "policy.send_window",
+        "end 07:00 must be later than start 08:00",
+    ),
+    (
+        "days: [mon, tue, wed, thu, fri]",
+        "days: [mon, funday]",
+        "policy.send_window.days[1]",
+        "funday",
+    ),
+    (
+        "default_timezone: America/New_York",
+        "default_timezone: Mars/Olympus",
+        "policy.default_timezone",
+        "Mars/Olympus",
+    ),
     ("default_region: US", "default_region: XX", "policy.default_region", "XX"),
     ("holidays: US", "holidays: ZZ", "policy.holidays", "ZZ"),
     ("email: 50/s", "email: fast", "policy.rate_limits.email", "fast"),
     ("sms: 1/s", "sms: 0/s", "policy.rate_limits.sms", "0/s"),
-    ("channel_order: [email, sms, linkedin]", "channel_order: [email, pigeon]", "policy.channel_order[1]", "pigeon"),
-    ("channel_order: [email, sms, linkedin]", "channel_order: [email, email]", "policy.channel_order", "email"),
-    ('"Face to Face": interview', '"Face to Face": interviewing', "stage_map.greenhouse.Face to Face", "interviewing"),
-    ("sms_requires_consent: true", "sms_requires_consent: maybe", "policy.sms_requires_consent", "maybe"),
+    (
+        "channel_order: [email, sms, linkedin]",
+        "channel_order: [email, pigeon]",
+        "policy.channel_order[1]",
+        "pigeon",
+    ),
+    (
+        "channel_order: [email, sms, linkedin]",
+        "channel_order: [email, email]",
+        "policy.channel_order",
+        "email",
+    ),
+    (
+        '"Face to Face": interview',
+        '"Face to Face": interviewing',
+        "stage_map.greenhouse.Face to Face",
+        "interviewing",
+    ),
+    (
+        "sms_requires_consent: true",
+        "sms_requires_consent: maybe",
+        "policy.sms_requires_consent",
+        "maybe",
+    ),
     ("weight: 50", "weight: 100", "cadences[0].steps[0].variants[0].weight", "100"),
     ("id: check-in", "id: thank-you", "cadences[0]", "thank-you"),
     ("id: follow-up", "id: Follow Up!", "cadences[0].id", "Follow Up!"),
-    ("channel: email", "channel: email\n        fallback: email", "cadences[0].steps[0]", "fallback must differ"),
-    ("channel: auto", "channel: auto\n        fallback: sms", "cadences[0].steps[1]", "fallback is only for a fixed channel"),
+    (
+        "channel: email",
+        "channel: email\n        fallback: email",
+        "cadences[0].steps[0]",
+        "fallback must differ",
+    ),
+    (
+        "channel: auto",
+        "channel: auto\n        fallback: sms",
+        "cadences[0].steps[1]",
+        "fallback is only for a fixed channel",
+    ),
     ("min_gap: 48h", "min_gap: 48h\n  quiet: true", "policy.quiet", "unknown key 'quiet'"),
-    ("on_late: send", "on_late: send\n        delay: 2h", "cadences[0].steps[0].delay", "allowed here:"),
-    ("      - id: thank-you\n", "      - id: thank-you\n        template_: x\n", "cadences[0].steps[0].template_", "unknown key"),
+    (
+        "on_late: send",
+        "on_late: send\n        delay: 2h",
+        "cadences[0].steps[0].delay",
+        "allowed here:",
+    ),
+    (
+        "      - id: thank-you\n",
+        "      - id: thank-you\n        template_: x\n",
+        "cadences[0].steps[0].template_",
+        "unknown key",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("old", "new", "path", "value"), MALFORMED, ids=[c[2] + ":" + c[3][:20] for c in MALFORMED])
+@pytest.mark.parametrize(
+    ("old", "new", "path", "value"), MALFORMED, ids=[c[2] + ":" + c[3][:20] for c in MALFORMED]
+)
 def test_malformed_cadence_file_exits_2_naming_path_and_value(
     cli, tmp_path: Path, old: str, new: str, path: str, value: str
 ) -> None:
@@ -196,7 +283,9 @@ def test_yaml_syntax_error_gives_line_and_column(cli, tmp_path: Path) -> None:
 
 
 def test_missing_template_files_are_named(cli, tmp_path: Path) -> None:
-    file = write(tmp_path, GOOD.replace("template: t\n        variants", "template: nope\n        variants"))
+    file = write(
+        tmp_path, GOOD.replace("template: t\n        variants", "template: nope\n        variants")
+    )
     result = cli("config", "check", str(file))
     assert result.exit_code == 2
     assert "cadences[0].steps[0].template" in result.stderr
@@ -225,7 +314,9 @@ def test_not_a_mapping(cli, tmp_path: Path) -> None:
 
 
 def test_missing_required_key(cli, tmp_path: Path) -> None:
-    file = write(tmp_path, GOOD.replace("        template: t\n        variants", "        variants"))
+    file = write(
+        tmp_path, GOOD.replace("        template: t\n        variants", "        variants")
+    )
     result = cli("config", "check", str(file))
     assert result.exit_code == 2
     assert "cadences[0].steps[0]: missing required key 'template'" in result.stderr

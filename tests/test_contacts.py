@@ -24,7 +24,9 @@ def test_valid_emails(raw: str, expected: str) -> None:
     )
 
 
-@pytest.mark.parametrize("raw", ["a@b", "no-at.example.com", "a@@b.com", "a b@c.com", "x@y.test", "x@.com"])
+@pytest.mark.parametrize(
+    "raw", ["a@b", "no-at.example.com", "a@@b.com", "a b@c.com", "x@y.test", "x@.com"]
+)
 def test_invalid_emails(raw: str) -> None:
     with pytest.raises(ContactError, match="not valid"):
         normalize_email(raw)
@@ -66,7 +68,10 @@ def test_bad_phones(raw: str) -> None:
 
 def test_linkedin() -> None:
     assert normalize_linkedin("linkedin.com/in/Jane-Doe/") == "https://www.linkedin.com/in/jane-doe"
-    assert normalize_linkedin("https://uk.linkedin.com/in/jd?trk=x") == "https://www.linkedin.com/in/jd"
+    assert (
+        normalize_linkedin("https://uk.linkedin.com/in/jd?trk=x")
+        == "https://www.linkedin.com/in/jd"
+    )
     with pytest.raises(ContactError):
         normalize_linkedin("https://example.com/jane")
 
@@ -82,13 +87,28 @@ def test_record_lists_every_problem() -> None:
 
     with pytest.raises(RecordError) as info:
         normalize_record(
-            {"source": "x", "external_id": "1", "email": "bad", "phone": "12",
-             "sms_consent": "maybe", "preferred_channel": "fax", "stage_entered_at": "yesterday"},
-            where="line 9", default_region="US", canonical_stage=lambda s, n: None,
+            {
+                "source": "x",
+                "external_id": "1",
+                "email": "bad",
+                "phone": "12",
+                "sms_consent": "maybe",
+                "preferred_channel": "fax",
+                "stage_entered_at": "yesterday",
+            },
+            where="line 9",
+            default_region="US",
+            canonical_stage=lambda s, n: None,
         )
     message = str(info.value)
     assert message.startswith("line 9 (x 1): ")
-    for part in ("email is not valid", "phone is not a valid number", "sms_consent", "preferred_channel 'fax'", "stage_entered_at"):
+    for part in (
+        "email is not valid",
+        "phone is not a valid number",
+        "sms_consent",
+        "preferred_channel 'fax'",
+        "stage_entered_at",
+    ):
         assert part in message
 
 
@@ -96,16 +116,28 @@ def test_record_needs_a_contact_point_and_ids() -> None:
     from outreach.errors import RecordError
 
     with pytest.raises(RecordError, match="no contact point") as info:
-        normalize_record({"external_id": ""}, where="line 2", default_region="US",
-                         canonical_stage=lambda s, n: None)
+        normalize_record(
+            {"external_id": ""},
+            where="line 2",
+            default_region="US",
+            canonical_stage=lambda s, n: None,
+        )
     assert "source is empty" in str(info.value) and "external_id is empty" in str(info.value)
 
 
 def test_extra_keys_become_custom_fields() -> None:
     record = normalize_record(
-        {"source": "Import", "external_id": "1", "email": "a@example.com", "highlight": "x",
-         "tags": "a, b", "empty": ""},
-        where="line 2", default_region="US", canonical_stage=lambda s, n: None,
+        {
+            "source": "Import",
+            "external_id": "1",
+            "email": "a@example.com",
+            "highlight": "x",
+            "tags": "a, b",
+            "empty": "",
+        },
+        where="line 2",
+        default_region="US",
+        canonical_stage=lambda s, n: None,
     )
     assert record.source == "import"
     assert record.custom == {"highlight": "x"} and record.tags == ["a", "b"]

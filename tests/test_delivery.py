@@ -252,7 +252,8 @@ def test_a_refused_address_is_suppressed_and_the_step_falls_back_to_sms(harness_
 
 
 @pytest.mark.parametrize(
-    ("switch", "reason"), [("opted_out", "opted_out"), ("invalid", "invalid"), ("landlines", "invalid")]
+    ("switch", "reason"),
+    [("opted_out", "opted_out"), ("invalid", "invalid"), ("landlines", "invalid")],
 )
 def test_a_refused_phone_is_suppressed_and_the_step_falls_back_to_email(
     harness_for, switch: str, reason: str
@@ -359,9 +360,7 @@ def test_twenty_percent_faults_on_both_channels_across_5000_touches(harness_for)
     # One row per step occurrence, plus one per send that failed and was re-planned.
     steps = Counter(t.idempotency_key.split("#")[0] for t in touches)
     assert len(steps) == 5_000
-    assert all(
-        sum(1 for t in touches if t.idempotency_key == key) == 1 for key in list(steps)[:50]
-    )
+    assert all(sum(1 for t in touches if t.idempotency_key == key) == 1 for key in list(steps)[:50])
     statuses = Counter(t.status for t in touches)
     assert set(statuses) <= {"sent", "failed", "ambiguous"}
     assert statuses["ambiguous"] > 0 and statuses["sent"] > 4_000
@@ -433,8 +432,11 @@ def test_dynamic_template_messages_of_several_recruiters_fill_whole_requests(har
     h = harness_for(timeout=30.0)
     h.add(
         [
-            {**person(i, "offer"), "recruiter_name": f"Rec {i % 2}",
-             "recruiter_email": f"rec{i % 2}@northwind.example"}
+            {
+                **person(i, "offer"),
+                "recruiter_name": f"Rec {i % 2}",
+                "recruiter_email": f"rec{i % 2}@northwind.example",
+            }
             for i in range(2_000)
         ]
     )
@@ -445,5 +447,7 @@ def test_dynamic_template_messages_of_several_recruiters_fill_whole_requests(har
     for request in h.sendgrid.mail_requests:
         senders = {p["to"][0]["email"] for p in request["body"]["personalizations"]}
         assert len(senders) == 1000
-        assert request["body"]["reply_to"]["email"] in ("rec0@northwind.example",
-                                                        "rec1@northwind.example")
+        assert request["body"]["reply_to"]["email"] in (
+            "rec0@northwind.example",
+            "rec1@northwind.example",
+        )

@@ -89,9 +89,7 @@ def test_the_summary_agrees_with_the_providers_and_the_ledger(ran: Ran) -> None:
     tasks = defaultdict(int)
     for (source,) in ran.query(select(Task.source)):
         tasks[source] += 1
-    assert {crm: tasks[crm] for crm in ("greenhouse", "lever", "hubspot")} == dict(
-        report.crm_tasks
-    )
+    assert {crm: tasks[crm] for crm in ("greenhouse", "lever", "hubspot")} == dict(report.crm_tasks)
     assert report.applications and report.acknowledged_48h <= report.applications
     assert report.inbound["bounce"] == 1 and report.inbound["stop"] == 1
     assert report.inbound["reply"] > 0 and report.sync_bad == 0
@@ -133,7 +131,9 @@ def test_nothing_was_delivered_outside_the_persons_send_window(ran: Ran) -> None
     calendar = holidays.country_holidays("US")
     days = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
     allowed = {days[d] for d in policy.send_window.days}
-    start, end = (time.fromisoformat(str(t)) for t in (policy.send_window.start, policy.send_window.end))
+    start, end = (
+        time.fromisoformat(str(t)) for t in (policy.send_window.start, policy.send_window.end)
+    )
     for person, at, channel, cadence, step in deliveries(ran):
         zone, _ = zone_for(zones.get(person), phones.get(person), policy.default_timezone)
         local = at.astimezone(zone)
@@ -185,7 +185,9 @@ def test_every_greenhouse_note_is_written_as_the_engine_user(ran: Ran) -> None:
 
 def test_the_stopped_phone_and_the_bounced_address_get_nothing_after(ran: Ran) -> None:
     story = ran.report.stories[0].person
-    (stop_at,) = [at for kind, ch, i, at in ran.report.inbound_log if kind == "opt_out" and i == story.index]
+    (stop_at,) = [
+        at for kind, ch, i, at in ran.report.inbound_log if kind == "opt_out" and i == story.index
+    ]
     (bounce_at,) = [at for kind, ch, i, at in ran.report.inbound_log if kind == "bounce"]
     texts = [m for m in ran.sandbox.twilio.messages if m["to"] == story.phone_e164]
     assert texts and all(delivered_at(m) < stop_at for m in texts)
@@ -198,9 +200,7 @@ def test_the_invalid_phone_is_tried_once_and_the_person_in_two_crms_acknowledged
     ran: Ran,
 ) -> None:
     invalid = ran.report.stories[1].person
-    tried = [
-        r for r in ran.sandbox.twilio.requests_to("POST", "/Messages.json") if r.status == 400
-    ]
+    tried = [r for r in ran.sandbox.twilio.requests_to("POST", "/Messages.json") if r.status == 400]
     assert len(tried) == 1
     assert not [m for m in ran.sandbox.twilio.messages if m["to"] == invalid.phone_e164]
     cross = ran.report.stories[2].person

@@ -21,13 +21,21 @@ def outreach_script() -> str:
     return found
 
 
-def test_the_installed_script_runs_the_acceptance_walkthrough(tmp_path: Path, database_url: str) -> None:
+def test_the_installed_script_runs_the_acceptance_walkthrough(
+    tmp_path: Path, database_url: str
+) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OUTREACH_")}
     env["OUTREACH_DATABASE_URL"] = database_url
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([outreach_script(), *args], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [outreach_script(), *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     assert run("--help").returncode == 0
     check = run("config", "check")

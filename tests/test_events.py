@@ -75,7 +75,6 @@ def write_jsonl(tmp_path: Path, lines: list, name: str = "events.jsonl") -> Path
     return path
 
 
-
 def sent_email_touch(store, person: int, contact_point: int, key: str) -> int:
     """A sent email touch to ``contact_point`` in a fresh enrollment; returns its id."""
     with store.begin() as conn:
@@ -106,6 +105,7 @@ def sent_email_touch(store, person: int, contact_point: int, key: str) -> int:
                 updated_at=NOW,
             )
         ).inserted_primary_key[0]
+
 
 def test_resolves_by_email_phone_formats_and_record(store, tmp_path: Path) -> None:
     ann, dan, ben = (person_of(store, x) for x in ("c1", "c4", "c2"))

@@ -58,23 +58,39 @@ def test_reimport_updates_and_records_a_stage_change(cli, tmp_path: Path, engine
         ).one()
         assert record.stage == "interview"
         assert record.stage_entered_at.isoformat() == "2026-11-26T15:00:00+00:00"
-        changes = conn.execute(
-            select(Event.payload).where(Event.type == "stage_change", Event.record_id == record.id)
-            .order_by(Event.id)
-        ).scalars().all()
-        assert [(c["from"], c["to"]) for c in changes] == [(None, "applied"), ("applied", "interview")]
+        changes = (
+            conn.execute(
+                select(Event.payload)
+                .where(Event.type == "stage_change", Event.record_id == record.id)
+                .order_by(Event.id)
+            )
+            .scalars()
+            .all()
+        )
+        assert [(c["from"], c["to"]) for c in changes] == [
+            (None, "applied"),
+            ("applied", "interview"),
+        ]
 
 
 def test_jsonl_rows_and_bad_json_lines(cli, tmp_path: Path) -> None:
     path = tmp_path / "people.jsonl"
     path.write_text(
-        json.dumps({"source": "import", "external_id": "j1", "email": "j1@example.com",
-                    "stage": "applied", "tags": ["a", "b"], "sms_consent": True,
-                    "portfolio": "https://example.com/j1"}) + "\n"
+        json.dumps(
+            {
+                "source": "import",
+                "external_id": "j1",
+                "email": "j1@example.com",
+                "stage": "applied",
+                "tags": ["a", "b"],
+                "sms_consent": True,
+                "portfolio": "https://example.com/j1",
+            }
+        )
+        + "\n"
         "\n"
         "{not json\n"
-        "[1, 2]\n"
-        + json.dumps({"source": "import", "external_id": "j2", "phone": "12"}) + "\n"
+        "[1, 2]\n" + json.dumps({"source": "import", "external_id": "j2", "phone": "12"}) + "\n"
     )
     result = cli("import", str(path))
     assert result.exit_code == 1
@@ -169,7 +185,12 @@ def test_candidates_filters_and_formats(cli, tmp_path: Path) -> None:
     assert table.exit_code == 0 and "8 people" in table.stdout
     assert cli("candidates", "--stage", "nowhere").exit_code == 2
     assert cli("candidates", "--format", "xml").exit_code == 2
-    assert json.loads(cli("candidates", "--stage", "hired", "--format", "json", "--limit", "5").stdout)[0]["first_name"] == "Hal"
+    assert (
+        json.loads(
+            cli("candidates", "--stage", "hired", "--format", "json", "--limit", "5").stdout
+        )[0]["first_name"]
+        == "Hal"
+    )
 
 
 def test_too_long_values_are_row_errors_not_batch_failures(cli, tmp_path: Path) -> None:
@@ -182,10 +203,13 @@ def test_too_long_values_are_row_errors_not_batch_failures(cli, tmp_path: Path) 
 
 
 def test_row_errors_never_echo_addresses_or_phone_numbers(cli, tmp_path: Path) -> None:
-    path = write_csv(tmp_path, [
-        "import,x1,Al,Bo,al@@example.com,,,,applied,,SRE,Jo,jo@example.com,rec-1,,,",
-        "import,x2,Al,Bo,,+1 212 55,,,applied,,SRE,Jo,jo@example.com,rec-1,,,",
-    ])
+    path = write_csv(
+        tmp_path,
+        [
+            "import,x1,Al,Bo,al@@example.com,,,,applied,,SRE,Jo,jo@example.com,rec-1,,,",
+            "import,x2,Al,Bo,,+1 212 55,,,applied,,SRE,Jo,jo@example.com,rec-1,,,",
+        ],
+    )
     result = cli("import", str(path))
     assert result.exit_code == 1
     assert "al@@example.com" not in result.stderr and "212 55" not in result.stderr

@@ -86,7 +86,9 @@ def test_a_dry_run_touches_no_provider(
     synced = outreach(env, "sync", "--now", NOW.isoformat(), cwd=tmp_path)
     _, err = synced.communicate(timeout=120)
     assert synced.returncode == 0, err
-    crm_requests = {name: len(sandbox.fakes[name].requests) for name in ("greenhouse", "lever", "hubspot")}
+    crm_requests = {
+        name: len(sandbox.fakes[name].requests) for name in ("greenhouse", "lever", "hubspot")
+    }
     dry = outreach(env, "run", "--dry-run", "--now", NOW.isoformat(), cwd=tmp_path)
     out, err = dry.communicate(timeout=120)
     assert dry.returncode == 0, err

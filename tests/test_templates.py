@@ -27,7 +27,9 @@ def store(tmp_path: Path) -> TemplateStore:
     (tmp_path / "typo.email.j2").write_text("Subject: Hi\n\nline two\n{{ candidate.frist_name }}\n")
     (tmp_path / "nosubject.email.j2").write_text("Hello\n")
     (tmp_path / "broken.sms.j2").write_text("Hi {{ candidate.first_name \n")
-    (tmp_path / "connect.task.j2").write_text("Title: Connect with {{ candidate.first_name }}\n\nSay hi")
+    (tmp_path / "connect.task.j2").write_text(
+        "Title: Connect with {{ candidate.first_name }}\n\nSay hi"
+    )
     (tmp_path / "escape.sms.j2").write_text("{{ candidate.first_name }} {{ candidate.__class__ }}")
     return TemplateStore(tmp_path)
 
@@ -107,7 +109,9 @@ def test_config_check_warns_on_a_long_sms(cli, tmp_path: Path) -> None:
     (tmp_path / "templates").mkdir()
     for path in (source / "templates").glob("*.j2"):
         (tmp_path / "templates" / path.name).write_text(path.read_text())
-    (tmp_path / "templates" / "checking_in.sms.j2").write_text("Hi {{ candidate.first_name }} " + "ê" * 80)
+    (tmp_path / "templates" / "checking_in.sms.j2").write_text(
+        "Hi {{ candidate.first_name }} " + "ê" * 80
+    )
     (tmp_path / "cadences.yaml").write_text((source / "cadences.yaml").read_text())
     result = cli("config", "check", str(tmp_path / "cadences.yaml"))
     assert result.exit_code == 0

@@ -48,11 +48,30 @@ def world(engine) -> World:
     config = load_cadence_file(default_config_dir() / "cadences.yaml")
     w = World(engine, config, datetime(2026, 11, 2, 9, 0, tzinfo=NY))
     w.add(
-        {"source": "greenhouse", "external_id": "g1", "first_name": "Ann", "email": "ann@example.com",
-         "stage": "Application Review", "owner_id": "92120"},
-        {"source": "import", "external_id": "i1", "first_name": "Bo", "email": "bo@example.com", "stage": "applied"},
-        {"source": "greenhouse", "external_id": "g2", "first_name": "Cy", "email": "cy@example.com",
-         "linkedin_url": "https://www.linkedin.com/in/cy", "stage": "prospect", "owner_id": "92120"},
+        {
+            "source": "greenhouse",
+            "external_id": "g1",
+            "first_name": "Ann",
+            "email": "ann@example.com",
+            "stage": "Application Review",
+            "owner_id": "92120",
+        },
+        {
+            "source": "import",
+            "external_id": "i1",
+            "first_name": "Bo",
+            "email": "bo@example.com",
+            "stage": "applied",
+        },
+        {
+            "source": "greenhouse",
+            "external_id": "g2",
+            "first_name": "Cy",
+            "email": "cy@example.com",
+            "linkedin_url": "https://www.linkedin.com/in/cy",
+            "stage": "prospect",
+            "owner_id": "92120",
+        },
     )
     return w
 
@@ -67,7 +86,11 @@ def test_sent_touches_and_tasks_are_written_back_once(engine) -> None:
     w.tick()
     w.tick(datetime(2026, 11, 5, 9, 0, tzinfo=NY))  # Cy's LinkedIn task, 3 days after the intro
     pending = rows(engine)
-    assert {(r.external_id, r.kind) for r in pending} == {("g1", "note"), ("g2", "note"), ("g2", "task")}
+    assert {(r.external_id, r.kind) for r in pending} == {
+        ("g1", "note"),
+        ("g2", "note"),
+        ("g2", "task"),
+    }
     assert all(r.status == "pending" for r in pending)  # import records get no write-back
     note = next(r for r in pending if r.external_id == "g1")
     assert note.text.startswith("Email '") and "application-follow-up/acknowledge" in note.text
@@ -77,7 +100,9 @@ def test_sent_touches_and_tasks_are_written_back_once(engine) -> None:
     assert report.done["greenhouse"] == 3 and len(crm.notes) == 2 and len(crm.tasks) == 1
     assert all(r.status == "done" for r in rows(engine))
     with engine.connect() as conn:
-        assert conn.execute(select(Task.external_id).where(Task.kind == "linkedin")).scalar() == "t1"
+        assert (
+            conn.execute(select(Task.external_id).where(Task.kind == "linkedin")).scalar() == "t1"
+        )
     assert process_write_backs(engine, {"greenhouse": crm}, w.clock).done == {}
 
 
@@ -93,6 +118,8 @@ def test_failures_retry_later_or_fail_or_wait_without_blocking(engine) -> None:
     clock.advance(timedelta(hours=1))
     blocked = process_write_backs(engine, {"greenhouse": FakeCrm(ConfigError("bad key"))}, clock)
     assert blocked.blocked == {"greenhouse": "bad key"}
-    refused = process_write_backs(engine, {"greenhouse": FakeCrm(PermanentError("404", provider="greenhouse"))}, clock)
+    refused = process_write_backs(
+        engine, {"greenhouse": FakeCrm(PermanentError("404", provider="greenhouse"))}, clock
+    )
     assert len(refused.failed) == 2 and all(r.status == "failed" for r in rows(engine))
     assert len(w.email.sent) == 3  # sending never waited for any of this

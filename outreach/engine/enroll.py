@@ -182,9 +182,7 @@ class _Batch:
             if enrollment["record_id"] != record_id or enrollment["trigger_stage"] == (to or ""):
                 continue
             if "stage_change" in _stop_on(self.config, enrollment["cadence_id"]):
-                reason = (
-                    f"stage_change: {enrollment['trigger_stage']} -> {to or 'unmapped stage'}"
-                )
+                reason = f"stage_change: {enrollment['trigger_stage']} -> {to or 'unmapped stage'}"
                 self._end(person_id, enrollment, reason)
                 self.stats.stopped["stage_change"] += 1
         if to is None or person_id in self.opted_out:

@@ -215,6 +215,8 @@ def test_can_email_false_is_an_email_opt_out() -> None:
 def test_a_non_json_answer_is_a_clear_error() -> None:
     from outreach.errors import PermanentError
 
-    respx.get(f"{BASE}/candidates").mock(return_value=httpx.Response(200, text="<html>maintenance</html>"))
+    respx.get(f"{BASE}/candidates").mock(
+        return_value=httpx.Response(200, text="<html>maintenance</html>")
+    )
     with pytest.raises(PermanentError, match="did not return JSON"):
         list(connector().pages(None))

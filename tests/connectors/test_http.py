@@ -148,7 +148,9 @@ def test_a_used_up_daily_quota_ends_the_call_without_waiting_for_midnight() -> N
     from pathlib import Path
 
     body = json.loads(
-        (Path(__file__).resolve().parent.parent / "fixtures" / "hubspot" / "error_429.json").read_text()
+        (
+            Path(__file__).resolve().parent.parent / "fixtures" / "hubspot" / "error_429.json"
+        ).read_text()
     )
     fake = FakeTime()
     route = respx.get(f"{BASE}/contacts").mock(return_value=httpx.Response(429, json=body))

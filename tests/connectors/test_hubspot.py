@@ -289,7 +289,11 @@ def test_an_incremental_run_searches_changes_since_the_last_start() -> None:
         first["properties"]
     )
     # The next page is a new query from the last instant read, never an ``after`` offset.
-    next_start = {"propertyName": "lastmodifieddate", "operator": "GTE", "value": str(ms(since) + 1)}
+    next_start = {
+        "propertyName": "lastmodifieddate",
+        "operator": "GTE",
+        "value": str(ms(since) + 1),
+    }
     assert second == {**first, "filterGroups": [{"filters": [next_start]}]}
     assert json.loads(pages[0].cursor) == {
         "mode": "search",

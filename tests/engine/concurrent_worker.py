@@ -32,7 +32,9 @@ class FileChannel(Channel):
     def send(self, batch):
         with open(self.path, "a", encoding="utf-8") as handle:
             for message in batch:
-                handle.write(json.dumps({"key": message.idempotency_key, "pid": os.getpid()}) + "\n")
+                handle.write(
+                    json.dumps({"key": message.idempotency_key, "pid": os.getpid()}) + "\n"
+                )
         return [SendResult.sent(m, f"file:{m.idempotency_key}") for m in batch]
 
 
@@ -45,8 +47,14 @@ def main() -> None:
     print("ready", flush=True)
     sys.stdin.readline()
     # Small batches, so the two workers interleave batch by batch.
-    tick = Tick(config, FixedClock(parse_instant(now)), channels, engine_transactions(engine),
-                batch_size=25, dialect=engine.dialect.name)
+    tick = Tick(
+        config,
+        FixedClock(parse_instant(now)),
+        channels,
+        engine_transactions(engine),
+        batch_size=25,
+        dialect=engine.dialect.name,
+    )
     summary = tick.run()
     print(json.dumps({"sent": summary.total("sent"), "tasks": summary.total("tasks")}))
 

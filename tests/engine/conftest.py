@@ -18,4 +18,6 @@ def default_config() -> CadenceConfig:
 
 @pytest.fixture
 def world(engine, default_config) -> World:
-    return World(engine, default_config, datetime(2026, 11, 2, 7, 0, tzinfo=default_config.policy.zone))
+    return World(
+        engine, default_config, datetime(2026, 11, 2, 7, 0, tzinfo=default_config.policy.zone)
+    )

@@ -84,7 +84,9 @@ class World:
         return [*self.email.sent, *self.sms.sent]
 
 
-def write_config(tmp_path: Path, text: str, templates: dict[str, str] | None = None) -> CadenceConfig:
+def write_config(
+    tmp_path: Path, text: str, templates: dict[str, str] | None = None
+) -> CadenceConfig:
     """A cadence file in ``tmp_path`` with the given templates (name.kind.j2 -> text)."""
     folder = tmp_path / "templates"
     folder.mkdir(exist_ok=True)

@@ -25,7 +25,9 @@ WORKER = Path(__file__).with_name("concurrent_worker.py")
 NOW = datetime(2026, 11, 3, 14, 0, tzinfo=ZoneInfo("UTC"))
 
 
-def test_two_processes_send_each_touch_exactly_once(engine, database_url: str, tmp_path: Path) -> None:
+def test_two_processes_send_each_touch_exactly_once(
+    engine, database_url: str, tmp_path: Path
+) -> None:
     config = load_cadence_file(default_config_dir() / "cadences.yaml")
     stages = ["applied", "screening", "interview", "offer", "hired", "rejected", "prospect"]
     records = [
@@ -53,10 +55,22 @@ def test_two_processes_send_each_touch_exactly_once(engine, database_url: str, t
     process_events(engine_transactions(engine), config, NOW)
 
     outfile = tmp_path / "delivered.jsonl"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])
+        ),
+    }
     args = [sys.executable, str(WORKER), database_url, str(outfile), NOW.isoformat()]
     workers = [
-        subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        subprocess.Popen(
+            args,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         for _ in range(2)
     ]
     for worker in workers:
@@ -73,7 +87,9 @@ def test_two_processes_send_each_touch_exactly_once(engine, database_url: str, t
     counts = Counter(d["key"] for d in delivered)
     assert counts and max(counts.values()) == 1, counts.most_common(3)
     with engine.connect() as conn:
-        sent = set(conn.execute(select(Touch.idempotency_key).where(Touch.status == "sent")).scalars())
+        sent = set(
+            conn.execute(select(Touch.idempotency_key).where(Touch.status == "sent")).scalars()
+        )
         task_touches = conn.execute(select(Touch.id).where(Touch.status == "task")).all()
         tasks = conn.execute(select(Task.touch_id)).scalars().all()
     assert sent == set(counts)

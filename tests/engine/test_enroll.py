@@ -44,8 +44,9 @@ def store(path: Path, config: CadenceConfig):
         for i in range(8)
     ]
     records = [
-        normalize_record(r, where=f"row {i}", default_region="US",
-                         canonical_stage=config.canonical_stage)
+        normalize_record(
+            r, where=f"row {i}", default_region="US", canonical_stage=config.canonical_stage
+        )
         for i, r in enumerate(rows)
     ]
     with engine.begin() as conn:

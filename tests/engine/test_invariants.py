@@ -37,20 +37,31 @@ TEMPLATES = {
     "bad.task.j2": "Title: x\n\n{{ candidate.custom.missing_field }}",
 }
 
-durations = st.sampled_from([timedelta(0), timedelta(hours=2), timedelta(hours=20), timedelta(days=1), timedelta(days=3)])
+durations = st.sampled_from(
+    [timedelta(0), timedelta(hours=2), timedelta(hours=20), timedelta(days=1), timedelta(days=3)]
+)
 
 
 @st.composite
 def steps(draw, first: bool):
     after = draw(durations)
-    step = {"id": None, "after": format_duration(after), "template": draw(st.sampled_from(["t"] * 5 + ["bad"]))}
+    step = {
+        "id": None,
+        "after": format_duration(after),
+        "template": draw(st.sampled_from(["t"] * 5 + ["bad"])),
+    }
     if draw(st.booleans()):
-        step["within"] = format_duration(after + draw(st.sampled_from([timedelta(0), timedelta(hours=12), timedelta(days=2)])))
+        step["within"] = format_duration(
+            after + draw(st.sampled_from([timedelta(0), timedelta(hours=12), timedelta(days=2)]))
+        )
         step["on_late"] = draw(st.sampled_from(["send", "skip", "task"]))
     if not first and draw(st.booleans()):
         step["from"] = "previous"
     if draw(st.integers(0, 3)) == 0:
-        step["repeat"] = {"every": draw(st.sampled_from(["1d", "2d", "5d"])), "max": draw(st.integers(1, 3))}
+        step["repeat"] = {
+            "every": draw(st.sampled_from(["1d", "2d", "5d"])),
+            "max": draw(st.integers(1, 3)),
+        }
     channel = draw(st.sampled_from(["email", "sms", "auto", "linkedin", "call"]))
     step["channel"] = channel
     if channel in ("email", "sms") and draw(st.booleans()):
@@ -61,12 +72,21 @@ def steps(draw, first: bool):
 
 @st.composite
 def worlds(draw):
-    days = draw(st.sets(st.sampled_from(["mon", "tue", "wed", "thu", "fri", "sat", "sun"]), min_size=1))
+    days = draw(
+        st.sets(st.sampled_from(["mon", "tue", "wed", "thu", "fri", "sat", "sun"]), min_size=1)
+    )
     policy = {
         "default_timezone": "America/New_York",
-        "send_window": {"start": f"{draw(st.integers(6, 10)):02d}:00", "end": f"{draw(st.integers(15, 21)):02d}:00", "days": sorted(days)},
+        "send_window": {
+            "start": f"{draw(st.integers(6, 10)):02d}:00",
+            "end": f"{draw(st.integers(15, 21)):02d}:00",
+            "days": sorted(days),
+        },
         "holidays": draw(st.sampled_from(["US", "none"])),
-        "max_touches": {"count": draw(st.integers(1, 3)), "per": draw(st.sampled_from(["1d", "3d", "7d"]))},
+        "max_touches": {
+            "count": draw(st.integers(1, 3)),
+            "per": draw(st.sampled_from(["1d", "3d", "7d"])),
+        },
         "min_gap": draw(st.sampled_from(["0m", "12h", "1d", "2d"])),
         "sms_requires_consent": draw(st.booleans()),
         "rate_limits": {"linkedin": f"{draw(st.integers(1, 3))}/d", "call": "2/d"},
@@ -77,7 +97,13 @@ def worlds(draw):
         cadence_steps = [draw(steps(first=i == 0)) for i in range(count)]
         for i, step in enumerate(cadence_steps):
             step["id"] = f"s{i}"
-        cadences.append({"id": f"c{index}", "trigger": {"stage": draw(st.sampled_from(STAGES))}, "steps": cadence_steps})
+        cadences.append(
+            {
+                "id": f"c{index}",
+                "trigger": {"stage": draw(st.sampled_from(STAGES))},
+                "steps": cadence_steps,
+            }
+        )
     people = []
     for index in range(draw(st.integers(1, 5))):
         person = {
@@ -105,7 +131,11 @@ def worlds(draw):
     return {"policy": policy, "cadences": cadences}, sorted(changes, key=lambda c: c[0]), ticks
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(worlds())
 def test_invariants_hold_on_the_ledger(scenario) -> None:
     document, changes, ticks = scenario
@@ -150,8 +180,12 @@ def check(world: World, config) -> None:
 
     counted = [t for t in touches if t.status in COUNTED_STATUSES]
     with world.engine.connect() as conn:
-        people = load_people(conn, {t.person_id for t in counted}, history_since=START,
-                             default_timezone=config.policy.default_timezone)
+        people = load_people(
+            conn,
+            {t.person_id for t in counted},
+            history_since=START,
+            default_timezone=config.policy.default_timezone,
+        )
     calendar = SendCalendar(config.policy)
     policy = config.policy
     by_person = defaultdict(list)
@@ -161,12 +195,19 @@ def check(world: World, config) -> None:
         zone = people[person_id].zone
         for touch in items:
             # Invariant 5: inside the send window in the person's local time.
-            assert calendar.allowed(touch.planned_at, zone), (touch.planned_at.astimezone(zone), touch.step_id)
+            assert calendar.allowed(touch.planned_at, zone), (
+                touch.planned_at.astimezone(zone),
+                touch.step_id,
+            )
             assert touch.planned_at >= touch.claimed_at
             if touch.transactional:
                 continue
             # Invariant 1, as each decision saw it: every touch recorded before this one.
             earlier = [u.planned_at for u in items if u.id < touch.id]
             assert all(touch.planned_at - u >= policy.min_gap for u in earlier), touch.step_id
-            window = [u for u in earlier if touch.planned_at - policy.max_touches.per < u <= touch.planned_at]
+            window = [
+                u
+                for u in earlier
+                if touch.planned_at - policy.max_touches.per < u <= touch.planned_at
+            ]
             assert len(window) < policy.max_touches.count

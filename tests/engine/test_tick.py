@@ -80,8 +80,13 @@ def test_running_twice_at_the_same_moment_sends_nothing_the_second_time(world: W
 def test_one_person_in_two_crms_and_two_cadences_is_capped_as_one(world: World) -> None:
     world.add(
         {**PERSON, "source": "greenhouse", "external_id": "g1", "stage": "Application Review"},
-        {**PERSON, "source": "lever", "external_id": "l1", "stage": "On-site interview",
-         "phone": ""},
+        {
+            **PERSON,
+            "source": "lever",
+            "external_id": "l1",
+            "stage": "On-site interview",
+            "phone": "",
+        },
     )
     with world.engine.connect() as conn:
         assert conn.scalar(select(func.count()).select_from(Person)) == 1
@@ -137,15 +142,31 @@ def test_reply_stops_and_bounce_moves_to_the_fallback_channel(small: World) -> N
     with small.engine.begin() as conn:
         person_id = conn.scalar(select(Person.id))
         email_id = conn.scalar(select(ContactPoint.id).where(ContactPoint.kind == "email"))
-        conn.execute(insert(Event).values(type="bounce", channel="email", person_id=person_id,
-                                          contact_point_id=email_id, at=small.clock.now(),
-                                          payload={}, created_at=small.clock.now()))
+        conn.execute(
+            insert(Event).values(
+                type="bounce",
+                channel="email",
+                person_id=person_id,
+                contact_point_id=email_id,
+                at=small.clock.now(),
+                payload={},
+                created_at=small.clock.now(),
+            )
+        )
     small.tick(ny(2026, 11, 4, 9, 0))
     two = small.touches(step_id="two")[0]
     assert two.channel == "sms" and "email suppressed (bounced)" in two.reason
     with small.engine.begin() as conn:
-        conn.execute(insert(Event).values(type="reply", channel="sms", person_id=person_id,
-                                          at=small.clock.now(), payload={}, created_at=small.clock.now()))
+        conn.execute(
+            insert(Event).values(
+                type="reply",
+                channel="sms",
+                person_id=person_id,
+                at=small.clock.now(),
+                payload={},
+                created_at=small.clock.now(),
+            )
+        )
     summary = small.tick(ny(2026, 11, 5, 9, 0))
     assert summary.enroll.stopped["reply"] == 1
     assert not small.touches(step_id="three")
@@ -156,8 +177,15 @@ def test_global_opt_out_stops_everything_even_tasks(small: World) -> None:
     small.tick()
     with small.engine.begin() as conn:
         person_id = conn.scalar(select(Person.id))
-        conn.execute(insert(Event).values(type="opt_out", person_id=person_id, at=small.clock.now(),
-                                          payload={}, created_at=small.clock.now()))
+        conn.execute(
+            insert(Event).values(
+                type="opt_out",
+                person_id=person_id,
+                at=small.clock.now(),
+                payload={},
+                created_at=small.clock.now(),
+            )
+        )
     small.nightly(ny(2026, 11, 3, 9, 0), 5)
     assert [t.step_id for t in small.touches()] == ["one"]
     assert small.tasks() == []
@@ -179,7 +207,9 @@ def test_a_channel_that_is_off_defers_instead_of_making_tasks(small: World) -> N
     summary = small.tick(ny(2026, 11, 2, 9, 0), **{})
     assert summary.total("sent") == 1
     off = World(small.engine, small.config, small.clock.now())
-    off.add({**PERSON, "external_id": "p2", "email": "bo@example.com", "phone": "", "stage": "applied"})
+    off.add(
+        {**PERSON, "external_id": "p2", "email": "bo@example.com", "phone": "", "stage": "applied"}
+    )
     tick_summary = _tick_without_channels(off)
     assert tick_summary.total_reasons("deferred") == {"channel off": 1}
     assert off.tasks() == []
@@ -188,8 +218,13 @@ def test_a_channel_that_is_off_defers_instead_of_making_tasks(small: World) -> N
 def _tick_without_channels(world: World):
     from outreach.engine.tick import Tick, engine_transactions
 
-    return Tick(world.config, world.clock, {}, engine_transactions(world.engine),
-                dialect=world.engine.dialect.name).run()
+    return Tick(
+        world.config,
+        world.clock,
+        {},
+        engine_transactions(world.engine),
+        dialect=world.engine.dialect.name,
+    ).run()
 
 
 def test_auto_uses_the_preferred_channel(small: World) -> None:
@@ -207,7 +242,9 @@ def test_sms_needs_a_mobile_number(small: World) -> None:
 
 
 def test_a_missing_variable_skips_the_touch_naming_it(engine, tmp_path: Path) -> None:
-    config = write_config(tmp_path, SMALL.replace("template: t}", "template: broken}", 1), TEMPLATES)
+    config = write_config(
+        tmp_path, SMALL.replace("template: t}", "template: broken}", 1), TEMPLATES
+    )
     world = World(engine, config, ny(2026, 11, 2, 9, 0))
     world.add({**PERSON, "stage": "applied"})
     summary = world.tick()
@@ -216,8 +253,16 @@ def test_a_missing_variable_skips_the_touch_naming_it(engine, tmp_path: Path) ->
     assert "candidate.custom.portfolio" in touch.reason and "broken.email.j2" in touch.reason
     assert summary.total_reasons("skipped") == {"template error": 1}
     assert not world.email.sent
-    world.add({**PERSON, "external_id": "p2", "email": "b@example.com", "phone": "", "stage": "applied",
-               "portfolio": "{{ 7*7 }} portfolio"})
+    world.add(
+        {
+            **PERSON,
+            "external_id": "p2",
+            "email": "b@example.com",
+            "phone": "",
+            "stage": "applied",
+            "portfolio": "{{ 7*7 }} portfolio",
+        }
+    )
     world.tick()
     assert world.email.sent[0].body == "Your {{ 7*7 }} portfolio is great"
 
@@ -230,7 +275,10 @@ class BouncingChannel(Channel):
         self.sent: list[OutgoingMessage] = []
 
     def send(self, batch):
-        return [SendResult.failed(m, "550 mailbox unknown", permanent=True, suppress="bounced") for m in batch]
+        return [
+            SendResult.failed(m, "550 mailbox unknown", permanent=True, suppress="bounced")
+            for m in batch
+        ]
 
 
 def test_a_permanent_failure_suppresses_and_falls_back(small: World) -> None:
@@ -247,8 +295,17 @@ def test_a_permanent_failure_suppresses_and_falls_back(small: World) -> None:
 
 
 def test_linkedin_tasks_respect_the_owner_daily_cap(small: World) -> None:
-    people = [{**PERSON, "external_id": f"p{i}", "email": f"p{i}@example.com", "phone": "",
-               "linkedin_url": f"https://www.linkedin.com/in/p{i}", "stage": "applied"} for i in range(2)]
+    people = [
+        {
+            **PERSON,
+            "external_id": f"p{i}",
+            "email": f"p{i}@example.com",
+            "phone": "",
+            "linkedin_url": f"https://www.linkedin.com/in/p{i}",
+            "stage": "applied",
+        }
+        for i in range(2)
+    ]
     small.add(*people)
     small.nightly(ny(2026, 11, 2, 9, 0), 12)
     tasks = [t for t in small.tasks() if t.kind == "linkedin"]
@@ -283,10 +340,15 @@ def test_re_entering_a_stage_enrolls_again(world: World) -> None:
     world.add({**PERSON, "stage": "applied"}, at=ny(2026, 11, 20, 9, 0))
     world.tick(ny(2026, 11, 20, 10, 0))
     with world.engine.connect() as conn:
-        rows = conn.execute(
-            select(Enrollment.status).where(Enrollment.cadence_id == "application-follow-up")
-            .order_by(Enrollment.id)
-        ).scalars().all()
+        rows = (
+            conn.execute(
+                select(Enrollment.status)
+                .where(Enrollment.cadence_id == "application-follow-up")
+                .order_by(Enrollment.id)
+            )
+            .scalars()
+            .all()
+        )
     assert rows == ["stopped", "active"] or rows == ["stopped", "completed"]
 
 
@@ -308,7 +370,9 @@ def test_enrollments_store_the_next_due_time(world: World) -> None:
     world.add({**PERSON, "stage": "applied"})
     world.tick(ny(2026, 11, 2, 9, 0))
     with world.engine.connect() as conn:
-        row = conn.execute(select(Enrollment).where(Enrollment.cadence_id == "application-follow-up")).one()
+        row = conn.execute(
+            select(Enrollment).where(Enrollment.cadence_id == "application-follow-up")
+        ).one()
     assert row.next_step == 1 and row.next_due_at == ny(2026, 11, 9, 9, 0)
 
 
@@ -356,7 +420,11 @@ def test_people_merged_while_enrolled_keep_one_enrollment_per_cadence(world: Wor
     acks = world.touches(step_id="acknowledge")
     assert len(acks) == 1
     with world.engine.connect() as conn:
-        reasons = conn.execute(select(Enrollment.stop_reason).where(Enrollment.status == "stopped")).scalars().all()
+        reasons = (
+            conn.execute(select(Enrollment.stop_reason).where(Enrollment.status == "stopped"))
+            .scalars()
+            .all()
+        )
     assert reasons == ["duplicate: the person runs this cadence already"]
 
 
@@ -377,12 +445,25 @@ class CountingSMS(Channel):
 
 
 def test_sms_is_handed_over_no_faster_than_the_policy_rate(engine, tmp_path: Path) -> None:
-    config = write_config(tmp_path, SMALL.replace("rate_limits: {linkedin: 1/d}",
-                                                  "rate_limits: {linkedin: 1/d, sms: 2/s}"), TEMPLATES)
+    config = write_config(
+        tmp_path,
+        SMALL.replace("rate_limits: {linkedin: 1/d}", "rate_limits: {linkedin: 1/d, sms: 2/s}"),
+        TEMPLATES,
+    )
     world = World(engine, config, ny(2026, 11, 2, 9, 0))
     world.sms = CountingSMS()  # type: ignore[assignment]
-    world.add(*[{**PERSON, "external_id": f"p{i}", "email": "", "phone": f"+1 212 555 01{i:02d}",
-                 "stage": "applied"} for i in range(7)])
+    world.add(
+        *[
+            {
+                **PERSON,
+                "external_id": f"p{i}",
+                "email": "",
+                "phone": f"+1 212 555 01{i:02d}",
+                "stage": "applied",
+            }
+            for i in range(7)
+        ]
+    )
     timer = ManualTimer()
     summary = world.tick(sleep=timer.sleep, monotonic=timer.monotonic)
     assert summary.total("sent") == 7
@@ -421,7 +502,9 @@ class MidFlight(Channel):
     def send(self, batch):
         if self.during is not None:
             self.during()
-        return [SendResult.failed(m, "SendGrid 503 after 4 attempts", permanent=False) for m in batch]
+        return [
+            SendResult.failed(m, "SendGrid 503 after 4 attempts", permanent=False) for m in batch
+        ]
 
 
 def enrollment_rows(world: World) -> list:
@@ -429,7 +512,9 @@ def enrollment_rows(world: World) -> list:
         return list(conn.execute(select(Enrollment.status, Enrollment.next_step)).all())
 
 
-def test_a_reply_during_a_failed_send_of_the_last_step_is_not_undone(engine, tmp_path: Path) -> None:
+def test_a_reply_during_a_failed_send_of_the_last_step_is_not_undone(
+    engine, tmp_path: Path
+) -> None:
     from outreach.engine.enroll import process_events
     from outreach.engine.tick import engine_transactions
 
@@ -439,9 +524,16 @@ def test_a_reply_during_a_failed_send_of_the_last_step_is_not_undone(engine, tmp
     def reply_arrives() -> None:  # another worker applies a reply while the send is out
         with world.engine.begin() as conn:
             person = conn.execute(select(Person.id)).scalar_one()
-            conn.execute(insert(Event).values(type="reply", channel="email", person_id=person,
-                                              at=world.clock.now(), payload={},
-                                              created_at=world.clock.now()))
+            conn.execute(
+                insert(Event).values(
+                    type="reply",
+                    channel="email",
+                    person_id=person,
+                    at=world.clock.now(),
+                    payload={},
+                    created_at=world.clock.now(),
+                )
+            )
         process_events(engine_transactions(world.engine), world.config, world.clock.now())
 
     world.email = MidFlight(reply_arrives)  # type: ignore[assignment]
@@ -457,7 +549,9 @@ def test_a_reply_during_a_failed_send_of_the_last_step_is_not_undone(engine, tmp
     assert not world.email.sent  # nothing after the reply
 
 
-def test_a_failed_send_whose_enrollment_moved_on_is_not_marked_re_planned(engine, tmp_path: Path) -> None:
+def test_a_failed_send_whose_enrollment_moved_on_is_not_marked_re_planned(
+    engine, tmp_path: Path
+) -> None:
     world = World(engine, write_config(tmp_path, SMALL, TEMPLATES), ny(2026, 11, 2, 9, 0))
     world.add({**PERSON, "stage": "applied"})
 
@@ -478,7 +572,9 @@ class SchedulingBouncer(BouncingChannel):
     max_schedule_ahead = timedelta(hours=72)
 
 
-def test_a_fallback_that_cannot_deliver_at_the_planned_time_is_re_planned(engine, tmp_path: Path) -> None:
+def test_a_fallback_that_cannot_deliver_at_the_planned_time_is_re_planned(
+    engine, tmp_path: Path
+) -> None:
     world = World(engine, write_config(tmp_path, ONE_STEP, TEMPLATES), ny(2026, 11, 2, 22, 0))
     world.add({**PERSON, "stage": "applied"})
     world.email = SchedulingBouncer()  # type: ignore[assignment]
@@ -502,8 +598,9 @@ class ScheduledSMS(CountingSMS):
 
 
 def test_a_touch_due_sooner_than_the_provider_can_schedule_waits(engine, tmp_path: Path) -> None:
-    config = write_config(tmp_path, ONE_STEP.replace("channel: email, fallback: sms", "channel: sms"),
-                          TEMPLATES)
+    config = write_config(
+        tmp_path, ONE_STEP.replace("channel: email, fallback: sms", "channel: sms"), TEMPLATES
+    )
     world = World(engine, config, ny(2026, 11, 2, 7, 50))
     world.sms = ScheduledSMS()  # type: ignore[assignment]
     world.add({**PERSON, "stage": "applied"})
@@ -516,8 +613,9 @@ def test_a_touch_due_sooner_than_the_provider_can_schedule_waits(engine, tmp_pat
 
 
 def test_claims_of_a_long_paced_dispatch_keep_their_lease(engine, tmp_path: Path) -> None:
-    config = write_config(tmp_path, ONE_STEP.replace("channel: email, fallback: sms", "channel: sms")
-                          + "", TEMPLATES)
+    config = write_config(
+        tmp_path, ONE_STEP.replace("channel: email, fallback: sms", "channel: sms") + "", TEMPLATES
+    )
     world = World(engine, config, ny(2026, 11, 2, 9, 0))
     wall = FixedClock(datetime(2026, 11, 2, 14, 0, tzinfo=ZoneInfo("UTC")))
     seen: list[bool] = []
@@ -526,15 +624,27 @@ def test_claims_of_a_long_paced_dispatch_keep_their_lease(engine, tmp_path: Path
         def send(self, batch):
             wall.advance(timedelta(minutes=5))  # a slow provider: five minutes a message
             with world.engine.connect() as conn:
-                leases = conn.execute(
-                    select(Touch.lease_until).where(Touch.status == "claimed")
-                ).scalars().all()
+                leases = (
+                    conn.execute(select(Touch.lease_until).where(Touch.status == "claimed"))
+                    .scalars()
+                    .all()
+                )
             seen.append(all(lease > wall.now() for lease in leases))
             return super().send(batch)
 
     world.sms = SlowSMS()  # type: ignore[assignment]
-    world.add(*[{**PERSON, "external_id": f"p{i}", "email": "", "phone": f"+1 212 555 01{i:02d}",
-                 "stage": "applied"} for i in range(8)])
+    world.add(
+        *[
+            {
+                **PERSON,
+                "external_id": f"p{i}",
+                "email": "",
+                "phone": f"+1 212 555 01{i:02d}",
+                "stage": "applied",
+            }
+            for i in range(8)
+        ]
+    )
     timer = ManualTimer()
     world.tick(wall_clock=wall, sleep=timer.sleep, monotonic=timer.monotonic)
     assert len(world.sms.sent) == 8  # 40 minutes of sending against a 15-minute lease
@@ -563,12 +673,25 @@ class CountingEmail(Channel):
 def test_requests_are_paced_and_shared_requests_are_not_split(
     engine, tmp_path: Path, grouped: bool, largest: int
 ) -> None:
-    config = write_config(tmp_path, SMALL.replace("rate_limits: {linkedin: 1/d}",
-                                                  "rate_limits: {linkedin: 1/d, email: 3/s}"), TEMPLATES)
+    config = write_config(
+        tmp_path,
+        SMALL.replace("rate_limits: {linkedin: 1/d}", "rate_limits: {linkedin: 1/d, email: 3/s}"),
+        TEMPLATES,
+    )
     world = World(engine, config, ny(2026, 11, 2, 9, 0))
     world.email = CountingEmail(grouped)  # type: ignore[assignment]
-    world.add(*[{**PERSON, "external_id": f"p{i}", "email": f"p{i}@example.com", "phone": "",
-                 "stage": "applied"} for i in range(9)])
+    world.add(
+        *[
+            {
+                **PERSON,
+                "external_id": f"p{i}",
+                "email": f"p{i}@example.com",
+                "phone": "",
+                "stage": "applied",
+            }
+            for i in range(9)
+        ]
+    )
     timer = ManualTimer()
     world.tick(sleep=timer.sleep, monotonic=timer.monotonic)
     assert sum(world.email.batches) == 9

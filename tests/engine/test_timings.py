@@ -49,7 +49,9 @@ def test_application_inside_the_window_is_acknowledged_at_once(world: World) -> 
     assert world.email.sent[0].subject and "{{" not in world.email.sent[0].body
 
 
-def test_a_backlog_imported_with_old_stage_dates_gets_no_stale_acknowledgement(world: World) -> None:
+def test_a_backlog_imported_with_old_stage_dates_gets_no_stale_acknowledgement(
+    world: World,
+) -> None:
     world.add(applicant(stage="applied", stage_entered_at="2026-09-01T10:00:00-04:00"))
     world.tick(ny(2026, 11, 3, 2, 0))
     (ack,) = world.touches(step_id="acknowledge")
@@ -118,8 +120,14 @@ def test_local_time_is_right_across_the_dst_change(world: World) -> None:
 
 def test_zone_from_the_phone_number_when_the_record_has_none(world: World) -> None:
     # A Seattle number and no zone on the record: 08:00 Pacific.
-    world.add(applicant(stage="applied", timezone="", phone="+1 206 555 0100",
-                        stage_entered_at="2026-11-19T20:00:00-08:00"))
+    world.add(
+        applicant(
+            stage="applied",
+            timezone="",
+            phone="+1 206 555 0100",
+            stage_entered_at="2026-11-19T20:00:00-08:00",
+        )
+    )
     world.tick(ny(2026, 11, 20, 2, 0))
     (ack,) = world.touches(step_id="acknowledge")
     assert ack.planned_at.astimezone(ZoneInfo("America/Los_Angeles")).hour == 8

@@ -42,7 +42,9 @@ def test_statements_per_batch_do_not_grow_with_rows(engine, clock) -> None:
     def write(start: int, size: int):
         def run() -> None:
             with engine.begin() as conn:
-                upsert_candidates(conn, [person(i) for i in range(start, start + size)], clock.now())
+                upsert_candidates(
+                    conn, [person(i) for i in range(start, start + size)], clock.now()
+                )
 
         return run
 
@@ -68,11 +70,13 @@ def test_records_in_one_batch_sharing_a_phone_are_one_person(engine, clock) -> N
 def test_merge_keeps_a_global_opt_out_and_moves_everything(engine, clock) -> None:
     with engine.begin() as conn:
         upsert_candidates(conn, [person(1), person(2)], clock.now())
-        first = conn.scalar(select(CandidateRecord.person_id).where(CandidateRecord.external_id == "x2"))
+        first = conn.scalar(
+            select(CandidateRecord.person_id).where(CandidateRecord.external_id == "x2")
+        )
         conn.execute(
-            Person.__table__.update().where(Person.id == first).values(
-                global_opt_out=True, opted_out_at=clock.now()
-            )
+            Person.__table__.update()
+            .where(Person.id == first)
+            .values(global_opt_out=True, opted_out_at=clock.now())
         )
     link = CandidateIn(
         source="hubspot", external_id="h", email="p1@example.com", phone=person(2).phone

@@ -73,7 +73,9 @@ def test_sqlite_runs_in_wal_mode_with_foreign_keys(engine) -> None:
 def test_instants_round_trip_as_aware_utc(engine) -> None:
     local = datetime(2026, 3, 8, 1, 30, tzinfo=timezone(timedelta(hours=-5)))
     with engine.begin() as conn:
-        conn.execute(insert(Person).values(global_opt_out=False, created_at=local, updated_at=local))
+        conn.execute(
+            insert(Person).values(global_opt_out=False, created_at=local, updated_at=local)
+        )
         stored = conn.execute(select(Person.created_at)).scalar_one()
     assert stored == local and stored.tzinfo is not None
     assert stored.utcoffset() == timedelta(0)
@@ -82,7 +84,9 @@ def test_instants_round_trip_as_aware_utc(engine) -> None:
 def test_naive_instants_are_refused(engine) -> None:
     naive = datetime(2026, 1, 1, 12, 0)
     with pytest.raises(Exception, match="naive datetime"), engine.begin() as conn:
-        conn.execute(insert(Person).values(global_opt_out=False, created_at=naive, updated_at=naive))
+        conn.execute(
+            insert(Person).values(global_opt_out=False, created_at=naive, updated_at=naive)
+        )
 
 
 def test_bad_database_url_is_a_config_error() -> None:
