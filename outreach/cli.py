@@ -697,6 +697,8 @@ def run_command(
             err.print(f"[red]write-back failed:[/] {problem}", highlight=False)
         for source, problem in written.blocked.items():
             err.print(f"[red]write-back to {source} waits:[/] {problem}", highlight=False)
+        # A CRM refusing the token or a note that failed is worth a look: partial, exit 1.
+        problems += len(written.failed) + len(written.blocked) + sum(written.retrying.values())
     problems += summary.total_reasons("skipped").get("template error", 0)
     if problems:
         raise typer.Exit(EXIT_PARTIAL)

@@ -123,3 +123,51 @@ def test_failures_retry_later_or_fail_or_wait_without_blocking(engine) -> None:
     )
     assert len(refused.failed) == 2 and all(r.status == "failed" for r in rows(engine))
     assert len(w.email.sent) == 3  # sending never waited for any of this
+
+
+def test_a_run_started_during_a_write_back_pass_writes_nothing_twice(engine) -> None:
+    w = world(engine)
+    w.tick()
+    inner: list = []
+
+    class Overlapping(FakeCrm):
+        def write_note(self, ref, text):
+            if not inner:  # a second run starts while this one is writing its first note
+                inner.append(process_write_backs(engine, {"greenhouse": FakeCrm()}, w.clock))
+            return super().write_note(ref, text)
+
+    crm = Overlapping()
+    report = process_write_backs(engine, {"greenhouse": crm}, w.clock)
+    assert report.done["greenhouse"] == 2 and len(crm.notes) == 2
+    assert inner[0].done == {}  # the rows were claimed by the first run
+    assert all(r.status == "done" for r in rows(engine))
+
+
+def test_a_used_up_quota_leaves_the_rows_waiting_without_an_attempt(engine) -> None:
+    w = world(engine)
+    w.tick()
+    quota = FakeCrm(RetryableError("daily limit", provider="greenhouse", retry_after=3600))
+    report = process_write_backs(engine, {"greenhouse": quota}, w.clock)
+    assert report.blocked == {"greenhouse": "daily limit"} and not report.retrying
+    assert all(r.status == "pending" and r.attempts == 0 for r in rows(engine))
+    assert process_write_backs(engine, {"greenhouse": FakeCrm()}, w.clock).done["greenhouse"] == 2
+
+
+def test_an_unexpected_error_is_retried_later_and_the_pass_goes_on(engine) -> None:
+    w = world(engine)
+    w.tick()
+    report = process_write_backs(engine, {"greenhouse": FakeCrm(OSError("reset"))}, w.clock)
+    assert report.retrying["greenhouse"] == 2
+    assert all(r.status == "pending" and r.last_error == "unexpected OSError" for r in rows(engine))
+
+
+def test_a_run_that_died_mid_pass_has_its_claims_taken_up_after_the_lease(engine) -> None:
+    from outreach.writeback import LEASE, _claim
+
+    w = world(engine)
+    w.tick()
+    claimed = _claim(engine, ["greenhouse"], w.clock.now(), 1000)  # then the process died
+    assert len(claimed) == 2
+    assert process_write_backs(engine, {"greenhouse": FakeCrm()}, w.clock).done == {}
+    later = FixedClock(w.clock.now() + LEASE)
+    assert process_write_backs(engine, {"greenhouse": FakeCrm()}, later).done["greenhouse"] == 2

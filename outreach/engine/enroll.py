@@ -20,10 +20,10 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 
 from outreach.cadence import CadenceConfig
 from outreach.store.bulk import bulk_update, bulk_write
@@ -36,6 +36,8 @@ _enrollments = Enrollment.__table__
 _contacts = ContactPoint.__table__
 _people = Person.__table__
 BATCH = 1000
+#: the PostgreSQL advisory lock that serialises event processing across workers
+_EVENTS_LOCK = 0x6F757472_65616368  # "outreach"
 _SUPPRESSING = {"opt_out": "opted out", "unsubscribe": "unsubscribed", "bounce": "bounced"}
 _CHANNEL_KIND = {"email": "email", "sms": "phone", "call": "phone", "linkedin": "linkedin"}
 
@@ -73,7 +75,10 @@ def process_events(
             if person_ids is not None:
                 query = query.where(_events.c.person_id.in_(person_ids))
             if conn.dialect.name == "postgresql":
-                # Concurrent workers share the events instead of applying them twice.
+                # One worker applies events at a time: a batch reads the people's
+                # enrollments once, so two workers holding events of one person (a reply
+                # and a stage change) must not both act on the same view. Batches are fast.
+                conn.execute(select(func.pg_advisory_xact_lock(_EVENTS_LOCK)))
                 query = query.with_for_update(skip_locked=True)
             rows = list(conn.execute(query).mappings())
             if not rows:
@@ -133,6 +138,21 @@ class _Batch:
                         _people.c.id.in_(chunk), _people.c.global_opt_out.is_(True)
                     )
                 ).scalars()
+            )
+        # Enrollments of these records that exist in any state: an entry seen before (a
+        # CRM repeating an old stage date) must not start a phantom that blocks others.
+        records = sorted({e["record_id"] for e in events if e["record_id"] is not None})
+        self.existing: set[tuple[int, str, datetime]] = set()
+        for chunk in _chunks(records):
+            self.existing.update(
+                (record_id, cadence_id, _utc(triggered_at))
+                for record_id, cadence_id, triggered_at in conn.execute(
+                    select(
+                        _enrollments.c.record_id,
+                        _enrollments.c.cadence_id,
+                        _enrollments.c.triggered_at,
+                    ).where(_enrollments.c.record_id.in_(chunk))
+                )
             )
         self._contacts: dict[tuple[int, str], list[int]] | None = None
         self.new_rows: list[dict[str, Any]] = []
@@ -196,6 +216,10 @@ class _Batch:
             if cadence.id in running:
                 self.stats.already_enrolled += 1
                 continue
+            key = (record_id, cadence.id, _utc(at))
+            if key in self.existing:
+                continue  # this very entry was enrolled before (and has ended since)
+            self.existing.add(key)
             due = at + cadence.steps[0].after
             row = {
                 "person_id": person_id,
@@ -298,6 +322,10 @@ class _Batch:
                 ),
                 self.suppressions,
             )
+
+
+def _utc(at: datetime) -> datetime:
+    return at.astimezone(UTC)
 
 
 def _chunks(ids: list[int], size: int = 500) -> Iterator[list[int]]:
