@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from ledger_rows import sent_touch
 from pydantic import ValidationError
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from tests_data import HEADER, ROWS
 
 from outreach.cadence import load_cadence_file
@@ -25,7 +26,7 @@ from outreach.events import (
 from outreach.importer import import_file
 from outreach.paths import default_config_dir
 from outreach.sandbox.twilio import FakeTwilio
-from outreach.store.schema import CandidateRecord, ContactPoint, Enrollment, Event, Person, Touch
+from outreach.store.schema import CandidateRecord, ContactPoint, Event, Person
 
 NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
 AT = "2026-11-24T10:00:00Z"
@@ -75,38 +76,6 @@ def write_jsonl(tmp_path: Path, lines: list, name: str = "events.jsonl") -> Path
     return path
 
 
-def sent_email_touch(store, person: int, contact_point: int, key: str) -> int:
-    """A sent email touch to ``contact_point`` in a fresh enrollment; returns its id."""
-    with store.begin() as conn:
-        enrollment = conn.execute(
-            insert(Enrollment).values(
-                person_id=person,
-                cadence_id="x",
-                trigger_stage="offer",
-                triggered_at=NOW,
-                status="active",
-                created_at=NOW,
-                updated_at=NOW,
-            )
-        ).inserted_primary_key[0]
-        return conn.execute(
-            insert(Touch).values(
-                idempotency_key=key,
-                enrollment_id=enrollment,
-                person_id=person,
-                cadence_id="x",
-                step_id="s",
-                status="sent",
-                channel="email",
-                contact_point_id=contact_point,
-                due_at=NOW,
-                planned_at=NOW,
-                claimed_at=NOW,
-                updated_at=NOW,
-            )
-        ).inserted_primary_key[0]
-
-
 def test_resolves_by_email_phone_formats_and_record(store, tmp_path: Path) -> None:
     ann, dan, ben = (person_of(store, x) for x in ("c1", "c4", "c2"))
     lines = [
@@ -139,7 +108,7 @@ def test_resolves_by_email_phone_formats_and_record(store, tmp_path: Path) -> No
 def test_resolves_by_touch_id(store, config) -> None:
     eve = person_of(store, "c5")
     eve_email = point(store, "email", "eve@example.com").id
-    touch = sent_email_touch(store, eve, eve_email, "t:1:0")
+    touch = sent_touch(store, eve, eve_email, "t:1:0", at=NOW)
     events = [
         ("a:1", {"type": "unsubscribe", "touch_id": str(touch), "at": AT, "id": "u-1"}),
         ("a:2", InboundEvent(type="reply", touch_id=touch + 99, at=NOW)),
@@ -167,7 +136,7 @@ def test_an_sms_opt_out_naming_an_email_touch_suppresses_the_phone_not_the_email
     ann = person_of(store, "c1")
     ann_email = point(store, "email", "ann@example.com").id
     ann_phone = point(store, "phone", "+12125550101").id
-    touch = sent_email_touch(store, ann, ann_email, "t:2:0")
+    touch = sent_touch(store, ann, ann_email, "t:2:0", at=NOW)
     events = [
         ("b:1", InboundEvent(type="opt_out", channel="sms", touch_id=touch, at=NOW)),
         # A channel of the same kind as the touch's still names the touch's contact point.

@@ -10,7 +10,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import insert, select
+from ledger_rows import sent_touch
+from sqlalchemy import select
 from tests_data import HEADER, ROWS
 from werkzeug.test import Client
 
@@ -25,7 +26,7 @@ from outreach.sandbox.sendgrid import FakeSendGrid
 from outreach.sandbox.twilio import FakeTwilio
 from outreach.serve import make_app, serve
 from outreach.settings import Settings
-from outreach.store.schema import CandidateRecord, ContactPoint, Enrollment, Event, Touch
+from outreach.store.schema import CandidateRecord, ContactPoint, Event
 
 NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
 STAMP = int(NOW.timestamp())
@@ -354,35 +355,9 @@ def test_a_public_url_with_a_trailing_slash_signs_the_same(store, twilio, config
 def sms_touch(engine, sid: str) -> int:
     ann = person_of(engine, "c1")
     phone = point(engine, "phone", ANN_PHONE).id
-    with engine.begin() as conn:
-        enrollment = conn.execute(
-            insert(Enrollment).values(
-                person_id=ann,
-                cadence_id="x",
-                trigger_stage="applied",
-                triggered_at=NOW,
-                status="active",
-                created_at=NOW,
-                updated_at=NOW,
-            )
-        ).inserted_primary_key[0]
-        return conn.execute(
-            insert(Touch).values(
-                idempotency_key=f"t:{sid}",
-                enrollment_id=enrollment,
-                person_id=ann,
-                cadence_id="x",
-                step_id="s",
-                status="sent",
-                channel="sms",
-                contact_point_id=phone,
-                provider_message_id=sid,
-                due_at=NOW,
-                planned_at=NOW,
-                claimed_at=NOW,
-                updated_at=NOW,
-            )
-        ).inserted_primary_key[0]
+    return sent_touch(
+        engine, ann, phone, f"t:{sid}", at=NOW, channel="sms", provider_message_id=sid
+    )
 
 
 def status_form(twilio: FakeTwilio, sid: str, status: str, code: str | None, to: str) -> dict:
