@@ -1,12 +1,12 @@
-"""Ledger rows for tests that need a touch to point at (webhooks, inbound events)."""
+"""Store rows for the events and webhook tests: candidates, their contact points, touches."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine, insert, select
 
-from outreach.store.schema import Enrollment, Touch
+from outreach.store.schema import CandidateRecord, ContactPoint, Enrollment, Touch
 
 
 def sent_touch(
@@ -49,3 +49,33 @@ def sent_touch(
                 updated_at=at,
             )
         ).inserted_primary_key[0]
+
+
+def walkthrough_store(engine: Engine, config, tmp_path, at: datetime) -> Engine:
+    """The walkthrough's eight good candidates (c1 Ann .. c10 Jon) imported at ``at``."""
+    from tests_data import HEADER, ROWS
+
+    from outreach.clock import FixedClock
+    from outreach.importer import import_file
+
+    path = tmp_path / "people.csv"
+    path.write_text(HEADER + "\n".join(ROWS) + "\n")
+    report = import_file(path, engine, config, FixedClock(at))
+    assert report.loaded == 8
+    return engine
+
+
+def person_of(engine: Engine, external_id: str) -> int:
+    """The person id of the record with ``external_id``."""
+    with engine.connect() as conn:
+        return conn.execute(
+            select(CandidateRecord.person_id).where(CandidateRecord.external_id == external_id)
+        ).scalar_one()
+
+
+def point(engine: Engine, kind: str, value: str):
+    """The contact point row of ``kind`` with ``value``."""
+    with engine.connect() as conn:
+        return conn.execute(
+            select(ContactPoint).where(ContactPoint.kind == kind, ContactPoint.value == value)
+        ).one()

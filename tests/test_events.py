@@ -7,13 +7,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from ledger_rows import sent_touch
+from ledger_rows import person_of, point, sent_touch, walkthrough_store
 from pydantic import ValidationError
 from sqlalchemy import select
 from tests_data import HEADER, ROWS
 
 from outreach.cadence import load_cadence_file
-from outreach.clock import FixedClock
 from outreach.engine.enroll import process_events
 from outreach.engine.tick import engine_transactions
 from outreach.events import (
@@ -23,10 +22,9 @@ from outreach.events import (
     ingest_events,
     read_jsonl,
 )
-from outreach.importer import import_file
 from outreach.paths import default_config_dir
 from outreach.sandbox.twilio import FakeTwilio
-from outreach.store.schema import CandidateRecord, ContactPoint, Event, Person
+from outreach.store.schema import Event, Person
 
 NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
 AT = "2026-11-24T10:00:00Z"
@@ -40,25 +38,7 @@ def config():
 @pytest.fixture
 def store(engine, config, tmp_path: Path):
     """The walkthrough's eight good candidates (c1 Ann .. c10 Jon) in the store."""
-    path = tmp_path / "people.csv"
-    path.write_text(HEADER + "\n".join(ROWS) + "\n")
-    report = import_file(path, engine, config, FixedClock(NOW - timedelta(days=1)))
-    assert report.loaded == 8
-    return engine
-
-
-def person_of(engine, external_id: str) -> int:
-    with engine.connect() as conn:
-        return conn.execute(
-            select(CandidateRecord.person_id).where(CandidateRecord.external_id == external_id)
-        ).scalar_one()
-
-
-def point(engine, kind: str, value: str):
-    with engine.connect() as conn:
-        return conn.execute(
-            select(ContactPoint).where(ContactPoint.kind == kind, ContactPoint.value == value)
-        ).one()
+    return walkthrough_store(engine, config, tmp_path, NOW - timedelta(days=1))
 
 
 def inbound(engine) -> list:

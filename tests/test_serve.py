@@ -10,23 +10,21 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from ledger_rows import sent_touch
+from ledger_rows import person_of, point, sent_touch, walkthrough_store
 from sqlalchemy import select
-from tests_data import HEADER, ROWS
 from werkzeug.test import Client
 
 from outreach.cadence import load_cadence_file
 from outreach.clock import FixedClock
 from outreach.engine.enroll import process_events
 from outreach.engine.tick import engine_transactions
-from outreach.importer import import_file
 from outreach.paths import default_config_dir
 from outreach.sandbox.base import SandboxServer
 from outreach.sandbox.sendgrid import FakeSendGrid
 from outreach.sandbox.twilio import FakeTwilio
 from outreach.serve import make_app, serve
 from outreach.settings import Settings
-from outreach.store.schema import CandidateRecord, ContactPoint, Event
+from outreach.store.schema import Event
 
 NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
 STAMP = int(NOW.timestamp())
@@ -58,11 +56,7 @@ def config():
 @pytest.fixture
 def store(engine, config, tmp_path: Path):
     """The walkthrough's eight good candidates (c1 Ann .. c10 Jon) in the store."""
-    path = tmp_path / "people.csv"
-    path.write_text(HEADER + "\n".join(ROWS) + "\n")
-    report = import_file(path, engine, config, FixedClock(NOW - timedelta(days=1)))
-    assert report.loaded == 8
-    return engine
+    return walkthrough_store(engine, config, tmp_path, NOW - timedelta(days=1))
 
 
 @pytest.fixture
@@ -99,20 +93,6 @@ def inbound(engine) -> list:
         return conn.execute(
             select(Event).where(Event.type != "stage_change").order_by(Event.id)
         ).all()
-
-
-def point(engine, kind: str, value: str):
-    with engine.connect() as conn:
-        return conn.execute(
-            select(ContactPoint).where(ContactPoint.kind == kind, ContactPoint.value == value)
-        ).one()
-
-
-def person_of(engine, external_id: str) -> int:
-    with engine.connect() as conn:
-        return conn.execute(
-            select(CandidateRecord.person_id).where(CandidateRecord.external_id == external_id)
-        ).scalar_one()
 
 
 def bounce_batch() -> list[dict]:
