@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Literal
 
-__all__ = ["Channel", "OutgoingMessage", "SendResult"]
+__all__ = ["Channel", "OutgoingMessage", "Recall", "RecallResult", "SendResult"]
 
 Status = Literal["sent", "failed", "ambiguous"]
+RecallStatus = Literal["cancelled", "too_late", "failed", "unsupported"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,14 @@ class OutgoingMessage:
     recruiter_email: str | None = None
     sendgrid_template_id: str | None = None
     template_data: dict[str, Any] = field(default_factory=dict)
+    #: per-touch reply address (``replies+<token>@domain``); None: the recruiter's address
+    reply_to: str | None = None
+    #: the Message-ID the engine chose and keeps in the ledger (without angle brackets)
+    message_id: str | None = None
+    #: a delivery ahead of time that may have to be cancelled (its cadence can stop):
+    #: the channel schedules it so that ``cancel`` can take it back, and says how in
+    #: ``SendResult.recall_ref``
+    recallable: bool = False
 
 
 @dataclass(frozen=True)
@@ -75,11 +84,25 @@ class SendResult:
     permanent: bool = False
     suppress: str | None = None
     retry_after: float | None = None
+    #: what ``Channel.cancel`` needs to take a scheduled delivery back (SendGrid batch id,
+    #: Twilio message SID); None: nothing to recall (sent at once, or cannot be recalled)
+    recall_ref: str | None = None
 
     @classmethod
-    def sent(cls, message: OutgoingMessage, provider_message_id: str | None = None) -> SendResult:
+    def sent(
+        cls,
+        message: OutgoingMessage,
+        provider_message_id: str | None = None,
+        *,
+        recall_ref: str | None = None,
+    ) -> SendResult:
         """The provider accepted ``message``."""
-        return cls(message.touch_id, "sent", provider_message_id=provider_message_id)
+        return cls(
+            message.touch_id,
+            "sent",
+            provider_message_id=provider_message_id,
+            recall_ref=recall_ref,
+        )
 
     @classmethod
     def failed(
@@ -105,6 +128,32 @@ class SendResult:
     def ambiguous(cls, message: OutgoingMessage, reason: str) -> SendResult:
         """``message`` may or may not have been delivered."""
         return cls(message.touch_id, "ambiguous", reason=reason)
+
+
+@dataclass(frozen=True)
+class Recall:
+    """A scheduled delivery to take back: the touch, the channel's ``recall_ref`` and the
+    delivery instant the provider holds."""
+
+    touch_id: int
+    ref: str
+    send_at: datetime
+
+
+@dataclass(frozen=True)
+class RecallResult:
+    """What a channel knows after trying to cancel one scheduled delivery.
+
+    ``cancelled``: the provider will not deliver it. ``too_late``: it can no longer be
+    stopped (inside the provider's cut-off, or already sent). ``failed``: the attempt did
+    not work but may later (``retry_after`` seconds, or the next run). ``unsupported``:
+    the channel cannot cancel at all.
+    """
+
+    touch_id: int
+    status: RecallStatus
+    reason: str | None = None
+    retry_after: float | None = None
 
 
 class Channel:
@@ -134,3 +183,14 @@ class Channel:
     def send(self, batch: Sequence[OutgoingMessage]) -> list[SendResult]:
         """Send ``batch``; return one result per message, in any order."""
         raise NotImplementedError
+
+    def cancel(self, recalls: Sequence[Recall], now: datetime) -> list[RecallResult]:
+        """Take back scheduled deliveries; one result per recall, in any order. The default
+        channel cannot cancel anything."""
+        return [RecallResult(r.touch_id, "unsupported", "the channel cannot cancel") for r in recalls]
+
+    def release(self, recalls: Sequence[Recall], now: datetime) -> list[int]:
+        """Free whatever provider resource a cancellation still holds once its delivery
+        time has passed (SendGrid counts cancelled batches against a limit); return the
+        touch ids released. The default holds nothing."""
+        return [r.touch_id for r in recalls]

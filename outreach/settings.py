@@ -86,6 +86,17 @@ class Settings(BaseSettings):
     sendgrid_from_email: str | None = _env("SENDGRID_FROM_EMAIL")
     sendgrid_webhook_public_key: SecretStr | None = _env("SENDGRID_WEBHOOK_PUBLIC_KEY")
 
+    sendgrid_inbound_token: SecretStr | None = _env("SENDGRID_INBOUND_TOKEN")
+    sendgrid_inbound_public_key: SecretStr | None = _env("SENDGRID_INBOUND_PUBLIC_KEY")
+
+    reply_to: str | None = _env("OUTREACH_REPLY_TO")
+    imap_host: str | None = _env("OUTREACH_IMAP_HOST")
+    imap_port: int = Field(default=993, validation_alias=AliasChoices("OUTREACH_IMAP_PORT"))
+    imap_user: str | None = _env("OUTREACH_IMAP_USER")
+    imap_password: SecretStr | None = _env("OUTREACH_IMAP_PASSWORD")
+    imap_folder: str = Field(default="INBOX", validation_alias=AliasChoices("OUTREACH_IMAP_FOLDER"))
+    imap_ssl: bool = Field(default=True, validation_alias=AliasChoices("OUTREACH_IMAP_SSL"))
+
     twilio_account_sid: str | None = _env("TWILIO_ACCOUNT_SID")
     twilio_auth_token: SecretStr | None = _env("TWILIO_AUTH_TOKEN")
     twilio_from_number: str | None = _env("TWILIO_FROM_NUMBER")

@@ -9,6 +9,9 @@
 * ``opt_out`` / ``unsubscribe``: suppress the contact point (or, without one, opt the person
   out globally) and end enrollments that stop on ``opt_out``.
 * ``bounce``: suppress the email address.
+* ``auto_reply`` (an out-of-office notice): no stop, no opt-out; the person's touches wait
+  until ``payload["until"]`` (the return date it names, else a week). A later human reply
+  ends the pause: they are back.
 
 Events are processed in id order, in batches, each batch in one transaction with its
 ``processed_at`` stamp, so a crash never applies an event twice or loses one.
@@ -23,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, select, update
+from sqlalchemy import Connection, bindparam, func, or_, select, update
 
 from outreach.cadence import CadenceConfig
 from outreach.store.bulk import bulk_update, bulk_write
@@ -52,6 +55,7 @@ class EnrollStats:
     suppressed: int = 0
     opted_out: int = 0
     already_enrolled: int = 0
+    paused: int = 0
 
 
 def process_events(
@@ -159,6 +163,9 @@ class _Batch:
         self.ends: dict[int, str] = {}
         self.opt_outs: list[dict[str, Any]] = []
         self.suppressions: list[dict[str, Any]] = []
+        #: person -> the latest "until" of their out-of-office notices in this batch;
+        #: None: a human reply in this batch ended the pause
+        self.pauses: dict[int, datetime | None] = {}
 
     # -- the events ----------------------------------------------------------------------
 
@@ -172,6 +179,13 @@ class _Batch:
             self._stage_change(event, payload.get("to"))
         elif kind == "reply":
             self._stop(person_id, "reply", f"reply on {event['channel'] or 'a channel'}")
+            self.pauses[person_id] = None
+        elif kind == "auto_reply":
+            until = _until((event["payload"] or {}).get("until"))
+            if until is not None and until > self.now:
+                current = self.pauses.get(person_id)
+                self.pauses[person_id] = until if current is None else max(current, until)
+                self.stats.paused += 1
         elif kind in _SUPPRESSING:
             reason = _SUPPRESSING[kind]
             if event["contact_point_id"] is not None:
@@ -309,6 +323,36 @@ class _Batch:
             ],
         )
         bulk_update(self.conn, _people, self.opt_outs)
+        ended = [pid for pid, until in self.pauses.items() if until is None]
+        for chunk in _chunks(sorted(ended)):
+            self.conn.execute(
+                update(_people)
+                .where(_people.c.id.in_(chunk), _people.c.paused_until.is_not(None))
+                .values(paused_until=None, pause_reason=None, updated_at=self.now)
+            )
+        pauses = [
+            {"b_id": pid, "until": until, "why": f"out of office until {until:%Y-%m-%d}"}
+            for pid, until in self.pauses.items()
+            if until is not None
+        ]
+        if pauses:
+            # A pause only ever grows: an earlier notice does not shorten a later one.
+            self.conn.execute(
+                update(_people)
+                .where(
+                    _people.c.id == bindparam("b_id"),
+                    or_(
+                        _people.c.paused_until.is_(None),
+                        _people.c.paused_until < bindparam("until"),
+                    ),
+                )
+                .values(
+                    paused_until=bindparam("until"),
+                    pause_reason=bindparam("why"),
+                    updated_at=self.now,
+                ),
+                pauses,
+            )
         if self.suppressions:
             # Suppression is sticky and the first reason stays: only points not yet suppressed.
             self.conn.execute(
@@ -322,6 +366,18 @@ class _Batch:
                 ),
                 self.suppressions,
             )
+
+
+def _until(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return None
 
 
 def _utc(at: datetime) -> datetime:

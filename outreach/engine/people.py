@@ -90,6 +90,8 @@ class PersonState:
     history: list[datetime] = field(default_factory=list)
     zone: ZoneInfo | None = None
     zone_source: str = "default"
+    #: an out-of-office notice holds every touch until then
+    paused_until: datetime | None = None
 
     def record(self, record_id: int | None) -> dict[str, Any]:
         """The record an enrollment came from, else the most recently updated one."""
@@ -142,7 +144,11 @@ def load_people(
     people: dict[int, PersonState] = {}
     for row in conn.execute(select(_people).where(_people.c.id.in_(ids))).mappings():
         people[row["id"]] = PersonState(
-            id=row["id"], global_opt_out=bool(row["global_opt_out"]), records=[], contacts=[]
+            id=row["id"],
+            global_opt_out=bool(row["global_opt_out"]),
+            records=[],
+            contacts=[],
+            paused_until=row["paused_until"],
         )
     for row in conn.execute(
         select(*_RECORD_COLUMNS).where(_records.c.person_id.in_(ids))

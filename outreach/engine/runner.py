@@ -36,6 +36,8 @@ def run_tick(
     dry_run: bool = False,
     horizon: timedelta = timedelta(hours=24),
     wall_clock: Clock | None = None,
+    reply_to: str | None = None,
+    mail_domain: str | None = None,
 ) -> TickSummary:
     """Run one tick. A dry run uses stand-in channels and rolls every write back."""
     dialect = engine.dialect.name
@@ -48,6 +50,8 @@ def run_tick(
             horizon=horizon,
             wall_clock=wall_clock,
             dialect=dialect,
+            reply_to=reply_to,
+            mail_domain=mail_domain,
         )
         return tick.run()
     with engine.connect() as conn:

@@ -26,6 +26,7 @@ schedule is deferred to that instant, with the reason.
 from __future__ import annotations
 
 import itertools
+import secrets
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -43,6 +44,7 @@ from outreach.clock import Clock, SystemClock
 from outreach.engine.enroll import EnrollStats, process_events
 from outreach.engine.people import PersonState, history_window, load_people
 from outreach.engine.ratelimit import RateLimiter
+from outreach.engine.recall import RecallSummary, recall_scheduled
 from outreach.engine.route import Route, build_context, choose_variant, route, usable
 from outreach.engine.throttle import earliest_allowed
 from outreach.engine.window import SendCalendar
@@ -154,6 +156,7 @@ class TickSummary:
     expired_claims: int = 0
     channels_off: list[str] = field(default_factory=list)
     journal: list[PlannedTouch] = field(default_factory=list)
+    recall: RecallSummary = field(default_factory=RecallSummary)
 
     def total(self, name: str) -> int:
         """Sum of one counter (``sent``, ``tasks``, ``failed``, ``ambiguous``) over steps."""
@@ -208,6 +211,8 @@ class _Pending:
     due: datetime | None = None
     before: dict[str, Any] | None = None
     after: dict[str, Any] | None = None
+    #: the touch's reply token (its Reply-To and Message-ID follow it to a fallback channel)
+    token: str | None = None
 
 
 #: enrollment fields a claim moves on, restored when a send provably failed and is re-planned
@@ -252,8 +257,13 @@ class Tick:
         person_ids: set[int] | None = None,
         journal: bool = False,
         dialect: str = "sqlite",
+        reply_to: str | None = None,
+        mail_domain: str | None = None,
     ) -> None:
         self.config = config
+        #: OUTREACH_REPLY_TO: each email's Reply-To is its plus-addressed form with the
+        #: touch's token; ``mail_domain`` names the Message-IDs the engine assigns
+        self.replies = _ReplyAddress.parse(reply_to, mail_domain)
         self.clock = clock
         self.channels = dict(channels)
         self.transaction = transaction
@@ -292,6 +302,10 @@ class Tick:
         summary.channels_off = [name for name in ("email", "sms") if name not in self.channels]
         summary.enroll = process_events(
             self.transaction, self.config, now, person_ids=self.person_ids
+        )
+        # Before planning: what a reply, opt-out or pause stopped may still sit at a provider.
+        summary.recall = recall_scheduled(
+            self.transaction, self.channels, self.config, now, person_ids=self.person_ids
         )
         with self.transaction(immediate=False) as conn:
             latest = select(func.coalesce(func.max(_events.c.id), 0))
@@ -410,7 +424,9 @@ class Tick:
                 default_timezone=policy.default_timezone,
             )
             self._claimed_at = self.wall_clock.now()
-            writer = _BatchWriter(now, self.run_id, self._claimed_at + self.lease)
+            writer = _BatchWriter(
+                now, self.run_id, self._claimed_at + self.lease, self.replies
+            )
             by_person: dict[int, list[dict[str, Any]]] = defaultdict(list)
             for enrollment in enrollments:
                 by_person[enrollment["person_id"]].append(enrollment)
@@ -477,9 +493,19 @@ class Tick:
         assert zone is not None
         record = person.record(enrollment["record_id"])
         due = enrollment["step_due_at"] or enrollment["next_due_at"]
+        not_before = max(due, enrollment["next_due_at"])
+        if person.paused_until is not None and person.paused_until > not_before:
+            # Out of office: nothing goes out before the return; the step's deadline is
+            # still reckoned from ``due``, so lateness rules apply afterwards.
+            if person.paused_until > now + self.horizon:
+                reason = f"out of office until {person.paused_until:%Y-%m-%d}"
+                writer.defer(enrollment, person.paused_until, reason)
+                counts.deferred["out of office"] += 1
+                return
+            not_before = person.paused_until
         the_route = route(step, person, self.config, set(self.channels))
         decision = earliest_allowed(
-            max(due, enrollment["next_due_at"]),
+            not_before,
             now,
             person.history,
             self.config.policy,
@@ -806,6 +832,7 @@ class Tick:
                 "channel": item.message.channel,
                 "contact_point_id": item.contact_id,
                 "provider_message_id": result.provider_message_id,
+                "recall_ref": result.recall_ref,
                 "reason": "; ".join(r for r in (item.reason, result.reason) if r) or None,
                 "sent_at": now if result.status == "sent" else None,
                 "lease_until": None,
@@ -976,6 +1003,9 @@ class Tick:
                 rendered,
                 item.template,
                 item.variant,
+                reply_to=self.replies.address(item.token),
+                message_id=self.replies.message_id(item.token) if item.token else None,
+                recallable=item.message.recallable,
             )
             return (
                 _Pending(
@@ -993,6 +1023,7 @@ class Tick:
                     due=item.due,
                     before=item.before,
                     after=item.after,
+                    token=item.token,
                 ),
                 False,
             )
@@ -1002,7 +1033,14 @@ class Tick:
 class _BatchWriter:
     """Collects a claim batch's ledger rows, tasks and enrollment updates; writes them at once."""
 
-    def __init__(self, now: datetime, run_id: str, lease_until: datetime) -> None:
+    def __init__(
+        self,
+        now: datetime,
+        run_id: str,
+        lease_until: datetime,
+        replies: _ReplyAddress | None = None,
+    ) -> None:
+        self.replies = replies or _ReplyAddress(None, None, None)
         self.now = now
         self.run_id = run_id
         self.lease_until = lease_until
@@ -1030,6 +1068,9 @@ class _BatchWriter:
         subject: str | None = None,
     ) -> dict[str, Any]:
         """Add a ledger row for this step occurrence."""
+        # A claim gets its reply token and Message-ID now, so the ledger has them before
+        # the provider call and an answer finds the touch whatever channel it went out on.
+        token = secrets.token_hex(8) if status == "claimed" else None
         row = {
             "idempotency_key": occ.key,
             "enrollment_id": occ.enrollment["id"],
@@ -1050,6 +1091,8 @@ class _BatchWriter:
             "lease_until": self.lease_until if status == "claimed" else None,
             "run_id": self.run_id,
             "reason": reason,
+            "reply_token": token,
+            "message_id": self.replies.message_id(token) if token else None,
             "updated_at": self.now,
         }
         self.touches.append(row)
@@ -1255,6 +1298,9 @@ class _BatchWriter:
                 rendered,
                 template,
                 variant,
+                reply_to=self.replies.address(row["reply_token"]),
+                message_id=row["message_id"],
+                recallable=row["planned_at"] > self.now,
             )
             pending.append(
                 _Pending(
@@ -1275,6 +1321,7 @@ class _BatchWriter:
                         name: self.enrollments[occ.enrollment["id"]].get(name)
                         for name in _REPLAN_FIELDS
                     },
+                    token=row["reply_token"],
                 )
             )
         return pending
@@ -1293,6 +1340,10 @@ def _message(
     rendered: RenderedMessage,
     template: str,
     variant: str,
+    *,
+    reply_to: str | None = None,
+    message_id: str | None = None,
+    recallable: bool = False,
 ) -> OutgoingMessage:
     return OutgoingMessage(
         touch_id=touch_id,
@@ -1314,7 +1365,35 @@ def _message(
         recruiter_email=record.get("recruiter_email"),
         sendgrid_template_id=step.sendgrid_template_id if channel == "email" else None,
         template_data=rendered.data or {},
+        reply_to=reply_to if channel == "email" else None,
+        message_id=message_id if channel == "email" else None,
+        recallable=recallable,
     )
+
+
+@dataclass(frozen=True)
+class _ReplyAddress:
+    """``replies@domain`` → ``replies+<token>@domain``, and Message-IDs ``<token>@domain``."""
+
+    local: str | None
+    domain: str | None
+    id_domain: str | None
+
+    @classmethod
+    def parse(cls, reply_to: str | None, mail_domain: str | None) -> _ReplyAddress:
+        local = domain = None
+        if reply_to and "@" in reply_to:
+            local, domain = reply_to.strip().rsplit("@", 1)
+            local = local.split("+", 1)[0]
+        return cls(local, domain, domain or mail_domain)
+
+    def address(self, token: str | None) -> str | None:
+        if token is None or self.local is None:
+            return None
+        return f"{self.local}+{token}@{self.domain}"
+
+    def message_id(self, token: str) -> str | None:
+        return f"outreach.{token}@{self.id_domain}" if self.id_domain else None
 
 
 def _note_for(item: _Pending, now: datetime) -> dict[str, Any] | None:

@@ -9,12 +9,14 @@ state; ``events`` are inbound signals (stage changes, replies, opt-outs, bounces
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
+    Date,
     ForeignKey,
     Index,
     Integer,
@@ -32,7 +34,10 @@ __all__ = [
     "ContactPoint",
     "Enrollment",
     "Event",
+    "InboundMessage",
+    "MailboxState",
     "Person",
+    "Recall",
     "SyncState",
     "Task",
     "Touch",
@@ -52,6 +57,9 @@ class Person(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     global_opt_out: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
     opted_out_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # An out-of-office notice holds the person's touches until then (not an opt-out).
+    paused_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    pause_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 
@@ -167,6 +175,8 @@ class Touch(Base):
         Index("ix_touches_person_time", "person_id", "sent_at"),
         Index("ix_touches_status", "status"),
         Index("ix_touches_provider_message", "provider_message_id"),
+        Index("ix_touches_reply_token", "reply_token"),
+        Index("ix_touches_message_id", "message_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -193,7 +203,89 @@ class Touch(Base):
     run_id: Mapped[str | None] = mapped_column(String(36))
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     provider_message_id: Mapped[str | None] = mapped_column(String(200))
+    # Email: the Message-ID the touch went out with and the token of its Reply-To
+    # (replies+<token>@domain), so an answer finds the touch it answers.
+    message_id: Mapped[str | None] = mapped_column(String(250))
+    reply_token: Mapped[str | None] = mapped_column(String(40))
+    # What the channel needs to cancel a delivery it holds for later (SendGrid batch id,
+    # Twilio message SID); None when nothing can be recalled.
+    recall_ref: Mapped[str | None] = mapped_column(String(200))
     reason: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class Recall(Base):
+    """A touch handed to a provider for later whose cadence stopped: cancel it there.
+
+    ``status``: pending (try at ``next_attempt_at``), cancelled (the provider holds a
+    cancellation until the send time), released (the provider slot is freed), too_late,
+    unsupported, failed (gave up). The last three are the unrecallable.
+    """
+
+    __tablename__ = "recalls"
+    __table_args__ = (
+        UniqueConstraint("touch_id", name="uq_recalls_touch"),
+        Index("ix_recalls_due", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    touch_id: Mapped[int] = mapped_column(ForeignKey("touches.id"), nullable=False)
+    channel: Mapped[str] = mapped_column(String(16), nullable=False)
+    ref: Mapped[str] = mapped_column(String(200), nullable=False)
+    send_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="pending")
+    why: Mapped[str] = mapped_column(Text, nullable=False)
+    reason: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class InboundMessage(Base):
+    """One email that came back (reply, auto-reply, bounce, unsubscribe), kept whether or
+    not it matched a touch. ``dedupe_key`` (Message-ID, else a content hash) makes a
+    message count once however many times it is fetched, posted or imported."""
+
+    __tablename__ = "inbound_messages"
+    __table_args__ = (
+        UniqueConstraint("dedupe_key", name="uq_inbound_messages_dedupe_key"),
+        Index("ix_inbound_messages_kind_time", "kind", "received_at"),
+        Index("ix_inbound_messages_person", "person_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dedupe_key: Mapped[str] = mapped_column(String(200), nullable=False)
+    source: Mapped[str] = mapped_column(String(16), nullable=False)  # imap | file | parse
+    origin: Mapped[str] = mapped_column(Text, nullable=False)  # where it was read
+    message_id: Mapped[str | None] = mapped_column(String(250))
+    # human | auto | bounce | unsubscribe | invalid (could not be read as mail)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    out_of_office: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    rule: Mapped[str | None] = mapped_column(Text)
+    from_address: Mapped[str | None] = mapped_column(String(500))
+    subject: Mapped[str | None] = mapped_column(String(500))
+    new_text: Mapped[str | None] = mapped_column(Text)
+    returns_on: Mapped[date | None] = mapped_column(Date)
+    bounce_status: Mapped[str | None] = mapped_column(String(16))
+    matched_by: Mapped[str | None] = mapped_column(String(16))  # token | thread | sender
+    person_id: Mapped[int | None] = mapped_column(ForeignKey("people.id"))
+    touch_id: Mapped[int | None] = mapped_column(ForeignKey("touches.id"))
+    contact_point_id: Mapped[int | None] = mapped_column(ForeignKey("contact_points.id"))
+    size: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class MailboxState(Base):
+    """Where ``replies poll`` is in one IMAP folder: its UIDVALIDITY and last UID read."""
+
+    __tablename__ = "mailbox_state"
+
+    mailbox: Mapped[str] = mapped_column(String(500), primary_key=True)
+    uidvalidity: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    last_uid: Mapped[int] = mapped_column(BigInteger, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 
 
@@ -268,11 +360,14 @@ class WriteBack(Base):
     __tablename__ = "write_backs"
     __table_args__ = (
         UniqueConstraint("touch_id", "kind", name="uq_write_backs_touch_kind"),
+        UniqueConstraint("inbound_id", "kind", name="uq_write_backs_inbound_kind"),
         Index("ix_write_backs_due", "status", "next_attempt_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    touch_id: Mapped[int] = mapped_column(ForeignKey("touches.id"), nullable=False)
+    # What the write-back reports: a touch that went out, or a reply that came in.
+    touch_id: Mapped[int | None] = mapped_column(ForeignKey("touches.id"))
+    inbound_id: Mapped[int | None] = mapped_column(ForeignKey("inbound_messages.id"))
     task_id: Mapped[int | None] = mapped_column(ForeignKey("tasks.id"))
     source: Mapped[str] = mapped_column(String(32), nullable=False)
     external_id: Mapped[str] = mapped_column(String(128), nullable=False)
