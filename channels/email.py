@@ -3,11 +3,24 @@
 * Messages with a ``sendgrid_template_id`` go out as dynamic-template requests: one
   request per (template, cadence, step, sender name, reply-to), up to 1,000
   personalizations each, every person with their own ``dynamic_template_data``.
+  SendGrid has ``reply_to`` only at request level (``Reply-To`` is a reserved header), so
+  a message with its own ``reply_to`` (``replies+<token>@…``) is a request of its own.
 * Locally rendered messages go out one request each (subject, text and HTML), several at
   a time on a thread pool.
 * Every personalization carries ``custom_args.touch_id`` (the Event Webhook echoes it; no
-  PII), a ``List-Unsubscribe`` header and, whenever the throttle chose a later instant
-  (however near), ``send_at``: mail never goes out before its ``send_at``.
+  PII), a ``List-Unsubscribe`` header, the touch's ``Message-ID`` header when the engine
+  chose one (``Message-ID`` is not among SendGrid's reserved headers) and, whenever the
+  throttle chose a later instant (however near), ``send_at``: mail never goes out before
+  its ``send_at``.
+
+Recall (DESIGN.md, "Scheduling and recall"). A ``recallable`` message due more than
+:attr:`SendGridEmail.cancel_cutoff` ahead gets a batch id of its own (``POST
+/v3/mail/batch``) and a request of its own, since SendGrid cancels whole batches; the
+batch id is its ``recall_ref``. :meth:`SendGridEmail.cancel` sets the batch to ``cancel``
+(``POST /v3/user/scheduled_sends``), within SendGrid's limits: no later than 10 minutes
+before ``send_at``, and no more than 10 batches paused or cancelled at one time, counted
+with one ``GET /v3/user/scheduled_sends`` per call. :meth:`SendGridEmail.release`
+deletes a cancellation once its ``send_at`` is safely past, which frees its slot.
 
 Errors are translated at the edge into :mod:`outreach.errors` and then into one
 :class:`SendResult` per message:
@@ -49,13 +62,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 
-from channels.base import Channel, OutgoingMessage, SendResult
+from channels.base import Channel, OutgoingMessage, Recall, RecallResult, SendResult
 from connectors.http import retry_after_seconds
 from outreach.clock import Clock, SystemClock
 from outreach.errors import (
@@ -81,6 +94,8 @@ _MAX_CATEGORY_LENGTH = 255
 _EMAIL = re.compile(r"[^\s@<>()\[\],;:\"']+@[^\s@<>()\[\],;:\"']+")
 _PERSONALIZATION = re.compile(r"^personalizations\.(\d+)(?:\.(.*))?$")
 _RECIPIENT_FIELD = re.compile(r"^(?:to|cc|bcc)(?:\.|$)")
+#: an RFC 5322 msg-id without its angle brackets: id-left "@" id-right, no space or bracket
+_MESSAGE_ID = re.compile(r"^[!-;=?-~]+@[!-;=?-~]+$")
 _ADDRESS_MESSAGE = re.compile(r"\b(?:valid|invalid)\b.*\b(?:address|email)\b", re.IGNORECASE)
 _BLANK_LINE = re.compile(r"\n(?:[ \t]*\n)+")
 #: 400 error fields that point at the operator's configuration, not at a recipient, and
@@ -120,6 +135,31 @@ class _Unsent(ProviderError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, provider=PROVIDER)
+
+
+class _Refusal(ProviderError):
+    """A 4xx answer (not 401, 403 or 429) of the batch or scheduled-sends API."""
+
+    def __init__(self, status: int, errors: list[tuple[str | None, str]]) -> None:
+        self.errors = errors
+        detail = "; ".join(_describe(f, m) for f, m in errors) or "no details"
+        super().__init__(f"SendGrid {status}: {detail}", provider=PROVIDER, status=status)
+
+    def says(self, text: str) -> bool:
+        """Whether one of the error messages contains ``text`` (case-insensitive)."""
+        return any(text in message.lower() for _, message in self.errors)
+
+
+class _Slots:
+    """The batches SendGrid holds paused or cancelled, as one listing showed them."""
+
+    def __init__(self, statuses: dict[str, str], limit: int) -> None:
+        self.statuses = statuses
+        self.limit = limit
+        self.full = False
+
+    def free(self) -> bool:
+        return not self.full and len(self.statuses) < self.limit
 
 
 class _Halt:
@@ -171,12 +211,31 @@ class SendGridEmail(Channel):
 
         channel = SendGridEmail(api_key, "jobs@acme.example", company_name="Acme")
         results = channel.send(messages)
+        # later, when the cadence stops:
+        channel.cancel([Recall(r.touch_id, r.recall_ref, send_at)], now)
+        channel.release(cancelled_recalls, now)   # each run, to free SendGrid's slots
     """
 
     name: ClassVar[str] = "email"
     max_batch: ClassVar[int] = 1000
     rate_per_second: ClassVar[float | None] = None
     max_schedule_ahead: ClassVar[timedelta] = timedelta(hours=72)
+    #: SendGrid pauses or cancels a batch no later than this before its send_at
+    #: (twilio.com/docs/sendgrid/api-reference/cancel-scheduled-sends); one cancelled later
+    #: "is not guaranteed to be cancelled" (sendgrid-python USAGE.md, sendgrid/docs
+    #: cancel_schedule_send.apiblueprint), so it is reported too late without a request
+    cancel_cutoff: ClassVar[timedelta] = timedelta(minutes=10)
+    #: batches that may be paused or cancelled at one time (same pages; a POST past it
+    #: answers 400 "max limit reached")
+    max_held_batches: ClassVar[int] = 10
+    #: a cancellation is deleted (its slot freed) this long after its send_at. A cancelled
+    #: batch's messages are discarded when send_at is reached, and deleting the status later
+    #: drops cancelled messages past their send time (sendgrid/docs
+    #: cancel_schedule_send.apiblueprint, "Delete a cancellation or pause"); the hour covers
+    #: SendGrid's queue running late and clock skew
+    release_after: ClassVar[timedelta] = timedelta(hours=1)
+    #: seconds to wait for a slot when all of them are held (capped by the cut-off)
+    slot_wait: ClassVar[float] = 300.0
 
     def __init__(
         self,
@@ -231,6 +290,10 @@ class SendGridEmail(Channel):
                         retry_after=too_early.total_seconds(),
                     )
                 )
+            elif (refused := self._check_message_id(message)) is not None:
+                results.append(refused)
+            elif self._batched(message, now):
+                requests.append([message])  # its own batch id, so its own request
             elif message.sendgrid_template_id:
                 groups.setdefault(self._group_key(message), []).append(message)
             else:
@@ -263,8 +326,29 @@ class SendGridEmail(Channel):
         """Send ``messages`` as one request; map the outcome to one result per message."""
         if halt.reason is not None:
             return [SendResult.failed(m, halt.reason, permanent=False) for m in messages]
+        batch_id: str | None = None
+        if len(messages) == 1 and self._batched(messages[0], now):
+            try:
+                batch_id = self._create_batch(now)
+            except ConfigError as exc:
+                # Only recall needs the batch scopes: the other messages still go.
+                return [SendResult.failed(m, str(exc), permanent=False) for m in messages]
+            except ProviderError as exc:  # no mail was sent: a later run makes a new batch
+                wait = exc.retry_after if isinstance(exc, RetryableError) else None
+                reason = f"{exc}; no batch id for recall, the message was not sent"
+                return [
+                    SendResult.failed(m, reason, permanent=False, retry_after=wait)
+                    for m in messages
+                ]
+            except Exception as exc:
+                name = type(exc).__name__
+                log.warning("%s while creating a SendGrid batch for %s", name, _touches(messages))
+                reason = f"unexpected {name} while creating a SendGrid batch id; not sent"
+                return [SendResult.failed(m, reason, permanent=False) for m in messages]
         try:
             body = self._body(messages, now)
+            if batch_id is not None:
+                body["batch_id"] = batch_id
         except Exception as exc:  # a bug, not a provider answer: nothing was sent
             name = type(exc).__name__
             log.warning("%s while building a SendGrid request for %s", name, _touches(messages))
@@ -281,7 +365,7 @@ class SendGridEmail(Channel):
                 for m in messages
             ]
         except AmbiguousError as exc:
-            return [SendResult.ambiguous(m, str(exc)) for m in messages]
+            return [_ambiguous(m, str(exc), batch_id) for m in messages]
         except _Rejected as exc:
             return self._rejected(messages, exc, now, halt, resend=resend)
         except PermanentError as exc:
@@ -294,8 +378,8 @@ class SendGridEmail(Channel):
             name = type(exc).__name__
             log.warning("unexpected %s from the SendGrid SDK for %s", name, _touches(messages))
             reason = f"unexpected {name} from the SendGrid SDK"
-            return [SendResult.ambiguous(m, reason) for m in messages]
-        return [SendResult.sent(m, sent.message_id) for m in messages]
+            return [_ambiguous(m, reason, batch_id) for m in messages]
+        return [SendResult.sent(m, sent.message_id, recall_ref=batch_id) for m in messages]
 
     def _rejected(
         self,
@@ -343,7 +427,9 @@ class SendGridEmail(Channel):
             results.extend(SendResult.failed(m, reason, permanent=False) for m in rest)
         elif general:
             reason = "SendGrid 400: " + "; ".join(general)
-            results.extend(SendResult.failed(m, reason, permanent=True) for m in rest)
+            # A refused batch id is this run's (a new one is made next time), not the mail's.
+            permanent = not any(f == "batch_id" for f, _ in exc.errors)
+            results.extend(SendResult.failed(m, reason, permanent=permanent) for m in rest)
         elif resend:
             # A 400 rejects the whole request: the others were not sent, so send them now.
             results.extend(self._deliver(rest, now, halt, resend=False))
@@ -382,26 +468,334 @@ class SendGridEmail(Channel):
                 continue
             return _Sent(_header(response.headers, "X-Message-Id"))
 
+    # -- recall: batch ids and scheduled sends ---------------------------------------
+
+    def cancel(self, recalls: Sequence[Recall], now: datetime) -> list[RecallResult]:
+        """Cancel the batches of scheduled messages; one result per recall.
+
+        ``too_late`` inside :attr:`cancel_cutoff` of ``send_at`` (no request). Otherwise the
+        batch's status decides: already ``cancel`` (an earlier attempt whose answer was
+        lost) is ``cancelled``; ``pause`` is changed to ``cancel``; none is set to
+        ``cancel`` if one of :attr:`max_held_batches` slots is free, else ``failed`` with
+        ``retry_after``. No connection, 429, 5xx and timeouts are ``failed`` with
+        ``retry_after``; a batch id SendGrid does not know is ``failed`` with the reason.
+        """
+        results: list[RecallResult] = []
+        pending: list[Recall] = []
+        for recall in recalls:
+            left = _utc(recall.send_at) - now
+            if left < self.cancel_cutoff:
+                minutes = int(self.cancel_cutoff.total_seconds() // 60)
+                when = (
+                    "its send time has passed"
+                    if left <= timedelta(0)
+                    else f"it is due in {_minutes(left)}"
+                )
+                results.append(
+                    RecallResult(
+                        recall.touch_id,
+                        "too_late",
+                        f"SendGrid cancels no later than {minutes} minutes before send_at; {when}",
+                    )
+                )
+            else:
+                pending.append(recall)
+        if not pending:
+            return results
+        with self._clients.borrow() as client:
+            try:
+                slots = self._slots(client, now)
+            except Exception as exc:
+                reason, wait = self._recall_failure(exc, "reading the scheduled sends")
+                return results + [
+                    RecallResult(r.touch_id, "failed", reason, retry_after=wait) for r in pending
+                ]
+            stop: tuple[str, float | None] | None = None
+            for recall in pending:
+                if stop is not None:
+                    results.append(RecallResult(recall.touch_id, "failed", *stop))
+                    continue
+                try:
+                    results.append(self._cancel_one(client, recall, slots, now))
+                except Exception as exc:
+                    reason, wait = self._recall_failure(exc, f"cancelling touch {recall.touch_id}")
+                    results.append(RecallResult(recall.touch_id, "failed", reason, wait))
+                    if isinstance(exc, ConfigError | RetryableError):
+                        stop = (reason, wait)  # the rest would meet the same answer
+        return results
+
+    def release(self, recalls: Sequence[Recall], now: datetime) -> list[int]:
+        """Delete the cancellations whose ``send_at`` is :attr:`release_after` past, which
+        frees their slots; return the touch ids released (also those SendGrid no longer
+        holds). A batch found paused is left alone: deleting a pause would deliver it.
+        Errors leave the rest for the next run."""
+        due = [r for r in recalls if now >= _utc(r.send_at) + self.release_after]
+        if not due:
+            return []
+        released: list[int] = []
+        with self._clients.borrow() as client:
+            try:
+                slots = self._slots(client, now)
+            except Exception as exc:
+                log.warning("SendGrid: %s", self._recall_failure(exc, "reading scheduled sends")[0])
+                return []
+            for recall in due:
+                status = slots.statuses.get(recall.ref)
+                if status is None:
+                    released.append(recall.touch_id)  # nothing held any more
+                    continue
+                if status != "cancel":
+                    log.warning(
+                        "SendGrid batch of touch %s is %s, not cancelled; not released",
+                        recall.touch_id,
+                        status,
+                    )
+                    continue
+                try:
+                    self._api(
+                        client,
+                        lambda c, ref=recall.ref: c.client.user.scheduled_sends._(ref).delete(
+                            timeout=self.timeout
+                        ),
+                        now,
+                    )
+                except _Refusal as exc:
+                    if exc.status == 404 and exc.says("not found"):
+                        released.append(recall.touch_id)
+                    else:
+                        log.warning(
+                            "SendGrid kept the cancellation of touch %s: %s", recall.touch_id, exc
+                        )
+                    continue
+                except Exception as exc:
+                    reason = self._recall_failure(exc, f"releasing touch {recall.touch_id}")[0]
+                    log.warning("SendGrid: %s; left for the next run", reason)
+                    if isinstance(exc, ConfigError | RetryableError):
+                        break
+                    continue
+                released.append(recall.touch_id)
+        return released
+
+    def _cancel_one(
+        self, client: Any, recall: Recall, slots: _Slots, now: datetime
+    ) -> RecallResult:
+        ref = recall.ref
+        status = slots.statuses.get(ref)
+        if status == "cancel":
+            return RecallResult(recall.touch_id, "cancelled", "already cancelled")
+        if status == "pause":
+            self._set_cancel(client, ref, now)
+            slots.statuses[ref] = "cancel"
+            return RecallResult(recall.touch_id, "cancelled", "the paused batch was cancelled")
+        if not slots.free():
+            return self._no_slot(recall, now)
+        try:
+            self._api(
+                client,
+                lambda c: c.client.user.scheduled_sends.post(
+                    request_body={"batch_id": ref, "status": "cancel"}, timeout=self.timeout
+                ),
+                now,
+            )
+        except _Refusal as exc:
+            if exc.says("exists"):
+                # A status is set already (an attempt whose answer was lost, or a pause).
+                return self._settle_existing(client, recall, slots, now)
+            if exc.says("max limit"):
+                slots.full = True
+                return self._no_slot(recall, now)
+            if exc.says("invalid batch id"):
+                return RecallResult(
+                    recall.touch_id,
+                    "failed",
+                    f"SendGrid does not know this batch id ({exc}); it cannot be cancelled",
+                )
+            return RecallResult(recall.touch_id, "failed", f"{exc}; not cancelled")
+        slots.statuses[ref] = "cancel"
+        return RecallResult(recall.touch_id, "cancelled")
+
+    def _settle_existing(
+        self, client: Any, recall: Recall, slots: _Slots, now: datetime
+    ) -> RecallResult:
+        """The batch has a status the listing did not show: read it, cancel a pause."""
+        try:
+            response = self._api(
+                client,
+                lambda c: c.client.user.scheduled_sends._(recall.ref).get(timeout=self.timeout),
+                now,
+            )
+        except _Refusal as exc:
+            return RecallResult(
+                recall.touch_id, "failed", f"{exc}; the batch's status is unknown", 60.0
+            )
+        entries = _json_list(response.body)
+        status = next((e.get("status") for e in entries if e.get("batch_id") == recall.ref), None)
+        if status not in ("pause", "cancel"):
+            return RecallResult(
+                recall.touch_id, "failed", "SendGrid shows no status for the batch", 60.0
+            )
+        if status == "pause":
+            self._set_cancel(client, recall.ref, now)
+        slots.statuses[recall.ref] = "cancel"
+        done = "the paused batch was cancelled" if status == "pause" else "already cancelled"
+        return RecallResult(recall.touch_id, "cancelled", done)
+
+    def _set_cancel(self, client: Any, ref: str, now: datetime) -> None:
+        self._api(
+            client,
+            lambda c: c.client.user.scheduled_sends._(ref).patch(
+                request_body={"status": "cancel"}, timeout=self.timeout
+            ),
+            now,
+        )
+
+    def _no_slot(self, recall: Recall, now: datetime) -> RecallResult:
+        until_cutoff = (_utc(recall.send_at) - self.cancel_cutoff - now).total_seconds()
+        return RecallResult(
+            recall.touch_id,
+            "failed",
+            f"SendGrid allows at most {self.max_held_batches} batches paused or cancelled at "
+            "one time and all are held; a slot frees once a cancelled send's time has passed "
+            "and it is released",
+            retry_after=max(1.0, min(self.slot_wait, until_cutoff)),
+        )
+
+    def _slots(self, client: Any, now: datetime) -> _Slots:
+        """The paused and cancelled batches (``GET /v3/user/scheduled_sends``)."""
+        response = self._api(
+            client, lambda c: c.client.user.scheduled_sends.get(timeout=self.timeout), now
+        )
+        statuses = {
+            str(e["batch_id"]): str(e.get("status"))
+            for e in _json_list(response.body)
+            if isinstance(e.get("batch_id"), str)
+        }
+        return _Slots(statuses, self.max_held_batches)
+
+    def _create_batch(self, now: datetime) -> str:
+        """A new batch id (``POST /v3/mail/batch``)."""
+        with self._clients.borrow() as client:
+            response = self._api(
+                client, lambda c: c.client.mail.batch.post(timeout=self.timeout), now
+            )
+        try:
+            batch_id = json.loads(response.body or b"").get("batch_id")
+        except (ValueError, AttributeError):
+            batch_id = None
+        if not isinstance(batch_id, str) or not batch_id:
+            raise AmbiguousError("SendGrid answered no batch_id", provider=PROVIDER)
+        return batch_id
+
+    def _api(self, client: Any, call: Callable[[Any], Any], now: datetime) -> Any:
+        """One request of the batch or scheduled-sends API, its errors translated.
+
+        Retryable failures (no connection, 429, 503) are retried here as for Mail Send;
+        these requests may be repeated, since a repeated cancel is recognised.
+        """
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return call(client)
+            except Exception as exc:
+                where = _raised_before_sending(exc)
+                if where is not None:
+                    raise _Unsent(_unsent_reason(exc, where)) from None
+                if isinstance(exc, HTTPError) and exc.status_code in (401, 403):
+                    raise ConfigError(
+                        _scrub(_scheduling_denied(exc.status_code, exc.body), self._api_key)
+                    ) from None
+                if (
+                    isinstance(exc, HTTPError)
+                    and 400 <= exc.status_code < 500
+                    and exc.status_code != 429
+                ):
+                    errors = [(f, _scrub(m, self._api_key)) for f, m in _errors(exc.body)]
+                    raise _Refusal(exc.status_code, errors) from None
+                error = _translate(exc, now=now, timeout=self.timeout)
+                if error is None:
+                    raise
+                if not isinstance(error, RetryableError):
+                    raise _scrubbed(error, self._api_key) from exc
+                wait = error.retry_after if error.retry_after is not None else _backoff(attempt)
+                if attempt >= self.max_attempts or wait > _MAX_IN_PROCESS_WAIT:
+                    raise RetryableError(
+                        _scrub(f"{error} after {attempt} attempt(s)", self._api_key),
+                        provider=PROVIDER,
+                        status=error.status,
+                        retry_after=wait,
+                    ) from exc
+                self._sleep(wait)
+
+    def _recall_failure(self, exc: Exception, doing: str) -> tuple[str, float | None]:
+        """The reason and retry wait of a failed recall request (never the key)."""
+        if isinstance(exc, ConfigError):
+            return str(exc), None
+        if isinstance(exc, RetryableError):
+            wait = exc.retry_after if exc.retry_after is not None else _backoff(1)
+            return f"{exc} while {doing}", wait
+        if isinstance(exc, _Refusal):
+            return f"{exc} while {doing}", 60.0
+        if isinstance(exc, ProviderError):  # a timeout or 5xx: repeating it is safe
+            return f"{exc} while {doing}", 60.0
+        name = type(exc).__name__
+        log.warning("unexpected %s from the SendGrid SDK while %s", name, doing)
+        return f"unexpected {name} from the SendGrid SDK while {doing}", 60.0
+
     # -- request bodies --------------------------------------------------------------
 
     def batch_key(self, message: OutgoingMessage) -> tuple[str, ...]:
-        """Dynamic-template messages of one group share requests of up to 1,000."""
-        if not message.sendgrid_template_id:
+        """Dynamic-template messages of one group share requests of up to 1,000.
+
+        The group includes the Reply-To (request-level only at SendGrid), so messages with
+        different ``reply_to`` never share a request; a ``recallable`` message goes alone,
+        since it carries a batch id of its own.
+        """
+        if not message.sendgrid_template_id or message.recallable:
             return ()
         return tuple("" if part is None else str(part) for part in self._group_key(message))
 
     def _group_key(self, message: OutgoingMessage) -> tuple[Any, ...]:
+        reply_to = self._reply_to(message)
         return (
             message.sendgrid_template_id,
             message.cadence_id,
             message.step_id,
             self._sender_name(message),
-            message.recruiter_email,
-            message.recruiter_name if message.recruiter_email else None,
+            reply_to.get("email") if reply_to else None,
+            reply_to.get("name") if reply_to else None,
         )
 
     def _sender_name(self, message: OutgoingMessage) -> str | None:
         return message.recruiter_name or self.company_name
+
+    @staticmethod
+    def _reply_to(message: OutgoingMessage) -> dict[str, str] | None:
+        """The per-touch ``reply_to``, else the recruiter's address; named for the recruiter."""
+        email = message.reply_to or message.recruiter_email
+        if not email:
+            return None
+        reply_to = {"email": email}
+        if message.recruiter_name:
+            reply_to["name"] = message.recruiter_name
+        return reply_to
+
+    def _batched(self, message: OutgoingMessage, now: datetime) -> bool:
+        """Whether ``message`` goes with a batch id: recallable, and due far enough ahead
+        that a cancel can still reach SendGrid before the cut-off."""
+        return message.recallable and message.send_at - now > self.cancel_cutoff
+
+    @staticmethod
+    def _check_message_id(message: OutgoingMessage) -> SendResult | None:
+        """A refusal for a ``message_id`` that is not a valid msg-id; None when it is."""
+        if message.message_id is None or _MESSAGE_ID.match(message.message_id.strip("<>")):
+            return None
+        return SendResult.failed(
+            message,
+            "message_id is not a valid Message-ID (id-left@id-right, printable ASCII, no "
+            "spaces or angle brackets); not sent",
+            permanent=True,
+        )
 
     def _body(self, messages: list[OutgoingMessage], now: datetime) -> dict[str, Any]:
         """The Mail Send body for ``messages`` (one template group, or one rendered message)."""
@@ -413,10 +807,7 @@ class SendGridEmail(Channel):
             "personalizations": [self._personalization(m, now) for m in messages],
             "from": sender,
         }
-        if first.recruiter_email:
-            reply_to = {"email": first.recruiter_email}
-            if first.recruiter_name:
-                reply_to["name"] = first.recruiter_name
+        if reply_to := self._reply_to(first):
             body["reply_to"] = reply_to
         if first.sendgrid_template_id:
             body["template_id"] = first.sendgrid_template_id
@@ -438,12 +829,49 @@ class SendGridEmail(Channel):
             "custom_args": {"touch_id": str(message.touch_id)},
             "headers": {"List-Unsubscribe": self._unsubscribe},
         }
+        if message.message_id:
+            personalization["headers"]["Message-ID"] = f"<{message.message_id.strip('<>')}>"
         if message.sendgrid_template_id:
             personalization["dynamic_template_data"] = dict(message.template_data)
         if message.send_at > now:
             # Rounded up: a send_at truncated to the second could go out early.
             personalization["send_at"] = math.ceil(message.send_at.timestamp())
         return personalization
+
+
+def _ambiguous(message: OutgoingMessage, reason: str, batch_id: str | None) -> SendResult:
+    """An ambiguous result that keeps the batch id: the engine can still cancel it."""
+    return SendResult(message.touch_id, "ambiguous", reason=reason, recall_ref=batch_id)
+
+
+def _utc(at: datetime) -> datetime:
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
+def _minutes(delta: timedelta) -> str:
+    minutes = max(1, math.ceil(delta.total_seconds() / 60))
+    return f"{minutes} minute{'s' if minutes != 1 else ''}"
+
+
+def _json_list(body: bytes | str | None) -> list[dict[str, Any]]:
+    """The objects of a JSON array body; anything else is an unexpected answer."""
+    try:
+        parsed = json.loads(body or b"")
+    except (ValueError, UnicodeDecodeError):
+        parsed = None
+    if not isinstance(parsed, list):
+        raise AmbiguousError("SendGrid answered something other than a list", provider=PROVIDER)
+    return [e for e in parsed if isinstance(e, dict)]
+
+
+def _scheduling_denied(status: int, body: bytes | str | None) -> str:
+    detail = "; ".join(_describe(f, m) for f, m in _errors(body)) or "no details"
+    if status == 401:
+        return f"SendGrid 401: the API key in {CREDENTIAL} was rejected ({detail}); check its value"
+    return (
+        f"SendGrid 403: {detail}; check that the key in {CREDENTIAL} has the mail.batch and "
+        "user.scheduled_sends scopes (create, read, update, delete)"
+    )
 
 
 def _categories(*names: str) -> list[str]:

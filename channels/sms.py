@@ -40,6 +40,14 @@
   line and headers buffered (``http.client``) proves nothing was sent: failed, not
   permanent. Unknown exceptions are reported and logged by type name only.
 
+* Recall: a ``recallable`` message created as ``scheduled`` reports its SID as
+  ``recall_ref``; :meth:`TwilioSMS.cancel` updates each to ``Status=canceled``
+  (``client.messages(sid).update(status="canceled")``). Twilio cancels only a message
+  still ``scheduled``, one by one, and answers 30409 "This message cannot be canceled"
+  otherwise (twilio.com/docs/api/errors/30409); no earlier cut-off is documented. A
+  30409 is checked with a fetch: ``canceled`` already (an earlier answer lost) counts as
+  cancelled, any other state as too late.
+
 * The SDK has no base-URL setting; the channel's own ``TwilioHttpClient`` subclass sends
   requests for ``*.twilio.com`` to ``base_url`` (a sandbox or a proxy), with urllib3's
   retries off so that a request that may have been processed is never sent twice.
@@ -73,7 +81,7 @@ from twilio.rest import Client
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 from urllib3.util.retry import Retry
 
-from channels.base import Channel, OutgoingMessage, SendResult
+from channels.base import Channel, OutgoingMessage, Recall, RecallResult, SendResult
 from connectors.http import retry_after_seconds
 from outreach.clock import Clock, SystemClock
 from outreach.errors import (
@@ -133,6 +141,9 @@ _RETRYABLE_STATUS = frozenset({429, 503})
 _RETRYABLE_CODES = frozenset({20429})
 _PHONE = re.compile(r"\+\d[\d\s().-]{4,}\d|(?<![\w.])\d{7,15}(?![\w.])")
 _CREATE_PREFIX = "Unable to create record: "
+_UPDATE_PREFIX = "Unable to update record: "
+#: Twilio: the message is no longer scheduled, so it cannot be canceled
+_NOT_CANCELABLE = 30409
 
 
 class _TwilioHttp(TwilioHttpClient):
@@ -226,6 +237,9 @@ class TwilioSMS(Channel):
     max_batch: ClassVar[int] = 20
     rate_per_second: ClassVar[float | None] = None
     max_schedule_ahead: ClassVar[timedelta] = timedelta(0)
+    #: a scheduled message can be canceled while its status is ``scheduled``; Twilio
+    #: documents no cut-off before ``SendAt`` (twilio.com/docs/api/errors/30409)
+    cancel_cutoff: ClassVar[timedelta] = timedelta(0)
 
     def __init__(
         self,
@@ -485,7 +499,118 @@ class TwilioSMS(Channel):
                 + (f" (error {code})" if code else ""),
                 permanent=False,
             )
-        return SendResult.sent(message, provider_message_id=created.sid)
+        recall_ref = created.sid if message.recallable and status == "scheduled" else None
+        return SendResult.sent(message, provider_message_id=created.sid, recall_ref=recall_ref)
+
+    # -- recall ------------------------------------------------------------------------
+
+    def cancel(self, recalls: Sequence[Recall], now: datetime) -> list[RecallResult]:
+        """Cancel scheduled messages by SID; one result per recall.
+
+        ``cancelled`` when Twilio answers ``canceled`` (or the message turns out canceled
+        already); ``too_late`` once ``send_at`` has passed or when Twilio says the message
+        is no longer scheduled (30409); ``failed`` with ``retry_after`` for no connection,
+        429, 5xx and timeouts (after in-process retries as for sends), and ``failed`` with
+        the reason for an unknown SID or a configuration error.
+        """
+        results: list[RecallResult] = []
+        pending: list[Recall] = []
+        for recall in recalls:
+            if _utc(recall.send_at) - now <= self.cancel_cutoff:
+                results.append(
+                    RecallResult(
+                        recall.touch_id,
+                        "too_late",
+                        "its send time has passed: Twilio has sent it or is sending it",
+                    )
+                )
+            else:
+                pending.append(recall)
+        if not pending:
+            return results
+        try:
+            sender = self._checkout()
+        except Exception as exc:  # no request was made
+            name = type(exc).__name__
+            reason = f"unexpected {name} while setting up the Twilio client; not cancelled"
+            return results + [RecallResult(r.touch_id, "failed", reason, 60.0) for r in pending]
+        try:
+            stop: tuple[str, float | None] | None = None
+            for recall in pending:
+                if stop is not None:
+                    results.append(RecallResult(recall.touch_id, "failed", *stop))
+                    continue
+                result, halt = self._cancel_one(sender, recall)
+                results.append(result)
+                if halt:
+                    stop = (result.reason or "not cancelled", result.retry_after)
+        finally:
+            self._idle.put(sender)
+        return results
+
+    def _cancel_one(self, sender: _Sender, recall: Recall) -> tuple[RecallResult, bool]:
+        """Cancel one message; the result, and whether the rest must not be tried."""
+        touch = recall.touch_id
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                updated = sender.client.messages(recall.ref).update(status="canceled")
+            except Exception as exc:  # translated below
+                if isinstance(exc, TwilioRestException) and exc.code == _NOT_CANCELABLE:
+                    return self._not_cancelable(sender, recall), False
+                answered = isinstance(exc, TwilioRestException | TwilioServiceException)
+                if not answered and _raised_before_sending(exc):
+                    name = type(exc).__name__
+                    reason = (
+                        f"twilio: {name} while preparing the request (check TWILIO_ACCOUNT_SID, "
+                        "TWILIO_AUTH_TOKEN and TWILIO_BASE_URL); not cancelled"
+                    )
+                    return RecallResult(touch, "failed", reason), True
+                if isinstance(exc, TwilioRestException) and int(exc.status or 0) == 404:
+                    reason = self._clean(
+                        f"twilio: no message {recall.ref} on this account "
+                        f"({str(exc.msg or '').removeprefix(_UPDATE_PREFIX)}); not cancelled"
+                    )
+                    return RecallResult(touch, "failed", reason), False
+                error = _translate(exc, retry_after=sender.retry_after())
+                reason = self._clean(str(error)).replace(_UPDATE_PREFIX, "")
+                if isinstance(error, ConfigError):
+                    return RecallResult(touch, "failed", reason), True
+                if isinstance(error, AmbiguousError):
+                    # A cancel may be repeated safely (30409 then shows what happened).
+                    return RecallResult(touch, "failed", reason, _backoff(attempt)), False
+                if not isinstance(error, RetryableError):
+                    return RecallResult(touch, "failed", f"{reason}; not cancelled"), False
+                wait = error.retry_after if error.retry_after is not None else _backoff(attempt)
+                if attempt == self.max_attempts or wait > _MAX_IN_PROCESS_WAIT:
+                    return RecallResult(touch, "failed", reason, wait), True
+                self._sleep(wait)
+                continue
+            status = str(getattr(updated, "status", "") or "")
+            if status == "canceled":
+                return RecallResult(touch, "cancelled"), False
+            return RecallResult(touch, "too_late", f"twilio answered status {status!r}"), False
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _not_cancelable(self, sender: _Sender, recall: Recall) -> RecallResult:
+        """After a 30409: canceled already (a lost answer), or gone out."""
+        try:
+            status = str(sender.client.messages(recall.ref).fetch().status or "")
+        except Exception as exc:
+            name = type(exc).__name__
+            return RecallResult(
+                recall.touch_id,
+                "failed",
+                f"twilio error 30409 (not cancelable), and reading the message failed ({name})",
+                60.0,
+            )
+        if status == "canceled":
+            return RecallResult(recall.touch_id, "cancelled", "the message was already canceled")
+        return RecallResult(
+            recall.touch_id,
+            "too_late",
+            f"twilio error 30409: the message is {status or 'no longer scheduled'}, "
+            "it cannot be canceled",
+        )
 
     def _result(
         self, message: OutgoingMessage, error: OutreachError, *, attempts: int

@@ -122,7 +122,11 @@ def recall_scheduled(
         except Exception as exc:
             summary.problems.append(f"{name} release: {type(exc).__name__}")
     with transaction() as conn:
-        _record(conn, results, now, summary)
+        cutoffs = {
+            name: getattr(channel, "cancel_cutoff", timedelta(0))
+            for name, channel in channels.items()
+        }
+        _record(conn, results, now, summary, cutoffs)
         if released:
             for start in range(0, len(released), _BATCH):
                 conn.execute(
@@ -203,8 +207,13 @@ def _request(conn: Connection, now: datetime, person_ids: set[int] | None) -> in
 
 
 def _record(
-    conn: Connection, results: list[tuple[Any, RecallResult]], now: datetime, summary: RecallSummary
+    conn: Connection,
+    results: list[tuple[Any, RecallResult]],
+    now: datetime,
+    summary: RecallSummary,
+    cutoffs: Mapping[str, timedelta],
 ) -> None:
+    """Write each answer; a failure is retried only while the provider's cut-off allows."""
     recalls, touches = [], []
     for row, answer in results:
         values = {
@@ -225,7 +234,11 @@ def _record(
                     "updated_at": now,
                 }
             )
-        elif answer.status == "failed" and row["attempts"] + 1 < MAX_ATTEMPTS:
+        elif (
+            answer.status == "failed"
+            and row["attempts"] + 1 < MAX_ATTEMPTS
+            and now < row["send_at"] - cutoffs.get(row["channel"], timedelta(0))
+        ):
             wait = answer.retry_after or min(3600, 60 * 2 ** row["attempts"])
             values.update(status="pending", next_attempt_at=now + timedelta(seconds=wait))
             summary.retrying += 1

@@ -15,6 +15,20 @@ to feed back into the engine::
     events = fake.drain_events()               # as the Event Webhook would post them
     headers = fake.sign_events(json.dumps(events).encode(), timestamp)
 
+Scheduled sends can be grouped under a batch id and cancelled or paused (the Cancel
+Scheduled Sends API: ``POST /v3/mail/batch``, ``GET /v3/mail/batch/{id}``,
+``POST``/``GET /v3/user/scheduled_sends``, ``GET``/``PATCH``/``DELETE
+/v3/user/scheduled_sends/{id}``). A message with a ``batch_id`` is held until its ``send_at``
+passes on the injected clock and is then delivered (its events produced), discarded
+(``cancel``) or held further (``pause``, discarded as expired 72 hours past ``send_at``)::
+
+    batch_id = client.client.mail.batch.post().to_dict["batch_id"]
+    client.send({..., "batch_id": batch_id, "send_at": later})
+    client.client.user.scheduled_sends.post(request_body={"batch_id": batch_id,
+                                                          "status": "cancel"})
+    clock.set(later_datetime)
+    fake.messages_in("cancelled")                # the message, never delivered
+
 Limits are class attributes; errors follow the published error table (twilio.com/docs/
 sendgrid/api-reference/mail-send/errors) and error bodies seen from the live API.
 """
@@ -28,6 +42,7 @@ import json
 import re
 import secrets
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, ClassVar
 
@@ -140,18 +155,59 @@ def _json_type(value: Any) -> str:
     return "null" if value is None else "string"
 
 
+# Cancel Scheduled Sends error bodies. The messages are the ones SendGrid's v3 API blueprint
+# lists (sendgrid/docs source/API_Reference/Web_API_v3/cancel_schedule_send.apiblueprint:
+# "max limit reached", "invalid batch id", "a status for this batch id exists, try PATCH to
+# update the status", "batch id not found"); the live API answers ``"field": null`` where
+# no field applies (sendgrid/docs#1285, sendgrid/sendgrid-nodejs#1245).
+_INVALID_BATCH = "invalid batch id"
+_STATUS_EXISTS = "a status for this batch id exists, try PATCH to update the status"
+_MAX_LIMIT = "max limit reached"
+_BATCH_NOT_FOUND = "batch id not found"
+#: not documented: the fake's own wording for a status other than pause or cancel
+_BAD_STATUS = "status must be either pause or cancel"
+_STATUSES = ("pause", "cancel")
+
+
+def _batch_error(message: str, field: str | None, status: int) -> Response:
+    return _errors([{"field": field, "message": message}], status)
+
+
+@dataclass
+class _Held:
+    """A message of a batch, waiting for its ``send_at`` (and its batch's status)."""
+
+    message: dict[str, Any]
+    index: int
+    smtp_id: str
+    serials: list[int]
+    #: it reached ``send_at`` while paused: from then on only the status decides
+    parked: bool = False
+
+
 class FakeSendGrid(FakeProvider):
     """An in-memory SendGrid account answering the v3 Mail Send endpoint.
 
     ``bouncing`` addresses bounce (and are then suppressed: later sends to them are
     ``dropped``); ``verified_senders``, when given, are the only ``from`` addresses
     allowed. ``rate`` (off by default) meters requests with SendGrid's ``X-RateLimit-*``
-    headers. Read back :attr:`mail_requests`, :attr:`messages` (one per personalization)
-    and :meth:`drain_events`.
+    headers. Read back :attr:`mail_requests`, :attr:`messages` (one per personalization;
+    ``state`` says what became of it: ``processed``, ``scheduled`` (held for its batch),
+    ``cancelled`` or ``expired``), :meth:`messages_in`, :attr:`batches`,
+    :attr:`scheduled_sends` and :meth:`drain_events`.
     """
 
     name: ClassVar[str] = "sendgrid"
-    routes: ClassVar[tuple[Route, ...]] = (Route("POST", "/v3/mail/send", "mail_send"),)
+    routes: ClassVar[tuple[Route, ...]] = (
+        Route("POST", "/v3/mail/send", "mail_send"),
+        Route("POST", "/v3/mail/batch", "create_batch"),
+        Route("GET", "/v3/mail/batch/<batch_id>", "validate_batch"),
+        Route("POST", "/v3/user/scheduled_sends", "create_scheduled_send"),
+        Route("GET", "/v3/user/scheduled_sends", "list_scheduled_sends"),
+        Route("GET", "/v3/user/scheduled_sends/<batch_id>", "get_scheduled_send"),
+        Route("PATCH", "/v3/user/scheduled_sends/<batch_id>", "update_scheduled_send"),
+        Route("DELETE", "/v3/user/scheduled_sends/<batch_id>", "delete_scheduled_send"),
+    )
 
     MAX_PERSONALIZATIONS: ClassVar[int] = 1000
     MAX_RECIPIENTS: ClassVar[int] = 1000
@@ -162,6 +218,14 @@ class FakeSendGrid(FakeProvider):
     MAX_SEND_AHEAD: ClassVar[timedelta] = timedelta(hours=72)
     MAX_BODY_BYTES: ClassVar[int] = 20 * 1024 * 1024
     MAX_GROUPS_TO_DISPLAY: ClassVar[int] = 25
+    # Cancel Scheduled Sends (twilio.com/docs/sendgrid/api-reference/cancel-scheduled-sends):
+    #: batches that may be paused or cancelled at one time ("max limit reached" past it)
+    MAX_PAUSED_OR_CANCELLED: ClassVar[int] = 10
+    #: a pause or cancel set later than this before ``send_at`` is "not guaranteed"
+    #: (sendgrid/docs cancel_schedule_send.apiblueprint); the fake ignores it, the worst case
+    CANCEL_CUTOFF: ClassVar[timedelta] = timedelta(minutes=10)
+    #: paused messages this long past their ``send_at`` are discarded as Expired
+    PAUSE_EXPIRY: ClassVar[timedelta] = timedelta(hours=72)
 
     def __init__(
         self,
@@ -184,15 +248,48 @@ class FakeSendGrid(FakeProvider):
         self.mail_requests: list[dict[str, Any]] = []
         self.messages: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
+        #: batch ids created with ``POST /v3/mail/batch``, with their creation (Unix) time
+        self.batches: dict[str, int] = {}
+        #: batch id -> {"status": "pause" | "cancel", "since": Unix time it was set}
+        self.scheduled_sends: dict[str, dict[str, Any]] = {}
+        self._held: list[_Held] = []
         self._webhook_key = ec.generate_private_key(ec.SECP256R1())
 
     # -- admin (Python, not HTTP) ------------------------------------------------------
 
     def drain_events(self) -> list[dict[str, Any]]:
-        """Event Webhook events produced so far, oldest first; the list is then emptied."""
+        """Event Webhook events produced so far, oldest first; the list is then emptied.
+
+        Batched messages whose ``send_at`` has passed on the clock are settled first.
+        """
         with self.lock:
+            self.deliver_due()
             events, self.events = self.events, []
         return events
+
+    def deliver_due(self) -> None:
+        """Settle every held (batched) message whose ``send_at`` has passed on the clock:
+        deliver it, discard it (its batch is cancelled, or paused for too long) or keep
+        holding it (paused). Every endpoint and admin read calls this first."""
+        with self.lock:
+            now = self.clock.now().timestamp()
+            for held in list(self._held):
+                outcome = self._outcome(held, now)
+                if outcome is None:
+                    continue
+                self._held.remove(held)
+                held.message["state"] = outcome
+                if outcome == "processed":
+                    send_at = held.message["send_at"]
+                    due = send_at if _is_int(send_at) else held.message["received_at"]
+                    self._emit(held, max(int(due), int(now)) if held.parked else int(due))
+
+    def messages_in(self, state: str) -> list[dict[str, Any]]:
+        """Accepted messages in ``state``: ``processed`` (handed to delivery, events made),
+        ``scheduled`` (held for their batch), ``cancelled`` or ``expired`` (discarded)."""
+        with self.lock:
+            self.deliver_due()
+            return [m for m in self.messages if m["state"] == state]
 
     def messages_to(self, email: str) -> list[dict[str, Any]]:
         """Accepted messages with ``email`` among their ``to`` addresses."""
@@ -300,6 +397,100 @@ class FakeSendGrid(FakeProvider):
         self._accept(message_id, body)
         return Response(b"", status=202, headers={"X-Message-Id": message_id})
 
+    # -- Cancel Scheduled Sends ------------------------------------------------------------
+
+    def create_batch(self, request: Request) -> Response:
+        """``POST /v3/mail/batch``: 201 with a new ``batch_id``."""
+        batch_id = _new_id()
+        with self.lock:
+            self.batches[batch_id] = int(self.clock.now().timestamp())
+        return json_response({"batch_id": batch_id}, 201)
+
+    def validate_batch(self, request: Request, batch_id: str) -> Response:
+        """``GET /v3/mail/batch/{batch_id}``: 200 for a batch id of this account, else 400."""
+        with self.lock:
+            if batch_id not in self.batches:
+                return _batch_error(_INVALID_BATCH, None, 400)
+        return json_response({"batch_id": batch_id})
+
+    def create_scheduled_send(self, request: Request) -> Response:
+        """``POST /v3/user/scheduled_sends`` ``{batch_id, status}``: pause or cancel a batch.
+
+        400 when the batch id is unknown, when it already has a status (PATCH changes it)
+        and when :attr:`MAX_PAUSED_OR_CANCELLED` batches are already paused or cancelled.
+        """
+        body = _json_body(request)
+        if body is None:
+            return _batch_error("Bad Request", None, 400)
+        batch_id, status = body.get("batch_id"), body.get("status", "pause")
+        if status not in _STATUSES:
+            return _batch_error(_BAD_STATUS, "status", 400)
+        with self.lock:
+            self.deliver_due()
+            if not isinstance(batch_id, str) or batch_id not in self.batches:
+                return _batch_error(_INVALID_BATCH, "batch_id", 400)
+            if batch_id in self.scheduled_sends:
+                return _batch_error(_STATUS_EXISTS, "batch_id", 400)
+            if len(self.scheduled_sends) >= self.MAX_PAUSED_OR_CANCELLED:
+                return _batch_error(_MAX_LIMIT, None, 400)
+            self._set_status(batch_id, status)
+        return json_response({"batch_id": batch_id, "status": status}, 201)
+
+    def list_scheduled_sends(self, request: Request) -> Response:
+        """``GET /v3/user/scheduled_sends``: every paused or cancelled batch."""
+        with self.lock:
+            self.deliver_due()
+            entries = [
+                {"batch_id": b, "status": e["status"]} for b, e in self.scheduled_sends.items()
+            ]
+        return json_response(entries)
+
+    def get_scheduled_send(self, request: Request, batch_id: str) -> Response:
+        """``GET /v3/user/scheduled_sends/{batch_id}``: a one-entry array, or 404."""
+        with self.lock:
+            self.deliver_due()
+            entry = self.scheduled_sends.get(batch_id)
+            if entry is None:
+                return _batch_error(_BATCH_NOT_FOUND, None, 404)
+            return json_response([{"batch_id": batch_id, "status": entry["status"]}])
+
+    def update_scheduled_send(self, request: Request, batch_id: str) -> Response:
+        """``PATCH /v3/user/scheduled_sends/{batch_id}`` ``{status}``: 204, or 404."""
+        body = _json_body(request)
+        if body is None:
+            return _batch_error("Bad Request", None, 400)
+        status = body.get("status")
+        if status not in _STATUSES:
+            return _batch_error(_BAD_STATUS, "status", 400)
+        with self.lock:
+            self.deliver_due()
+            if batch_id not in self.scheduled_sends:
+                return _batch_error(_BATCH_NOT_FOUND, None, 404)
+            if self.scheduled_sends[batch_id]["status"] != status:
+                self._set_status(batch_id, status)
+            self.deliver_due()
+        return Response(b"", status=204)
+
+    def delete_scheduled_send(self, request: Request, batch_id: str) -> Response:
+        """``DELETE /v3/user/scheduled_sends/{batch_id}``: remove the pause or cancel.
+
+        As documented, messages still queued revert to active: those not yet due go at
+        their ``send_at``, paused ones past it go at once, and cancelled ones past it were
+        already discarded. 204, or 404 for a batch without a status.
+        """
+        with self.lock:
+            self.deliver_due()
+            if self.scheduled_sends.pop(batch_id, None) is None:
+                return _batch_error(_BATCH_NOT_FOUND, None, 404)
+            self.deliver_due()
+        return Response(b"", status=204)
+
+    def _set_status(self, batch_id: str, status: str) -> None:
+        self.scheduled_sends[batch_id] = {
+            "status": status,
+            "since": self.clock.now().timestamp(),
+        }
+
     # -- validation ----------------------------------------------------------------------
 
     def _validate(self, body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -388,8 +579,20 @@ class FakeSendGrid(FakeProvider):
         self._content(check, body, template_id is not None)
         self._categories(check, body.get("categories"))
         self._asm(check, body.get("asm"))
-        if "batch_id" in body and not isinstance(body["batch_id"], str):
-            check.fail("batch_id", "The batch_id must be a string.")
+        if "batch_id" in body:
+            batch_id = body["batch_id"]
+            if not isinstance(batch_id, str):
+                check.fail("batch_id", "The batch_id must be a string.")
+            else:
+                with self.lock:
+                    known = batch_id in self.batches
+                if not known:
+                    # Not in the error table: the fake's wording, after the ASM group's.
+                    check.fail(
+                        "batch_id",
+                        f"The batch ID must be a valid batch ID on your account. You provided "
+                        f"{batch_id}.",
+                    )
         return check.errors
 
     def _recipients(self, check: _Checker, p: dict[str, Any], field: str) -> int:
@@ -584,6 +787,7 @@ class FakeSendGrid(FakeProvider):
     def _accept(self, message_id: str, body: dict[str, Any]) -> None:
         now = int(self.clock.now().timestamp())
         categories = list(body.get("categories") or [])
+        batch_id = body.get("batch_id")
         with self.lock:
             self.mail_requests.append({"message_id": message_id, "body": copy.deepcopy(body)})
             serial = 0
@@ -605,18 +809,56 @@ class FakeSendGrid(FakeProvider):
                     "from": dict(p.get("from", body["from"])),
                     "reply_to": copy.deepcopy(body.get("reply_to")),
                     "content": copy.deepcopy(body.get("content")),
-                    "batch_id": body.get("batch_id"),
+                    "batch_id": batch_id,
                     "received_at": now,
+                    "state": "scheduled" if batch_id else "processed",
                 }
                 self.messages.append(message)
-                # A scheduled message is processed when it goes out, not when it is accepted.
-                at = max(now, send_at) if _is_int(send_at) else now
                 smtp_id = f"<{secrets.token_hex(6)}.{i:x}.{message_id[:8]}@ismtpd-sandbox>"
-                for email in message["to"] + message["cc"] + message["bcc"]:
-                    self.events.extend(
-                        self._events_for(message, email, smtp_id, f"{i:X}-{at:X}-{serial}", at)
-                    )
-                    serial += 1
+                count = len(message["to"]) + len(message["cc"]) + len(message["bcc"])
+                held = _Held(message, i, smtp_id, list(range(serial, serial + count)))
+                serial += count
+                if batch_id:
+                    # Its batch's status decides at send_at (see deliver_due).
+                    self._held.append(held)
+                else:
+                    # A scheduled message is processed when it goes out, not when accepted.
+                    self._emit(held, max(now, send_at) if _is_int(send_at) else now)
+            self.deliver_due()
+
+    def _outcome(self, held: _Held, now: float) -> str | None:
+        """What becomes of a held message at ``now``: None while it waits."""
+        message = held.message
+        send_at = message["send_at"] if _is_int(message["send_at"]) else message["received_at"]
+        entry = self.scheduled_sends.get(message["batch_id"])
+        status = entry["status"] if entry else None
+        if held.parked:
+            # Past send_at under a pause: only the current status decides.
+            if status == "cancel":
+                return "cancelled"
+            if status == "pause":
+                expired = now >= send_at + self.PAUSE_EXPIRY.total_seconds()
+                return "expired" if expired else None
+            return "processed"
+        if send_at > now:
+            return None
+        if entry is not None and entry["since"] > send_at - self.CANCEL_CUTOFF.total_seconds():
+            status = None  # set too late to be guaranteed: the fake lets the message go
+        if status == "cancel":
+            return "cancelled"
+        if status == "pause":
+            held.parked = True
+            expired = now >= send_at + self.PAUSE_EXPIRY.total_seconds()
+            return "expired" if expired else None
+        return "processed"
+
+    def _emit(self, held: _Held, at: int) -> None:
+        """The Event Webhook events of ``held`` going out at ``at``."""
+        message = held.message
+        addresses = message["to"] + message["cc"] + message["bcc"]
+        for email, serial in zip(addresses, held.serials, strict=True):
+            suffix = f"{held.index:X}-{at:X}-{serial}"
+            self.events.extend(self._events_for(message, email, held.smtp_id, suffix, at))
 
     def _events_for(
         self, message: dict[str, Any], email: str, smtp_id: str, suffix: str, at: int
@@ -651,6 +893,14 @@ class FakeSendGrid(FakeProvider):
                 event("bounce", reason="500 unknown recipient", status="5.0.0"),
             ]
         return [event("processed"), event("delivered", response="250 OK")]
+
+
+def _json_body(request: Request) -> dict[str, Any] | None:
+    try:
+        body = json.loads(request.get_data(cache=True) or b"{}")
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
 
 
 def _sandbox_mode(body: dict[str, Any]) -> bool:

@@ -7,7 +7,10 @@ to 1,600 characters; recipients who texted STOP; landlines; scheduling windows),
 failure a ``{"code", "message", "more_info", "status"}`` body, and on success ``201`` with
 a Message resource shaped like Twilio's published example (segments counted GSM-7 or
 UCS-2 by :func:`outreach.segments.count_segments`). ``GET .../Messages/{Sid}.json`` and
-``GET .../Messages.json`` read messages back.
+``GET .../Messages.json`` read messages back. A scheduled message (status ``scheduled``)
+is cancelled with ``POST .../Messages/{Sid}.json`` ``Status=canceled``; once its ``SendAt``
+has passed on the injected clock it is ``queued`` like an immediate send, and cancelling
+it then answers Twilio's error 30409.
 
 The SDK has no base-URL setting; its documented extension point is a custom
 ``http_client`` (twilio-python ``advanced-examples/custom-http-client.md``), so
@@ -126,6 +129,9 @@ class FakeTwilio(FakeProvider):
         Route(
             "GET", f"/{_API}/Accounts/<account_sid>/Messages/<message_sid>.json", "fetch_message"
         ),
+        Route(
+            "POST", f"/{_API}/Accounts/<account_sid>/Messages/<message_sid>.json", "update_message"
+        ),
     )
 
     MAX_BODY_CHARS: ClassVar[int] = 1600
@@ -209,7 +215,20 @@ class FakeTwilio(FakeProvider):
     def message(self, sid: str) -> dict[str, Any]:
         """A copy of the Message resource ``sid`` as the API returns it."""
         with self.lock:
+            self.send_due()
             return copy.deepcopy(self._resources[sid])
+
+    def send_due(self) -> None:
+        """Scheduled messages whose ``SendAt`` has passed on the clock go out: ``queued``,
+        as an immediate send is on creation. Every endpoint calls this first."""
+        now = self.clock.now()
+        with self.lock:
+            for record in self.messages:
+                if record["status"] == "scheduled" and record["send_at"] <= now:
+                    record["status"] = "queued"
+                    resource = self._resources[record["sid"]]
+                    resource["status"] = "queued"
+                    resource["date_updated"] = _rfc2822(record["send_at"])
 
     # -- provider shapes ---------------------------------------------------------------
 
@@ -347,6 +366,7 @@ class FakeTwilio(FakeProvider):
     def fetch_message(self, request: Request, account_sid: str, message_sid: str) -> Response:
         """``GET /2010-04-01/Accounts/{AccountSid}/Messages/{Sid}.json``."""
         with self.lock:
+            self.send_due()
             resource = self._resources.get(message_sid)
             if account_sid != self.account_sid or resource is None:
                 return self._not_found(request.path)
@@ -365,6 +385,7 @@ class FakeTwilio(FakeProvider):
         if not 1 <= size <= self.MAX_PAGE_SIZE or page < 0:
             return _error(20001, "Invalid paging parameters", 400)
         with self.lock:
+            self.send_due()
             chosen = [
                 r
                 for r in reversed(list(self._resources.values()))
@@ -389,6 +410,37 @@ class FakeTwilio(FakeProvider):
                 "uri": f"{base}&Page={page}",
             }
         return json_response(body)
+
+    def update_message(self, request: Request, account_sid: str, message_sid: str) -> Response:
+        """``POST /2010-04-01/Accounts/{AccountSid}/Messages/{Sid}.json``.
+
+        ``Status=canceled`` cancels a message that is still ``scheduled`` (any other state:
+        400 / 30409, "This message cannot be canceled"); ``Body=`` (empty) redacts the body
+        of a message that has left.
+        """
+        form = request.form
+        status = form.get("Status")
+        with self.lock:
+            self.send_due()
+            resource = self._resources.get(message_sid)
+            if account_sid != self.account_sid or resource is None:
+                return self._not_found(request.path)
+            record = next(m for m in self.messages if m["sid"] == message_sid)
+            if status is not None:
+                if status != "canceled":
+                    # Twilio accepts only "canceled" here (MessageInstance.UpdateStatus).
+                    return _error(20001, f"Invalid Status: {status}", 400)
+                if resource["status"] != "scheduled":
+                    return _error(30409, "This message cannot be canceled", 400)
+                resource["status"] = record["status"] = "canceled"
+            if "Body" in form:
+                if form["Body"] != "" or resource["status"] == "scheduled":
+                    # Not documented word for word: only a redaction (an empty body) of a
+                    # message that has left is allowed.
+                    return _error(20001, "Message body can only be redacted", 400)
+                resource["body"] = record["body"] = ""
+            resource["date_updated"] = _rfc2822(self.clock.now())
+            return json_response(resource)
 
     @staticmethod
     def _not_found(path: str) -> Response:

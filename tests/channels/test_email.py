@@ -255,6 +255,74 @@ def test_template_messages_are_grouped_by_step_and_reply_to(fake, channel) -> No
     assert reply["from"]["name"] == "Grace" and reply["reply_to"]["email"] == "grace@acme.example"
 
 
+def test_a_touchs_reply_to_and_message_id_reach_sendgrid(fake, channel) -> None:
+    sent = message(
+        reply_to="replies+t41k@acme.example",
+        message_id="t41.k3y@acme.example",
+        recruiter_name="Grace Hopper",
+        recruiter_email="grace@acme.example",
+    )
+
+    [result] = channel.send([sent])
+
+    assert result.status == "sent"
+    [request] = fake.mail_requests
+    body = request["body"]
+    assert body["reply_to"] == {"email": "replies+t41k@acme.example", "name": "Grace Hopper"}
+    [personalization] = body["personalizations"]
+    assert personalization["headers"] == {
+        "List-Unsubscribe": UNSUBSCRIBE,
+        "Message-ID": "<t41.k3y@acme.example>",
+    }
+    assert fake.messages[0]["headers"]["Message-ID"] == "<t41.k3y@acme.example>"
+
+
+def test_a_message_id_given_with_angle_brackets_is_not_doubled(fake, channel) -> None:
+    channel.send([message(message_id="<t41@acme.example>")])
+
+    assert fake.messages[0]["headers"]["Message-ID"] == "<t41@acme.example>"
+
+
+@pytest.mark.parametrize("bad", ["no-at-sign", "a b@acme.example", "t41@acme.example\r\nBcc: x"])
+def test_a_malformed_message_id_fails_without_a_request(fake, hits, channel, bad) -> None:
+    [result] = channel.send([message(message_id=bad)])
+
+    assert result.status == "failed" and result.permanent and "Message-ID" in result.reason
+    assert hits == []
+
+
+def test_template_messages_each_with_their_own_reply_to_go_apart(fake, channel) -> None:
+    batch = [
+        templated(1, reply_to="replies+a@acme.example"),
+        templated(2, reply_to="replies+b@acme.example"),
+        templated(3, reply_to="replies+a@acme.example"),
+        templated(4),
+    ]
+
+    results = channel.send(batch)
+
+    assert all(r.status == "sent" for r in results)
+    requests = {
+        tuple(p["custom_args"]["touch_id"] for p in r["body"]["personalizations"]): r["body"]
+        for r in fake.mail_requests
+    }
+    assert set(requests) == {("1", "3"), ("2",), ("4",)}
+    assert requests[("1", "3")]["reply_to"] == {"email": "replies+a@acme.example"}
+    assert requests[("2",)]["reply_to"] == {"email": "replies+b@acme.example"}
+    assert "reply_to" not in requests[("4",)]
+    keys = [channel.batch_key(m) for m in batch]
+    assert keys[0] == keys[2] and len({keys[0], keys[1], keys[3]}) == 3
+
+
+def test_a_touchs_reply_to_wins_over_the_recruiters_address_in_the_batch_key(channel) -> None:
+    recruiter = {"recruiter_name": "Grace", "recruiter_email": "grace@acme.example"}
+    own = templated(1, reply_to="replies+a@acme.example", **recruiter)
+    plain = templated(2, **recruiter)
+
+    assert channel.batch_key(own) != channel.batch_key(plain)
+    assert "replies+a@acme.example" in channel.batch_key(own)
+
+
 def test_rendered_messages_go_one_request_each_concurrently(fake, hits, channel) -> None:
     results = channel.send([message(i, f"p{i}@example.com") for i in range(20)])
 

@@ -129,6 +129,8 @@ def test_a_single_message_is_accepted_with_a_message_id_and_recorded(fake, clien
 def test_sendgrids_published_example_requests_are_accepted(fake, client) -> None:
     plain = fixture("mail_send_request.json")
     templated = fixture("mail_send_request_dynamic_template.json")
+    # The examples carry a made-up batch id: the fake accepts only batch ids it created.
+    fake.batches[plain["batch_id"]] = int(NOW.timestamp())
 
     assert client.send(plain).status_code == 202
     assert client.send(templated).status_code == 202
@@ -536,3 +538,220 @@ def test_signed_events_verify_with_the_sdks_event_webhook_helper(fake, client) -
     assert verifier.verify_signature(payload, headers[SIGNATURE_HEADER], timestamp)
     assert not verifier.verify_signature(payload + " ", headers[SIGNATURE_HEADER], timestamp)
     assert not verifier.verify_signature(payload, headers[SIGNATURE_HEADER], "1")
+
+
+# -- Cancel Scheduled Sends -------------------------------------------------------------
+
+
+def new_batch(client: sendgrid.SendGridAPIClient) -> str:
+    response = client.client.mail.batch.post()
+    assert response.status_code == 201
+    return response.to_dict["batch_id"]
+
+
+def set_status(client: sendgrid.SendGridAPIClient, batch_id: str, status: str = "cancel"):
+    return client.client.user.scheduled_sends.post(
+        request_body={"batch_id": batch_id, "status": status}
+    )
+
+
+def refusal(call) -> tuple[int, list[dict]]:
+    with pytest.raises(HTTPError) as caught:
+        call()
+    return caught.value.status_code, caught.value.to_dict["errors"]
+
+
+LATER = NOW + timedelta(hours=2)
+
+
+def test_a_batch_id_is_created_and_validated(fake, client) -> None:
+    batch_id = new_batch(client)
+
+    assert MESSAGE_ID.match(batch_id) and batch_id in fake.batches
+    response = client.client.mail.batch._(batch_id).get()
+    assert response.status_code == 200 and response.to_dict == {"batch_id": batch_id}
+    status, errors = refusal(lambda: client.client.mail.batch._("unknown").get())
+    assert (status, errors) == (400, [{"field": None, "message": "invalid batch id"}])
+
+
+def test_mail_send_accepts_only_batch_ids_of_the_account(fake, client) -> None:
+    errors = bad_request(client, mail(batch_id="not-a-batch"))
+
+    assert [e["field"] for e in errors] == ["batch_id"]
+    assert client.send(mail(batch_id=new_batch(client))).status_code == 202
+
+
+def test_a_batch_is_cancelled_and_listed(fake, client) -> None:
+    batch_id = new_batch(client)
+
+    response = set_status(client, batch_id)
+
+    assert response.status_code == 201
+    assert response.to_dict == {"batch_id": batch_id, "status": "cancel"}
+    listing = client.client.user.scheduled_sends.get()
+    assert listing.to_dict == [{"batch_id": batch_id, "status": "cancel"}]
+    one = client.client.user.scheduled_sends._(batch_id).get()
+    assert one.to_dict == [{"batch_id": batch_id, "status": "cancel"}]
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "message"),
+    [
+        ({"batch_id": "unknown", "status": "cancel"}, "batch_id", "invalid batch id"),
+        ({"status": "cancel"}, "batch_id", "invalid batch id"),
+        ({"batch_id": "known", "status": "stop"}, "status", "status must be either"),
+    ],
+)
+def test_a_status_for_an_unknown_batch_or_of_an_unknown_kind_is_refused(
+    fake, client, body, field, message
+) -> None:
+    if body.get("batch_id") == "known":
+        body["batch_id"] = new_batch(client)
+
+    status, errors = refusal(lambda: client.client.user.scheduled_sends.post(request_body=body))
+
+    assert status == 400 and errors[0]["field"] == field and message in errors[0]["message"]
+    assert not fake.scheduled_sends
+
+
+def test_a_second_status_is_refused_with_sendgrids_message(fake, client) -> None:
+    batch_id = new_batch(client)
+    set_status(client, batch_id, "pause")
+
+    status, errors = refusal(lambda: set_status(client, batch_id, "cancel"))
+
+    assert status == 400
+    assert errors == [
+        {
+            "field": "batch_id",
+            "message": "a status for this batch id exists, try PATCH to update the status",
+        }
+    ]
+    assert fake.scheduled_sends[batch_id]["status"] == "pause"
+
+
+def test_at_most_ten_batches_are_paused_or_cancelled_at_one_time(fake, client) -> None:
+    batches = [new_batch(client) for _ in range(11)]
+    for batch_id in batches[:10]:
+        assert set_status(client, batch_id).status_code == 201
+
+    status, errors = refusal(lambda: set_status(client, batches[10]))
+
+    assert (status, errors) == (400, [{"field": None, "message": "max limit reached"}])
+    client.client.user.scheduled_sends._(batches[0]).delete()
+    assert set_status(client, batches[10]).status_code == 201
+
+
+def test_a_status_is_updated_and_deleted_and_unknown_ones_are_404(fake, client) -> None:
+    batch_id = new_batch(client)
+    set_status(client, batch_id, "pause")
+    scheduled = client.client.user.scheduled_sends._(batch_id)
+
+    assert scheduled.patch(request_body={"status": "cancel"}).status_code == 204
+    assert fake.scheduled_sends[batch_id]["status"] == "cancel"
+    assert scheduled.delete().status_code == 204
+    assert not fake.scheduled_sends
+    not_found = (404, [{"field": None, "message": "batch id not found"}])
+    assert refusal(scheduled.get) == not_found
+    assert refusal(scheduled.delete) == not_found
+    assert refusal(lambda: scheduled.patch(request_body={"status": "pause"})) == not_found
+
+
+def test_the_scheduled_sends_api_needs_the_api_key(server, fake) -> None:
+    intruder = sendgrid.SendGridAPIClient("SG.wrong", host=server[0].url)
+
+    for call in (
+        intruder.client.mail.batch.post,
+        intruder.client.user.scheduled_sends.get,
+        lambda: intruder.client.user.scheduled_sends.post(
+            request_body={"batch_id": "x", "status": "cancel"}
+        ),
+    ):
+        with pytest.raises(UnauthorizedError):
+            call()
+    assert not fake.batches and not fake.scheduled_sends
+
+
+def send_batched(client, fake, to: str, send_at: datetime = LATER) -> str:
+    batch_id = new_batch(client)
+    client.send(mail(to=to, batch_id=batch_id, send_at=int(send_at.timestamp())))
+    return batch_id
+
+
+def test_a_cancelled_batch_is_discarded_at_send_time_and_the_others_delivered(fake, client) -> None:
+    cancelled = send_batched(client, fake, "ada@example.com")
+    send_batched(client, fake, "grace@example.com")
+    set_status(client, cancelled)
+
+    assert fake.drain_events() == []  # nothing goes out before send_at
+    assert len(fake.messages_in("scheduled")) == 2
+    fake.clock.set(LATER)
+
+    events = fake.drain_events()
+    assert {e["email"] for e in events} == {"grace@example.com"}
+    assert [e["event"] for e in events] == ["processed", "delivered"]
+    assert {e["timestamp"] for e in events} == {int(LATER.timestamp())}
+    assert [m["to"] for m in fake.messages_in("cancelled")] == [["ada@example.com"]]
+    assert [m["to"] for m in fake.messages_in("processed")] == [["grace@example.com"]]
+
+
+def test_a_cancel_later_than_10_minutes_before_send_at_does_not_take_effect(fake, client) -> None:
+    batch_id = send_batched(client, fake, "ada@example.com")
+    fake.clock.set(LATER - timedelta(minutes=9))
+    assert set_status(client, batch_id).status_code == 201  # accepted, not guaranteed
+
+    fake.clock.set(LATER)
+
+    assert [e["event"] for e in fake.drain_events()] == ["processed", "delivered"]
+    assert fake.messages[0]["state"] == "processed"
+
+
+def test_a_paused_batch_is_held_then_sent_when_the_pause_is_deleted(fake, client) -> None:
+    batch_id = send_batched(client, fake, "ada@example.com")
+    set_status(client, batch_id, "pause")
+    resumed = LATER + timedelta(hours=5)
+
+    fake.clock.set(LATER + timedelta(hours=1))
+    assert fake.drain_events() == [] and fake.messages[0]["state"] == "scheduled"
+    fake.clock.set(resumed)
+    client.client.user.scheduled_sends._(batch_id).delete()
+
+    events = fake.drain_events()
+    assert [e["event"] for e in events] == ["processed", "delivered"]
+    assert {e["timestamp"] for e in events} == {int(resumed.timestamp())}
+
+
+def test_a_pause_held_72_hours_past_send_at_expires(fake, client) -> None:
+    batch_id = send_batched(client, fake, "ada@example.com")
+    set_status(client, batch_id, "pause")
+
+    fake.clock.set(LATER + timedelta(hours=72))
+    client.client.user.scheduled_sends._(batch_id).delete()
+
+    assert fake.drain_events() == [] and fake.messages[0]["state"] == "expired"
+
+
+def test_a_paused_batch_changed_to_cancel_after_send_at_is_discarded(fake, client) -> None:
+    batch_id = send_batched(client, fake, "ada@example.com")
+    set_status(client, batch_id, "pause")
+
+    fake.clock.set(LATER + timedelta(hours=1))
+    client.client.user.scheduled_sends._(batch_id).patch(request_body={"status": "cancel"})
+    client.client.user.scheduled_sends._(batch_id).delete()
+
+    assert fake.drain_events() == [] and fake.messages[0]["state"] == "cancelled"
+
+
+def test_deleting_a_cancellation_before_send_at_lets_the_batch_go(fake, client) -> None:
+    early = send_batched(client, fake, "ada@example.com")
+    late = send_batched(client, fake, "grace@example.com")
+    set_status(client, early)
+    set_status(client, late)
+
+    client.client.user.scheduled_sends._(early).delete()  # before send_at: reverts to active
+    fake.clock.set(LATER + timedelta(minutes=1))
+    client.client.user.scheduled_sends._(late).delete()  # after send_at: already discarded
+
+    assert [m["to"] for m in fake.messages_in("processed")] == [["ada@example.com"]]
+    assert [m["to"] for m in fake.messages_in("cancelled")] == [["grace@example.com"]]
+    assert {e["email"] for e in fake.drain_events()} == {"ada@example.com"}

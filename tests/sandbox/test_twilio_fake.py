@@ -331,6 +331,77 @@ def test_the_schedule_window_bounds_are_inclusive(fake, client) -> None:
         assert message.status == "scheduled"
 
 
+# -- cancelling scheduled messages -----------------------------------------------------
+
+
+def schedule(fake: FakeTwilio, client: Client, send_at: datetime = NOW + timedelta(hours=2)):
+    return client.messages.create(
+        to=ADA,
+        messaging_service_sid=fake.messaging_service_sid,
+        body="Later today",
+        schedule_type="fixed",
+        send_at=send_at,
+    )
+
+
+def test_a_scheduled_message_is_canceled_and_never_goes_out(fake, client) -> None:
+    message = schedule(fake, client)
+
+    updated = client.messages(message.sid).update(status="canceled")
+
+    assert updated.status == "canceled"
+    assert fake.messages[0]["status"] == "canceled"
+    fake.clock.set(NOW + timedelta(days=1))
+    assert client.messages(message.sid).fetch().status == "canceled"
+    assert fake.message(message.sid)["status"] == "canceled"
+
+
+def test_a_scheduled_message_is_queued_once_its_send_time_passes(fake, client) -> None:
+    message = schedule(fake, client, NOW + timedelta(hours=2))
+
+    fake.clock.set(NOW + timedelta(hours=2))
+
+    assert client.messages(message.sid).fetch().status == "queued"
+    assert fake.messages[0]["status"] == "queued"
+
+
+def test_a_message_no_longer_scheduled_cannot_be_canceled(fake, client) -> None:
+    now = client.messages.create(to=ADA, from_=FROM, body="Now")
+    later = schedule(fake, client)
+    client.messages(later.sid).update(status="canceled")
+
+    for sid in (now.sid, later.sid):
+        error = refused(lambda sid=sid: client.messages(sid).update(status="canceled"))
+        assert (error.status, error.code) == (400, 30409)
+        assert "cannot be canceled" in error.msg
+    assert [m["status"] for m in fake.messages] == ["queued", "canceled"]
+
+
+def test_cancelling_an_unknown_message_is_a_404(fake, client) -> None:
+    error = refused(lambda: client.messages("SM" + "0" * 32).update(status="canceled"))
+
+    assert (error.status, error.code) == (404, 20404)
+
+
+def test_only_the_canceled_status_can_be_set(fake, client) -> None:
+    message = schedule(fake, client)
+
+    error = refused(lambda: client.messages(message.sid).update(status="sent"))
+
+    assert (error.status, error.code) == (400, 20001)
+    assert fake.messages[0]["status"] == "scheduled"
+
+
+def test_cancelling_needs_the_accounts_credentials(server, fake, client) -> None:
+    message = schedule(fake, client)
+    intruder = client_for(server, fake, token="wrong-token")
+
+    error = refused(lambda: intruder.messages(message.sid).update(status="canceled"))
+
+    assert (error.status, error.code) == (401, 20003)
+    assert fake.messages[0]["status"] == "scheduled"
+
+
 # -- inbound replies and opt-out -------------------------------------------------------
 
 
