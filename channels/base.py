@@ -187,7 +187,9 @@ class Channel:
     def cancel(self, recalls: Sequence[Recall], now: datetime) -> list[RecallResult]:
         """Take back scheduled deliveries; one result per recall, in any order. The default
         channel cannot cancel anything."""
-        return [RecallResult(r.touch_id, "unsupported", "the channel cannot cancel") for r in recalls]
+        return [
+            RecallResult(r.touch_id, "unsupported", "the channel cannot cancel") for r in recalls
+        ]
 
     def release(self, recalls: Sequence[Recall], now: datetime) -> list[int]:
         """Free whatever provider resource a cancellation still holds once its delivery
