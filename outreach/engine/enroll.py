@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
 
 from outreach.cadence import CadenceConfig
 from outreach.store.bulk import bulk_update, bulk_write
-from outreach.store.schema import ContactPoint, Enrollment, Event, Person
+from outreach.store.schema import ContactPoint, Enrollment, Event, Person, Touch
 
 __all__ = ["EnrollStats", "process_events"]
 
@@ -38,6 +38,7 @@ _events = Event.__table__
 _enrollments = Enrollment.__table__
 _contacts = ContactPoint.__table__
 _people = Person.__table__
+_touches = Touch.__table__
 BATCH = 1000
 #: the PostgreSQL advisory lock that serialises event processing across workers
 _EVENTS_LOCK = 0x6F757472_65616368  # "outreach"
@@ -132,7 +133,24 @@ class _Batch:
                     _enrollments.c.cadence_id,
                     _enrollments.c.trigger_stage,
                 )
-                .where(_enrollments.c.person_id.in_(chunk), _enrollments.c.status == "active")
+                .where(
+                    _enrollments.c.person_id.in_(chunk),
+                    or_(
+                        _enrollments.c.status == "active",
+                        # Its last step claimed, but still held by a provider for later:
+                        # a stop now must still reach it (and recall that delivery).
+                        and_(
+                            _enrollments.c.status == "completed",
+                            select(_touches.c.id)
+                            .where(
+                                _touches.c.enrollment_id == _enrollments.c.id,
+                                _touches.c.status.in_(("claimed", "sent")),
+                                _touches.c.planned_at > now,
+                            )
+                            .exists(),
+                        ),
+                    ),
+                )
                 .order_by(_enrollments.c.id)
             ).mappings():
                 self.active[row["person_id"]].append({**row, "row": None})

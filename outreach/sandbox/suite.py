@@ -39,6 +39,9 @@ class _Credentials:
     hubspot_token: str = "sandbox-hubspot-token"
     sendgrid_api_key: str = "SG.sandbox-key"
     sendgrid_from_email: str = "talent@northwind.example"
+    #: where candidates' answers go (plus-addressed per touch), and the Inbound Parse token
+    reply_to: str = "replies@reply.northwind.example"
+    sendgrid_inbound_token: str = "sandbox-inbound-token"
     twilio_account_sid: str = SANDBOX_ACCOUNT_SID
     twilio_auth_token: str = "sandbox-twilio-token"
     twilio_messaging_service_sid: str = SANDBOX_MESSAGING_SERVICE_SID
@@ -183,6 +186,8 @@ class Sandbox:
             "SENDGRID_BASE_URL": self.url("sendgrid"),
             "SENDGRID_FROM_EMAIL": c.sendgrid_from_email,
             "SENDGRID_WEBHOOK_PUBLIC_KEY": self.sendgrid.webhook_public_key,
+            "SENDGRID_INBOUND_TOKEN": c.sendgrid_inbound_token,
+            "OUTREACH_REPLY_TO": c.reply_to,
             "TWILIO_ACCOUNT_SID": c.twilio_account_sid,
             "TWILIO_AUTH_TOKEN": c.twilio_auth_token,
             "TWILIO_MESSAGING_SERVICE_SID": c.twilio_messaging_service_sid,
