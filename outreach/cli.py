@@ -49,6 +49,11 @@ events_app = typer.Typer(
     help="Inbound events: replies, opt-outs, bounces, unsubscribes.", no_args_is_help=True
 )
 app.add_typer(events_app, name="events")
+replies_app = typer.Typer(
+    help="Email that comes back: replies, out-of-office notices, bounces, unsubscribes.",
+    no_args_is_help=True,
+)
+app.add_typer(replies_app, name="replies")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -544,23 +549,194 @@ def events_import_command(
         raise typer.Exit(EXIT_PARTIAL)
 
 
+@replies_app.command("import")
+def replies_import_command(
+    path: Annotated[Path, typer.Argument(help="An .eml file, an mbox file or a Maildir folder.")],
+    now: NowOption = None,
+) -> None:
+    """Read raw messages from files and ingest them like `replies poll` does.
+
+    Each message is classified (human reply, auto-reply, bounce, unsubscribe),
+    matched to the touch it answers and stored; the next `outreach run`
+    applies what it means. Importing the same messages again records nothing
+    new.
+    """
+    from outreach.inbound.files import read_messages
+    from outreach.inbound.intake import ingest_messages
+
+    settings = _settings()
+    clock = _clock(now)
+    config = _config(settings)
+    engine = _engine(settings)
+    try:
+        report = ingest_messages(engine, read_messages(path), now=clock.now(), config=config)
+    except InputError as exc:
+        raise _fail(str(exc)) from None
+    _print_intake(str(path), report)
+    if report.errors:
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+@replies_app.command("poll")
+def replies_poll_command(now: NowOption = None) -> None:
+    """Fetch new mail from the reply mailbox (OUTREACH_IMAP_*) and ingest it.
+
+    Only messages after the last one handled are fetched (UID and UIDVALIDITY
+    kept in the store); handled messages are flagged $OutreachProcessed.
+    """
+    from outreach.inbound.poll import mailbox_from_settings
+
+    settings = _settings()
+    clock = _clock(now)
+    config = _config(settings)
+    if mailbox_from_settings(settings) is None:
+        raise _fail(
+            "no reply mailbox: set OUTREACH_IMAP_HOST, OUTREACH_IMAP_USER and "
+            "OUTREACH_IMAP_PASSWORD"
+        )
+    engine = _engine(settings)
+    if not _poll_replies(engine, settings, config, clock):
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+def _poll_replies(engine, settings: Settings, config: CadenceConfig, clock: Clock) -> bool:
+    """Poll the reply mailbox, print what came in; False when something went wrong."""
+    from outreach.inbound.imap import MailboxError
+    from outreach.inbound.poll import mailbox_from_settings, poll_mailbox
+
+    mailbox = mailbox_from_settings(settings)
+    if mailbox is None:
+        return True
+    try:
+        report = poll_mailbox(engine, mailbox, now=clock.now(), config=config)
+    except MailboxError as exc:
+        err.print(f"[red]reply mailbox:[/] {exc}", highlight=False)
+        return False
+    if report.restarted:
+        err.print(
+            "[yellow]reply mailbox: UIDVALIDITY changed, the folder was read again "
+            "(messages seen before are not counted twice)[/]",
+            highlight=False,
+        )
+    _print_intake(f"{settings.imap_folder} on {settings.imap_host}", report.intake)
+    return not report.intake.errors
+
+
+def _print_intake(where: str, report) -> None:
+    from rich.markup import escape
+
+    for problem in report.errors:
+        err.print(f"[red]bad message:[/] {escape(problem)}", highlight=False)
+    kinds = report.kinds
+    out.print(
+        f"{where}: {report.read} messages, {report.stored} new, "
+        f"{report.duplicates} seen before; {kinds['human']} replies, "
+        f"{kinds['auto']} auto-replies ({report.out_of_office} out of office), "
+        f"{kinds['bounce']} bounces ({report.soft_bounces} soft), "
+        f"{kinds['unsubscribe']} unsubscribes, {kinds['invalid']} unreadable; "
+        f"{report.unmatched} matched no one",
+        highlight=False,
+    )
+
+
+@replies_app.command("list")
+def replies_list_command(
+    kind: Annotated[
+        str | None,
+        typer.Option("--kind", help="human, auto, bounce, unsubscribe, invalid, or unmatched."),
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Only messages received from then, ISO-8601.")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
+) -> None:
+    """What came in, how each message was classified and what it matched."""
+    from outreach.inbound.listing import KINDS, LIST_COLUMNS, iter_inbound
+
+    if kind is not None and kind not in KINDS:
+        raise _fail(f"--kind {kind!r} is not a kind; use one of {', '.join(KINDS)}")
+    if fmt not in ("table", "json", "csv"):
+        raise _fail(f"--format {fmt!r} is not supported; use table, json or csv")
+    start = None
+    if since is not None:
+        try:
+            start = parse_instant(since)
+        except ValueError as exc:
+            raise _fail(f"--since: {exc}") from None
+    settings = _settings()
+    engine = _engine(settings)
+    rows = iter_inbound(engine, kind=kind, since=start)
+    if fmt == "json":
+        _print_json(rows)
+        return
+    if fmt == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(LIST_COLUMNS)
+        for row in rows:
+            writer.writerow([_csv_cell(row[c]) for c in LIST_COLUMNS])
+        return
+    table = Table(header_style="bold")
+    for column in ("id", "received (UTC)", "kind", "matched", "person", "rule", "text"):
+        table.add_column(column, overflow="fold")
+    count = 0
+    for row in rows:
+        count += 1
+        what = row["kind"] + (" (out of office)" if row["out_of_office"] else "")
+        if row["returns_on"]:
+            what += f", back {row['returns_on']}"
+        if row["bounce_status"]:
+            what += f" {row['bounce_status']}"
+        text = (row["error"] or row["new_text"] or "").strip().replace("\n", " ")
+        table.add_row(
+            str(row["id"]),
+            row["received_at"].strftime("%Y-%m-%d %H:%M"),
+            what,
+            row["matched_by"] or "no one",
+            str(row["person_id"] or "-"),
+            row["rule"] or "-",
+            text[:80] + ("..." if len(text) > 80 else ""),
+            end_section=False,
+        )
+    out.print(table)
+    out.print(f"{count} message(s)", highlight=False)
+
+
+def _csv_cell(value: Any) -> Any:
+    """A CSV cell a spreadsheet will not run: formulas are quoted with a leading '."""
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    text = str(value)
+    if text[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + text
+    return text
+
+
 @app.command("serve")
 def serve_command(
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port (0: any).")] = 8080,
 ) -> None:
-    """Webhook receiver: SendGrid events, Twilio inbound SMS and status callbacks.
+    """Webhook receiver: SendGrid events and Inbound Parse, Twilio SMS and status callbacks.
 
     Signed requests only (SENDGRID_WEBHOOK_PUBLIC_KEY; TWILIO_AUTH_TOKEN over
-    OUTREACH_PUBLIC_URL). What arrives is recorded as events; the next `outreach run`
-    applies them. Ctrl-C or TERM stops it.
+    OUTREACH_PUBLIC_URL); Inbound Parse by its token (SENDGRID_INBOUND_TOKEN).
+    What arrives is recorded as events; the next `outreach run` applies them,
+    except that an email reply or out-of-office notice stops its cadence and
+    cancels what SendGrid or Twilio holds for that person at once. Ctrl-C or
+    TERM stops it.
     """
     from outreach.serve import make_app, serve
 
     settings = _settings()
     config = _config(settings)
     engine = _engine(settings)
-    app_ = make_app(engine, settings, config, SystemClock())
+    clock = SystemClock()
+    channels = _live_channels(settings, config, clock)
+    app_ = make_app(engine, settings, config, clock, channels)
     for problem in app_.problems:
         err.print(f"[yellow]warning:[/] {problem}", highlight=False)
     try:
@@ -572,13 +748,18 @@ def serve_command(
                 stop,
                 on_ready=lambda bound: err.print(
                     f"listening on http://{host}:{bound} (POST /webhooks/sendgrid/events, "
-                    "/webhooks/twilio/inbound, /webhooks/twilio/status)",
+                    "/webhooks/sendgrid/inbound, /webhooks/twilio/inbound, "
+                    "/webhooks/twilio/status)",
                     highlight=False,
                 ),
             )
     except OSError as exc:
         raise _fail(f"cannot listen on {host}:{port}: {exc}") from None
     finally:
+        for channel in channels.values():
+            close = getattr(channel, "close", None)
+            if close is not None:
+                close()
         engine.dispose()
 
 
@@ -668,16 +849,27 @@ def run_command(
     clock = _clock(now)
     config = _config(settings)
     engine = _engine(settings)
+    # Replies first: a candidate who answered overnight is not sent the next touch.
+    mailbox_ok = dry_run or _poll_replies(engine, settings, config, clock)
     channels = {} if dry_run else _live_channels(settings, config, clock)
     try:
-        summary = run_tick(engine, config, clock, channels, dry_run=dry_run, horizon=window)
+        summary = run_tick(
+            engine,
+            config,
+            clock,
+            channels,
+            dry_run=dry_run,
+            horizon=window,
+            reply_to=settings.reply_to,
+            mail_domain=_mail_domain(settings),
+        )
     finally:
         for channel in channels.values():
             close = getattr(channel, "close", None)
             if close is not None:
                 close()
     _print_summary(summary, dry_run=dry_run)
-    problems = summary.total("failed") + summary.total("ambiguous")
+    problems = summary.total("failed") + summary.total("ambiguous") + (not mailbox_ok)
     if not dry_run:
         from outreach.writeback import process_write_backs
 
@@ -704,6 +896,14 @@ def run_command(
         raise typer.Exit(EXIT_PARTIAL)
 
 
+def _mail_domain(settings: Settings) -> str | None:
+    """The domain of the Message-IDs the engine assigns: the reply or sender domain."""
+    for address in (settings.reply_to, settings.sendgrid_from_email):
+        if address and "@" in address:
+            return address.rsplit("@", 1)[1].strip().strip(">") or None
+    return None
+
+
 def _live_channels(settings: Settings, config: CadenceConfig, clock: Clock) -> dict[str, Any]:
     """The email and SMS channels the settings turn on; says once why the others are off."""
     from channels.factory import build_channels
@@ -724,6 +924,7 @@ def _print_summary(summary, *, dry_run: bool) -> None:
         f"events processed: {enroll.events}; enrolled: {sum(enroll.enrolled.values())}; "
         f"stopped: {sum(enroll.stopped.values())}"
         + (f"; suppressed contact points: {enroll.suppressed}" if enroll.suppressed else "")
+        + (f"; paused (out of office): {enroll.paused}" if enroll.paused else "")
         + (
             f"; claims expired as ambiguous: {summary.expired_claims}"
             if summary.expired_claims
@@ -731,6 +932,21 @@ def _print_summary(summary, *, dry_run: bool) -> None:
         ),
         highlight=False,
     )
+    recall = summary.recall
+    unrecallable = sum(recall.unrecallable.values())
+    if recall.requested or recall.cancelled or recall.retrying or unrecallable:
+        out.print(
+            f"scheduled touches recalled: {recall.cancelled} cancelled, "
+            f"{recall.retrying} to retry, {unrecallable} could not be recalled"
+            + (
+                " (" + ", ".join(f"{n} {why}" for why, n in recall.unrecallable.items()) + ")"
+                if unrecallable
+                else ""
+            ),
+            highlight=False,
+        )
+    for problem in recall.problems:
+        err.print(f"[yellow]recall:[/] {problem}", highlight=False)
     table = Table(header_style="bold")
     for column in (
         "cadence",

@@ -9,6 +9,20 @@ Routes (``OUTREACH_PUBLIC_URL`` is where providers reach this server):
     than ten minutes from now is refused (replay). The JSON array is mapped with
     :func:`outreach.events.from_sendgrid` and recorded with
     :func:`outreach.events.ingest_events`; the answer says how many were recorded.
+``POST /webhooks/sendgrid/inbound?token=…``
+    SendGrid Inbound Parse: a reply to the per-touch address, posted as
+    ``multipart/form-data`` in either the default (parsed) or the "Send Raw" shape. The
+    ``token`` query parameter must equal ``SENDGRID_INBOUND_TOKEN`` (403 otherwise, and
+    403 for every post while it is not set: an open endpoint would let anyone inject
+    "replies"). Where ``SENDGRID_INBOUND_PUBLIC_KEY`` is set (a Parse security policy with
+    signing), the same signature headers as the Event Webhook must sign the raw body (401
+    when missing, forged or older than ten minutes). The body (at most
+    :data:`INBOUND_MAX_BODY_BYTES`: SendGrid's 30 MB message limit plus the form's
+    overhead; 413 past it) is streamed to a spooled temporary file, hashed as it arrives,
+    and parsed from there (:mod:`outreach.inbound.parse_webhook`); the message is handed to
+    :func:`outreach.inbound.intake.ingest_messages`. 200 when stored or already known; 400
+    when the post or the message cannot be read at all (SendGrid would retry a hopeless
+    post for three days); 503 when the store fails, so that SendGrid retries.
 ``POST /webhooks/twilio/inbound``
     An incoming SMS (Twilio's form, ``X-Twilio-Signature`` checked with
     ``TWILIO_AUTH_TOKEN`` over ``OUTREACH_PUBLIC_URL`` + path). STOP and the other opt-out
@@ -22,10 +36,11 @@ Routes (``OUTREACH_PUBLIC_URL`` is where providers reach this server):
 ``GET /healthz``
     ``ok``.
 
-Requests that cannot be verified are refused (403), and a route whose secret is not
-configured answers 503 naming the variable: nothing unsigned is ever recorded. Recorded
-events are applied by the next ``outreach run``. Logs name event counts and touch ids,
-never an address, phone number, message body or signature.
+Requests that cannot be verified are refused (403; 401 for a bad Inbound Parse
+signature), and a route whose secret is not configured answers 503 naming the variable
+(Inbound Parse without its token: 403): nothing unsigned is ever recorded. Recorded
+events are applied by the next ``outreach run``. Logs name event counts, sizes, touch and
+candidate ids, never an address, phone number, message body, token or signature.
 
 The CLI runs it as::
 
@@ -37,32 +52,45 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import json
 import logging
+import tempfile
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import IO, Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import SQLAlchemyError
 from twilio.request_validator import RequestValidator
-from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+from werkzeug.datastructures import Headers
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 from werkzeug.routing import Map, Rule
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 from outreach.cadence import CadenceConfig
 from outreach.clock import Clock
+from outreach.errors import StoreError
 from outreach.events import InboundEvent, IngestReport, from_sendgrid, from_twilio_inbound
 from outreach.events import ingest_events as _ingest_events
+from outreach.inbound.intake import ingest_messages
+from outreach.inbound.parse_webhook import ParseFormError, read_form, rebuild_message
+from outreach.inbound.raw import RawMessage
 from outreach.settings import Settings
 from outreach.store.schema import Touch
 
 __all__ = [
+    "INBOUND_MAX_BODY_BYTES",
+    "INBOUND_MESSAGE_LIMIT",
+    "SENDGRID_INBOUND_PATH",
     "SENDGRID_PATH",
     "SENDGRID_SIGNATURE_HEADER",
     "SENDGRID_TIMESTAMP_HEADER",
@@ -78,6 +106,7 @@ __all__ = [
 log = logging.getLogger("outreach.serve")
 
 SENDGRID_PATH = "/webhooks/sendgrid/events"
+SENDGRID_INBOUND_PATH = "/webhooks/sendgrid/inbound"
 TWILIO_INBOUND_PATH = "/webhooks/twilio/inbound"
 #: the status callback path :class:`channels.sms.TwilioSMS` puts on every message
 TWILIO_STATUS_PATH = "/webhooks/twilio/status"
@@ -92,12 +121,28 @@ _TWILIO_SETTINGS_HEADER = "X-Twilio-Webhooks-Signature-Settings"
 MAX_CLOCK_SKEW = timedelta(minutes=10)
 #: largest request body accepted (SendGrid batches are far smaller)
 MAX_BODY_BYTES = 10 * 1024 * 1024
+#: SendGrid's total message size limit, the message and all its attachments (Inbound Email
+#: Parse Webhook docs: 30MB, formerly 20MB)
+INBOUND_MESSAGE_LIMIT = 30 * 1024 * 1024
+#: largest Inbound Parse body: the message plus the form around it (the header block and
+#: the decoded to/from/subject again, the spam report, part headers)
+INBOUND_MAX_BODY_BYTES = INBOUND_MESSAGE_LIMIT + 4 * 1024 * 1024
+#: an Inbound Parse body stays in memory up to this size, then spools to disk
+INBOUND_SPOOL_BYTES = 2 * 1024 * 1024
+#: a refused post this small is read to its end, so the client sees the answer
+_DRAIN_BYTES = 1024 * 1024
+_READ_CHUNK = 64 * 1024
 #: Twilio error codes of an undelivered message that say the number cannot get SMS:
 #: 30003 unreachable destination handset, 30005 unknown destination handset,
 #: 30006 landline or unreachable carrier
 SMS_BOUNCE_CODES = frozenset({"30003", "30005", "30006"})
 _BOUNCE_STATUSES = frozenset({"undelivered", "failed"})
 
+_NO_INBOUND_TOKEN = (
+    "SENDGRID_INBOUND_TOKEN is not set: every Inbound Parse post is refused (403), since an "
+    "open endpoint would let anyone inject replies; set it and add ?token=<it> to the "
+    "Parse URL in SendGrid (Settings > Inbound Parse)"
+)
 _EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
 _touches = Touch.__table__
 
@@ -125,6 +170,47 @@ def _twiml() -> Response:
     return Response(_EMPTY_TWIML, status=200, content_type="text/xml")
 
 
+@dataclass(frozen=True)
+class _Signature:
+    """The signed-webhook headers of a request: the base64 signature and its timestamp."""
+
+    value: str
+    stamp: str
+
+
+def _read_signature(headers: Headers, now: datetime) -> _Signature | str:
+    """The signature headers when present and fresh, else why the request is refused.
+
+    Shared by the Event Webhook and Inbound Parse: SendGrid signs both alike.
+    """
+    signature = headers.get(SENDGRID_SIGNATURE_HEADER, "").strip()
+    stamp = headers.get(SENDGRID_TIMESTAMP_HEADER, "").strip()
+    if not signature or not stamp:
+        return "unsigned request (no signature or timestamp header)"
+    if not stamp.isdigit():
+        return "the timestamp header is not a Unix time"
+    try:
+        sent = datetime.fromtimestamp(int(stamp), UTC)
+    except (OverflowError, OSError, ValueError):
+        return "the timestamp header is not a Unix time"
+    if abs(now - sent) > MAX_CLOCK_SKEW:
+        return "the timestamp is more than 10 minutes from now (a replay, or a wrong clock)"
+    return _Signature(signature, stamp)
+
+
+def _signature_matches(
+    key: ec.EllipticCurvePublicKey, signature: _Signature, digest: bytes
+) -> bool:
+    """Whether ``signature`` is ECDSA P-256 over ``stamp + body``, given that text's SHA-256
+    ``digest`` (hashed as the body streams in, so a large body need not be in memory)."""
+    try:
+        raw = base64.b64decode(signature.value, validate=True)
+        key.verify(raw, digest, ec.ECDSA(Prehashed(hashes.SHA256())))
+    except (InvalidSignature, binascii.Error, ValueError):
+        return False
+    return True
+
+
 def _load_public_key(text: str) -> ec.EllipticCurvePublicKey:
     """SendGrid's verification key: base64 DER as the console shows it, or PEM."""
     text = text.strip()
@@ -141,9 +227,13 @@ def _load_public_key(text: str) -> ec.EllipticCurvePublicKey:
 class WebhookApp:
     """The WSGI application of ``outreach serve`` (build it with :func:`make_app`).
 
-    :attr:`problems` lists the routes that will answer 503 for want of a setting, so the
-    CLI can say so at startup.
+    :attr:`problems` lists the routes that will refuse every request for want of a
+    setting (503, or 403 for Inbound Parse without its token), so the CLI can say so at
+    startup.
     """
+
+    #: largest Inbound Parse body accepted (413 past it)
+    inbound_max_body_bytes: int = INBOUND_MAX_BODY_BYTES
 
     def __init__(
         self,
@@ -151,9 +241,13 @@ class WebhookApp:
         settings: Settings,
         config: CadenceConfig | None,
         clock: Clock,
+        channels: Mapping[str, Any] | None = None,
     ) -> None:
         self.engine = engine
         self.clock = clock
+        self.config = config
+        #: the live channels, to cancel at once what a reply or out-of-office stops
+        self.channels = dict(channels or {})
         self.default_region = config.policy.default_region if config is not None else "US"
         self.public_url = (settings.public_url or "").rstrip("/") or None
         token = settings.twilio_auth_token
@@ -174,15 +268,33 @@ class WebhookApp:
                     "SENDGRID_WEBHOOK_PUBLIC_KEY is not an ECDSA public key: paste the "
                     "verification key as SendGrid shows it (base64)"
                 )
+        inbound_token = settings.sendgrid_inbound_token
+        self._inbound_token = inbound_token.get_secret_value() if inbound_token else ""
+        self._inbound_key: ec.EllipticCurvePublicKey | None = None
+        self._inbound_key_problem: str | None = None
+        inbound_key = settings.sendgrid_inbound_public_key
+        if inbound_key is not None:
+            try:
+                self._inbound_key = _load_public_key(inbound_key.get_secret_value())
+            except (ValueError, TypeError, binascii.Error):
+                self._inbound_key_problem = (
+                    "SENDGRID_INBOUND_PUBLIC_KEY is not an ECDSA public key: paste the "
+                    "public_key of the Parse webhook's security policy as SendGrid shows it"
+                )
         self.problems: list[str] = []
         if self._sendgrid_problem:
             self.problems.append(f"{SENDGRID_PATH}: {self._sendgrid_problem}")
+        if not self._inbound_token:
+            self.problems.append(f"{SENDGRID_INBOUND_PATH}: {_NO_INBOUND_TOKEN}")
+        if self._inbound_key_problem:
+            self.problems.append(f"{SENDGRID_INBOUND_PATH}: {self._inbound_key_problem}")
         twilio_problem = self._twilio_problem()
         if twilio_problem:
             self.problems.append(f"{TWILIO_INBOUND_PATH}, {TWILIO_STATUS_PATH}: {twilio_problem}")
         self._map = Map(
             [
                 Rule(SENDGRID_PATH, endpoint="sendgrid_events", methods=["POST"]),
+                Rule(SENDGRID_INBOUND_PATH, endpoint="sendgrid_inbound", methods=["POST"]),
                 Rule(TWILIO_INBOUND_PATH, endpoint="twilio_inbound", methods=["POST"]),
                 Rule(TWILIO_STATUS_PATH, endpoint="twilio_status", methods=["POST"]),
                 Rule(HEALTH_PATH, endpoint="healthz", methods=["GET"]),
@@ -263,6 +375,127 @@ class WebhookApp:
             }
         )
 
+    def sendgrid_inbound(self, request: Request) -> Response:
+        """``POST /webhooks/sendgrid/inbound?token=…``: one Inbound Parse post."""
+        token = request.args.get("token", "")
+        if not self._inbound_token:
+            log.warning("inbound parse post refused (403): SENDGRID_INBOUND_TOKEN is not set")
+            _discard(request)
+            return _text(f"forbidden: {_NO_INBOUND_TOKEN}", 403)
+        if not hmac.compare_digest(token.encode(), self._inbound_token.encode()):
+            log.warning("inbound parse post refused (403): %s token", "a wrong" if token else "no")
+            _discard(request)
+            return _text("forbidden: the token query parameter does not match", 403)
+        if self._inbound_key_problem:
+            log.warning("inbound parse post refused (503): %s", self._inbound_key_problem)
+            _discard(request)
+            return _text(self._inbound_key_problem, 503)
+        signature: _Signature | None = None
+        if self._inbound_key is not None:
+            read = _read_signature(request.headers, self.clock.now())
+            if isinstance(read, str):
+                log.warning("inbound parse post refused (401): %s", read)
+                _discard(request)
+                return _text(f"unauthorized: {read}", 401)
+            signature = read
+
+        limit = self.inbound_max_body_bytes
+        with tempfile.SpooledTemporaryFile(max_size=INBOUND_SPOOL_BYTES) as body:
+            digest = hashlib.sha256(signature.stamp.encode() if signature else b"")
+            size = _spool(request, body, digest, limit)
+            if size is None:
+                log.warning(
+                    "inbound parse post refused (413): %s bytes declared, limit %d",
+                    request.content_length if request.content_length is not None else "?",
+                    limit,
+                )
+                return _too_large(limit)
+            post = digest.hexdigest()[:12]
+            if signature is not None:
+                assert self._inbound_key is not None
+                if not _signature_matches(self._inbound_key, signature, digest.digest()):
+                    log.warning("inbound parse post %s refused (401): bad signature", post)
+                    return _text(
+                        "unauthorized: the signature does not match SENDGRID_INBOUND_PUBLIC_KEY",
+                        401,
+                    )
+            body.seek(0)
+            try:
+                with read_form(body, request.headers.get("Content-Type")) as form:
+                    rebuilt = rebuild_message(form.fields, form.files)
+            except ParseFormError as exc:
+                log.warning("inbound parse post %s (%d bytes) refused (400): %s", post, size, exc)
+                return _text(f"bad request: {exc}", 400)
+
+        now = self.clock.now()
+        message = RawMessage(
+            where="Inbound Parse", raw=rebuilt.raw, source="parse", received_at=now
+        )
+        try:
+            report = ingest_messages(self.engine, [message], now=now, config=self.config)
+        except StoreError as exc:
+            log.error(
+                "inbound parse post %s: store error %s; answered 503", post, type(exc).__name__
+            )
+            return _text("store unavailable, try again later", 503)
+        for note in rebuilt.notes:
+            log.info("inbound parse post %s: %s", post, note)
+        if report.errors:
+            log.warning(
+                "inbound parse post %s (%d bytes, %s mode): not a readable message; answered 400",
+                post,
+                size,
+                rebuilt.mode,
+            )
+            return _text("bad request: " + "; ".join(report.errors), 400)
+        log.info(
+            "inbound parse post %s: %d bytes, %s mode, %d attachments, message %d bytes; "
+            "%d stored, %d duplicates, candidates %s",
+            post,
+            size,
+            rebuilt.mode,
+            rebuilt.attachments,
+            len(rebuilt.raw),
+            report.stored,
+            report.duplicates,
+            ",".join(str(p) for p in sorted(report.person_ids)) or "none",
+        )
+        self._act_now(report.person_ids, now, post)
+        return _json({"stored": report.stored, "duplicates": report.duplicates})
+
+    def _act_now(self, person_ids: set[int], now: datetime, post: str) -> None:
+        """Apply what just came in and recall what it stops, without waiting for the next
+        run: a touch SendGrid holds for this afternoon must not reach someone who replied
+        this morning. The message is stored already; a failure here is logged and the next
+        ``outreach run`` does the same work."""
+        if not person_ids or self.config is None:
+            return
+        from outreach.engine.enroll import process_events
+        from outreach.engine.recall import recall_scheduled
+        from outreach.engine.tick import engine_transactions
+
+        transactions = engine_transactions(self.engine)
+        try:
+            process_events(transactions, self.config, now, person_ids=person_ids)
+            recalled = recall_scheduled(
+                transactions, self.channels, self.config, now, person_ids=person_ids
+            )
+        except Exception as exc:  # the answer is stored; the next run retries this
+            log.warning(
+                "inbound parse post %s: applying it now failed (%s); the next run will",
+                post,
+                type(exc).__name__,
+            )
+            return
+        if recalled.requested or recalled.cancelled:
+            log.info(
+                "inbound parse post %s: %d held touches recalled, %d cancelled, %d to retry",
+                post,
+                recalled.requested,
+                recalled.cancelled,
+                recalled.retrying,
+            )
+
     def twilio_inbound(self, request: Request) -> Response:
         """``POST /webhooks/twilio/inbound``: an incoming SMS; answers empty TwiML."""
         refused = self._check_twilio(request)
@@ -338,22 +571,11 @@ class WebhookApp:
     def _check_sendgrid(self, request: Request, body: bytes) -> str | None:
         """Why the batch is refused, or ``None`` when it is signed and fresh."""
         assert self._sendgrid_key is not None
-        signature = request.headers.get(SENDGRID_SIGNATURE_HEADER, "").strip()
-        stamp = request.headers.get(SENDGRID_TIMESTAMP_HEADER, "").strip()
-        if not signature or not stamp:
-            return "unsigned request (no signature or timestamp header)"
-        if not stamp.isdigit():
-            return "the timestamp header is not a Unix time"
-        try:
-            sent = datetime.fromtimestamp(int(stamp), UTC)
-        except (OverflowError, OSError, ValueError):
-            return "the timestamp header is not a Unix time"
-        if abs(self.clock.now() - sent) > MAX_CLOCK_SKEW:
-            return "the timestamp is more than 10 minutes from now (a replay, or a wrong clock)"
-        try:
-            raw = base64.b64decode(signature, validate=True)
-            self._sendgrid_key.verify(raw, stamp.encode() + body, ec.ECDSA(hashes.SHA256()))
-        except (InvalidSignature, binascii.Error, ValueError):
+        signature = _read_signature(request.headers, self.clock.now())
+        if isinstance(signature, str):
+            return signature
+        digest = hashlib.sha256(signature.stamp.encode() + body).digest()
+        if not _signature_matches(self._sendgrid_key, signature, digest):
             return "the signature does not match SENDGRID_WEBHOOK_PUBLIC_KEY"
         return None
 
@@ -406,15 +628,61 @@ class WebhookApp:
             ).scalar()
 
 
+def _discard(request: Request) -> None:
+    """Read a small refused body to its end, so the client reads the answer, not a reset."""
+    length = request.content_length
+    if length is None or length > _DRAIN_BYTES:
+        return
+    stream = request.stream
+    while stream.read(_READ_CHUNK):
+        pass
+
+
+def _spool(request: Request, out: IO[bytes], digest: Any, limit: int) -> int | None:
+    """Copy the body into ``out``, hashing it; its size, or None past ``limit`` bytes."""
+    if (request.content_length or 0) > limit:
+        return None
+    request.max_content_length = limit  # this route's limit, not the other routes' 10 MB
+    size = 0
+    try:
+        stream = request.stream
+        while chunk := stream.read(_READ_CHUNK):
+            size += len(chunk)
+            if size > limit:
+                return None
+            digest.update(chunk)
+            out.write(chunk)
+    except RequestEntityTooLarge:
+        return None
+    return size
+
+
+def _too_large(limit: int) -> Response:
+    response = _text(
+        f"content too large: an Inbound Parse post may have at most {limit} bytes "
+        f"(SendGrid's message limit is {INBOUND_MESSAGE_LIMIT // (1024 * 1024)} MB); "
+        "nothing was stored",
+        413,
+    )
+    response.headers["Connection"] = "close"  # the rest of the body is not read
+    return response
+
+
 def make_app(
-    engine: Engine, settings: Settings, config: CadenceConfig | None, clock: Clock
+    engine: Engine,
+    settings: Settings,
+    config: CadenceConfig | None,
+    clock: Clock,
+    channels: Mapping[str, Any] | None = None,
 ) -> WebhookApp:
     """The webhook receiver as a WSGI app (see the module docstring for its routes).
 
     ``config`` gives ``policy.default_region`` for phone numbers without a country code
     (``US`` when ``None``); ``clock`` stamps events and checks SendGrid's timestamps.
+    ``channels`` (the live email and SMS channels) let an incoming reply or out-of-office
+    notice cancel at once what a provider holds for that person.
     """
-    return WebhookApp(engine, settings, config, clock)
+    return WebhookApp(engine, settings, config, clock, channels)
 
 
 class _Handler(WSGIRequestHandler):
