@@ -5,9 +5,12 @@ throwaway SQLite database (or ``database_url``), and every night of the simulati
 what a deployed job runs: inbound events from the providers, ``sync`` of the three CRMs,
 ``run`` (one tick with a 24-hour horizon), and the CRM write-back. Between nights the
 fake CRMs move candidates on a seeded script (applications arrive, interviews happen,
-offers, rejections, hires) and candidates answer: some reply, one email bounces, one
-candidate unsubscribes and turns out to have an invalid phone, one texts STOP, and one
-person applies in two CRMs at once.
+offers, rejections, hires) and candidates answer: some reply, some send out-of-office
+notices with a return date, some unsubscribe by reply, some addresses bounce (all as real
+MIME messages posted through SendGrid Inbound Parse to the engine's own ``serve`` app, at
+the moment they are sent, so a reply cancels what SendGrid still holds for that person);
+one email bounces at SendGrid, one candidate turns out to have an invalid phone, one
+texts STOP, and one person applies in two CRMs at once.
 
 Time is simulated end to end: one clock drives the engine and the fakes, and every rate
 limiter and retry pause runs on a manual timer, so a month of nights takes seconds.
@@ -28,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from channels.factory import build_channels
 from connectors.factory import build_connectors
@@ -41,7 +44,7 @@ from outreach.paths import default_config_dir
 from outreach.sandbox.seed import SeedPerson
 from outreach.sandbox.suite import Sandbox
 from outreach.settings import Settings
-from outreach.store.schema import CandidateRecord, ContactPoint, Event, Task, Touch
+from outreach.store.schema import CandidateRecord, ContactPoint, Enrollment, Event, Task, Touch
 from outreach.sync import sync_source
 from outreach.writeback import process_write_backs
 
@@ -62,6 +65,10 @@ _MOVES: dict[str, tuple[tuple[str, float], ...]] = {
 }
 #: share of emails that get a reply (the reply comes a few hours after delivery)
 REPLY_SHARE = 0.08
+#: shares of emails answered by an out-of-office notice, an unsubscribe by reply, a DSN
+OOO_SHARE = 0.03
+UNSUBSCRIBE_SHARE = 0.01
+DSN_SHARE = 0.006
 
 
 @dataclass(frozen=True)
@@ -102,6 +109,17 @@ class DemoReport:
     thanked_24h: int = 0
     thanked_late: int = 0
     inbound: Counter[str] = field(default_factory=Counter)
+    #: emails that came back through Inbound Parse, by how the engine classified them
+    came_back: Counter[str] = field(default_factory=Counter)
+    unmatched: int = 0
+    #: answers never sent because the email they answer was cancelled before delivery
+    answers_not_sent: int = 0
+    #: held touches cancelled at the provider, and those that could not be recalled
+    recalled: int = 0
+    unrecallable: int = 0
+    #: deliveries of a cadence after the person's reply stopped it (the fakes' records)
+    touched_after_reply: int = 0
+    replied_people: int = 0
     stage_moves: Counter[str] = field(default_factory=Counter)
     sync_bad: int = 0
     failed: int = 0
@@ -159,6 +177,10 @@ class Demo:
         self.report = DemoReport(start=start, nights=nights, people=people, stories=self.stories)
         self._story_index = {s.person.index for s in self.stories}
         self._pending: list[tuple[datetime, InboundEvent, int]] = []
+        #: candidates' emails to send back: (when, kind, the message answered, person)
+        self._answers: list[tuple[datetime, str, dict[str, Any], SeedPerson]] = []
+        self._http: Any = None
+        self._inbound_token = ""
         self._seen_emails = 0
         self._seen_sms = 0
 
@@ -190,6 +212,17 @@ class Demo:
         if off:
             raise RuntimeError(f"sandbox channels off: {off}")
         by_name = {c.name: c for c in connectors}
+        import httpx
+
+        from outreach.serve import make_app
+
+        # The engine's own webhook receiver, in process: candidates' mail arrives through
+        # Inbound Parse exactly as SendGrid would post it.
+        app = make_app(engine, settings, self.config, self.clock, channels)
+        self._http = httpx.Client(
+            transport=httpx.WSGITransport(app=app), base_url="http://outreach.demo"
+        )
+        self._inbound_token = self.sandbox.credentials.sendgrid_inbound_token
         try:
             for night in range(self.nights):
                 now = self.start + timedelta(days=night)
@@ -211,6 +244,7 @@ class Demo:
                     sleep=self.timer.sleep,
                     monotonic=self.timer.monotonic,
                     dialect=engine.dialect.name,
+                    reply_to=settings.reply_to,
                 )
                 summary = tick.run()
                 for counts in summary.steps.values():
@@ -220,6 +254,7 @@ class Demo:
                 if self.on_night is not None:
                     self.on_night(night, summary)
         finally:
+            self._http.close()
             for connector in connectors:
                 connector.close()
             for channel in channels.values():
@@ -274,17 +309,17 @@ class Demo:
             if person is None or person.index in self._story_index:
                 continue
             delivered = delivered_at(message)
-            if _share(f"reply:{message['message_id']}:{person.index}") < REPLY_SHARE:
-                self._queue(
-                    InboundEvent(
-                        type="reply",
-                        channel="email",
-                        address=person.email,
-                        at=delivered + timedelta(hours=5),
-                        id=f"demo-reply-{message['message_id']}-{person.index}",
-                    ),
-                    person,
-                )
+            roll = _share(f"reply:{message['message_id']}:{person.index}")
+            for kind, share, after in (
+                ("reply", REPLY_SHARE, timedelta(hours=5)),
+                ("ooo", OOO_SHARE, timedelta(minutes=2)),
+                ("unsubscribe", UNSUBSCRIBE_SHARE, timedelta(hours=3)),
+                ("dsn", DSN_SHARE, timedelta(minutes=10)),
+            ):
+                if roll < share:
+                    self._answers.append((delivered + after, kind, message, person))
+                    break
+                roll -= share
         texts = self.sandbox.twilio.messages[self._seen_sms :]
         self._seen_sms += len(texts)
         for text in texts:
@@ -302,8 +337,54 @@ class Demo:
     def _queue(self, event: InboundEvent, person: SeedPerson) -> None:
         self._pending.append((event.at, event, person.index))
 
+    def _mail_back(self, now: datetime) -> None:
+        """Candidates' emails since the last night, in time order, each posted through
+        Inbound Parse at the moment it is sent; an answer to an email that was cancelled
+        before delivery is never written."""
+        from outreach.sandbox.answers import (
+            bounce_for,
+            human_reply,
+            out_of_office,
+            unsubscribe_reply,
+        )
+        from outreach.sandbox.inbound_parse import post_inbound
+
+        due = sorted((a for a in self._answers if a[0] <= now), key=lambda a: a[0])
+        self._answers = [a for a in self._answers if a[0] > now]
+        sendgrid = self.sandbox.sendgrid
+        for at, kind, message, person in due:
+            self.clock.set(at)
+            sendgrid.deliver_due()
+            if message.get("state") not in (None, "processed"):
+                self.report.answers_not_sent += 1
+                continue
+            choice = int(_share(f"choice:{message['message_id']}") * 4)
+            if kind == "reply":
+                raw = human_reply(message, at, choice)
+            elif kind == "ooo":
+                back = (at + timedelta(days=3 + choice * 2)).replace(hour=0, minute=0)
+                raw = out_of_office(message, at, back)
+            elif kind == "unsubscribe":
+                raw = unsubscribe_reply(message, at)
+            else:
+                raw = bounce_for(message, at, "5.1.1")
+            mode = "raw" if choice % 2 else "parsed"
+            answer = post_inbound(
+                "http://outreach.demo/",
+                raw,
+                token=self._inbound_token,
+                mode=mode,
+                client=self._http,
+            )
+            if answer.status_code != 200:
+                raise RuntimeError(f"Inbound Parse answered {answer.status_code}: {answer.text}")
+            self.report.inbound_log.append((f"mail:{kind}", "email", person.index, at))
+            self.report.inbound[f"mail:{kind}"] += 1
+        self.clock.set(now)
+
     def _inbound(self, engine: Engine, now: datetime) -> None:
         """Feed the engine what the providers reported since the last night."""
+        self._mail_back(now)
         due = [(at, e, i) for at, e, i in self._pending if at <= now]
         self._pending = [(at, e, i) for at, e, i in self._pending if at > now]
         events: list[tuple[str, InboundEvent]] = [
@@ -352,11 +433,13 @@ class Demo:
             tasks = Task.__table__
             for source in conn.execute(select(tasks.c.source)).scalars():
                 report.ledger_tasks[source or "engine"] += 1
+            self._came_back(conn)
             self._timelines(conn)
         sendgrid, twilio, hubspot = self.sandbox.sendgrid, self.sandbox.twilio, self.sandbox.hubspot
-        report.emails_accepted = len(sendgrid.messages)
+        # What the providers still deliver: a cancelled scheduled send is not a delivery.
+        report.emails_accepted = sum(m.get("state") != "cancelled" for m in sendgrid.messages)
         report.email_requests = len(sendgrid.mail_requests)
-        report.sms_accepted = len(twilio.messages)
+        report.sms_accepted = sum(m.get("status") != "canceled" for m in twilio.messages)
         report.crm_tasks["hubspot"] = len(hubspot.tasks)
         report.notes["hubspot"] = len(hubspot.notes)
         greenhouse_notes = list(self.sandbox.greenhouse.notes)
@@ -366,6 +449,58 @@ class Demo:
         report.crm_tasks["lever"] = sum(_is_task_note(n) for n in lever_notes)
         report.notes["lever"] = len(lever_notes) - report.crm_tasks["lever"]
         self._timeliness()
+
+    def _came_back(self, conn: Any) -> None:
+        """What came back by email, what was recalled, and who was touched after replying."""
+        from outreach.store.schema import InboundMessage, Recall
+
+        report = self.report
+        inbound = InboundMessage.__table__
+        replied: dict[int, datetime] = {}
+        for row in conn.execute(
+            select(
+                inbound.c.kind,
+                inbound.c.out_of_office,
+                inbound.c.person_id,
+                inbound.c.received_at,
+            )
+        ):
+            kind = "out of office" if row.out_of_office else row.kind
+            report.came_back[kind] += 1
+            report.unmatched += row.person_id is None
+            if row.kind == "human" and row.person_id is not None:
+                replied[row.person_id] = min(
+                    row.received_at, replied.get(row.person_id, row.received_at)
+                )
+        touches = Touch.__table__
+        report.recalled = conn.execute(
+            select(func.count()).select_from(touches).where(touches.c.status == "cancelled")
+        ).scalar_one()
+        recalls = Recall.__table__
+        report.unrecallable = conn.execute(
+            select(func.count())
+            .select_from(recalls)
+            .where(recalls.c.status.in_(("too_late", "unsupported", "failed")))
+        ).scalar_one()
+        # From the fakes' records: a delivery of a touch whose enrollment a reply stopped,
+        # later than that stop.
+        enrollments = Enrollment.__table__
+        stopped_at = dict(
+            conn.execute(
+                select(enrollments.c.id, enrollments.c.stopped_at).where(
+                    enrollments.c.stop_reason.like("reply%")
+                )
+            ).all()
+        )
+        enrollment_of = dict(conn.execute(select(touches.c.id, touches.c.enrollment_id)).all())
+        report.replied_people = len(replied)
+        for message in self.sandbox.sendgrid.messages:
+            if message.get("state") == "cancelled":
+                continue
+            touch_id = int((message.get("custom_args") or {}).get("touch_id") or 0)
+            stop = stopped_at.get(enrollment_of.get(touch_id))
+            if stop is not None and delivered_at(message) > stop:
+                report.touched_after_reply += 1
 
     def _timeliness(self) -> None:
         """Acknowledged within 48 h, thanked within 24 h: from the script and SendGrid."""
@@ -601,10 +736,23 @@ def render(report: DemoReport, console: Any) -> None:
         highlight=False,
     )
     inbound = report.inbound
+    back = report.came_back
     console.print(
-        f"Came back: {inbound['reply']} replies (each stops that person's cadence), "
-        f"{inbound['bounce']} bounce, {inbound['stop']} STOP by SMS; "
-        f"{report.failed} failed and {report.ambiguous} ambiguous sends.",
+        "Came back by email, through SendGrid Inbound Parse: "
+        f"{back['human']} replies (each stops that person's cadence and becomes a recruiter "
+        f"task), {back['out of office']} out-of-office notices (touches paused until the "
+        f"return date), {back['unsubscribe']} unsubscribes by reply, {back['bounce']} "
+        f"bounce notices, {back['auto']} other automatic replies; {report.unmatched} matched "
+        f"no one. Also {inbound['bounce']} bounce reported by SendGrid and {inbound['stop']} "
+        f"STOP by SMS; {report.failed} failed and {report.ambiguous} ambiguous sends.",
+        highlight=False,
+    )
+    console.print(
+        f"After a reply: {report.touched_after_reply} deliveries of a stopped cadence reached "
+        f"any of the {report.replied_people} people who replied; {report.recalled} touches "
+        f"SendGrid or Twilio held for later were cancelled there, {report.unrecallable} "
+        f"could not be recalled, and {report.answers_not_sent} answers never came because "
+        "their email was cancelled first.",
         highlight=False,
     )
     for story in report.stories:
