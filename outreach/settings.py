@@ -105,6 +105,14 @@ class Settings(BaseSettings):
         default="https://api.twilio.com", validation_alias=AliasChoices("TWILIO_BASE_URL")
     )
 
+    @field_validator("imap_port", mode="before")
+    @classmethod
+    def _default_imap_port(cls, value: object) -> object:
+        # `OUTREACH_IMAP_PORT=` means the default (993), like every other blank variable.
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return 993
+        return value
+
     @field_validator("*", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:

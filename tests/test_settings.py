@@ -157,3 +157,45 @@ def test_sdk_request_logs_stay_off_even_when_verbose() -> None:
     for sdk in ("python_http_client", "twilio", "sendgrid"):
         assert logging.getLogger(sdk).getEffectiveLevel() >= logging.WARNING
     assert logging.getLogger("httpx").getEffectiveLevel() == logging.DEBUG
+
+
+REPLY_VARIABLES = {
+    "OUTREACH_REPLY_TO": "replies@reply.example.com",
+    "OUTREACH_IMAP_HOST": "imap.example.com",
+    "OUTREACH_IMAP_PORT": "1143",
+    "OUTREACH_IMAP_USER": "replies",
+    "OUTREACH_IMAP_PASSWORD": "imap-secret-value",
+    "OUTREACH_IMAP_FOLDER": "Replies",
+    "OUTREACH_IMAP_SSL": "false",
+    "SENDGRID_INBOUND_TOKEN": "inbound-secret-value",
+    "SENDGRID_INBOUND_PUBLIC_KEY": "inbound-key-value",
+}
+
+
+def test_the_reply_mailbox_and_inbound_parse_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in REPLY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    defaults = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert (defaults.imap_host, defaults.imap_port, defaults.imap_folder, defaults.imap_ssl) == (
+        None,
+        993,
+        "INBOX",
+        True,
+    )
+    assert defaults.reply_to is None and defaults.sendgrid_inbound_token is None
+    for name, value in REPLY_VARIABLES.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.reply_to == "replies@reply.example.com"
+    assert (settings.imap_host, settings.imap_port, settings.imap_user) == (
+        "imap.example.com",
+        1143,
+        "replies",
+    )
+    assert settings.imap_folder == "Replies" and settings.imap_ssl is False
+    assert settings.imap_password.get_secret_value() == "imap-secret-value"
+    assert settings.sendgrid_inbound_token.get_secret_value() == "inbound-secret-value"
+    shown = repr(settings) + str(settings)
+    assert "imap-secret-value" not in shown and "inbound-secret-value" not in shown
+    monkeypatch.setenv("OUTREACH_IMAP_PORT", "")
+    assert Settings(_env_file=None).imap_port == 993  # type: ignore[call-arg]
