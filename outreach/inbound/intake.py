@@ -287,12 +287,16 @@ def _store(
         found = item.match
         if kind == "invalid":
             continue
+        verdict = item.verdict
+        assert verdict is not None
+        # What came in is counted whether or not it matched anyone.
+        report.out_of_office += verdict.out_of_office
+        soft_bounce = kind == "bounce" and not any(b.permanent for b in verdict.bounces)
+        report.soft_bounces += soft_bounce
         if found.person_id is None:
             report.unmatched += 1
             continue
         report.person_ids.add(found.person_id)
-        verdict = item.verdict
-        assert verdict is not None
         base = {
             "channel": "email",
             "person_id": found.person_id,
@@ -319,7 +323,6 @@ def _store(
             replies.append((item, inbound_id, record))
         elif kind == "auto":
             if verdict.out_of_office:
-                report.out_of_office += 1
                 until = _pause_until(verdict.returns_on, item.received_at, zone)
                 events.append(
                     {
@@ -355,7 +358,6 @@ def _store(
                     }
                 )
             elif found.contact_point_id is not None:
-                report.soft_bounces += 1
                 count = soft.get(found.contact_point_id, 0) + 1
                 soft[found.contact_point_id] = count
                 if count >= SOFT_BOUNCE_LIMIT:

@@ -348,3 +348,21 @@ def test_a_record_from_an_import_file_gets_no_crm_write_back(engine, config) -> 
     ingest_messages(engine, [raw(human_reply(original, NOW))], now=NOW, config=config)
     assert rows(engine, WriteBack.__table__) == []
     assert len(rows(engine, Task.__table__)) == 1
+
+
+def test_unmatched_notices_and_soft_bounces_are_still_counted(engine, config) -> None:
+    stranger = seed(engine, 1)
+    stranger = dict(
+        stranger, to=["stranger@example.net"], headers={}, reply_to={"email": f"replies@{DOMAIN}"}
+    )
+    report = ingest_messages(
+        engine,
+        [
+            raw(out_of_office(stranger, NOW - timedelta(hours=1), NOW + timedelta(days=3)), "a"),
+            raw(bounce_for(stranger, NOW - timedelta(hours=1), "4.2.2"), "b"),
+        ],
+        now=NOW,
+        config=config,
+    )
+    assert (report.unmatched, report.out_of_office, report.soft_bounces) == (2, 1, 1)
+    assert rows(engine, Event.__table__) == []
