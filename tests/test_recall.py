@@ -279,3 +279,27 @@ def test_nothing_is_recalled_when_nothing_stopped(harness) -> None:
     unrecallable = h.tick(NOW + timedelta(hours=3))
     # A held touch without a recall reference cannot be cancelled and is not tried.
     assert unrecallable.recall.requested == 0
+
+
+def test_a_recall_waiting_for_a_channel_that_stays_off_ends_too_late(harness) -> None:
+    h = harness
+    h.add([person(1, "applied")])
+    h.tick()
+    later = h.touch("later")
+    h.event("reply", h.touch("hello").id, NOW + timedelta(minutes=30))
+    off = Tick(
+        h.config,
+        h.clock,
+        {},
+        engine_transactions(h.engine),
+        dialect=h.engine.dialect.name,
+    )
+    h.clock.set(NOW + timedelta(hours=1))
+    assert off.run().recall.requested == 1
+    assert h.recalls()[0].status == "pending"  # waits for email to be on again
+    h.clock.set(later.planned_at + timedelta(minutes=1))
+    late = Tick(
+        h.config, h.clock, {}, engine_transactions(h.engine), dialect=h.engine.dialect.name
+    ).run()
+    assert late.recall.unrecallable["too_late"] == 1
+    assert h.recalls()[0].status == "too_late"

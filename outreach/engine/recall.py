@@ -95,7 +95,13 @@ def recall_scheduled(
     for name, rows in by_channel.items():
         channel = channels.get(name)
         if channel is None:
-            continue  # the channel is off this run: try again when it is on
+            # The channel is off this run: try again when it is on, unless it is too late.
+            results.extend(
+                (r, RecallResult(r["touch_id"], "too_late", f"{name} was off until its send time"))
+                for r in rows
+                if r["send_at"] <= now
+            )
+            continue
         recalls = [Recall(r["touch_id"], r["ref"], r["send_at"]) for r in rows]
         try:
             answers = {a.touch_id: a for a in channel.cancel(recalls, now)}

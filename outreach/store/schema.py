@@ -177,6 +177,8 @@ class Touch(Base):
         Index("ix_touches_provider_message", "provider_message_id"),
         Index("ix_touches_reply_token", "reply_token"),
         Index("ix_touches_message_id", "message_id"),
+        # The recall step looks at touches still to be delivered: a short range of this.
+        Index("ix_touches_status_planned", "status", "planned_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

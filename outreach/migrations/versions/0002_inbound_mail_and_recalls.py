@@ -86,6 +86,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('recall_ref', sa.String(length=200), nullable=True))
         batch_op.create_index('ix_touches_reply_token', ['reply_token'], unique=False)
         batch_op.create_index('ix_touches_message_id', ['message_id'], unique=False)
+        batch_op.create_index('ix_touches_status_planned', ['status', 'planned_at'], unique=False)
 
     with op.batch_alter_table('write_backs', schema=None) as batch_op:
         batch_op.add_column(sa.Column('inbound_id', sa.Integer(), nullable=True))
@@ -104,6 +105,7 @@ def downgrade() -> None:
         batch_op.drop_column('inbound_id')
 
     with op.batch_alter_table('touches', schema=None) as batch_op:
+        batch_op.drop_index('ix_touches_status_planned')
         batch_op.drop_index('ix_touches_message_id')
         batch_op.drop_index('ix_touches_reply_token')
         batch_op.drop_column('recall_ref')
