@@ -18,15 +18,37 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Literal
 
-__all__ = ["Channel", "OutgoingMessage", "Recall", "RecallResult", "SendResult"]
+__all__ = [
+    "Channel",
+    "Departing",
+    "Inquiry",
+    "OutgoingMessage",
+    "Recall",
+    "RecallResult",
+    "ReconcileResult",
+    "SendResult",
+    "body_digest",
+]
 
 Status = Literal["sent", "failed", "ambiguous"]
 RecallStatus = Literal["cancelled", "too_late", "failed", "unsupported"]
+ReconcileStatus = Literal["delivered", "absent", "later", "unknown"]
+#: called with the messages of one provider request immediately before it is made; it
+#: raises when the request must not be made (the engine could not record it as in flight)
+Departing = Callable[[Sequence["OutgoingMessage"]], None]
+
+
+def body_digest(channel: str, subject: str | None, body: str) -> str:
+    """The SHA-256 the ledger keeps of what a message says (never the text itself), so an
+    ambiguous send can be matched against the provider's copy."""
+    text = body if channel == "sms" else f"{subject or ''}\n{body}"
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -156,6 +178,36 @@ class RecallResult:
     retry_after: float | None = None
 
 
+@dataclass(frozen=True)
+class Inquiry:
+    """An ambiguous touch to look for at the provider: sent to ``to`` no earlier than
+    ``since`` (the claim), for delivery at ``send_at``, saying what ``body_digest`` says."""
+
+    touch_id: int
+    to: str
+    since: datetime
+    send_at: datetime
+    body_digest: str | None = None
+
+
+@dataclass(frozen=True)
+class ReconcileResult:
+    """What the provider says of one :class:`Inquiry`.
+
+    ``delivered``: it holds the message (``provider_message_id``; ``recall_ref`` when it is
+    still scheduled and can be cancelled). ``absent``: it provably never received it, so the
+    touch may be sent again. ``later``: it cannot tell yet (an activity feed still indexing,
+    a provider error); ask again next run. ``unknown``: it cannot tell at all (no access to
+    the provider's history); a person must check.
+    """
+
+    touch_id: int
+    status: ReconcileStatus
+    reason: str | None = None
+    provider_message_id: str | None = None
+    recall_ref: str | None = None
+
+
 class Channel:
     """Base class of every channel. Subclasses set the class attributes and ``send``."""
 
@@ -183,6 +235,16 @@ class Channel:
     def send(self, batch: Sequence[OutgoingMessage]) -> list[SendResult]:
         """Send ``batch``; return one result per message, in any order."""
         raise NotImplementedError
+
+    #: whether ``send`` takes ``departing=`` and calls it right before each provider request;
+    #: otherwise the engine marks a whole ``send`` call in flight before it
+    announces_requests: ClassVar[bool] = False
+
+    def reconcile(self, inquiries: Sequence[Inquiry], now: datetime) -> list[ReconcileResult]:
+        """Ask the provider whether it holds each ambiguous message; one result per inquiry.
+        The default channel cannot ask."""
+        why = f"the {self.name} channel cannot ask its provider"
+        return [ReconcileResult(i.touch_id, "unknown", why) for i in inquiries]
 
     def cancel(self, recalls: Sequence[Recall], now: datetime) -> list[RecallResult]:
         """Take back scheduled deliveries; one result per recall, in any order. The default

@@ -68,7 +68,16 @@ from typing import Any, ClassVar
 from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 
-from channels.base import Channel, OutgoingMessage, Recall, RecallResult, SendResult
+from channels.base import (
+    Channel,
+    Departing,
+    Inquiry,
+    OutgoingMessage,
+    Recall,
+    RecallResult,
+    ReconcileResult,
+    SendResult,
+)
 from connectors.http import retry_after_seconds
 from outreach.clock import Clock, SystemClock
 from outreach.errors import (
@@ -165,9 +174,11 @@ class _Slots:
 class _Halt:
     """Set once a request of the batch met a configuration error; later requests stop."""
 
-    def __init__(self) -> None:
+    def __init__(self, departing: Departing | None = None) -> None:
         self._lock = threading.Lock()
         self.reason: str | None = None
+        #: the engine's hook, called right before each request of the batch
+        self.departing = departing
 
     def set(self, reason: str) -> None:
         with self._lock:
@@ -273,8 +284,14 @@ class SendGridEmail(Channel):
 
     # -- sending ---------------------------------------------------------------------
 
-    def send(self, batch: Sequence[OutgoingMessage]) -> list[SendResult]:
-        """Send ``batch``; one result per message (see the module docstring for the rules)."""
+    announces_requests: ClassVar[bool] = True
+
+    def send(
+        self, batch: Sequence[OutgoingMessage], departing: Departing | None = None
+    ) -> list[SendResult]:
+        """Send ``batch``; one result per message (see the module docstring for the rules).
+
+        ``departing`` is called with each request's messages right before it is made."""
         now = self._clock.now()
         results: list[SendResult] = []
         requests: list[list[OutgoingMessage]] = []
@@ -303,7 +320,7 @@ class SendGridEmail(Channel):
                 requests.append(members[start : start + self.max_batch])
         if not requests:
             return results
-        halt = _Halt()
+        halt = _Halt(departing)
         # The first request goes alone: a wrong key then costs one request, not `workers`.
         results.extend(self._deliver(requests[0], now, halt))
         if len(requests) > 1:
@@ -354,6 +371,11 @@ class SendGridEmail(Channel):
             log.warning("%s while building a SendGrid request for %s", name, _touches(messages))
             reason = f"unexpected {name} while building the SendGrid request; not sent"
             return [SendResult.failed(m, reason, permanent=False) for m in messages]
+        if halt.departing is not None:
+            try:
+                halt.departing(messages)
+            except Exception as exc:  # not recorded as in flight: the request is not made
+                return [SendResult.failed(m, str(exc), permanent=False) for m in messages]
         try:
             sent = self._post(body, now)
         except ConfigError as exc:
@@ -467,6 +489,72 @@ class SendGridEmail(Channel):
                 self._sleep(wait)
                 continue
             return _Sent(_header(response.headers, "X-Message-Id"))
+
+    # -- reconciliation: the Email Activity API --------------------------------------
+
+    #: how long after its delivery time a message may still be missing from the activity
+    #: feed (SendGrid indexes it within minutes); absent before that proves nothing
+    activity_delay: ClassVar[timedelta] = timedelta(minutes=10)
+
+    def reconcile(self, inquiries: Sequence[Inquiry], now: datetime) -> list[ReconcileResult]:
+        """Look for each ambiguous email in SendGrid's Email Activity by its ``touch_id``.
+
+        ``GET /v3/messages?query=unique_args['touch_id']="…"`` (the custom argument every
+        message carries; the answer does not echo it, so one query per touch). Found:
+        delivered. Missing once ``activity_delay`` has passed since its delivery time:
+        SendGrid never accepted it. Sooner: ask again later. An account without the Email
+        Activity add-on (401/403) cannot tell: a person checks.
+        """
+        results: list[ReconcileResult] = []
+        denied: str | None = None
+        for inquiry in inquiries:
+            if denied is not None:
+                results.append(ReconcileResult(inquiry.touch_id, "unknown", denied))
+                continue
+            params = {"query": f"unique_args['touch_id']=\"{inquiry.touch_id}\"", "limit": 10}
+            try:
+                with self._clients.borrow() as client:
+                    response = self._api(
+                        client,
+                        lambda c, p=params: c.client.messages.get(
+                            query_params=p, timeout=self.timeout
+                        ),
+                        now,
+                    )
+                listed = json.loads(response.body or b"{}").get("messages")
+            except ConfigError:
+                denied = "the API key has no access to the Email Activity API (its add-on)"
+                results.append(ReconcileResult(inquiry.touch_id, "unknown", denied))
+                continue
+            except _Refusal as exc:
+                why = f"Email Activity API answered {exc.status}"
+                results.append(ReconcileResult(inquiry.touch_id, "later", why))
+                continue
+            except Exception as exc:
+                why = f"Email Activity API unavailable ({type(exc).__name__})"
+                results.append(ReconcileResult(inquiry.touch_id, "later", why))
+                continue
+            if not isinstance(listed, list):
+                why = "Email Activity API answered something that is not a message list"
+                results.append(ReconcileResult(inquiry.touch_id, "later", why))
+            elif listed:
+                item = listed[0] if isinstance(listed[0], dict) else {}
+                results.append(
+                    ReconcileResult(
+                        inquiry.touch_id,
+                        "delivered",
+                        f"SendGrid activity shows it {item.get('status') or 'processed'}",
+                        # msg_id is the X-Message-Id the send returned, then ".filter…"
+                        provider_message_id=str(item.get("msg_id") or "").split(".")[0] or None,
+                    )
+                )
+            elif now >= max(_utc(inquiry.since), _utc(inquiry.send_at)) + self.activity_delay:
+                why = "SendGrid activity has no such message"
+                results.append(ReconcileResult(inquiry.touch_id, "absent", why))
+            else:
+                why = "SendGrid activity may still be indexing it"
+                results.append(ReconcileResult(inquiry.touch_id, "later", why))
+        return results
 
     # -- recall: batch ids and scheduled sends ---------------------------------------
 

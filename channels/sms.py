@@ -81,7 +81,17 @@ from twilio.rest import Client
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 from urllib3.util.retry import Retry
 
-from channels.base import Channel, OutgoingMessage, Recall, RecallResult, SendResult
+from channels.base import (
+    Channel,
+    Departing,
+    Inquiry,
+    OutgoingMessage,
+    Recall,
+    RecallResult,
+    ReconcileResult,
+    SendResult,
+    body_digest,
+)
 from connectors.http import retry_after_seconds
 from outreach.clock import Clock, SystemClock
 from outreach.errors import (
@@ -208,9 +218,11 @@ class _Refused(PermanentError):
 class _Halt:
     """Set once a batch hits a configuration failure: the rest fails without requests."""
 
-    def __init__(self) -> None:
+    def __init__(self, departing: Departing | None = None) -> None:
         self._lock = threading.Lock()
         self.reason: str | None = None
+        #: the engine's hook, called right before each request of the batch
+        self.departing = departing
 
     def stop(self, reason: str) -> None:
         """Remember the first configuration failure's reason."""
@@ -297,8 +309,14 @@ class TwilioSMS(Channel):
 
     # -- the channel -------------------------------------------------------------------
 
-    def send(self, batch: Sequence[OutgoingMessage]) -> list[SendResult]:
-        """Send ``batch`` concurrently; one result per message, in any order."""
+    announces_requests: ClassVar[bool] = True
+
+    def send(
+        self, batch: Sequence[OutgoingMessage], departing: Departing | None = None
+    ) -> list[SendResult]:
+        """Send ``batch`` concurrently; one result per message, in any order.
+
+        ``departing`` is called with each message right before its request is made."""
         now = self._clock.now()
         results: list[SendResult] = []
         pending: list[OutgoingMessage] = []
@@ -308,7 +326,7 @@ class TwilioSMS(Channel):
                 results.append(refusal)
             else:
                 pending.append(message)
-        halt = _Halt()
+        halt = _Halt(departing)
         if pending and not self._verified:
             results.append(self._send_one(pending[0], halt))
             pending = pending[1:]
@@ -426,8 +444,14 @@ class TwilioSMS(Channel):
             now = self._clock.now()
             if (early := self._too_early(message, now)) is not None:
                 return early
+            params = self._params(message, now)
+            if halt.departing is not None:
+                try:
+                    halt.departing([message])
+                except Exception as exc:  # not recorded as in flight: no request is made
+                    return SendResult.failed(message, str(exc), permanent=False)
             try:
-                created = sender.client.messages.create(**self._params(message, now))
+                created = sender.client.messages.create(**params)
             except Exception as exc:  # translated below; anything unknown is ambiguous
                 answered = isinstance(exc, TwilioRestException | TwilioServiceException)
                 if not answered and _raised_before_sending(exc):
@@ -633,6 +657,76 @@ class TwilioSMS(Channel):
         return SendResult.failed(message, reason, permanent=False)
 
     # -- clients -----------------------------------------------------------------------
+
+    # -- reconciliation ----------------------------------------------------------------
+
+    #: messages to one number read back when looking for an ambiguous send
+    reconcile_page: ClassVar[int] = 100
+    #: how much earlier than the claim a message may be stamped (provider clock skew)
+    reconcile_skew: ClassVar[timedelta] = timedelta(minutes=5)
+
+    def reconcile(self, inquiries: Sequence[Inquiry], now: datetime) -> list[ReconcileResult]:
+        """Look for each ambiguous SMS among the messages Twilio holds for its number.
+
+        Twilio creates a message synchronously, so a request that reached it left a message
+        (``GET .../Messages.json?To=``): one created no earlier than the claim whose body
+        has the ledger's digest is the touch (still ``scheduled``: it can be recalled by its
+        SID); none means Twilio never received the request. One listing per number.
+        """
+        results: list[ReconcileResult] = []
+        by_number: dict[str, list[Inquiry]] = {}
+        for inquiry in inquiries:
+            if not inquiry.body_digest or not inquiry.to:
+                results.append(
+                    ReconcileResult(
+                        inquiry.touch_id, "unknown", "the ledger has no digest or number to match"
+                    )
+                )
+            else:
+                by_number.setdefault(inquiry.to, []).append(inquiry)
+        if not by_number:
+            return results
+        sender = self._checkout()
+        try:
+            for number, wanted in by_number.items():
+                try:
+                    listed = sender.client.messages.list(to=number, limit=self.reconcile_page)
+                except Exception as exc:
+                    error = _translate(exc, retry_after=sender.retry_after())
+                    why = self._clean(str(error))
+                    results.extend(ReconcileResult(i.touch_id, "later", why) for i in wanted)
+                    continue
+                taken: set[str] = set()
+                for inquiry in wanted:
+                    results.append(self._match(inquiry, listed, taken))
+        finally:
+            self._idle.put(sender)
+        return results
+
+    def _match(self, inquiry: Inquiry, listed: list[Any], taken: set[str]) -> ReconcileResult:
+        since = _utc(inquiry.since) - self.reconcile_skew
+        for message in listed:
+            created = getattr(message, "date_created", None)
+            if message.sid in taken or created is None or _utc(created) < since:
+                continue
+            if body_digest("sms", None, message.body or "") != inquiry.body_digest:
+                continue
+            taken.add(message.sid)
+            status = str(message.status or "")
+            if status in _NOT_SENT:
+                return ReconcileResult(
+                    inquiry.touch_id, "absent", f"twilio holds it as {status}: not delivered"
+                )
+            return ReconcileResult(
+                inquiry.touch_id,
+                "delivered",
+                f"twilio holds message {message.sid} ({status})",
+                provider_message_id=message.sid,
+                recall_ref=message.sid if status == "scheduled" else None,
+            )
+        return ReconcileResult(
+            inquiry.touch_id, "absent", "twilio holds no such message to that number"
+        )
 
     def _checkout(self) -> _Sender:
         try:

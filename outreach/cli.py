@@ -914,6 +914,37 @@ def _live_channels(settings: Settings, config: CadenceConfig, clock: Clock) -> d
     return dict(built)
 
 
+def _print_recovery(recovery) -> None:
+    """What an interrupted run left and what the providers said of ambiguous sends."""
+    parts = []
+    if recovery.released or recovery.dropped:
+        parts.append(
+            f"released {recovery.released} touches an interrupted run had claimed but never "
+            "requested (due again)"
+            + (f", {recovery.dropped} not resumed (cadence stopped)" if recovery.dropped else "")
+        )
+    if recovery.interrupted:
+        parts.append(f"{recovery.interrupted} were in flight when their run stopped")
+    if recovery.confirmed or recovery.absent:
+        parts.append(
+            f"ambiguous sends reconciled: {recovery.confirmed} delivered, "
+            f"{recovery.absent} never received (due again)"
+        )
+    if recovery.waiting:
+        parts.append(f"{recovery.waiting} ambiguous to ask again next run")
+    if parts:
+        out.print("recovery: " + "; ".join(parts), highlight=False)
+    if recovery.handed_over:
+        why = ", ".join(f"{n} {r}" for r, n in recovery.reasons.most_common())
+        err.print(
+            f"[yellow]{recovery.handed_over} ambiguous sends could not be reconciled[/] "
+            f"({why}): a 'check' task each, in outreach tasks and the CRM",
+            highlight=False,
+        )
+    for problem in recovery.problems:
+        err.print(f"[yellow]reconcile:[/] {problem}", highlight=False)
+
+
 def _print_summary(summary, *, dry_run: bool) -> None:
     enroll = summary.enroll
     head = f"tick at {summary.now.isoformat()}" + (
@@ -924,14 +955,10 @@ def _print_summary(summary, *, dry_run: bool) -> None:
         f"events processed: {enroll.events}; enrolled: {sum(enroll.enrolled.values())}; "
         f"stopped: {sum(enroll.stopped.values())}"
         + (f"; suppressed contact points: {enroll.suppressed}" if enroll.suppressed else "")
-        + (f"; paused (out of office): {enroll.paused}" if enroll.paused else "")
-        + (
-            f"; claims expired as ambiguous: {summary.expired_claims}"
-            if summary.expired_claims
-            else ""
-        ),
+        + (f"; paused (out of office): {enroll.paused}" if enroll.paused else ""),
         highlight=False,
     )
+    _print_recovery(summary.recovery)
     recall = summary.recall
     unrecallable = sum(recall.unrecallable.values())
     if recall.requested or recall.cancelled or recall.retrying or unrecallable:

@@ -144,7 +144,9 @@ class _Batch:
                             select(_touches.c.id)
                             .where(
                                 _touches.c.enrollment_id == _enrollments.c.id,
-                                _touches.c.status.in_(("claimed", "sent")),
+                                _touches.c.status.in_(
+                                    ("claimed", "in_flight", "sent", "ambiguous")
+                                ),
                                 _touches.c.planned_at > now,
                             )
                             .exists(),

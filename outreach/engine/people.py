@@ -18,7 +18,7 @@ from outreach.store.schema import CandidateRecord, ContactPoint, Person, Touch
 __all__ = ["COUNTED_STATUSES", "Contact", "PersonState", "load_people"]
 
 #: ledger statuses that count toward a person's caps: anything that may have reached them
-COUNTED_STATUSES = ("claimed", "sent", "ambiguous", "task")
+COUNTED_STATUSES = ("claimed", "in_flight", "sent", "ambiguous", "task")
 
 _people = Person.__table__
 _records = CandidateRecord.__table__

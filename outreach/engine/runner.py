@@ -11,6 +11,7 @@ from channels.base import Channel
 from channels.dryrun import DryRunChannel
 from outreach.cadence import CadenceConfig
 from outreach.clock import Clock, FixedClock
+from outreach.engine.liveness import liveness_for
 from outreach.engine.tick import (
     PlannedTouch,
     Tick,
@@ -52,6 +53,7 @@ def run_tick(
             dialect=dialect,
             reply_to=reply_to,
             mail_domain=mail_domain,
+            liveness=liveness_for(engine),
         )
         return tick.run()
     with engine.connect() as conn:

@@ -9,12 +9,14 @@ people), a batch at a time:
    decided by one worker at a time. Each due step occurrence is throttled, routed and
    rendered; a touch that may go is written to the ledger as ``claimed`` with its
    idempotency key and the enrollment advances, all before any provider is called.
-2. **Dispatch** to the channels (outside any transaction), in batches.
+2. **Dispatch** to the channels (outside any transaction), in batches. Immediately before
+   each provider request (one message, or one SendGrid request of up to 1,000) its touches
+   become ``in_flight`` in a short transaction of their own.
 3. **Confirm**: each result is written back (``sent``, ``failed``, ``ambiguous``).
 
-A crash between 1 and 3 leaves ``claimed`` touches whose lease runs out; the next tick
-reports them as ambiguous and never re-sends them, because their enrollments have already
-moved on (DESIGN.md invariant 2).
+A run that dies leaves ``claimed`` touches that never left (the next run releases them:
+due again) and at most the requests it had in flight (``in_flight``: ambiguous, reconciled
+with the provider, never re-sent blindly): see :mod:`outreach.engine.recover`.
 
 Delivery times: the throttle picks the earliest instant the policy allows (send window in
 the person's zone, ``min_gap``, ``max_touches``). A channel that can schedule (SendGrid
@@ -27,10 +29,11 @@ from __future__ import annotations
 
 import itertools
 import secrets
+import threading
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -38,13 +41,15 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, func, or_, select, update
 
-from channels.base import Channel, OutgoingMessage, SendResult
+from channels.base import Channel, OutgoingMessage, SendResult, body_digest
 from outreach.cadence import TASK_CHANNELS, Cadence, CadenceConfig, Step, format_duration
 from outreach.clock import Clock, SystemClock
 from outreach.engine.enroll import EnrollStats, process_events
+from outreach.engine.liveness import Liveness
 from outreach.engine.people import PersonState, history_window, load_people
 from outreach.engine.ratelimit import RateLimiter
 from outreach.engine.recall import RecallSummary, recall_scheduled
+from outreach.engine.recover import RecoverySummary, reconcile_ambiguous, recover_interrupted
 from outreach.engine.route import Route, build_context, choose_variant, route, usable
 from outreach.engine.throttle import earliest_allowed
 from outreach.engine.window import SendCalendar
@@ -153,7 +158,7 @@ class TickSummary:
     steps: dict[tuple[str, str], StepCounts] = field(
         default_factory=lambda: defaultdict(StepCounts)
     )
-    expired_claims: int = 0
+    recovery: RecoverySummary = field(default_factory=RecoverySummary)
     channels_off: list[str] = field(default_factory=list)
     journal: list[PlannedTouch] = field(default_factory=list)
     recall: RecallSummary = field(default_factory=RecallSummary)
@@ -259,6 +264,7 @@ class Tick:
         dialect: str = "sqlite",
         reply_to: str | None = None,
         mail_domain: str | None = None,
+        liveness: Liveness | None = None,
     ) -> None:
         self.config = config
         #: OUTREACH_REPLY_TO: each email's Reply-To is its plus-addressed form with the
@@ -271,6 +277,10 @@ class Tick:
         self.batch_size = batch_size
         self.wall_clock = wall_clock or SystemClock()
         self.lease = lease
+        #: tells whether the run that claimed a touch still lives (locks a killed process
+        #: loses); without it, an interrupted run's claims wait out their lease
+        self.liveness = liveness or Liveness()
+        self._flight = threading.Lock()
         self.person_ids = person_ids
         self.keep_journal = journal
         self.dialect = dialect
@@ -297,6 +307,10 @@ class Tick:
 
     def run(self) -> TickSummary:
         """Run the tick once; return its summary."""
+        with self.liveness.hold(self.run_id):
+            return self._run()
+
+    def _run(self) -> TickSummary:
         now = self.clock.now()
         summary = TickSummary(now=now)
         summary.channels_off = [name for name in ("email", "sms") if name not in self.channels]
@@ -310,7 +324,18 @@ class Tick:
         with self.transaction(immediate=False) as conn:
             latest = select(func.coalesce(func.max(_events.c.id), 0))
             self._events_seen = conn.execute(latest).scalar_one()
-        summary.expired_claims = self._expire_claims(summary)
+        # What an interrupted run left: claims never requested are due again (this tick
+        # plans them), in-flight ones are asked about at their provider.
+        recover_interrupted(
+            self.transaction,
+            self.liveness,
+            self.config,
+            now,
+            self.wall_clock.now(),
+            self.run_id,
+            summary.recovery,
+        )
+        self._reconcile(now, summary)
         limit = now + self.horizon
         # Passes over everything due, in due order. A step that leads straight to another
         # one due within the horizon is picked up by the next pass, so a second run at the
@@ -326,32 +351,19 @@ class Tick:
                 self._dispatch(pending, now, summary)
             if not self._still_due:
                 break
+        # This run's own ambiguous sends are asked about before they are reported.
+        self._reconcile(now, summary)
         return summary
 
-    def _expire_claims(self, summary: TickSummary) -> int:
-        wall = self.wall_clock.now()
-        with self.transaction() as conn:
-            stale = conn.execute(
-                select(_touches.c.id, _touches.c.cadence_id, _touches.c.step_id).where(
-                    _touches.c.status == "claimed", _touches.c.lease_until < wall
-                )
-            ).all()
-            if not stale:
-                return 0
-            conn.execute(
-                update(_touches)
-                .where(_touches.c.id.in_([row.id for row in stale]))
-                .values(
-                    status="ambiguous",
-                    reason="claimed by a run that never confirmed it (crashed or killed); "
-                    "not re-sent: check the provider before sending by hand",
-                    lease_until=None,
-                    updated_at=summary.now,
-                )
-            )
-        for row in stale:
-            summary.steps[(row.cadence_id, row.step_id)].ambiguous += 1
-        return len(stale)
+    def _reconcile(self, now: datetime, summary: TickSummary) -> None:
+        reconcile_ambiguous(
+            self.transaction,
+            self.channels,
+            self.config,
+            now,
+            summary.recovery,
+            person_ids=self.person_ids,
+        )
 
     # -- claim ----------------------------------------------------------------------------
 
@@ -424,9 +436,7 @@ class Tick:
                 default_timezone=policy.default_timezone,
             )
             self._claimed_at = self.wall_clock.now()
-            writer = _BatchWriter(
-                now, self.run_id, self._claimed_at + self.lease, self.replies
-            )
+            writer = _BatchWriter(now, self.run_id, self._claimed_at + self.lease, self.replies)
             by_person: dict[int, list[dict[str, Any]]] = defaultdict(list)
             for enrollment in enrollments:
                 by_person[enrollment["person_id"]].append(enrollment)
@@ -780,7 +790,7 @@ class Tick:
                     update(_touches)
                     .where(
                         _touches.c.id.in_(ids[start : start + 500]),
-                        _touches.c.status == "claimed",
+                        _touches.c.status.in_(("claimed", "in_flight")),
                     )
                     .values(lease_until=wall + self.lease)
                 )
@@ -790,8 +800,17 @@ class Tick:
         limiter = self.limiters.get(channel.name)
         if limiter is not None:
             limiter.acquire(len(chunk))
+        messages = [item.message for item in chunk]
         try:
-            results = channel.send([item.message for item in chunk])
+            if channel.announces_requests:
+                results = channel.send(messages, departing=self._departing)
+            else:
+                self._departing(messages)
+                results = channel.send(messages)
+        except _NotInFlight as exc:
+            return [
+                (item, SendResult.failed(item.message, str(exc), permanent=False)) for item in chunk
+            ]
         except Exception as exc:  # a channel bug must not lose the ledger's truth
             return [
                 (
@@ -816,6 +835,41 @@ class Tick:
                 )
         return out
 
+    def _departing(self, messages: Sequence[OutgoingMessage]) -> None:
+        """Record ``messages`` as in flight, immediately before their provider request.
+
+        Called from the channel's worker threads; committed before it returns, so a kill
+        after it leaves them ``in_flight`` (reconciled) and a kill before it leaves them
+        ``claimed`` (released). Raises when they cannot all be marked: no request then.
+        """
+        ids = sorted({m.touch_id for m in messages})
+        wall = self.wall_clock.now()
+        try:
+            with self._flight, self.transaction() as conn:
+                marked = 0
+                for start in range(0, len(ids), 500):
+                    marked += conn.execute(
+                        update(_touches)
+                        .where(
+                            _touches.c.id.in_(ids[start : start + 500]),
+                            # Again in flight: a request re-sent after a 400 for others.
+                            _touches.c.status.in_(("claimed", "in_flight")),
+                            _touches.c.run_id == self.run_id,
+                        )
+                        .values(status="in_flight", lease_until=wall + self.lease)
+                    ).rowcount
+                if marked != len(ids):
+                    raise _NotInFlight(
+                        f"{len(ids) - marked} of {len(ids)} touches were no longer claimed by "
+                        "this run; not sent"
+                    )
+        except _NotInFlight:
+            raise
+        except Exception as exc:
+            raise _NotInFlight(
+                f"could not record the request as in flight ({type(exc).__name__}); not sent"
+            ) from exc
+
     def _confirm(
         self, results: list[tuple[_Pending, SendResult]], now: datetime, summary: TickSummary
     ) -> list[_Pending]:
@@ -834,6 +888,7 @@ class Tick:
                 "provider_message_id": result.provider_message_id,
                 "recall_ref": result.recall_ref,
                 "reason": "; ".join(r for r in (item.reason, result.reason) if r) or None,
+                "body_digest": _digest(item.message),
                 "sent_at": now if result.status == "sent" else None,
                 "lease_until": None,
                 "updated_at": now,
@@ -869,6 +924,7 @@ class Tick:
                         contact_point_id=retry.contact_id,
                         reason=f"{retry.message.channel} after {item.message.channel} "
                         f"failed: {result.reason}",
+                        body_digest=_digest(retry.message),
                         lease_until=self.wall_clock.now() + self.lease,
                         sent_at=None,
                     )
@@ -1066,6 +1122,7 @@ class _BatchWriter:
         template: str | None = None,
         variant: str | None = None,
         subject: str | None = None,
+        message: RenderedMessage | None = None,
     ) -> dict[str, Any]:
         """Add a ledger row for this step occurrence."""
         # A claim gets its reply token and Message-ID now, so the ledger has them before
@@ -1091,6 +1148,7 @@ class _BatchWriter:
             "lease_until": self.lease_until if status == "claimed" else None,
             "run_id": self.run_id,
             "reason": reason,
+            "body_digest": _digest_of(channel, message) if message is not None else None,
             "reply_token": token,
             "message_id": self.replies.message_id(token) if token else None,
             "updated_at": self.now,
@@ -1120,6 +1178,7 @@ class _BatchWriter:
             template=template,
             variant=variant,
             subject=message.subject,
+            message=message,
         )
         self.pending.append((row, occ, message, template, variant, before))
 
@@ -1436,6 +1495,18 @@ def _without_duplicates(items: list[dict[str, Any]], writer: _BatchWriter) -> li
         if newest[item["cadence_id"]] is not item:
             writer.end(item, "stopped", "duplicate: the person runs this cadence already")
     return [item for item in items if newest[item["cadence_id"]] is item]
+
+
+class _NotInFlight(Exception):
+    """The touches of a request could not be recorded as in flight: it is not made."""
+
+
+def _digest(message: OutgoingMessage) -> str:
+    return body_digest(message.channel, message.subject, message.body)
+
+
+def _digest_of(channel: str | None, rendered: RenderedMessage) -> str:
+    return body_digest(channel or "", rendered.subject, rendered.body)
 
 
 def _can_deliver(channel: Channel, send_at: datetime, now: datetime) -> bool:

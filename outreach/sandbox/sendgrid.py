@@ -43,7 +43,7 @@ import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 from cryptography.hazmat.primitives import hashes, serialization
@@ -207,6 +207,7 @@ class FakeSendGrid(FakeProvider):
         Route("GET", "/v3/user/scheduled_sends/<batch_id>", "get_scheduled_send"),
         Route("PATCH", "/v3/user/scheduled_sends/<batch_id>", "update_scheduled_send"),
         Route("DELETE", "/v3/user/scheduled_sends/<batch_id>", "delete_scheduled_send"),
+        Route("GET", "/v3/messages", "filter_messages"),
     )
 
     MAX_PERSONALIZATIONS: ClassVar[int] = 1000
@@ -242,6 +243,9 @@ class FakeSendGrid(FakeProvider):
         self.verified_senders = (
             None if verified_senders is None else {a.lower() for a in verified_senders}
         )
+        #: whether the account has the Email Activity add-on (``GET /v3/messages``); without
+        #: it SendGrid answers 403
+        self.email_activity = True
         #: bounced addresses: SendGrid drops later mail to them ("Bounced Address")
         self.suppressed: set[str] = set()
         self.max_body_bytes = self.MAX_BODY_BYTES
@@ -435,6 +439,41 @@ class FakeSendGrid(FakeProvider):
                 return _batch_error(_MAX_LIMIT, None, 400)
             self._set_status(batch_id, status)
         return json_response({"batch_id": batch_id, "status": status}, 201)
+
+    def filter_messages(self, request: Request) -> Response:
+        """``GET /v3/messages?query=…&limit=…``: Email Activity, newest first.
+
+        The query language's ``field="value"`` clauses joined by ``AND`` / ``OR`` over
+        ``to_email``, ``from_email``, ``subject``, ``msg_id``, ``status``, ``template_id``
+        and ``unique_args['key']``. Only messages already processed (their ``send_at``
+        reached) are listed, as in the feed. 403 without the add-on.
+        """
+        if not self.email_activity:
+            return _errors([_error("access forbidden", None)], 403)
+        try:
+            limit = int(request.args.get("limit", "10"))
+        except ValueError:
+            return _errors([_error("limit must be an integer", "limit")], 400)
+        if not 1 <= limit <= 1000:
+            return _errors([_error("limit must be between 1 and 1000", "limit")], 400)
+        query = request.args.get("query")
+        clauses = _activity_query(query) if query else []
+        if clauses is None:
+            return _errors([_error("invalid query", "query")], 400)
+        with self.lock:
+            self.deliver_due()
+            now = self.clock.now().timestamp()
+            listed = []
+            for message in reversed(self.messages):
+                if message["state"] != "processed" or _processed_at(message) > now:
+                    continue
+                for address in message["to"]:
+                    row = _activity_row(message, address)
+                    if _activity_match(clauses, row, message):
+                        listed.append(row)
+                if len(listed) >= limit:
+                    break
+        return json_response({"messages": listed[:limit]})
 
     def list_scheduled_sends(self, request: Request) -> Response:
         """``GET /v3/user/scheduled_sends``: every paused or cancelled batch."""
@@ -893,6 +932,70 @@ class FakeSendGrid(FakeProvider):
                 event("bounce", reason="500 unknown recipient", status="5.0.0"),
             ]
         return [event("processed"), event("delivered", response="250 OK")]
+
+
+_CLAUSE = re.compile(
+    r"""\s*(?:(?P<field>to_email|from_email|subject|msg_id|status|template_id)"""
+    r"""|unique_args\['(?P<arg>[^']+)'\])\s*=\s*"(?P<value>[^"]*)"\s*"""
+)
+
+
+def _activity_query(query: str) -> list[list[tuple[str, str]]] | None:
+    """``a="x" AND b="y" OR c="z"`` as OR-groups of AND-ed (field, value); None if invalid."""
+    groups: list[list[tuple[str, str]]] = []
+    for part in re.split(r"\s+OR\s+", query.strip()):
+        group = []
+        for clause in re.split(r"\s+AND\s+", part):
+            match = _CLAUSE.fullmatch(clause)
+            if match is None:
+                return None
+            field = match.group("field") or f"unique_args.{match.group('arg')}"
+            group.append((field, match.group("value")))
+        groups.append(group)
+    return groups
+
+
+def _activity_row(message: dict[str, Any], address: str) -> dict[str, Any]:
+    """One recipient's line of the feed (the fields SendGrid documents)."""
+    when = datetime.fromtimestamp(_processed_at(message), UTC)
+    return {
+        "from_email": message["from"].get("email"),
+        "msg_id": f"{message['message_id']}.filterdrecv-sandbox.0",
+        "subject": message["subject"],
+        "to_email": address,
+        "status": "delivered",
+        "opens_count": 0,
+        "clicks_count": 0,
+        "last_event_time": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def _processed_at(message: dict[str, Any]) -> int:
+    """When SendGrid processes ``message``: its ``send_at``, or when it was accepted."""
+    send_at = message.get("send_at")
+    return int(send_at) if _is_int(send_at) else int(message["received_at"])
+
+
+def _activity_match(
+    groups: list[list[tuple[str, str]]], row: dict[str, Any], message: dict[str, Any]
+) -> bool:
+    if not groups:
+        return True
+    for group in groups:
+        ok = True
+        for field, value in group:
+            if field.startswith("unique_args."):
+                have = message["custom_args"].get(field.split(".", 1)[1])
+            elif field == "template_id":
+                have = message.get("template_id")
+            else:
+                have = row.get(field)
+            if str(have) != value:
+                ok = False
+                break
+        if ok:
+            return True
+    return False
 
 
 def _json_body(request: Request) -> dict[str, Any] | None:

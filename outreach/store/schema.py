@@ -212,6 +212,9 @@ class Touch(Base):
     # What the channel needs to cancel a delivery it holds for later (SendGrid batch id,
     # Twilio message SID); None when nothing can be recalled.
     recall_ref: Mapped[str | None] = mapped_column(String(200))
+    # SHA-256 of the message text (SMS body, email subject and body): an ambiguous send is
+    # matched against what the provider holds by this, never by storing the text itself.
+    body_digest: Mapped[str | None] = mapped_column(String(64))
     reason: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 

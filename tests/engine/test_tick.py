@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -101,39 +100,6 @@ def test_one_person_in_two_crms_and_two_cadences_is_capped_as_one(world: World) 
     # The transactional acknowledgement went first; the interview thanks waited.
     assert touches[0].step_id == "acknowledge"
     assert any(s.total_reasons("deferred").get("min_gap") for s in world.summaries)
-
-
-class Crash(BaseException):
-    """Stands for the process being killed mid-send."""
-
-
-class CrashingChannel(Channel):
-    name = "email"
-    max_batch = 100
-
-    def send(self, batch: Sequence[OutgoingMessage]) -> list[SendResult]:
-        raise Crash()
-
-
-def test_a_crash_after_claiming_leaves_ambiguous_touches_never_resent(small: World) -> None:
-    small.add({**PERSON, "stage": "applied"})
-    small.email = CrashingChannel()  # type: ignore[assignment]
-    with pytest.raises(Crash):
-        small.tick(ny(2026, 11, 2, 9, 0))
-    (claimed,) = small.touches()
-    assert claimed.status == "claimed"
-
-    from channels import DryRunChannel
-
-    small.email = DryRunChannel("email")
-    soon = small.tick(ny(2026, 11, 2, 9, 0))  # lease still running: left alone, not re-sent
-    assert soon.expired_claims == 0 and not small.email.sent
-    later = FixedClock(datetime.now(NY) + timedelta(hours=1))
-    after = small.tick(ny(2026, 11, 2, 9, 0), wall_clock=later)
-    assert after.expired_claims == 1 and after.total("ambiguous") == 1
-    (touch,) = small.touches()
-    assert touch.status == "ambiguous" and "never confirmed" in touch.reason
-    assert not small.email.sent
 
 
 def test_reply_stops_and_bounce_moves_to_the_fallback_channel(small: World) -> None:

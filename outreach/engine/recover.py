@@ -1,0 +1,451 @@
+"""What an interrupted run left behind: hand back what never left, ask the provider about
+what may have, and give a person whatever the provider cannot answer.
+
+A touch goes ``claimed`` (decided, in the ledger, enrollment advanced) → ``in_flight``
+(marked in its own short transaction immediately before its provider request) →
+``sent`` / ``failed`` / ``ambiguous``. A run that dies leaves:
+
+* ``claimed`` touches: no request was ever made for them, so they are **released**: the
+  touch is kept for the record as ``released`` under a retired key (``…#released<id>``)
+  and its enrollment goes back to that occurrence, due now, so the throttle, the router
+  and lateness decide it again. A cadence that stopped meanwhile is not resumed.
+* ``in_flight`` touches: the request may have reached the provider. They become
+  ``ambiguous`` and are **reconciled**: the channel asks its provider whether it holds
+  the message (Twilio: messages to that number since the claim, matched by the body's
+  digest; SendGrid: the Email Activity API by the touch's ``custom_args``). Found: the
+  touch is ``sent``. Provably absent: it is released like a claim. Too early to tell (an
+  activity feed still indexing): asked again next run. Cannot tell (no Email Activity
+  add-on, a channel that cannot ask): a ``check`` task for the recruiter, in
+  ``outreach tasks`` and, for CRM records, in the CRM. Nothing is ever re-sent blindly.
+
+A run's owner is dead when :mod:`outreach.engine.liveness` says so (a lock the killed
+process lost) or, where it cannot tell, when the claim's lease has run out.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, or_, select, update
+
+from channels.base import Channel, Inquiry
+from outreach.cadence import CadenceConfig
+from outreach.engine.liveness import Liveness
+from outreach.store.bulk import bulk_update, bulk_write
+from outreach.store.schema import (
+    CandidateRecord,
+    ContactPoint,
+    Enrollment,
+    Task,
+    Touch,
+    WriteBack,
+)
+from outreach.writeback import CRM_SOURCES
+
+__all__ = ["CHECK_TASK_KIND", "RecoverySummary", "reconcile_ambiguous", "recover_interrupted"]
+
+Transactions = Callable[..., AbstractContextManager[Connection]]
+
+_touches = Touch.__table__
+_enrollments = Enrollment.__table__
+_contacts = ContactPoint.__table__
+_records = CandidateRecord.__table__
+_tasks = Task.__table__
+_write_backs = WriteBack.__table__
+
+#: the task kind of an ambiguous send handed to a person
+CHECK_TASK_KIND = "check"
+_RECONCILE_BATCH = 200
+
+
+@dataclass
+class RecoverySummary:
+    """What recovery and reconciliation did in one run."""
+
+    #: claimed by an interrupted run and never requested: due again
+    released: int = 0
+    #: released, but their cadence had stopped or moved on: not sent
+    dropped: int = 0
+    #: in flight when their run died: now ambiguous and reconciled
+    interrupted: int = 0
+    #: ambiguous touches the provider holds: recorded as sent
+    confirmed: int = 0
+    #: ambiguous touches the provider proved it never received: due again
+    absent: int = 0
+    #: ambiguous touches the provider cannot answer for yet: asked again next run
+    waiting: int = 0
+    #: ambiguous touches handed to a person this run (a ``check`` task)
+    handed_over: int = 0
+    #: why touches were handed over
+    reasons: Counter[str] = field(default_factory=Counter)
+    #: what went wrong while asking (a channel bug); those touches are asked again
+    problems: list[str] = field(default_factory=list)
+
+
+def recover_interrupted(
+    transaction: Transactions,
+    liveness: Liveness,
+    config: CadenceConfig,
+    now: datetime,
+    wall: datetime,
+    run_id: str,
+    summary: RecoverySummary,
+) -> None:
+    """Release the claims of dead runs and turn their in-flight touches ambiguous."""
+    with transaction() as conn:
+        rows = conn.execute(
+            select(
+                _touches.c.id, _touches.c.run_id, _touches.c.status, _touches.c.lease_until
+            ).where(
+                _touches.c.status.in_(("claimed", "in_flight")),
+                or_(_touches.c.run_id.is_(None), _touches.c.run_id != run_id),
+            )
+        ).all()
+        if not rows:
+            return
+        alive = liveness.alive({row.run_id for row in rows if row.run_id})
+
+        def dead(row: Any) -> bool:
+            state = alive.get(row.run_id) if row.run_id else None
+            if state is not None:
+                return not state
+            return row.lease_until is None or row.lease_until < wall
+
+        gone = [row for row in rows if dead(row)]
+        in_flight = [row.id for row in gone if row.status == "in_flight"]
+        for start in range(0, len(in_flight), 500):
+            summary.interrupted += conn.execute(
+                update(_touches)
+                .where(
+                    _touches.c.id.in_(in_flight[start : start + 500]),
+                    _touches.c.status == "in_flight",
+                )
+                .values(
+                    status="ambiguous",
+                    reason="in flight when its run stopped (killed or crashed); "
+                    "reconciled with the provider before anything is sent again",
+                    lease_until=None,
+                    updated_at=now,
+                )
+            ).rowcount
+        claimed = [row.id for row in gone if row.status == "claimed"]
+        released, dropped = release(
+            conn,
+            claimed,
+            config,
+            now,
+            from_status="claimed",
+            why="claimed by an interrupted run and never requested",
+        )
+        summary.released += released
+        summary.dropped += dropped
+
+
+def release(
+    conn: Connection,
+    touch_ids: list[int],
+    config: CadenceConfig,
+    now: datetime,
+    *,
+    from_status: str,
+    why: str,
+) -> tuple[int, int]:
+    """Retire touches that provably never reached anyone and make their occurrences due
+    again; return ``(released, dropped)``.
+
+    Each touch is kept as ``released`` under the key ``…#released<id>`` (so the occurrence
+    can be claimed again) and its enrollment goes back to that occurrence, due at ``now``,
+    unless the enrollment stopped, or moved past it with a later touch, meanwhile: then the
+    touch is dropped (nothing is sent) and says so.
+    """
+    if not touch_ids:
+        return 0, 0
+    rows: list[Any] = []
+    for start in range(0, len(touch_ids), 500):
+        chunk = touch_ids[start : start + 500]
+        rows.extend(
+            conn.execute(
+                update(_touches)
+                .where(_touches.c.id.in_(chunk), _touches.c.status == from_status)
+                .values(status="released", lease_until=None, updated_at=now)
+                .returning(
+                    _touches.c.id,
+                    _touches.c.idempotency_key,
+                    _touches.c.enrollment_id,
+                    _touches.c.cadence_id,
+                    _touches.c.step_id,
+                    _touches.c.occurrence,
+                    _touches.c.due_at,
+                    _touches.c.reason,
+                )
+            ).all()
+        )
+    rows.sort(key=lambda r: (r.due_at, r.id))
+    touched: set[int] = set()
+    released = dropped = 0
+    updates = []
+    for row in rows:
+        resumed = False
+        if row.enrollment_id not in touched:
+            resumed = _resume(conn, row, config, now, why)
+        touched.add(row.enrollment_id)
+        released += resumed
+        dropped += not resumed
+        outcome = "due again" if resumed else "not sent again: its cadence stopped or moved on"
+        updates.append(
+            {
+                "id": row.id,
+                "idempotency_key": f"{row.idempotency_key}#released{row.id}",
+                "reason": "; ".join(r for r in (row.reason, f"{why}; {outcome}") if r)[:2000],
+            }
+        )
+    bulk_update(conn, _touches, updates)
+    return released, dropped
+
+
+def _resume(conn: Connection, row: Any, config: CadenceConfig, now: datetime, why: str) -> bool:
+    try:
+        cadence = config.cadence(row.cadence_id)
+    except KeyError:
+        return False
+    index = next((i for i, s in enumerate(cadence.steps) if s.id == row.step_id), None)
+    if index is None:
+        return False
+    later = (
+        select(_touches.c.id)
+        .where(
+            _touches.c.enrollment_id == row.enrollment_id,
+            _touches.c.id > row.id,
+            _touches.c.status != "released",
+        )
+        .exists()
+    )
+    return bool(
+        conn.execute(
+            update(_enrollments)
+            .where(
+                _enrollments.c.id == row.enrollment_id,
+                _enrollments.c.status.in_(("active", "completed")),
+                _enrollments.c.stop_reason.is_(None),
+                ~later,
+            )
+            .values(
+                status="active",
+                stop_reason=None,
+                stopped_at=None,
+                next_step=index,
+                next_occurrence=row.occurrence,
+                step_due_at=row.due_at,
+                next_due_at=now,
+                defer_reason=f"released: {why}",
+                updated_at=now,
+            )
+        ).rowcount
+    )
+
+
+def reconcile_ambiguous(
+    transaction: Transactions,
+    channels: Mapping[str, Channel],
+    config: CadenceConfig,
+    now: datetime,
+    summary: RecoverySummary,
+    *,
+    person_ids: Iterable[int] | None = None,
+) -> None:
+    """Ask each channel's provider about the ambiguous touches not yet handed over."""
+    checked = select(_tasks.c.id).where(
+        _tasks.c.touch_id == _touches.c.id, _tasks.c.kind == CHECK_TASK_KIND
+    )
+    query = (
+        select(
+            _touches.c.id,
+            _touches.c.channel,
+            _touches.c.person_id,
+            _touches.c.enrollment_id,
+            _touches.c.cadence_id,
+            _touches.c.step_id,
+            _touches.c.occurrence,
+            _touches.c.planned_at,
+            _touches.c.claimed_at,
+            _touches.c.updated_at,
+            _touches.c.body_digest,
+            _touches.c.reason,
+            _contacts.c.value.label("to"),
+            _records.c.id.label("record_id"),
+            _records.c.source,
+            _records.c.external_id,
+            _records.c.owner_id,
+        )
+        .select_from(
+            _touches.outerjoin(_contacts, _contacts.c.id == _touches.c.contact_point_id)
+            .outerjoin(_enrollments, _enrollments.c.id == _touches.c.enrollment_id)
+            .outerjoin(_records, _records.c.id == _enrollments.c.record_id)
+        )
+        .where(_touches.c.status == "ambiguous", ~checked.exists())
+        .order_by(_touches.c.id)
+    )
+    if person_ids is not None:
+        query = query.where(_touches.c.person_id.in_(list(person_ids)))
+    with transaction(immediate=False) as conn:
+        rows = conn.execute(query).all()
+    if not rows:
+        return
+    by_channel: dict[str | None, list[Any]] = {}
+    for row in rows:
+        by_channel.setdefault(row.channel, []).append(row)
+    for name, items in by_channel.items():
+        channel = channels.get(name or "")
+        if channel is None:
+            # The channel is off in this run: its provider cannot be asked; next run may.
+            summary.waiting += len(items)
+            continue
+        for start in range(0, len(items), _RECONCILE_BATCH):
+            chunk = items[start : start + _RECONCILE_BATCH]
+            inquiries = [
+                Inquiry(
+                    touch_id=row.id,
+                    to=row.to or "",
+                    since=row.claimed_at,
+                    send_at=row.planned_at,
+                    body_digest=row.body_digest,
+                )
+                for row in chunk
+            ]
+            try:
+                answers = {a.touch_id: a for a in channel.reconcile(inquiries, now)}
+            except Exception as exc:  # a channel bug: ask again next run, say why
+                summary.waiting += len(chunk)
+                summary.problems.append(f"{name}: {type(exc).__name__} while reconciling")
+                continue
+            _apply(transaction, chunk, answers, config, now, summary)
+
+
+def _apply(
+    transaction: Transactions,
+    rows: list[Any],
+    answers: Mapping[int, Any],
+    config: CadenceConfig,
+    now: datetime,
+    summary: RecoverySummary,
+) -> None:
+    sent: list[dict[str, Any]] = []
+    absent: list[int] = []
+    hand_over: list[tuple[Any, str]] = []
+    for row in rows:
+        answer = answers.get(row.id)
+        if answer is None:
+            summary.waiting += 1
+        elif answer.status == "delivered":
+            sent.append(
+                {
+                    "id": row.id,
+                    "status": "sent",
+                    "sent_at": row.claimed_at,
+                    "provider_message_id": answer.provider_message_id,
+                    "recall_ref": answer.recall_ref,
+                    "reason": _append(row.reason, f"reconciled: {answer.reason}"),
+                    "updated_at": now,
+                }
+            )
+        elif answer.status == "absent":
+            absent.append(row.id)
+        elif answer.status == "later":
+            summary.waiting += 1
+        else:
+            hand_over.append((row, answer.reason or "the provider cannot tell"))
+    with transaction() as conn:
+        if sent:
+            # Only rows still ambiguous: another run may have settled them meanwhile.
+            for item in sent:
+                summary.confirmed += conn.execute(
+                    update(_touches)
+                    .where(and_(_touches.c.id == item["id"], _touches.c.status == "ambiguous"))
+                    .values({k: v for k, v in item.items() if k != "id"})
+                ).rowcount
+        if absent:
+            released, dropped = release(
+                conn,
+                absent,
+                config,
+                now,
+                from_status="ambiguous",
+                why="ambiguous send the provider never received",
+            )
+            summary.absent += released + dropped
+            summary.dropped += dropped
+        if hand_over:
+            _check_tasks(conn, hand_over, now, summary)
+
+
+def _check_tasks(
+    conn: Connection, hand_over: list[tuple[Any, str]], now: datetime, summary: RecoverySummary
+) -> None:
+    """A task per touch nobody can confirm, in the engine's queue and the CRM."""
+    tasks = []
+    for row, why in hand_over:
+        title = (
+            f"Check whether the {row.channel} {row.cadence_id}/{row.step_id} reached "
+            f"candidate {row.person_id} before sending anything by hand"
+        )
+        body = (
+            f"The {row.channel} message of {row.cadence_id}/{row.step_id} (touch {row.id}, "
+            f"planned {row.planned_at.isoformat()}) may or may not have been delivered, and "
+            f"the engine could not find out: {why}. It will not be sent again by the engine."
+        )
+        tasks.append(
+            {
+                "person_id": row.person_id,
+                "record_id": row.record_id,
+                "touch_id": row.id,
+                "source": row.source,
+                "owner_id": row.owner_id,
+                "kind": CHECK_TASK_KIND,
+                "title": title[:500],
+                "body": body,
+                "reason": why[:2000],
+                "due_at": now,
+                "status": "open",
+                "external_id": None,
+                "created_at": now,
+            }
+        )
+        summary.reasons[why] += 1
+    bulk_write(conn, _tasks, tasks)
+    summary.handed_over += len(tasks)
+    ids = dict(
+        conn.execute(
+            select(_tasks.c.touch_id, _tasks.c.id).where(
+                _tasks.c.touch_id.in_([row.id for row, _ in hand_over]),
+                _tasks.c.kind == CHECK_TASK_KIND,
+            )
+        ).all()
+    )
+    owed = [
+        {
+            "touch_id": row.id,
+            "inbound_id": None,
+            "task_id": ids.get(row.id),
+            "source": row.source,
+            "external_id": row.external_id,
+            "kind": "task",
+            "text": f"{task['title']}\n\n{task['body']}",
+            "status": "pending",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for (row, _), task in zip(hand_over, tasks, strict=True)
+        if row.source in CRM_SOURCES and row.external_id
+    ]
+    bulk_write(conn, _write_backs, owed, conflict=("touch_id", "kind"))
+
+
+def _append(reason: str | None, more: str) -> str:
+    return "; ".join(r for r in (reason, more) if r)[:2000]
