@@ -752,7 +752,7 @@ class Tick:
             by_channel: dict[str, list[_Pending]] = defaultdict(list)
             for item in pending:
                 by_channel[item.message.channel].append(item)
-            results: list[tuple[_Pending, SendResult]] = []
+            again: list[_Pending] = []
             for name, items in by_channel.items():
                 channel = self.channels[name]
                 limiter = self.limiters.get(name)
@@ -770,8 +770,10 @@ class Tick:
                     for start in range(0, len(members), size):
                         chunk = members[start : start + size]
                         self._renew_leases(pending)
-                        results.extend(self._send(channel, chunk))
-            pending = self._confirm(results, now, summary)
+                        # Confirmed chunk by chunk: what is in flight at any moment (and
+                        # would be ambiguous after a kill) is one chunk, not the batch.
+                        again.extend(self._confirm(self._send(channel, chunk), now, summary))
+            pending = again
 
     def _renew_leases(self, pending: list[_Pending]) -> None:
         """Keep the claims of a long, paced dispatch from expiring while it still sends.

@@ -179,6 +179,8 @@ class Touch(Base):
         Index("ix_touches_message_id", "message_id"),
         # The recall step looks at touches still to be delivered: a short range of this.
         Index("ix_touches_status_planned", "status", "planned_at"),
+        # Releasing an interrupted run's claims asks, per enrollment, for later touches.
+        Index("ix_touches_enrollment", "enrollment_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

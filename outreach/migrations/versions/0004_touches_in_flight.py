@@ -19,8 +19,10 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table('touches') as batch_op:
         batch_op.add_column(sa.Column('body_digest', sa.String(length=64), nullable=True))
+        batch_op.create_index('ix_touches_enrollment', ['enrollment_id'], unique=False)
 
 
 def downgrade() -> None:
     with op.batch_alter_table('touches') as batch_op:
+        batch_op.drop_index('ix_touches_enrollment')
         batch_op.drop_column('body_digest')
