@@ -40,7 +40,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["HandlebarsError", "TemplateVariables", "Use", "template_variables"]
+__all__ = ["HandlebarsError", "TemplateVariables", "Use", "provides", "template_variables"]
 
 #: block helpers whose arguments are conditions: a missing value is simply false
 _CONDITION_BLOCKS = frozenset(
@@ -92,7 +92,7 @@ class TemplateVariables:
         leaves CRM fields that are empty out of its data altogether, so for a touch an
         empty CRM field is missing, as it is for a local template.)
         """
-        return [use for use in self.required if not _provides(data, use.path)]
+        return [use for use in self.required if not provides(data, use.path)]
 
     def paths(self) -> set[str]:
         """Every path used, required or optional."""
@@ -114,7 +114,8 @@ def template_variables(parts: Mapping[str, str | None]) -> TemplateVariables:
     return TemplateVariables(required, optional)
 
 
-def _provides(data: Any, path: str) -> bool:
+def provides(data: Any, path: str) -> bool:
+    """Whether ``data`` has a value (not ``None``) at the dotted ``path``."""
     value = data
     for segment in path.split("."):
         if isinstance(value, Mapping):
