@@ -279,7 +279,9 @@ class SendGridEmail(Channel):
         /v3/templates/{id}``, same key and base URL as the mail), as an
         :class:`outreach.dynamic_templates.DynamicTemplate`; errors are translated as
         :mod:`channels.sendgrid_templates` says. Nothing is cached here: the engine reads
-        each template once per run."""
+        each template once per run. The engine reads while its claim transaction is open,
+        so this tries twice and waits at most 5 s; longer, and the touch waits for a later
+        run."""
         if self._templates is None:
             from channels.sendgrid_templates import SendGridTemplates
 
@@ -287,7 +289,8 @@ class SendGridEmail(Channel):
                 self._api_key,
                 base_url=self._host,
                 timeout=self.timeout,
-                max_attempts=min(self.max_attempts, 3),
+                max_attempts=min(self.max_attempts, 2),
+                max_wait=5.0,
                 clock=self._clock,
                 sleep=self._sleep,
                 client=self._client,

@@ -13,7 +13,7 @@ Errors are translated here, at the edge:
   no active version: :class:`ConfigError` naming the step's ``sendgrid_template_id``;
 * no connection, a timeout, 429, 5xx, an answer that is not a template: retried (it is a
   read) up to ``max_attempts`` with backoff, honouring ``Retry-After`` and
-  ``X-RateLimit-Reset`` up to a minute, then :class:`RetryableError`.
+  ``X-RateLimit-Reset`` up to ``max_wait`` seconds, then :class:`RetryableError`.
 
 Messages never hold the API key.
 
@@ -43,9 +43,6 @@ from outreach.errors import ConfigError, RetryableError
 
 __all__ = ["SendGridTemplates"]
 
-#: a longer wait than this is not slept through: the template is unavailable this run
-_MAX_WAIT = 60.0
-
 
 class SendGridTemplates:
     """Reads dynamic templates' active versions with the ``sendgrid`` SDK.
@@ -62,6 +59,7 @@ class SendGridTemplates:
         base_url: str = "https://api.sendgrid.com",
         timeout: float = 10.0,
         max_attempts: int = 3,
+        max_wait: float = 60.0,
         clock: Clock | None = None,
         sleep: Callable[[float], None] = time.sleep,
         client: Any | None = None,
@@ -69,6 +67,8 @@ class SendGridTemplates:
         self._api_key = api_key
         self.timeout = timeout
         self.max_attempts = max(1, max_attempts)
+        #: a longer wait than this is not slept through: the template is unavailable now
+        self.max_wait = max_wait
         self._clock = clock or SystemClock()
         self._sleep = sleep
         self._client = client or SendGridAPIClient(api_key, host=base_url.rstrip("/"))
@@ -126,7 +126,7 @@ class SendGridTemplates:
             except Exception as exc:  # a timeout, a lost connection, a body that is not JSON
                 problem, wait = f"{type(exc).__name__} while reading from SendGrid", None
             wait = wait if wait is not None else _backoff(attempt)
-            if attempt >= self.max_attempts or wait > _MAX_WAIT:
+            if attempt >= self.max_attempts or wait > self.max_wait:
                 plural = "s" if attempt > 1 else ""
                 raise RetryableError(
                     f"cannot read dynamic template {template_id}: {problem} after {attempt} "

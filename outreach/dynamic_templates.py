@@ -15,13 +15,15 @@ renders blank there. So the engine reads each template's active version (``GET
 * a template that cannot be read (SendGrid unreachable, key refused, unknown id) sends
   nothing unchecked: :class:`TemplateUnavailable`, and the tick defers the touch.
 
-Each template is read once per run (a :class:`DynamicTemplateCheck` lives for one tick),
-before any transaction, so an edit in SendGrid is seen by the next run.
+Each template is read once per run, when the first touch that uses it is rendered (a
+:class:`DynamicTemplateCheck` lives for one tick, so an edit in SendGrid is seen by the next
+run); a failure is remembered for the run too, so an outage costs one read per template,
+not one per touch. The read happens inside the tick's claim transaction: the channel keeps
+it short (two attempts, no long waits), and a tick with nothing due reads nothing.
 
 Example::
 
     check = DynamicTemplateCheck(channel.read_template)
-    check.prefetch(config)
     check.check("d-…", {"candidate": {"first_name": "Ann"}})   # raises when one is missing
 """
 
@@ -111,11 +113,6 @@ class DynamicTemplateCheck:
         default_factory=dict
     )
 
-    def prefetch(self, config: Any) -> None:
-        """Read every template the cadence file names (outside any transaction)."""
-        for template_id in template_ids(config):
-            self._lookup(template_id)
-
     def check(self, template_id: str, data: Mapping[str, Any]) -> None:
         """Raise :class:`TemplateRenderError` when ``data`` lacks a required variable, and
         :class:`TemplateUnavailable` when the template cannot be read."""
@@ -146,9 +143,7 @@ class DynamicTemplateCheck:
             template = self.read(template_id)
         except OutreachError as exc:
             log.warning("SendGrid dynamic template %s cannot be read: %s", template_id, exc)
-            return TemplateUnavailable(
-                template_id, f"cannot be read from SendGrid, so nothing is sent unchecked: {exc}"
-            )
+            return TemplateUnavailable(template_id, f"not checked, so not sent now: {exc}")
         try:
             return template, template.variables()
         except HandlebarsError as exc:
