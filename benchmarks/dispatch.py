@@ -139,6 +139,12 @@ def _serve(ready: Any, ask: Any) -> None:
     from outreach.sandbox.twilio import FakeTwilio
 
     sendgrid = FakeSendGrid(api_key=KEY, clock=FixedClock(NOW))
+    # The offer step's dynamic template: the engine reads it to check each touch's data.
+    sendgrid.add_template(
+        TEMPLATE_ID,
+        subject="News for {{candidate.first_name}}",
+        html_content="<p>Hi {{candidate.first_name}}, from {{company.name}}</p>",
+    )
     twilio = FakeTwilio(clock=FixedClock(NOW))
     for fake in (sendgrid, twilio):
         fake.log_bodies = False

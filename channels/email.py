@@ -273,6 +273,9 @@ class SendGridEmail(Channel):
         self._clock = clock or SystemClock()
         self._sleep = sleep
         host = base_url.rstrip("/")
+        self._host = host
+        self._client = client
+        self._templates: Any | None = None
         if client is not None:
             self._clients = _ClientPool(lambda: client)
         else:
@@ -281,6 +284,29 @@ class SendGridEmail(Channel):
 
     def __repr__(self) -> str:
         return f"SendGridEmail(from_email={self.from_email!r})"  # never the key
+
+    def read_template(self, template_id: str) -> Any:
+        """The active version of dynamic template ``template_id`` (``GET
+        /v3/templates/{id}``, same key and base URL as the mail), as an
+        :class:`outreach.dynamic_templates.DynamicTemplate`; errors are translated as
+        :mod:`channels.sendgrid_templates` says. Nothing is cached here: the engine reads
+        each template once per run. The engine reads while its claim transaction is open,
+        so this tries twice and waits at most 5 s; longer, and the touch waits for a later
+        run."""
+        if self._templates is None:
+            from channels.sendgrid_templates import SendGridTemplates
+
+            self._templates = SendGridTemplates(
+                self._api_key,
+                base_url=self._host,
+                timeout=self.timeout,
+                max_attempts=min(self.max_attempts, 2),
+                max_wait=5.0,
+                clock=self._clock,
+                sleep=self._sleep,
+                client=self._client,
+            )
+        return self._templates.read(template_id)
 
     # -- sending ---------------------------------------------------------------------
 

@@ -140,26 +140,63 @@ def config_check(
         typer.Argument(help="Cadence file (default: OUTREACH_CONFIG or config/cadences.yaml)."),
     ] = None,
 ) -> None:
-    """Validate the cadence file and every template it uses."""
+    """Validate the cadence file and every template it uses.
+
+    Steps with a SendGrid dynamic template (sendgrid_template_id) are checked too when
+    SENDGRID_API_KEY is set: each template's active version is read from SendGrid and
+    every variable the engine's data does not provide is listed.
+    """
     from outreach.templates import check_templates
 
     settings = _settings()
     config = _config(settings, file)
     report = check_templates(config)
-    for warning in report.warnings:
+    dynamic = _check_dynamic_templates(settings, config)
+    warnings = report.warnings + (dynamic.warnings if dynamic else [])
+    errors = report.errors + (dynamic.errors if dynamic else [])
+    for warning in warnings:
         err.print(f"[yellow]warning:[/] {warning}", highlight=False)
-    if report.errors:
+    if errors:
         raise _fail(
-            f"{len(report.errors)} problem(s) in templates\n"
-            + "\n".join(f"  - {e}" for e in report.errors)
+            f"{len(errors)} problem(s) in templates\n" + "\n".join(f"  - {e}" for e in errors)
+        )
+    if dynamic and dynamic.unreachable:
+        raise _fail(
+            f"{len(dynamic.unreachable)} dynamic template(s) could not be read; run the check "
+            "again when SendGrid answers\n" + "\n".join(f"  - {e}" for e in dynamic.unreachable),
+            EXIT_PARTIAL,
         )
     steps = sum(len(c.steps) for c in config.cadences)
+    checked_dynamic = f", {dynamic.checked} dynamic templates" if dynamic else ""
     out.print(
         f"[green]ok[/] {config.path}: {len(config.cadences)} cadences, {steps} steps, "
-        f"{report.checked} templates"
-        + (f", {len(report.warnings)} warning(s)" if report.warnings else ""),
+        f"{report.checked} templates{checked_dynamic}"
+        + (f", {len(warnings)} warning(s)" if warnings else ""),
         highlight=False,
     )
+
+
+def _check_dynamic_templates(settings: Settings, config: CadenceConfig) -> Any:
+    """The dynamic-template report, or None (no such step, or no key: said once)."""
+    from outreach.dynamic_templates import check_dynamic_templates, template_ids
+
+    ids = template_ids(config)
+    if not ids:
+        return None
+    if settings.sendgrid_api_key is None:
+        err.print(
+            f"[yellow]note:[/] {len(ids)} SendGrid dynamic template(s) not checked: set "
+            "SENDGRID_API_KEY (and SENDGRID_BASE_URL for a sandbox) so that config check reads "
+            "them and lists the variables the engine's data does not provide",
+            highlight=False,
+        )
+        return None
+    from channels.sendgrid_templates import SendGridTemplates
+
+    reader = SendGridTemplates(
+        settings.sendgrid_api_key.get_secret_value(), base_url=settings.sendgrid_base_url
+    )
+    return check_dynamic_templates(config, reader.read)
 
 
 @db_app.command("upgrade")

@@ -123,10 +123,16 @@ def plain_context(context: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class TemplateStore:
-    """The template folder and a sandboxed, strict Jinja2 environment over it."""
+    """The template folder and a sandboxed, strict Jinja2 environment over it.
 
-    def __init__(self, directory: Path) -> None:
+    ``dynamic`` (an :class:`outreach.dynamic_templates.DynamicTemplateCheck`) makes a step
+    with a SendGrid dynamic template as strict as a local one: its data is checked against
+    the variables of the template's active version before the touch can be sent.
+    """
+
+    def __init__(self, directory: Path, dynamic: Any | None = None) -> None:
         self.directory = Path(directory)
+        self.dynamic = dynamic
         self.env = SandboxedEnvironment(
             loader=jinja2.FileSystemLoader(str(self.directory)),
             undefined=_StrictUndefined,
@@ -160,11 +166,16 @@ class TemplateStore:
         """Render for a channel; a step with a SendGrid dynamic template also carries its data.
 
         With ``provider_template`` set for an email, the local template is optional: when it
-        exists it still gives the subject for the ledger and the CRM note.
+        exists it still gives the subject for the ledger and the CRM note. With a ``dynamic``
+        check, data lacking a variable of the provider's template raises
+        :class:`TemplateRenderError` (and a template that cannot be read, its subclass
+        ``TemplateUnavailable``).
         """
         if kind != "email" or not provider_template:
             return self.render(name, kind, context)
         data = plain_context(context)
+        if self.dynamic is not None:
+            self.dynamic.check(provider_template, data)
         if self.exists(name, kind):
             rendered = self.render(name, kind, context)
             return RenderedMessage(

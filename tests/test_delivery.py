@@ -29,6 +29,7 @@ from outreach.store.candidates import upsert_candidates
 from outreach.store.schema import ContactPoint, Task, Touch
 
 NOW = datetime(2026, 11, 2, 15, 0, tzinfo=UTC)
+TEMPLATE_ID = "d-0123456789abcdef0123456789abcdef"
 KEY = "SG.sandbox-key"
 FROM_EMAIL = "talent@northwind.example"
 FROM_NUMBER = "+15005550006"
@@ -211,10 +212,19 @@ def harness_for(engine, tmp_path: Path) -> Iterator[Any]:
         timeout: float = 5.0,  # roomy: a legit answer on a busy machine is never "ambiguous"
     ) -> Harness:
         clock = FixedClock(NOW)
+        if sendgrid is None:
+            sendgrid = FakeSendGrid(api_key=KEY, clock=clock)
+            # The account holds the offer step's dynamic template, as a live one must.
+            sendgrid.add_template(
+                TEMPLATE_ID,
+                name="Offer news",
+                subject="News for {{candidate.first_name}}",
+                html_content="<p>Hi {{candidate.first_name}}, from {{company.name}}</p>",
+            )
         harness = Harness(
             engine,
             config_in(tmp_path),
-            sendgrid or FakeSendGrid(api_key=KEY, clock=clock),
+            sendgrid,
             twilio or FakeTwilio(clock=clock),
             timeout,
         )
@@ -479,3 +489,58 @@ def test_dynamic_template_messages_of_several_recruiters_fill_whole_requests(har
             "rec0@northwind.example",
             "rec1@northwind.example",
         )
+
+
+def test_a_dynamic_template_touch_lacking_a_variable_is_skipped_and_the_rest_go_out(
+    harness_for,
+) -> None:
+    h = harness_for()
+    h.sendgrid.add_template(
+        TEMPLATE_ID,
+        subject="News for {{candidate.first_name}}",
+        html_content="<p>{{#if candidate.phone}}We'll call {{candidate.phone}}.{{/if}}</p>\n"
+        "<p>Your offer for {{job.title}}</p>",
+        version_name="v2",
+    )
+    h.add(
+        [
+            {**person(i, "offer"), **({"job_title": "Engineer"} if i % 2 else {})}
+            for i in range(1, 7)
+        ]
+    )
+    summary = h.tick()
+    assert summary.total("sent") == 3
+    assert summary.total_reasons("skipped") == {"template error": 3}
+    touches = {t.status: [] for t in h.touches()}
+    for t in h.touches():
+        touches[t.status].append(t)
+    assert len(touches["sent"]) == 3 and len(touches["skipped"]) == 3
+    for touch in touches["skipped"]:
+        assert touch.reason.startswith(f"template {TEMPLATE_ID}: ")
+        assert "'job.title' (html_content line 2)" in touch.reason
+        assert "active version 'v2'" in touch.reason
+        assert "example.com" not in touch.reason
+    received = sorted(m["to"][0] for m in h.sendgrid.messages)
+    assert received == ["person1@example.com", "person3@example.com", "person5@example.com"]
+    assert all(
+        m["dynamic_template_data"]["job"]["title"] == "Engineer" for m in h.sendgrid.messages
+    )
+    # The template was read once for the run, through the channel's base URL.
+    reads = [r for r in h.sendgrid.requests if r.path == f"/v3/templates/{TEMPLATE_ID}"]
+    assert len(reads) == 1
+
+
+def test_a_dynamic_template_sendgrid_cannot_serve_sends_nothing_until_it_can(harness_for) -> None:
+    h = harness_for()
+    h.sendgrid.faults.server_errors(2, status=503)  # both attempts to read the template
+    h.add([person(1, "offer"), person(2, "applied")])
+    summary = h.tick()
+    assert not any(m["to"] == ["person1@example.com"] for m in h.sendgrid.messages)
+    assert [t.step_id for t in h.touches()] == ["hello"]  # the other cadence went out
+    (reason,) = [r for r in summary.total_reasons("deferred") if TEMPLATE_ID in r]
+    assert reason.startswith(f"template {TEMPLATE_ID}: not checked, so not sent now: ")
+    assert "SendGrid 503" in reason
+    h.tick(NOW + timedelta(minutes=30))
+    sent = {t.step_id: t.status for t in h.touches()}
+    assert sent == {"hello": "sent", "news": "sent"}
+    assert sum(m["to"] == ["person1@example.com"] for m in h.sendgrid.messages) == 1

@@ -44,6 +44,7 @@ from sqlalchemy import Connection, Engine, and_, func, or_, select, update
 from channels.base import Channel, OutgoingMessage, SendResult, body_digest
 from outreach.cadence import TASK_CHANNELS, Cadence, CadenceConfig, Step, format_duration
 from outreach.clock import Clock, SystemClock
+from outreach.dynamic_templates import TemplateUnavailable, dynamic_check_for
 from outreach.engine.enroll import EnrollStats, process_events
 from outreach.engine.liveness import Liveness
 from outreach.engine.people import PersonState, history_window, load_people
@@ -285,7 +286,10 @@ class Tick:
         self.keep_journal = journal
         self.dialect = dialect
         self.calendar = SendCalendar(config.policy)
-        self.templates = TemplateStore(config.template_dir)
+        # SendGrid dynamic templates are read once per tick, to check each touch's data.
+        self.templates = TemplateStore(
+            config.template_dir, dynamic_check_for(self.channels.get("email"))
+        )
         self.run_id = str(uuid.uuid4())
         self._task_counts: dict[tuple[str | None, str, str], int] = {}
         # Enrollments this tick already deferred: looking again would decide the same.
@@ -597,6 +601,12 @@ class Tick:
                 message = self.templates.render_for_step(
                     template, TemplateStore.kind_for(kind), context, step.sendgrid_template_id
                 )
+        except TemplateUnavailable as exc:
+            # Nothing leaves unchecked: the step waits until SendGrid serves its template.
+            reason = f"template {exc.template}: {exc.reason}"
+            writer.defer(enrollment, now + REPLAN_AFTER, reason)
+            counts.deferred[reason] += 1
+            return
         except TemplateRenderError as exc:
             where = f"{exc.template}:{exc.line}" if exc.line else exc.template
             reason = f"template {where}: {exc.reason}"

@@ -29,6 +29,14 @@ passes on the injected clock and is then delivered (its events produced), discar
     clock.set(later_datetime)
     fake.messages_in("cancelled")                # the message, never delivered
 
+Dynamic templates a test or the demo registers with :meth:`FakeSendGrid.add_template` are
+read back as the Transactional Templates API answers them (``GET /v3/templates/{id}``: the
+template with its ``versions``, one of them ``active``; 404 ``resource not found`` for an
+id the account does not hold)::
+
+    fake.add_template("d-…", subject="Hi {{first_name}}", html_content="<p>…</p>")
+    client.client.templates._("d-…").get()
+
 Limits are class attributes; errors follow the published error table (twilio.com/docs/
 sendgrid/api-reference/mail-send/errors) and error bodies seen from the live API.
 """
@@ -41,6 +49,7 @@ import gzip
 import json
 import re
 import secrets
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -173,6 +182,11 @@ def _batch_error(message: str, field: str | None, status: int) -> Response:
     return _errors([{"field": field, "message": message}], status)
 
 
+#: the live API's 404 body for a template id the account does not hold (sendgrid/docs#3626)
+_RESOURCE_NOT_FOUND = "resource not found"
+_TAG = re.compile(r"<[^>]*>")
+
+
 @dataclass
 class _Held:
     """A message of a batch, waiting for its ``send_at`` (and its batch's status)."""
@@ -208,6 +222,7 @@ class FakeSendGrid(FakeProvider):
         Route("PATCH", "/v3/user/scheduled_sends/<batch_id>", "update_scheduled_send"),
         Route("DELETE", "/v3/user/scheduled_sends/<batch_id>", "delete_scheduled_send"),
         Route("GET", "/v3/messages", "filter_messages"),
+        Route("GET", "/v3/templates/<template_id>", "get_template"),
     )
 
     MAX_PERSONALIZATIONS: ClassVar[int] = 1000
@@ -257,7 +272,56 @@ class FakeSendGrid(FakeProvider):
         #: batch id -> {"status": "pause" | "cancel", "since": Unix time it was set}
         self.scheduled_sends: dict[str, dict[str, Any]] = {}
         self._held: list[_Held] = []
+        #: dynamic templates by id, as ``GET /v3/templates/{id}`` answers them
+        self.templates: dict[str, dict[str, Any]] = {}
         self._webhook_key = ec.generate_private_key(ec.SECP256R1())
+
+    def add_template(
+        self,
+        template_id: str,
+        *,
+        subject: str,
+        html_content: str,
+        plain_content: str | None = None,
+        name: str | None = None,
+        version_name: str | None = None,
+    ) -> dict[str, Any]:
+        """Add a version to dynamic template ``template_id`` (created when new) and make it
+        the active one, as activating a version in the console does. Without
+        ``plain_content`` the text part is generated from the HTML
+        (``generate_plain_content``). Returns the new version."""
+        stamp = self.clock.now().astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+        with self.lock:
+            template = self.templates.setdefault(
+                template_id,
+                {
+                    "id": template_id,
+                    "name": name or template_id,
+                    "generation": "dynamic",
+                    "updated_at": stamp,
+                    "versions": [],
+                },
+            )
+            for version in template["versions"]:
+                version["active"] = 0
+            generate = plain_content is None
+            version = {
+                "id": str(uuid.uuid4()),
+                "user_id": 1,
+                "template_id": template_id,
+                "active": 1,
+                "name": version_name or f"version {len(template['versions']) + 1}",
+                "html_content": html_content,
+                "plain_content": _TAG.sub("", html_content).strip() if generate else plain_content,
+                "generate_plain_content": generate,
+                "subject": subject,
+                "updated_at": stamp,
+                "editor": "code",
+                "thumbnail_url": "",
+            }
+            template["versions"].append(version)
+            template["updated_at"] = stamp
+            return copy.deepcopy(version)
 
     # -- admin (Python, not HTTP) ------------------------------------------------------
 
@@ -523,6 +587,16 @@ class FakeSendGrid(FakeProvider):
                 return _batch_error(_BATCH_NOT_FOUND, None, 404)
             self.deliver_due()
         return Response(b"", status=204)
+
+    # -- Transactional Templates ---------------------------------------------------------
+
+    def get_template(self, request: Request, template_id: str) -> Response:
+        """``GET /v3/templates/{template_id}``: the template and its versions, or 404."""
+        with self.lock:
+            template = self.templates.get(template_id)
+            if template is None:
+                return _batch_error(_RESOURCE_NOT_FOUND, None, 404)
+            return json_response(copy.deepcopy(template))
 
     def _set_status(self, batch_id: str, status: str) -> None:
         self.scheduled_sends[batch_id] = {

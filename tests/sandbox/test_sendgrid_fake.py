@@ -755,3 +755,56 @@ def test_deleting_a_cancellation_before_send_at_lets_the_batch_go(fake, client) 
     assert [m["to"] for m in fake.messages_in("processed")] == [["ada@example.com"]]
     assert [m["to"] for m in fake.messages_in("cancelled")] == [["grace@example.com"]]
     assert {e["email"] for e in fake.drain_events()} == {"ada@example.com"}
+
+
+# -- Transactional Templates: GET /v3/templates/{template_id} -------------------------------
+
+TEMPLATE_ID = "d-5f2c8a0e1b7d4c9a8e6f0a1b2c3d4e5f"
+
+
+def test_a_registered_dynamic_template_is_read_with_its_active_version(client, fake) -> None:
+    fake.add_template(
+        TEMPLATE_ID,
+        name="Interview thanks",
+        subject="Thanks, {{candidate.first_name}}",
+        html_content="<p>Hi {{candidate.first_name}}</p>",
+        version_name="v1",
+    )
+    fake.add_template(
+        TEMPLATE_ID,
+        subject="Thank you, {{candidate.first_name}}",
+        html_content="<p>Hi {{candidate.first_name}}, from {{company.name}}</p>",
+        version_name="v2",
+    )
+    response = client.client.templates._(TEMPLATE_ID).get()
+    assert response.status_code == 200
+    body = json.loads(response.body)
+    assert body["id"] == TEMPLATE_ID and body["generation"] == "dynamic"
+    assert body["name"] == "Interview thanks"
+    assert re.match(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$", body["updated_at"])
+    v1, v2 = body["versions"]
+    assert (v1["name"], v1["active"]) == ("v1", 0)
+    assert (v2["name"], v2["active"]) == ("v2", 1)
+    assert v2["template_id"] == TEMPLATE_ID and v2["editor"] == "code"
+    assert v2["subject"] == "Thank you, {{candidate.first_name}}"
+    assert v2["html_content"] == "<p>Hi {{candidate.first_name}}, from {{company.name}}</p>"
+    # generate_plain_content (the default) derives the text part from the HTML
+    assert v2["generate_plain_content"] is True
+    assert v2["plain_content"] == "Hi {{candidate.first_name}}, from {{company.name}}"
+    assert fake.requests[-1].path == f"/v3/templates/{TEMPLATE_ID}"
+
+
+def test_an_unknown_template_is_404_with_sendgrids_error_body(client, fake) -> None:
+    with pytest.raises(HTTPError) as info:
+        client.client.templates._(TEMPLATE_ID).get()
+    assert info.value.status_code == 404
+    assert json.loads(info.value.body) == {
+        "errors": [{"field": None, "message": "resource not found"}]
+    }
+
+
+def test_reading_a_template_needs_the_api_key(server, fake) -> None:
+    fake.add_template(TEMPLATE_ID, subject="x", html_content="y")
+    wrong = sendgrid.SendGridAPIClient("SG.wrong", host=server[0].url)
+    with pytest.raises(UnauthorizedError):
+        wrong.client.templates._(TEMPLATE_ID).get()
