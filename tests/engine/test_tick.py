@@ -126,9 +126,13 @@ def test_a_crash_after_claiming_leaves_ambiguous_touches_never_resent(small: Wor
     from channels import DryRunChannel
 
     small.email = DryRunChannel("email")
-    soon = small.tick(ny(2026, 11, 2, 9, 0))  # lease still running: left alone, not re-sent
+    # The 15-minute lease runs on the wall clock (the World's clock unless given one).
+    last = FixedClock(ny(2026, 11, 2, 9, 15))
+    soon = small.tick(ny(2026, 11, 2, 9, 0), wall_clock=last)  # lease still running
     assert soon.expired_claims == 0 and not small.email.sent
-    later = FixedClock(datetime.now(NY) + timedelta(hours=1))
+    (touch,) = small.touches()
+    assert touch.status == "claimed"
+    later = FixedClock(ny(2026, 11, 2, 9, 15, 1))
     after = small.tick(ny(2026, 11, 2, 9, 0), wall_clock=later)
     assert after.expired_claims == 1 and after.total("ambiguous") == 1
     (touch,) = small.touches()
@@ -223,6 +227,7 @@ def _tick_without_channels(world: World):
         world.clock,
         {},
         engine_transactions(world.engine),
+        wall_clock=world.clock,
         dialect=world.engine.dialect.name,
     ).run()
 
