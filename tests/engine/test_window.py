@@ -266,3 +266,42 @@ def test_random_windows_near_a_shift_agree_with_the_oracle(
     placed, why = cal.next_allowed(due, zone)
     assert placed == expected, (wall_clock(due, zone), wall_clock(placed, zone), expected)
     assert (why is None) == (placed == due)
+
+
+# -- through the engine --------------------------------------------------------------------
+
+SPRING_NIGHT = """\
+policy:
+  default_timezone: America/New_York
+  send_window: {start: "02:30", end: "19:00", days: [mon, tue, wed, thu, fri, sat, sun]}
+  holidays: none
+  max_touches: {count: 3, per: 7d}
+  min_gap: 0m
+cadences:
+  - id: c
+    trigger: {stage: applied}
+    steps:
+      - {id: one, after: 0m, channel: email, template: t}
+"""
+
+
+def test_a_tick_on_the_spring_forward_night_delivers_when_the_clock_jumps(engine, tmp_path) -> None:
+    from engine_world import World, write_config
+
+    config = write_config(tmp_path, SPRING_NIGHT, {"t.email.j2": "Subject: Hi\n\nHello"})
+    world = World(engine, config, datetime(2027, 3, 13, 23, 0, tzinfo=NY))
+    world.add(
+        {
+            "external_id": "p1",
+            "first_name": "Ann",
+            "email": "ann@example.com",
+            "timezone": "America/New_York",
+            "stage": "applied",
+        }
+    )
+    world.tick()
+    (touch,) = world.touches()
+    (message,) = world.email.sent
+    assert touch.status == "sent"
+    assert touch.planned_at == message.send_at == utc(2027, 3, 14, 7, 0)  # 03:00 EDT
+    assert inside(touch.planned_at, NY, hm("02:30"), hm("19:00"), frozenset(range(7)))
