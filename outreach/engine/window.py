@@ -85,7 +85,8 @@ class SendCalendar:
 #: Every zone's UTC offset lies within these bounds (tzdata: -12:00 to +14:00).
 _LOWEST_OFFSET = timedelta(hours=-13)
 _HIGHEST_OFFSET = timedelta(hours=15)
-#: Offsets are probed this far apart: no zone changes its offset twice within an hour.
+#: Offsets are probed this far apart: no zone changes its offset twice within an hour (in
+#: tzdata since 1970 two changes of one zone are never less than six days apart).
 _PROBE = timedelta(hours=1)
 _SECOND = timedelta(seconds=1)
 
