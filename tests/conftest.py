@@ -7,6 +7,7 @@ auth); each test gets its own database, dropped afterwards.
 
 from __future__ import annotations
 
+import http.client
 import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ from throwaway_db import BACKEND, throwaway_database
 from typer.testing import CliRunner
 
 from outreach.clock import FixedClock
+from outreach.sandbox.base import FAULT_HEADER
 from outreach.store import make_engine, upgrade
 
 REPO = Path(__file__).resolve().parent.parent
@@ -69,3 +71,22 @@ def cli(tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch):
         return runner.invoke(app, list(args), env=env, catch_exceptions=False)
 
     return run
+
+
+@pytest.fixture
+def lost_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Answers a sandbox fake marks as lost (a ``timeout`` fault) time out in the client.
+
+    The fake has processed the request; reading the answer then raises ``TimeoutError``
+    where a socket read that waited too long would (``http.client``, under urllib and
+    urllib3 alike, so the SendGrid and Twilio SDKs see their own timeout errors). Nothing
+    waits: pair it with ``faults.timeouts(n, seconds=0)``.
+    """
+    begin = http.client.HTTPResponse.begin
+
+    def begin_or_time_out(response: http.client.HTTPResponse) -> None:
+        begin(response)
+        if response.getheader(FAULT_HEADER) == "timeout":
+            raise TimeoutError("timed out")
+
+    monkeypatch.setattr(http.client.HTTPResponse, "begin", begin_or_time_out)

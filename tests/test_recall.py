@@ -93,6 +93,7 @@ class RecallHarness(Harness):
             self.clock,
             {"email": self.email, "sms": self.sms},
             engine_transactions(self.engine),
+            wall_clock=self.clock,
             sleep=self.timer.sleep,
             monotonic=self.timer.monotonic,
             dialect=self.engine.dialect.name,
@@ -292,6 +293,7 @@ def test_a_recall_waiting_for_a_channel_that_stays_off_ends_too_late(harness) ->
         h.clock,
         {},
         engine_transactions(h.engine),
+        wall_clock=h.clock,
         dialect=h.engine.dialect.name,
     )
     h.clock.set(NOW + timedelta(hours=1))
@@ -299,7 +301,12 @@ def test_a_recall_waiting_for_a_channel_that_stays_off_ends_too_late(harness) ->
     assert h.recalls()[0].status == "pending"  # waits for email to be on again
     h.clock.set(later.planned_at + timedelta(minutes=1))
     late = Tick(
-        h.config, h.clock, {}, engine_transactions(h.engine), dialect=h.engine.dialect.name
+        h.config,
+        h.clock,
+        {},
+        engine_transactions(h.engine),
+        wall_clock=h.clock,
+        dialect=h.engine.dialect.name,
     ).run()
     assert late.recall.unrecallable["too_late"] == 1
     assert h.recalls()[0].status == "too_late"

@@ -3,6 +3,17 @@
 :class:`SendCalendar` answers one question: the earliest instant at or after ``t`` at which
 a person in zone ``Z`` may be contacted (allowed weekday, not a holiday, between the
 window's start and end on their wall clock).
+
+An instant is inside the window when the candidate's clock, at that instant, shows an
+allowed day and a time in ``[start, end)``. On the nights clocks change this decides:
+
+* a start that does not exist that day (skipped hour) opens the window when the clock
+  jumps past it (a 02:30 start opens at 03:00 EDT in New York); an end that does not exist
+  closes it at the jump;
+* a time that exists twice (repeated hour): a start opens at its first occurrence, an end
+  closes at its first occurrence; when the clock then goes back, the window follows the
+  clock (closed again while it shows a time before the start, open again while it shows a
+  time before the end), so nothing is sent while the candidate's clock reads outside it.
 """
 
 from __future__ import annotations
@@ -50,37 +61,87 @@ class SendCalendar:
         The reason is ``None`` when ``at`` is allowed, else ``holiday``, ``weekend`` (a day
         outside ``send_window.days``) or ``send window`` (outside the hours).
         """
-        local = at.astimezone(zone)
+        # A clock set back across midnight shows the day before again, so that day's hours
+        # may still lie ahead of `at`; reasons are given from `at`'s own day on.
+        day = at.astimezone(zone).date() - timedelta(days=1)
         reason: str | None = None
-        day = local.date()
-        for _ in range(_MAX_DAYS):
+        for index in range(_MAX_DAYS):
+            counts = index > 0
             if day.weekday() not in self.days:
-                reason = reason or "weekend"
+                reason = reason or ("weekend" if counts else None)
             elif self.is_holiday(day):
-                reason = reason or "holiday"
+                reason = reason or ("holiday" if counts else None)
             else:
-                start = _local(day, self.window.start, zone)
-                end = _local(day, self.window.end, zone)
-                if at < start:
-                    return start, reason or "send window"
-                if at < end:
-                    return at, reason
-                reason = reason or "send window"
+                for open_, close in _spans(day, self.window.start, self.window.end, zone):
+                    if at < open_:
+                        return open_, reason or "send window"
+                    if at < close:
+                        return at, reason
+                reason = reason or ("send window" if counts else None)
             day += timedelta(days=1)
-            at = max(at, _local(day, time(0, 0), zone))
         raise ValueError("no allowed send time within 400 days; check send_window and holidays")
 
 
+#: Every zone's UTC offset lies within these bounds (tzdata: -12:00 to +14:00).
+_LOWEST_OFFSET = timedelta(hours=-13)
+_HIGHEST_OFFSET = timedelta(hours=15)
+#: Offsets are probed this far apart: no zone changes its offset twice within an hour (in
+#: tzdata since 1970 two changes of one zone are never less than six days apart).
+_PROBE = timedelta(hours=1)
+_SECOND = timedelta(seconds=1)
+
+
 @lru_cache(maxsize=65536)
-def _local(day: date, clock: time, zone: ZoneInfo) -> datetime:
-    # A wall time that does not exist (spring-forward gap) is moved past the gap;
-    # an ambiguous one (fall-back) takes its first occurrence.
-    naive = datetime.combine(day, clock)
-    aware = naive.replace(tzinfo=zone, fold=0)
-    round_trip = aware.astimezone(UTC).astimezone(zone)
-    if round_trip.replace(tzinfo=None) != naive:
-        aware = naive.replace(tzinfo=zone, fold=1)
-    return aware.astimezone(UTC)
+def _spans(
+    day: date, start: time, end: time, zone: ZoneInfo
+) -> tuple[tuple[datetime, datetime], ...]:
+    """The UTC intervals during which a clock in ``zone`` shows ``day`` between ``start``
+    and ``end``: one on most days, none when those hours are skipped, two when the clock
+    is set back across an edge of the window."""
+    opens = datetime.combine(day, start, tzinfo=UTC)
+    closes = datetime.combine(day, end, tzinfo=UTC)
+    spans: list[tuple[datetime, datetime]] = []
+    for begin, finish, offset in _segments(opens - _HIGHEST_OFFSET, closes - _LOWEST_OFFSET, zone):
+        # While the offset stays the same, the clock shows utc + offset.
+        low, high = max(begin, opens - offset), min(finish, closes - offset)
+        if low >= high:
+            continue
+        if spans and spans[-1][1] == low:
+            low = spans.pop()[0]
+        spans.append((low, high))
+    return tuple(spans)
+
+
+def _segments(
+    begin: datetime, finish: datetime, zone: ZoneInfo
+) -> list[tuple[datetime, datetime, timedelta]]:
+    """``[begin, finish)`` cut where ``zone``'s UTC offset changes, with each piece's offset."""
+    pieces: list[tuple[datetime, datetime, timedelta]] = []
+    low, offset = begin, _offset(begin, zone)
+    probe = begin
+    while probe < finish:
+        ahead = min(probe + _PROBE, finish)
+        if _offset(ahead, zone) != offset:
+            # The change happens in (probe, ahead]: find its first second.
+            same, changed = probe, ahead
+            while changed - same > _SECOND:
+                middle = same + (changed - same) / 2
+                middle = max(middle.replace(microsecond=0), same + _SECOND)
+                if _offset(middle, zone) == offset:
+                    same = middle
+                else:
+                    changed = middle
+            pieces.append((low, changed, offset))
+            low, offset = changed, _offset(changed, zone)
+        probe = ahead
+    pieces.append((low, finish, offset))
+    return pieces
+
+
+def _offset(at: datetime, zone: ZoneInfo) -> timedelta:
+    offset = at.astimezone(zone).utcoffset()
+    assert offset is not None
+    return offset
 
 
 @lru_cache(maxsize=4096)

@@ -36,6 +36,7 @@ from werkzeug.wrappers import Request, Response
 from outreach.clock import Clock, SystemClock
 
 __all__ = [
+    "FAULT_HEADER",
     "FakeProvider",
     "Fault",
     "Faults",
@@ -47,6 +48,8 @@ __all__ = [
 ]
 
 FAULT_KINDS = ("429", "5xx", "slow", "timeout")
+#: set on the answer to a request hit by a ``timeout`` fault
+FAULT_HEADER = "X-Sandbox-Fault"
 
 
 def json_response(
@@ -99,7 +102,9 @@ class Fault:
 
     ``429`` and ``5xx`` answer before the request is processed; ``slow`` processes it
     after ``seconds``; ``timeout`` processes it and answers only after ``seconds`` (longer
-    than the client waits), so the client cannot know it was processed.
+    than the client waits), so the client cannot know it was processed. That answer carries
+    ``X-Sandbox-Fault: timeout`` (:data:`FAULT_HEADER`): a test's HTTP client can raise its
+    read timeout on it at once, with ``seconds=0``, instead of waiting for a real timeout.
     """
 
     kind: str
@@ -143,7 +148,8 @@ class Faults:
         self.add(Fault("slow", seconds=seconds), count)
 
     def timeouts(self, count: int = 1, *, seconds: float = 2.0) -> None:
-        """The next ``count`` requests are processed, then answered after ``seconds``."""
+        """The next ``count`` requests are processed, then answered after ``seconds``
+        (marked with :data:`FAULT_HEADER`; tests pass ``seconds=0``)."""
         self.add(Fault("timeout", seconds=seconds), count)
 
     def random(
@@ -301,7 +307,9 @@ class FakeProvider:
         response.headers.update(extra)
         self._log(request, response.status_code)
         if fault is not None and fault.kind == "timeout":
-            time.sleep(fault.seconds)
+            response.headers[FAULT_HEADER] = "timeout"
+            if fault.seconds > 0:
+                time.sleep(fault.seconds)
         return response
 
     def _log(self, request: Request, status: int) -> None:

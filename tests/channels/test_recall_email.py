@@ -192,10 +192,12 @@ def test_no_batch_id_means_no_mail_and_a_later_retry(fake, hits, channel, timer)
     assert len(timer.slept) == 3
 
 
-def test_a_timeout_after_the_batch_keeps_the_batch_id_for_a_recall(server, fake, clock) -> None:
-    channel = make_channel(server, clock, ManualTimer(), timeout=0.3)
+def test_a_timeout_after_the_batch_keeps_the_batch_id_for_a_recall(
+    server, fake, clock, lost_answers
+) -> None:
+    channel = make_channel(server, clock, ManualTimer())
     fake.faults.add(Fault("slow", seconds=0))  # POST /v3/mail/batch goes through
-    fake.faults.timeouts(1, seconds=1.0)  # POST /v3/mail/send is processed, not answered
+    fake.faults.timeouts(1, seconds=0)  # POST /v3/mail/send is processed, not answered
 
     [result] = channel.send([message(1)])
 
@@ -358,11 +360,13 @@ def test_release_errors_leave_the_recalls_for_the_next_run(fake, channel, timer)
 # -- retries and lost answers ----------------------------------------------------------
 
 
-def test_a_lost_answer_is_found_cancelled_on_the_next_attempt(server, fake, clock) -> None:
-    channel = make_channel(server, clock, ManualTimer(), timeout=0.3)
+def test_a_lost_answer_is_found_cancelled_on_the_next_attempt(
+    server, fake, clock, lost_answers
+) -> None:
+    channel = make_channel(server, clock, ManualTimer())
     [recall] = schedule(channel, 1)
     fake.faults.add(Fault("slow", seconds=0))  # the listing
-    fake.faults.timeouts(1, seconds=1.0)  # the POST is processed, its answer is lost
+    fake.faults.timeouts(1, seconds=0)  # the POST is processed, its answer is lost
 
     [first] = channel.cancel([recall], NOW)
 

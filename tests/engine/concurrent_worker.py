@@ -47,11 +47,13 @@ def main() -> None:
     print("ready", flush=True)
     sys.stdin.readline()
     # Small batches, so the two workers interleave batch by batch.
+    clock = FixedClock(parse_instant(now))
     tick = Tick(
         config,
-        FixedClock(parse_instant(now)),
+        clock,
         channels,
         engine_transactions(engine),
+        wall_clock=clock,
         batch_size=25,
         dialect=engine.dialect.name,
     )

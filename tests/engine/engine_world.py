@@ -48,9 +48,13 @@ class World:
             upsert_candidates(conn, records, at or self.clock.now())
 
     def tick(self, at: datetime | None = None, **options: Any) -> TickSummary:
-        """Run one tick at ``at`` (default: the clock's time)."""
+        """Run one tick at ``at`` (default: the clock's time).
+
+        Leases run on ``wall_clock`` when given, else on the World's clock: never the real one.
+        """
         if at is not None:
             self.clock.set(at)
+        options.setdefault("wall_clock", self.clock)
         tick = Tick(
             self.config,
             self.clock,

@@ -2,30 +2,80 @@
 
 Hypothesis draws a policy, cadences, people (some sharing an address across two CRM
 records), stage changes and tick times; the engine runs with dry-run channels; the
-resulting ledger and the messages the channels received are checked.
+resulting ledger and the messages the channels received are checked. The store is the one
+the suite runs on (SQLite, or PostgreSQL with ``OUTREACH_TEST_DATABASE=postgresql``): one
+migrated database for the module, emptied before each example. Send windows are checked
+with the oracle of ``window_oracle`` (the wall clock read from UTC offsets), not with the
+engine's own calendar, and the caps over every pair of deliveries of a person.
 """
 
 from __future__ import annotations
 
+import itertools
 import tempfile
 from collections import Counter, defaultdict
-from datetime import datetime, timedelta
+from collections.abc import Iterator
+from datetime import datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import holidays as holidays_lib
+import pytest
 import yaml
 from engine_world import World, write_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import Engine, inspect, select, text
+from throwaway_db import throwaway_database
+from window_oracle import inside, wall_clock
 
 from outreach.cadence import format_duration
-from outreach.engine.people import COUNTED_STATUSES, load_people
-from outreach.engine.window import SendCalendar
-from outreach.store import make_engine
-from outreach.store.schema import Base
+from outreach.engine.people import COUNTED_STATUSES
+from outreach.store import make_engine, upgrade
+from outreach.store.schema import CandidateRecord
 
-START = datetime(2026, 10, 26, 0, 0, tzinfo=ZoneInfo("UTC"))  # spans the DST change
-ZONES = ["America/New_York", "America/Los_Angeles", "Europe/London", "Asia/Tokyo", ""]
+UTC = ZoneInfo("UTC")
+# Each start's 24 days take in clock changes: New York and Havana fall back on 1 November
+# 2026, Santiago springs forward at midnight on 6 September 2026, Lord Howe by half an hour
+# on 4 October 2026, New York springs forward on 14 March 2027 and London, Beirut on 28 March.
+STARTS = [
+    datetime(2026, 10, 26, 0, 0, tzinfo=UTC),
+    datetime(2026, 9, 1, 0, 0, tzinfo=UTC),
+    datetime(2026, 9, 28, 0, 0, tzinfo=UTC),
+    datetime(2027, 3, 8, 0, 0, tzinfo=UTC),
+]
+ZONES = [
+    "America/New_York",
+    "America/Los_Angeles",
+    "Europe/London",
+    "Asia/Tokyo",
+    "Australia/Lord_Howe",
+    "America/Santiago",
+    "America/Havana",
+    "Asia/Beirut",
+    "",
+]
+
+
+def _shifts(start: datetime) -> list[tuple[float, str]]:
+    """When (days after ``start``, within 24) and where a clock in one of ``ZONES`` changes."""
+    found = []
+    naive = start.replace(tzinfo=None)
+    for name in filter(None, ZONES):
+        zone = ZoneInfo(name)
+        offsets = [
+            wall_clock(start + timedelta(hours=h), zone) - (naive + timedelta(hours=h))
+            for h in range(24 * 24 + 1)
+        ]
+        found += [(h / 24, name) for h in range(1, len(offsets)) if offsets[h] != offsets[h - 1]]
+    return sorted(found)
+
+
+SHIFTS = {start: _shifts(start) for start in STARTS}
+WEEKDAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+# Window edges in and around the hours clocks skip or repeat (00:00-03:00), and usual ones.
+STARTS_OF_DAY = ["00:00", "00:30", "01:15", "01:45", "02:15", "02:30", "06:00", "08:00", "10:00"]
+ENDS_OF_DAY = ["01:30", "02:15", "02:45", "15:00", "19:00", "21:00", "23:30"]
 STAGES = ["applied", "screening", "interview"]
 TEMPLATES = {
     "t.email.j2": "Subject: Hi {{ candidate.first_name | default('there') }}\n\n"
@@ -72,14 +122,16 @@ def steps(draw, first: bool):
 
 @st.composite
 def worlds(draw):
-    days = draw(
-        st.sets(st.sampled_from(["mon", "tue", "wed", "thu", "fri", "sat", "sun"]), min_size=1)
-    )
+    start = draw(st.sampled_from(STARTS))
+    # People often live where a clock changes during the run.
+    zones = st.sampled_from(ZONES) | st.sampled_from(sorted({name for _, name in SHIFTS[start]}))
+    days = draw(st.sets(st.sampled_from(WEEKDAYS), min_size=1))
+    opens = draw(st.sampled_from(STARTS_OF_DAY))
     policy = {
         "default_timezone": "America/New_York",
         "send_window": {
-            "start": f"{draw(st.integers(6, 10)):02d}:00",
-            "end": f"{draw(st.integers(15, 21)):02d}:00",
+            "start": opens,
+            "end": draw(st.sampled_from([end for end in ENDS_OF_DAY if end > opens])),
             "days": sorted(days),
         },
         "holidays": draw(st.sampled_from(["US", "none"])),
@@ -113,7 +165,7 @@ def worlds(draw):
             "phone": f"+1 212 555 01{index:02d}" if draw(st.booleans()) else "",
             "linkedin_url": f"https://www.linkedin.com/in/p{index}" if draw(st.booleans()) else "",
             "sms_consent": draw(st.sampled_from(["true", "false", ""])),
-            "timezone": draw(st.sampled_from(ZONES)),
+            "timezone": draw(zones),
             "owner_id": draw(st.sampled_from(["rec-1", "rec-2"])),
         }
         if not (person["email"] or person["phone"] or person["linkedin_url"]):
@@ -127,8 +179,36 @@ def worlds(draw):
     for person in people:
         for _ in range(draw(st.integers(1, 3))):
             changes.append((draw(st.floats(0, 18)), person, draw(st.sampled_from(STAGES))))
-    ticks = sorted(draw(st.lists(st.floats(0, 24), min_size=3, max_size=12)))
-    return {"policy": policy, "cadences": cadences}, sorted(changes, key=lambda c: c[0]), ticks
+    ticks = draw(st.lists(st.floats(0, 24), min_size=3, max_size=12))
+    # Some ticks in the hours before a clock changes, so touches land on the night itself.
+    for shift, _ in draw(st.lists(st.sampled_from(SHIFTS[start]), max_size=3)):
+        ticks.append(max(0.0, shift - draw(st.floats(0, 0.5))))
+    document = {"policy": policy, "cadences": cadences}
+    return start, document, sorted(changes, key=lambda c: c[0]), sorted(ticks)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    """One migrated database for every example of the module."""
+    with throwaway_database(tmp_path_factory.mktemp("invariants")) as url:
+        engine = make_engine(url)
+        upgrade(engine)
+        yield engine
+        engine.dispose()
+
+
+def emptied(engine: Engine) -> Engine:
+    """``engine`` with every table emptied (the schema and its version kept)."""
+    tables = [name for name in inspect(engine).get_table_names() if name != "alembic_version"]
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            names = ", ".join(f'"{name}"' for name in tables)
+            conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        else:
+            conn.execute(text("PRAGMA defer_foreign_keys = ON"))
+            for name in tables:
+                conn.execute(text(f'DELETE FROM "{name}"'))
+    return engine
 
 
 @settings(
@@ -137,28 +217,25 @@ def worlds(draw):
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(worlds())
-def test_invariants_hold_on_the_ledger(scenario) -> None:
-    document, changes, ticks = scenario
+def test_invariants_hold_on_the_ledger(store: Engine, scenario) -> None:
+    start, document, changes, ticks = scenario
     with tempfile.TemporaryDirectory() as folder:
         config = write_config(Path(folder), yaml.safe_dump(document), TEMPLATES)
-        engine = make_engine(f"sqlite:///{folder}/prop.db")
-        Base.metadata.create_all(engine)
-        world = World(engine, config, START)
+        world = World(emptied(store), config, start)
         pending = list(changes)
         for offset in ticks:
-            now = START + timedelta(days=offset)
-            while pending and START + timedelta(days=pending[0][0]) <= now:
+            now = start + timedelta(days=offset)
+            while pending and start + timedelta(days=pending[0][0]) <= now:
                 at, person, stage = pending.pop(0)
-                world.add({**person, "stage": stage}, at=START + timedelta(days=at))
+                world.add({**person, "stage": stage}, at=start + timedelta(days=at))
             world.tick(now)
             if offset == ticks[0]:
                 again = world.tick(now)  # invariant 2: a second run at the same moment
                 assert again.total("sent") == 0 and again.total("tasks") == 0
-        check(world, config)
-        engine.dispose()
+        check(world, config, document["policy"])
 
 
-def check(world: World, config) -> None:
+def check(world: World, config, policy_document: dict) -> None:
     touches = world.touches()
     messages = list(world.sent_messages())
 
@@ -171,43 +248,81 @@ def check(world: World, config) -> None:
 
     # Invariant 3: nothing left with an unfilled placeholder; bad templates never send.
     for message in messages:
-        for text in (message.body, message.subject or ""):
-            assert "{{" not in text and "{%" not in text and "Undefined" not in text
+        for text_ in (message.body, message.subject or ""):
+            assert "{{" not in text_ and "{%" not in text_ and "Undefined" not in text_
         assert message.template != "bad"
     for touch in touches:
         if touch.template == "bad":
             assert touch.status == "skipped" and "missing_field" in touch.reason
 
     counted = [t for t in touches if t.status in COUNTED_STATUSES]
-    with world.engine.connect() as conn:
-        people = load_people(
-            conn,
-            {t.person_id for t in counted},
-            history_since=START,
-            default_timezone=config.policy.default_timezone,
-        )
-    calendar = SendCalendar(config.policy)
+    zones = person_zones(world.engine)
+    window = policy_document["send_window"]
+    start, end = time.fromisoformat(window["start"]), time.fromisoformat(window["end"])
+    days = frozenset(WEEKDAYS.index(day) for day in window["days"])
+    calendar = (
+        holidays_lib.country_holidays(policy_document["holidays"])
+        if policy_document["holidays"] != "none"
+        else {}
+    )
     policy = config.policy
     by_person = defaultdict(list)
     for touch in counted:
         by_person[touch.person_id].append(touch)
     for person_id, items in by_person.items():
-        zone = people[person_id].zone
+        zone = zones[person_id]
         for touch in items:
-            # Invariant 5: inside the send window in the person's local time.
-            assert calendar.allowed(touch.planned_at, zone), (
-                touch.planned_at.astimezone(zone),
+            # Invariant 5: inside the send window on the person's own clock.
+            assert inside(touch.planned_at, zone, start, end, days, lambda day: day in calendar), (
+                f"{wall_clock(touch.planned_at, zone):%a %Y-%m-%d %H:%M} in {zone.key}",
                 touch.step_id,
             )
             assert touch.planned_at >= touch.claimed_at
-            if touch.transactional:
+        # Invariant 1 over every pair of the person's deliveries. A transactional touch is
+        # held only by the window, so it may land close to a touch decided before it; every
+        # other pair is min_gap apart.
+        for a, b in itertools.combinations(items, 2):
+            if max((a, b), key=lambda t: t.id).transactional:  # decided last, caps aside
                 continue
-            # Invariant 1, as each decision saw it: every touch recorded before this one.
-            earlier = [u.planned_at for u in items if u.id < touch.id]
-            assert all(touch.planned_at - u >= policy.min_gap for u in earlier), touch.step_id
-            window = [
-                u
-                for u in earlier
-                if touch.planned_at - policy.max_touches.per < u <= touch.planned_at
+            assert abs(a.planned_at - b.planned_at) >= policy.min_gap, (
+                a.step_id,
+                a.planned_at,
+                b.step_id,
+                b.planned_at,
+            )
+        # At most max_touches in any window of `per`: in the window ending at each delivery,
+        # every non-transactional touch, and every transactional one decided before the
+        # last non-transactional touch in it (which saw it and counted it).
+        for closing in items:
+            inside_window = [
+                t
+                for t in items
+                if closing.planned_at - policy.max_touches.per < t.planned_at <= closing.planned_at
             ]
-            assert len(window) < policy.max_touches.count
+            deciders = [t for t in inside_window if not t.transactional]
+            if not deciders:
+                continue
+            last = max(t.id for t in deciders)
+            seen = [t for t in inside_window if not t.transactional or t.id < last]
+            assert len(seen) <= policy.max_touches.count, [
+                (t.step_id, t.planned_at, t.transactional) for t in inside_window
+            ]
+
+
+def person_zones(engine: Engine) -> dict[int, ZoneInfo]:
+    """Each person's zone from their records' ``timezone``; the policy default (New York,
+    which every test phone number is in too) without one."""
+    found: dict[int, set[str]] = defaultdict(set)
+    with engine.connect() as conn:
+        for person_id, name in conn.execute(
+            select(CandidateRecord.person_id, CandidateRecord.timezone)
+        ):
+            if name:
+                found[person_id].add(name)
+            else:
+                found.setdefault(person_id, set())
+    zones = {}
+    for person_id, names in found.items():
+        assert len(names) <= 1, names
+        zones[person_id] = ZoneInfo(next(iter(names), "America/New_York"))
+    return zones

@@ -7,6 +7,8 @@ from zoneinfo import ZoneInfo
 
 from engine_world import World
 
+from outreach.engine.route import choose_variant
+
 NY = ZoneInfo("America/New_York")
 UTC = ZoneInfo("UTC")
 
@@ -65,7 +67,12 @@ def test_interview_thanks_within_24_hours(world: World) -> None:
     (thanks,) = world.touches(step_id="thank-you")
     assert thanks.planned_at.astimezone(NY) == ny(2026, 11, 18, 8, 0)
     assert thanks.planned_at - ny(2026, 11, 17, 14, 0) <= timedelta(hours=24)
-    assert thanks.variant in ("a", "b")
+    # The variant the person's stable hash picks, with that variant's template.
+    step = world.config.cadence("interview-follow-up").steps[0]
+    assert step.id == "thank-you"
+    assert (thanks.variant, thanks.template) == choose_variant(
+        thanks.person_id, "interview-follow-up", step
+    )
     assert thanks.template == {"a": "interview_thanks", "b": "interview_thanks_b"}[thanks.variant]
 
 
