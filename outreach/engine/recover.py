@@ -276,6 +276,8 @@ def reconcile_ambiguous(
             _touches.c.updated_at,
             _touches.c.body_digest,
             _touches.c.reason,
+            _touches.c.subject,
+            _touches.c.variant,
             _contacts.c.value.label("to"),
             _records.c.id.label("record_id"),
             _records.c.source,
@@ -359,15 +361,21 @@ def _apply(
             summary.waiting += 1
         else:
             hand_over.append((row, answer.reason or "the provider cannot tell"))
+    by_id = {row.id: row for row in rows}
     with transaction() as conn:
         if sent:
+            notes = []
             # Only rows still ambiguous: another run may have settled them meanwhile.
             for item in sent:
-                summary.confirmed += conn.execute(
+                settled = conn.execute(
                     update(_touches)
                     .where(and_(_touches.c.id == item["id"], _touches.c.status == "ambiguous"))
                     .values({k: v for k, v in item.items() if k != "id"})
                 ).rowcount
+                summary.confirmed += settled
+                if settled and (note := _note(by_id[item["id"]], now)) is not None:
+                    notes.append(note)
+            bulk_write(conn, _write_backs, notes, conflict=("touch_id", "kind"))
         if absent:
             released, dropped = release(
                 conn,
@@ -445,6 +453,29 @@ def _check_tasks(
         if row.source in CRM_SOURCES and row.external_id
     ]
     bulk_write(conn, _write_backs, owed, conflict=("touch_id", "kind"))
+
+
+def _note(row: Any, now: datetime) -> dict[str, Any] | None:
+    """The CRM note a confirmed send is owed, as a confirmed send at the time gets it."""
+    if row.source not in CRM_SOURCES or not row.external_id:
+        return None
+    what = f"Email '{row.subject}'" if row.channel == "email" and row.subject else None
+    what = what or ("Email" if row.channel == "email" else str(row.channel).upper())
+    return {
+        "touch_id": row.id,
+        "inbound_id": None,
+        "task_id": None,
+        "source": row.source,
+        "external_id": row.external_id,
+        "kind": "note",
+        "text": f"{what} sent by the outreach engine ({row.cadence_id}/{row.step_id}, "
+        f"variant {row.variant}; confirmed with the provider after an interrupted send)",
+        "status": "pending",
+        "attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 def _append(reason: str | None, more: str) -> str:

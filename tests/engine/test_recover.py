@@ -151,6 +151,8 @@ def test_a_released_claim_whose_cadence_stopped_is_not_sent(small: World) -> Non
 
 
 def test_in_flight_when_killed_and_held_by_the_provider_becomes_sent(small: World) -> None:
+    with small.engine.begin() as conn:  # the record comes from a CRM: it is owed a note
+        conn.execute(CandidateRecord.__table__.update().values(source="greenhouse"))
     killed(small, DiesMidRequest())
     (touch,) = small.touches()
     assert touch.status == "in_flight"
@@ -164,6 +166,9 @@ def test_in_flight_when_killed_and_held_by_the_provider_becomes_sent(small: Worl
     assert "reconciled" in touch.reason
     assert [i.touch_id for i in provider.asked] == [touch.id]
     assert provider.asked[0].body_digest == touch.body_digest is not None
+    with small.engine.connect() as conn:
+        (note,) = conn.execute(select(WriteBack).where(WriteBack.kind == "note")).all()
+    assert note.touch_id == touch.id and "confirmed with the provider" in note.text
 
 
 def test_in_flight_that_the_provider_never_received_is_sent_once(small: World) -> None:
