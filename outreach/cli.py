@@ -6,7 +6,6 @@ which), 2 bad input or configuration (the message names the file, the place and 
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import signal
@@ -670,10 +669,12 @@ def replies_list_command(
         _print_json(rows)
         return
     if fmt == "csv":
-        writer = csv.writer(sys.stdout, lineterminator="\n")
+        from outreach.csvsafe import SafeCsvWriter
+
+        writer = SafeCsvWriter(sys.stdout)
         writer.writerow(LIST_COLUMNS)
         for row in rows:
-            writer.writerow([_csv_cell(row[c]) for c in LIST_COLUMNS])
+            writer.writerow(row[c] for c in LIST_COLUMNS)
         return
     table = Table(header_style="bold")
     for column in ("id", "received (UTC)", "kind", "matched", "person", "rule", "text"):
@@ -699,20 +700,6 @@ def replies_list_command(
         )
     out.print(table)
     out.print(f"{count} message(s)", highlight=False)
-
-
-def _csv_cell(value: Any) -> Any:
-    """A CSV cell a spreadsheet will not run: formulas are quoted with a leading '."""
-    if value is None:
-        return ""
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    text = str(value)
-    if text[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + text
-    return text
 
 
 @app.command("serve")
@@ -1128,7 +1115,9 @@ _CSV_COLUMNS = [
 
 
 def _print_csv(people) -> None:
-    writer = csv.writer(sys.stdout, lineterminator="\n")
+    from outreach.csvsafe import SafeCsvWriter
+
+    writer = SafeCsvWriter(sys.stdout)
     writer.writerow(_CSV_COLUMNS)
     for person in people:
         flat = _flatten(person)
