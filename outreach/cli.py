@@ -476,8 +476,11 @@ def sandbox_serve_command(
         try:
             lines = [f"{name}={value}" for name, value in sandbox.env().items()]
             if env_file is not None:
+                from outreach.private_files import write_private_text
+
                 # Written before the variables are printed: whoever reads them can use it.
-                env_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
+                # It holds API keys, so only its owner may read it.
+                write_private_text(env_file, "\n".join(lines) + "\n")
             for name in sandbox.fakes:
                 err.print(f"{name:<10} {sandbox.url(name)}", highlight=False)
             if env_file is not None:
