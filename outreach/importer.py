@@ -132,9 +132,10 @@ class _CsvRecords:
 
     A quoted field may hold line breaks, so a record can span lines. A quote that is
     never closed would swallow the rows after it (the csv module reads on to the end of
-    the file); so a record over several lines must parse strictly and have the header's
-    width, and may not run past :data:`MAX_RECORD_LINES`. Otherwise its first line is
-    reported as an unclosed quote and reading goes on from the line after it.
+    the file); so a record over several lines must parse strictly, have the header's
+    width, not run past :data:`MAX_RECORD_LINES` and not take in a line that reads as a
+    row of its own. Otherwise its first line is reported as an unclosed quote and reading
+    goes on from the line after it.
     """
 
     def __init__(self, lines: Iterator[tuple[int, str | RecordError]]) -> None:
@@ -180,6 +181,9 @@ class _CsvRecords:
                 if isinstance(line, RecordError):
                     self._replay.appendleft(item)
                     return self._unclosed(taken, f"before line {number}")
+                if self._reads_as_a_row(line):
+                    self._replay.appendleft(item)
+                    return self._unclosed(taken, f"before line {number}, a row of its own")
                 taken.append((number, line))
                 size += len(line)
                 continue
@@ -190,6 +194,11 @@ class _CsvRecords:
                     taken, f"(closing it on line {taken[-1][0]} leaves {len(fields)} fields)"
                 )
             return fields
+
+    def _reads_as_a_row(self, line: str) -> bool:
+        # A line without quotes and with the header's number of fields is a row that a
+        # runaway quote would swallow, not the inside of a quoted field.
+        return self.width is not None and '"' not in line and line.count(",") == self.width - 1
 
     def _unclosed(self, taken: list[tuple[int, str]], how: str) -> RecordError:
         # Read the lines after the first again, as records of their own.

@@ -391,3 +391,19 @@ def test_an_unpaired_surrogate_escape_is_a_row_error(engine, clock, tmp_path: Pa
         "(a \\ud800-\\udfff escape); remove it"
     ]
     assert loaded_ids(engine) == ["j2"]
+
+
+def test_a_runaway_quote_closed_by_a_later_row_swallows_nothing(
+    engine, clock, tmp_path: Path
+) -> None:
+    path = tmp_path / "people.csv"
+    path.write_text(
+        "source,external_id,first_name,email\n"
+        'import,x1,"Ann,a@example.com\n'  # the quote never closes on its line
+        "import,x2,Ben,b@example.com\n"
+        'import,x3,Cat",c@example.com\n'  # a stray quote that would close it: 4 fields
+    )
+    report = import_report(engine, clock, path)
+    assert [e.where for e in report.errors] == ["line 2"]
+    assert "unclosed quote" in errors_of(report)[0] and "line 3" in errors_of(report)[0]
+    assert loaded_ids(engine) == ["x2", "x3"]
