@@ -192,7 +192,13 @@ class ApiClient:
         ``what`` says where the URL came from (``the Link header``) for the message, which
         names the URL without any user name or password in it.
         """
-        target = self.http.build_request("GET", url).url
+        try:
+            target = self.http.build_request("GET", url).url
+        except httpx.InvalidURL as exc:
+            raise PermanentError(
+                f"{self.provider}: {what} is not a usable URL ({exc}); not followed",
+                provider=self.provider,
+            ) from None
         if _origin(target) != _origin(self.base_url):
             raise PermanentError(
                 f"{self.provider}: {what} points to {redact_url(target)}, outside the "
@@ -257,6 +263,14 @@ class ApiClient:
             raise RetryableError(
                 f"{self.provider}: cannot connect ({type(exc).__name__})", provider=self.provider
             ) from exc
+        except httpx.RemoteProtocolError as exc:
+            # A broken answer (a dropped connection, a redirect whose Location is no URL):
+            # a read may be tried again; a write may have been processed, so it is not.
+            error = RetryableError if idempotent else PermanentError
+            raise error(
+                f"{self.provider}: {method} {path}: the answer is not valid HTTP ({exc})",
+                provider=self.provider,
+            ) from exc
         except httpx.TimeoutException as exc:
             if idempotent:
                 raise RetryableError(
@@ -270,10 +284,9 @@ class ApiClient:
         self.pacer.observe(response.headers)
         status = response.status_code
         if 300 <= status < 400:
-            where = response.headers.get("Location")
             raise PermanentError(
                 f"{self.provider}: HTTP {status} on {method} {path} redirects to "
-                f"{redact_url(response.url.join(where)) if where else 'nowhere'}; redirects "
+                f"{_location(response)}; redirects "
                 "are not followed (the credential goes only to the base URL); check the "
                 "base URL setting",
                 provider=self.provider,
@@ -318,6 +331,16 @@ class ApiClient:
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
     # httpx lower-cases scheme and host and drops a default port (443, 80).
     return url.scheme, url.host, url.port
+
+
+def _location(response: httpx.Response) -> str:
+    where = response.headers.get("Location")
+    if not where:
+        return "nowhere (no Location header)"
+    try:
+        return redact_url(response.url.join(where))
+    except httpx.InvalidURL:
+        return "an unreadable Location"
 
 
 def redact_url(url: str | httpx.URL) -> str:

@@ -287,3 +287,14 @@ def test_greenhouse_a_hostile_record_id_stays_one_path_segment(router) -> None:
         sent.raw_path
         == b"/v1/candidates/1%2F..%2F..%2Fusers%3Fx%3D%40evil.example/activity_feed/notes"
     )
+
+
+def test_an_unreadable_link_or_location_is_a_clear_error(router) -> None:
+    router.get(f"{GH1}/candidates").respond(
+        200, json=[{"id": 1}], headers={"Link": '<https://[::1/v1/candidates?page=2>; rel="next"'}
+    )
+    with pytest.raises(PermanentError, match="the Link header is not a usable URL"):
+        list(greenhouse_v1().pages(None))
+    router.post(f"{LEVER}/opportunities").respond(302, headers={"Location": "https://[::1/x"})
+    with pytest.raises(PermanentError, match="location header"):
+        api_client().post("/opportunities")
