@@ -1,8 +1,9 @@
 """Fuzz: damaged CSV and JSONL files through the importer never crash it.
 
 Valid candidate files are generated, then some of their records are damaged (a byte that
-is not UTF-8, a NUL, a stray quote, a lost or extra comma, random bytes, a cut line, a
-JSON object where text belongs). Each file goes through :func:`outreach.importer.import_file`,
+is not UTF-8, a NUL, a stray quote, a quote that opens a field and another that closes
+it records later, a lost or extra comma, random bytes, a cut line, a JSON object where
+text belongs). Each file goes through :func:`outreach.importer.import_file`,
 the code path of ``outreach import``, into a real throwaway database (SQLite, or PostgreSQL
 with ``OUTREACH_TEST_DATABASE=postgresql``). Whatever the damage:
 
@@ -123,7 +124,17 @@ def records(draw: st.DrawFn, source: str) -> list[Record]:
 
 # -- damage ------------------------------------------------------------------------------
 
-DAMAGE = ["bad_byte", "nul", "quote", "drop_comma", "add_comma", "garbage", "cut"]
+DAMAGE = [
+    "bad_byte",
+    "nul",
+    "quote",
+    "quote_opens_field",
+    "quote_closes_field",
+    "drop_comma",
+    "add_comma",
+    "garbage",
+    "cut",
+]
 
 
 def damage(raw: bytes, kind: str, where: int, garbage: bytes) -> bytes:
@@ -135,6 +146,16 @@ def damage(raw: bytes, kind: str, where: int, garbage: bytes) -> bytes:
     elif kind == "nul":
         body = body[:at] + b"\x00" + body[at:]
     elif kind == "quote":
+        body = body[:at] + b'"' + body[at:]
+    elif kind in ("quote_opens_field", "quote_closes_field"):
+        # A quote at the start of one record's field and another at the end of the same
+        # field of a later record: read as one record, the two have the header's width.
+        commas = [-1, *(i for i, byte in enumerate(body) if byte == ord(","))]
+        field = where % len(commas)
+        if kind == "quote_opens_field":
+            at = commas[field] + 1
+        else:
+            at = commas[field + 1] if field + 1 < len(commas) else len(body)
         body = body[:at] + b'"' + body[at:]
     elif kind == "drop_comma":
         body = body.replace(b",", b"", 1)
@@ -170,15 +191,27 @@ def damaged_csv(draw: st.DrawFn, source: str) -> Damaged:
     writer = csv.writer(buffer, lineterminator=newline)
     writer.writerow(HEADER)
     data = buffer.getvalue().encode()
+    plan: list[tuple[str, int] | None] = [
+        (draw(st.sampled_from(DAMAGE)), draw(st.integers(min_value=0, max_value=10_000)))
+        if draw(st.integers(min_value=0, max_value=3)) == 0
+        else None
+        for _ in rows
+    ]
+    if len(rows) >= 3 and draw(st.booleans()):
+        # A runaway quote and a later stray quote that would close it at the same field,
+        # with records between that must not be swallowed.
+        first = draw(st.integers(min_value=0, max_value=len(rows) - 3))
+        last = draw(st.integers(min_value=first + 2, max_value=len(rows) - 1))
+        field = draw(st.integers(min_value=0, max_value=len(HEADER) - 1))
+        plan[first], plan[last] = ("quote_opens_field", field), ("quote_closes_field", field)
     bad_lines: set[int] = set()
-    for row in rows:
+    for row, planned in zip(rows, plan, strict=True):
         buffer = io.StringIO()
         csv.writer(buffer, lineterminator=newline).writerow(row.fields[c] for c in HEADER)
         raw = buffer.getvalue().encode()
-        if draw(st.integers(min_value=0, max_value=3)) == 0:
-            row.damage = draw(st.sampled_from(DAMAGE))
-            where = draw(st.integers(min_value=0, max_value=10_000))
-            junk = draw(st.binary(max_size=60))
+        if planned is not None:
+            row.damage, where = planned
+            junk = draw(st.binary(max_size=60)) if row.damage == "garbage" else b""
             damaged = damage(raw, row.damage, where, junk)
             if row.damage == "bad_byte":
                 at = where % (len(raw.rstrip(b"\r\n")) + 1)
