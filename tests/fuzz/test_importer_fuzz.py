@@ -267,7 +267,7 @@ def damaged_jsonl(draw: st.DrawFn, source: str) -> Damaged:
 
 # -- the properties ------------------------------------------------------------------------
 
-LINE = re.compile(r"^line (\d+)(?: \(.+\))?$")
+LINE = re.compile(r"^line (\d+)(?: \(.+\))?$", re.DOTALL)  # a label may quote a value
 
 
 def check(report: ImportReport, generated: Damaged, store, source: str) -> None:
