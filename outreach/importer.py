@@ -280,6 +280,9 @@ def _jsonl_rows(
                 RecordError(f"line {number}", f"not valid JSON: {exc.msg} at column {exc.colno}"),
             )
             continue
+        except RecursionError:
+            yield number, RecordError(f"line {number}", "JSON nested too deeply to read")
+            continue
         if not isinstance(value, dict):
             yield (
                 number,
@@ -291,10 +294,13 @@ def _jsonl_rows(
         problem = _shape_problem(value)
         if problem is not None:
             yield number, RecordError(_label(number, value), problem)
-        elif _MAYBE_BAD_TEXT.search(text) and _text_problem(value):
-            yield number, _text_error(number, value)
-        else:
-            yield number, value
+            continue
+        try:
+            bad_text = bool(_MAYBE_BAD_TEXT.search(text)) and _text_problem(value) is not None
+        except RecursionError:
+            yield number, RecordError(_label(number, value), "JSON nested too deeply to read")
+            continue
+        yield number, (_text_error(number, value) if bad_text else value)
 
 
 _SCALARS = frozenset(KNOWN_FIELDS) - {"tags"}

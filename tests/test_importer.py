@@ -407,3 +407,13 @@ def test_a_runaway_quote_closed_by_a_later_row_swallows_nothing(
     assert [e.where for e in report.errors] == ["line 2"]
     assert "unclosed quote" in errors_of(report)[0] and "line 3" in errors_of(report)[0]
     assert loaded_ids(engine) == ["x2", "x3"]
+
+
+def test_json_nested_too_deeply_is_a_row_error(engine, clock, tmp_path: Path) -> None:
+    path = tmp_path / "people.jsonl"
+    good = {"source": "import", "external_id": "j1", "email": "j1@example.com"}
+    deep = '{"source": "import", "external_id": "j2", "x": ' + "[" * 5000 + "]" * 5000 + "}"
+    path.write_text(deep + "\n" + json.dumps(good) + "\n")
+    report = import_report(engine, clock, path)
+    assert errors_of(report) == ["line 1: JSON nested too deeply to read"]
+    assert loaded_ids(engine) == ["j1"]
