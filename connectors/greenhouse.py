@@ -24,6 +24,7 @@ import threading
 from collections.abc import Generator, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
+from urllib.parse import quote
 
 import httpx
 
@@ -85,7 +86,7 @@ class GreenhouseV1(Connector):
             if since:
                 params["updated_after"] = (parse_instant(since) - _OVERLAP).isoformat()
             response = self.client.get("/candidates", params=params)
-        guard = _LoopGuard()
+        guard = _LoopGuard(self.client)
         while True:
             body = _json_list(response)
             records, problems = [], []
@@ -111,7 +112,7 @@ class GreenhouseV1(Connector):
                 "sent as On-Behalf-Of)"
             )
         response = self.client.post(
-            f"/candidates/{ref.external_id}/activity_feed/notes",
+            f"/candidates/{quote(ref.external_id, safe='')}/activity_feed/notes",
             headers={"On-Behalf-Of": self.user_id},
             json={"user_id": self.user_id, "body": text, "visibility": "public"},
         )
@@ -251,7 +252,7 @@ class _Lookup:
 
 def _v3_lists(client: ApiClient, path: str, params: dict[str, Any]) -> Iterator[list[Any]]:
     """Every page of a v3 list: filters on the first request, then only the Link URL."""
-    guard = _LoopGuard()
+    guard = _LoopGuard(client)
     response = client.get(path, params=params)
     while True:
         yield _json_list(response)
@@ -326,7 +327,7 @@ class GreenhouseV3(Connector):
                 if next_url
                 else self.client.get("/candidates", params=params)
             )
-            guard = _LoopGuard()
+            guard = _LoopGuard(self.client)
             while True:
                 candidates = _json_list(response)
                 page = self._join(candidates)
@@ -360,7 +361,7 @@ class GreenhouseV3(Connector):
                     "updated_at": "gte|" + _iso(parse_instant(since) - _OVERLAP),
                 },
             )
-        guard = _LoopGuard()
+        guard = _LoopGuard(self.client)
         while True:
             applications = _json_list(response)
             ids = sorted(
@@ -475,13 +476,20 @@ def _iso(at: datetime) -> str:
 
 
 class _LoopGuard:
-    """Follows ``Link: rel="next"`` and stops a provider that links back to a page."""
+    """Follows ``Link: rel="next"`` and stops a provider that links back to a page.
 
-    def __init__(self) -> None:
+    A link off the base URL's origin is refused here, before a cursor carrying it is
+    committed: following it would send the credential to that host.
+    """
+
+    def __init__(self, client: ApiClient) -> None:
+        self.client = client
         self.seen: set[str] = set()
 
     def next_url(self, response: httpx.Response) -> str | None:
         next_url = response.links.get("next", {}).get("url") or None
+        if next_url:
+            self.client.same_origin(next_url, what="the Link header")
         if next_url in self.seen:
             raise PermanentError(
                 f"greenhouse: the Link header points back to {next_url}; stopping a "

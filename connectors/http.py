@@ -7,6 +7,9 @@
   timeouts), retries with tenacity what provably was not processed (connection errors,
   429, 5xx on idempotent reads), and translates failures into the engine's error tree:
   401/403 name the credential and the fix; other 4xx are permanent for that request.
+* Credentials stay home: a request is sent only to the configured base URL's origin
+  (scheme, host and port). A next-page link or a stored cursor that points elsewhere is
+  an error naming it (:meth:`ApiClient.same_origin`), and redirects are never followed.
 
 Clocks and sleeping are injected, so tests never wait.
 """
@@ -32,7 +35,7 @@ from outreach.clock import SystemClock
 from outreach.engine.ratelimit import RateLimiter
 from outreach.errors import ConfigError, PermanentError, RetryableError
 
-__all__ = ["ApiClient", "HeaderPacer", "retry_after_seconds"]
+__all__ = ["ApiClient", "HeaderPacer", "redact_url", "retry_after_seconds"]
 
 _RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 
@@ -181,6 +184,29 @@ class ApiClient:
             follow_redirects=False,
         )
         self.retries = 0
+        self.base_url = self.http.base_url
+
+    def same_origin(self, url: str | httpx.URL, *, what: str = "a request") -> str:
+        """``url`` unchanged when it is on the base URL's origin; else a PermanentError.
+
+        ``what`` says where the URL came from (``the Link header``) for the message, which
+        names the URL without any user name or password in it.
+        """
+        try:
+            target = self.http.build_request("GET", url).url
+        except httpx.InvalidURL as exc:
+            raise PermanentError(
+                f"{self.provider}: {what} is not a usable URL ({exc}); not followed",
+                provider=self.provider,
+            ) from None
+        if _origin(target) != _origin(self.base_url):
+            raise PermanentError(
+                f"{self.provider}: {what} points to {redact_url(target)}, outside the "
+                f"configured base URL {redact_url(self.base_url)}; not followed, so the "
+                f"credential {self.credential} is not sent there",
+                provider=self.provider,
+            )
+        return str(url)
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -202,6 +228,7 @@ class ApiClient:
 
     def request(self, method: str, path: str, *, idempotent: bool, **kwargs: Any) -> httpx.Response:
         """Send one request with pacing and retries; raise the engine's errors."""
+        self.same_origin(path)
 
         def wait(state: RetryCallState) -> float:
             error = state.outcome.exception() if state.outcome else None
@@ -236,6 +263,14 @@ class ApiClient:
             raise RetryableError(
                 f"{self.provider}: cannot connect ({type(exc).__name__})", provider=self.provider
             ) from exc
+        except httpx.RemoteProtocolError as exc:
+            # A broken answer (a dropped connection, a redirect whose Location is no URL):
+            # a read may be tried again; a write may have been processed, so it is not.
+            error = RetryableError if idempotent else PermanentError
+            raise error(
+                f"{self.provider}: {method} {path}: the answer is not valid HTTP ({exc})",
+                provider=self.provider,
+            ) from exc
         except httpx.TimeoutException as exc:
             if idempotent:
                 raise RetryableError(
@@ -248,6 +283,15 @@ class ApiClient:
             ) from exc
         self.pacer.observe(response.headers)
         status = response.status_code
+        if 300 <= status < 400:
+            raise PermanentError(
+                f"{self.provider}: HTTP {status} on {method} {path} redirects to "
+                f"{_location(response)}; redirects "
+                "are not followed (the credential goes only to the base URL); check the "
+                "base URL setting",
+                provider=self.provider,
+                status=status,
+            )
         if status < 400:
             return response
         detail = _detail(response)
@@ -282,6 +326,26 @@ class ApiClient:
             provider=self.provider,
             status=status,
         )
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    # httpx lower-cases scheme and host and drops a default port (443, 80).
+    return url.scheme, url.host, url.port
+
+
+def _location(response: httpx.Response) -> str:
+    where = response.headers.get("Location")
+    if not where:
+        return "nowhere (no Location header)"
+    try:
+        return redact_url(response.url.join(where))
+    except httpx.InvalidURL:
+        return "an unreadable Location"
+
+
+def redact_url(url: str | httpx.URL) -> str:
+    """``url`` without user name and password, for messages."""
+    return str(httpx.URL(url).copy_with(userinfo=b""))
 
 
 #: how long a used-up daily quota is reported to last (the real reset is the provider's

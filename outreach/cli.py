@@ -6,7 +6,6 @@ which), 2 bad input or configuration (the message names the file, the place and 
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import signal
@@ -514,8 +513,11 @@ def sandbox_serve_command(
         try:
             lines = [f"{name}={value}" for name, value in sandbox.env().items()]
             if env_file is not None:
+                from outreach.private_files import write_private_text
+
                 # Written before the variables are printed: whoever reads them can use it.
-                env_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
+                # It holds API keys, so only its owner may read it.
+                write_private_text(env_file, "\n".join(lines) + "\n")
             for name in sandbox.fakes:
                 err.print(f"{name:<10} {sandbox.url(name)}", highlight=False)
             if env_file is not None:
@@ -707,10 +709,12 @@ def replies_list_command(
         _print_json(rows)
         return
     if fmt == "csv":
-        writer = csv.writer(sys.stdout, lineterminator="\n")
+        from outreach.csvsafe import SafeCsvWriter
+
+        writer = SafeCsvWriter(sys.stdout)
         writer.writerow(LIST_COLUMNS)
         for row in rows:
-            writer.writerow([_csv_cell(row[c]) for c in LIST_COLUMNS])
+            writer.writerow(row[c] for c in LIST_COLUMNS)
         return
     table = Table(header_style="bold")
     for column in ("id", "received (UTC)", "kind", "matched", "person", "rule", "text"):
@@ -736,20 +740,6 @@ def replies_list_command(
         )
     out.print(table)
     out.print(f"{count} message(s)", highlight=False)
-
-
-def _csv_cell(value: Any) -> Any:
-    """A CSV cell a spreadsheet will not run: formulas are quoted with a leading '."""
-    if value is None:
-        return ""
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    text = str(value)
-    if text[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + text
-    return text
 
 
 @app.command("serve")
@@ -1192,7 +1182,9 @@ _CSV_COLUMNS = [
 
 
 def _print_csv(people) -> None:
-    writer = csv.writer(sys.stdout, lineterminator="\n")
+    from outreach.csvsafe import SafeCsvWriter
+
+    writer = SafeCsvWriter(sys.stdout)
     writer.writerow(_CSV_COLUMNS)
     for person in people:
         flat = _flatten(person)

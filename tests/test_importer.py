@@ -214,3 +214,206 @@ def test_row_errors_never_echo_addresses_or_phone_numbers(cli, tmp_path: Path) -
     assert result.exit_code == 1
     assert "al@@example.com" not in result.stderr and "212 55" not in result.stderr
     assert "line 2 (import x1): email is not valid" in result.stderr
+
+
+# -- damaged input: each bad line is named, the lines around it load --------------------
+
+
+def loaded_ids(engine) -> list[str]:
+    with engine.connect() as conn:
+        return sorted(conn.execute(select(CandidateRecord.external_id)).scalars())
+
+
+def import_report(engine, clock, path: Path):
+    config = load_cadence_file(default_config_dir() / "cadences.yaml")
+    return import_file(path, engine, config, clock)
+
+
+def errors_of(report) -> list[str]:
+    return [str(error) for error in report.errors]
+
+
+def test_a_bad_byte_costs_only_its_line(engine, clock, tmp_path: Path) -> None:
+    path = tmp_path / "latin1.csv"
+    rows = [r.encode() for r in (ROWS[0], ROWS[1], ROWS[3], ROWS[4])]
+    rows[1] = rows[1].replace(b"Ben", b"B\xe9n")  # Latin-1, not UTF-8
+    path.write_bytes(HEADER.encode() + b"\n".join(rows) + b"\n")
+    report = import_report(engine, clock, path)
+    assert errors_of(report) == [
+        "line 3: not UTF-8 text (byte 0xe9 at column 12); save the file as UTF-8"
+    ]
+    assert report.rows == 4 and report.loaded == 3
+    assert loaded_ids(engine) == ["c1", "c4", "c5"]
+
+
+def test_a_bad_byte_in_jsonl_costs_only_its_line(engine, clock, tmp_path: Path) -> None:
+    path = tmp_path / "people.jsonl"
+    good = [
+        json.dumps({"source": "import", "external_id": f"j{n}", "email": f"j{n}@example.com"})
+        for n in (1, 2, 3)
+    ]
+    path.write_bytes(
+        good[0].encode()
+        + b"\n"
+        + good[1].encode().replace(b"j2@", b"\xffj2@")
+        + b"\n"
+        + good[2].encode()
+        + b"\n"
+    )
+    report = import_report(engine, clock, path)
+    assert [e.where for e in report.errors] == ["line 2"]
+    assert "not UTF-8 text (byte 0xff" in errors_of(report)[0]
+    assert loaded_ids(engine) == ["j1", "j3"]
+
+
+def test_a_bad_byte_in_the_header_is_a_file_error(cli, tmp_path: Path) -> None:
+    path = tmp_path / "people.csv"
+    path.write_bytes(b"source,external_id,first_n\xe4me,email\nimport,x1,A,a@example.com\n")
+    result = cli("import", str(path))
+    assert result.exit_code == 2
+    assert "line 1: not UTF-8 text" in result.stderr
+
+
+def test_an_unclosed_quote_is_named_and_the_next_rows_load(engine, clock, tmp_path: Path) -> None:
+    broken = ROWS[0].replace(",Ann,", ',"Ann,', 1)
+    # A later quoted field must not close the runaway one and hide the damage.
+    quoted = ROWS[4].replace(",Eve,", ',"Eve",', 1)
+    path = write_csv(tmp_path, [broken, ROWS[1], ROWS[3], quoted, ROWS[6]])
+    report = import_report(engine, clock, path)
+    messages = errors_of(report)
+    assert len(messages) == 1 and messages[0].startswith("line 2: unclosed quote"), messages
+    assert loaded_ids(engine) == ["c2", "c4", "c5", "c7"]
+    assert report.rows == 5
+
+
+def test_an_unclosed_quote_on_the_last_line(engine, clock, tmp_path: Path) -> None:
+    path = tmp_path / "people.csv"
+    path.write_text(HEADER + ROWS[1] + "\n" + ROWS[3].replace(",Dan,", ',"Dan,', 1))
+    report = import_report(engine, clock, path)
+    assert [e.where for e in report.errors] == ["line 3"]
+    assert "unclosed quote" in errors_of(report)[0]
+    assert loaded_ids(engine) == ["c2"]
+
+
+def test_quoted_fields_over_several_lines_still_load(engine, clock, tmp_path: Path) -> None:
+    multi = ROWS[0].replace("the Spark talk", '"the Spark talk,\nand ""the"" demo\r\nafter"')
+    path = write_csv(tmp_path, [multi, ROWS[1]])
+    report = import_report(engine, clock, path)
+    assert not report.errors
+    with engine.connect() as conn:
+        custom = conn.execute(
+            select(CandidateRecord.custom).where(CandidateRecord.external_id == "c1")
+        ).scalar_one()
+    assert custom["highlight"] == 'the Spark talk,\nand "the" demo\r\nafter'
+    assert loaded_ids(engine) == ["c1", "c2"]
+
+
+def test_json_objects_and_arrays_in_scalar_fields_are_row_errors(
+    engine, clock, tmp_path: Path
+) -> None:
+    def row(n: int, **fields) -> str:
+        base = {"source": "import", "external_id": f"j{n}", "email": f"j{n}@example.com"}
+        return json.dumps({**base, **fields})
+
+    path = tmp_path / "people.jsonl"
+    path.write_text(
+        "\n".join(
+            [
+                row(1, first_name={"$gt": ""}),
+                row(2, email=["a@example.com", "b@example.com"]),
+                row(3, tags=["ok", {"nested": True}]),
+                row(4, first_name="Ada", tags=["ok"], portfolio={"links": ["x"]}),
+            ]
+        )
+        + "\n"
+    )
+    report = import_report(engine, clock, path)
+    assert errors_of(report) == [
+        "line 1 (import j1): first_name is a JSON object; it must be text",
+        "line 2 (import j2): email is a JSON array; it must be text",
+        "line 3 (import j3): tags must be a list of text values; item 2 is a JSON object",
+    ]
+    assert loaded_ids(engine) == ["j4"]  # a custom field may hold any JSON
+
+
+def test_nul_characters_are_row_errors(engine, clock, tmp_path: Path) -> None:
+    csv_path = write_csv(tmp_path, [ROWS[0].replace("Lee", "L\x00ee"), ROWS[1]])
+    report = import_report(engine, clock, csv_path)
+    assert errors_of(report) == [
+        "line 2 (import c1): last_name contains a NUL character (\\0); remove it"
+    ]
+    jsonl = tmp_path / "people.jsonl"
+    jsonl.write_text(
+        json.dumps(
+            {"source": "import", "external_id": "j1", "email": "j1@example.com", "note": "a\u0000b"}
+        )
+        + "\n"
+        + json.dumps(
+            {
+                "source": "import",
+                "external_id": "j2",
+                "email": "j2@example.com",
+                "tags": ["x\u0000"],
+            }
+        )
+        + "\n"
+        + json.dumps({"source": "import", "external_id": "j3", "email": "j3@example.com"})
+        + "\n"
+    )
+    report = import_report(engine, clock, jsonl)
+    assert errors_of(report) == [
+        "line 1 (import j1): note contains a NUL character (\\0); remove it",
+        "line 2 (import j2): tags contains a NUL character (\\0); remove it",
+    ]
+    assert loaded_ids(engine) == ["c2", "j3"]
+
+
+def test_an_unpaired_surrogate_escape_is_a_row_error(engine, clock, tmp_path: Path) -> None:
+    path = tmp_path / "people.jsonl"
+    rows = [
+        {
+            "source": "import",
+            "external_id": "j1",
+            "email": "j1@example.com",
+            "first_name": "A\ud800",
+        },
+        {
+            "source": "import",
+            "external_id": "j2",
+            "email": "j2@example.com",
+            "first_name": "\U0001f600",
+        },
+    ]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    report = import_report(engine, clock, path)
+    assert errors_of(report) == [
+        "line 1 (import j1): first_name contains an unpaired UTF-16 surrogate "
+        "(a \\ud800-\\udfff escape); remove it"
+    ]
+    assert loaded_ids(engine) == ["j2"]
+
+
+def test_a_runaway_quote_closed_by_a_later_row_swallows_nothing(
+    engine, clock, tmp_path: Path
+) -> None:
+    path = tmp_path / "people.csv"
+    path.write_text(
+        "source,external_id,first_name,email\n"
+        'import,x1,"Ann,a@example.com\n'  # the quote never closes on its line
+        "import,x2,Ben,b@example.com\n"
+        'import,x3,Cat",c@example.com\n'  # a stray quote that would close it: 4 fields
+    )
+    report = import_report(engine, clock, path)
+    assert [e.where for e in report.errors] == ["line 2"]
+    assert "unclosed quote" in errors_of(report)[0] and "line 3" in errors_of(report)[0]
+    assert loaded_ids(engine) == ["x2", "x3"]
+
+
+def test_json_nested_too_deeply_is_a_row_error(engine, clock, tmp_path: Path) -> None:
+    path = tmp_path / "people.jsonl"
+    good = {"source": "import", "external_id": "j1", "email": "j1@example.com"}
+    deep = '{"source": "import", "external_id": "j2", "x": ' + "[" * 5000 + "]" * 5000 + "}"
+    path.write_text(deep + "\n" + json.dumps(good) + "\n")
+    report = import_report(engine, clock, path)
+    assert errors_of(report) == ["line 1: JSON nested too deeply to read"]
+    assert loaded_ids(engine) == ["j1"]

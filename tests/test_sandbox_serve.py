@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 from pathlib import Path
 
@@ -27,6 +28,8 @@ def test_sandbox_serve_prints_the_environment_and_stops_cleanly(
     tmp_path: Path, stop_with: signal.Signals
 ) -> None:
     env_file = tmp_path / ".env"
+    env_file.write_text("OLD=1\n")
+    env_file.chmod(0o644)
     proc = subprocess.Popen(
         [outreach_script(), "sandbox", "serve", "--people", "40", "--env-file", str(env_file)],
         cwd=tmp_path,
@@ -47,6 +50,7 @@ def test_sandbox_serve_prints_the_environment_and_stops_cleanly(
             line.split("=", 1) for line in env_file.read_text().splitlines() if line.strip()
         )
         assert from_file == printed
+        assert stat.S_IMODE(env_file.stat().st_mode) == 0o600  # it holds the API keys
         # Each fake answers with its own auth: a real request per provider.
         lever = httpx.get(
             printed["LEVER_BASE_URL"] + "/opportunities",

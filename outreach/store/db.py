@@ -1,13 +1,16 @@
 """Engine creation and schema migrations.
 
 SQLite runs in WAL mode with foreign keys on and a busy timeout, so that several
-processes can share one file. PostgreSQL uses the same Alembic migrations.
+processes can share one file. A new database file (and so its -wal and -shm files) is
+created readable by its owner only: it holds names, addresses and phone numbers.
+PostgreSQL uses the same Alembic migrations.
 :func:`ensure_schema` upgrades an empty database on first use and refuses to work on an
 outdated one (run ``outreach db upgrade``).
 """
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from alembic import command
@@ -19,6 +22,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
 from outreach.errors import ConfigError, StoreError
+from outreach.private_files import create_private
 
 __all__ = ["current_revision", "ensure_schema", "head_revision", "make_engine", "upgrade"]
 
@@ -39,7 +43,10 @@ def make_engine(url: str) -> Engine:
     try:
         if parsed.get_backend_name() == "sqlite":
             engine = create_engine(parsed, connect_args={"timeout": 30, "check_same_thread": False})
-            _sqlite_setup(engine, in_memory=parsed.database in (None, "", ":memory:"))
+            in_memory = parsed.database in (None, "", ":memory:")
+            _sqlite_setup(engine, in_memory=in_memory)
+            if not in_memory and not parsed.query.get("uri"):
+                _create_private_on_connect(engine, Path(parsed.database))
         else:
             engine = create_engine(parsed, pool_pre_ping=True)
     except NoSuchModuleError:
@@ -73,6 +80,16 @@ def _sqlite_setup(engine: Engine, *, in_memory: bool) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn) -> None:
         conn.exec_driver_sql(conn.info.pop("sqlite_begin", "BEGIN"))
+
+
+def _create_private_on_connect(engine: Engine, path: Path) -> None:
+    # SQLite would create the file 0644 (under the usual umask) on first connect; made
+    # 0600 first, it stays so, and SQLite gives its -wal and -shm files the same mode.
+    @event.listens_for(engine, "do_connect")
+    def _before_connect(_dialect, _record, _cargs, _cparams) -> None:
+        # A missing folder or no permission: SQLite's own error says it better.
+        with contextlib.suppress(OSError):
+            create_private(path)
 
 
 def _alembic_config(engine: Engine) -> Config:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -131,3 +134,41 @@ def test_unreachable_database_exits_2(cli, tmp_path) -> None:
 
 def test_now_is_aware(clock) -> None:
     assert clock.now().tzinfo is UTC
+
+
+@pytest.fixture
+def umask_022():
+    """The common default umask, under which a plain file would be world-readable."""
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_sqlite_database_and_wal_files_are_private(tmp_path: Path, umask_022) -> None:
+    db = tmp_path / "private.db"
+    eng = make_engine(f"sqlite:///{db}")
+    try:
+        upgrade(eng)
+        with eng.connect() as conn:  # held open, so the -wal and -shm files stay
+            now = datetime.now(UTC)
+            conn.execute(insert(Person).values(created_at=now, updated_at=now))
+            conn.commit()
+            files = [db, Path(f"{db}-wal"), Path(f"{db}-shm")]
+            assert {f.name: _mode(f) for f in files} == {f.name: 0o600 for f in files}
+    finally:
+        eng.dispose()
+
+
+def test_cli_commands_create_the_database_private(
+    cli, tmp_path: Path, umask_022, monkeypatch
+) -> None:
+    monkeypatch.setenv("OUTREACH_DATABASE_URL", "sqlite:///fresh.db")
+    assert cli("db", "upgrade").exit_code == 0
+    assert _mode(tmp_path / "fresh.db") == 0o600
+    monkeypatch.setenv("OUTREACH_DATABASE_URL", "sqlite:///other.db")
+    assert cli("candidates").exit_code == 0
+    assert _mode(tmp_path / "other.db") == 0o600
