@@ -170,10 +170,10 @@ def _serve(ready: Any, ask: Any) -> None:
 
 
 def _timed(send: Callable[..., Any], spent: list[float]) -> Callable[..., Any]:
-    def wrapper(batch: Any) -> Any:
+    def wrapper(batch: Any, **options: Any) -> Any:
         started = time.perf_counter()
         try:
-            return send(batch)
+            return send(batch, **options)
         finally:
             spent[0] += time.perf_counter() - started
 
