@@ -597,7 +597,8 @@ def _upsert_contacts(
                 "phone_type": record.phone.type if phone and record.phone else None,
                 "sms_consent": row["sms_consent"] if phone else None,
                 "consent_at": row["sms_consent_at"] if phone else None,
-                "consent_source": record.source if phone and row["sms_consent"] is not None
+                "consent_source": record.source
+                if phone and row["sms_consent"] is not None
                 else None,
                 "valid": True,
                 "shared": False,

@@ -4,9 +4,10 @@
 says about them; ``contact_points`` are the person's addresses with consent and
 suppression state (one phone may belong to two people: an office line, a family phone);
 ``suppressions`` are opt-outs, unsubscribes, bounces and STOPs by normalised address,
-kept whether or not anyone in the store has that address yet; ``enrollments`` and the ``touches`` ledger are the cadence engine's
-state; ``events`` are inbound signals (stage changes, replies, opt-outs, bounces);
-``tasks`` are recruiter tasks; ``sync_state`` holds each source's committed cursor.
+kept whether or not anyone in the store has that address yet; ``enrollments`` and the
+``touches`` ledger are the cadence engine's state; ``events`` are inbound signals (stage
+changes, replies, opt-outs, bounces); ``tasks`` are recruiter tasks; ``sync_state`` holds
+each source's committed cursor.
 """
 
 from __future__ import annotations

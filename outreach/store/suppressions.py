@@ -105,10 +105,11 @@ def suppressed_points(conn: Connection, person_ids: Sequence[int]) -> Hits:
             .where(_contacts.c.person_id.in_(chunk))
         )
         for row in conn.execute(query):
-            hits.points.setdefault(row.id, (row.reason, row.at))
-            if row.scope == "channel":
+            if row.scope == "address":
+                hits.points.setdefault(row.id, (row.reason, row.at))
+            elif row.scope == "channel":
                 channel.setdefault((row.person_id, row.kind), (row.reason, row.at))
-            elif row.scope == "all":
+            else:  # all: the person is opted out; their points stay as they are
                 earliest = hits.people.get(row.person_id)
                 hits.people[row.person_id] = row.at if earliest is None else min(earliest, row.at)
     if channel:
