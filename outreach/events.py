@@ -459,7 +459,7 @@ def _flush(engine: Engine, batch: list[_Pending], now: datetime, report: IngestR
         rows = []
         for pending, row in zip(fresh, _resolve(conn, fresh, now), strict=True):
             if isinstance(row, str):
-                if id(pending) in listed:
+                if id(pending) in listed and "suppressed" not in row:
                     row += "; kept on the suppression list"
                 report.unmatched.append(f"{pending.where}: {row}")
             else:
