@@ -342,8 +342,16 @@ def upsert_candidates(conn: Connection, batch: Sequence[CandidateIn], now: datet
         bulk_write(conn, _events, events)
 
     _upsert_contacts(conn, records, rows, now)
-    phones = {record.phone.e164 for record in records if record.phone is not None}
-    _flag_shared(conn, phones | merged_phones, now)
+    # Only a phone with two holders in sight (or one a merge touched) can change its flag.
+    phone_people: dict[str, set[int]] = defaultdict(set)
+    for record, row in zip(records, rows, strict=True):
+        if record.phone is not None:
+            phone_people[record.phone.e164].add(row["person_id"])
+    for phone, found in holders.items():
+        for node, _, _ in found:
+            phone_people[phone].add(person_of_root.get(uf.find(node), node[1]))
+    suspects = {phone for phone, people in phone_people.items() if len(people) > 1}
+    _flag_shared(conn, suspects | merged_phones, now)
     apply_to_people(conn, sorted({row["person_id"] for row in rows}), now)
     return stats
 
