@@ -490,12 +490,16 @@ def _merge_people(conn: Connection, merges: list[tuple[int, int]], now: datetime
         ).mappings():
             points[(row["person_id"], row["kind"], row["value"])] = dict(row)
     phones = {value for (_, kind, value) in points if kind == "phone"}
-    folds: list[dict[str, Any]] = []  # loser point -> winner point
+    folds: list[dict[str, Any]] = []  # loser point -> the point it becomes part of
     kept: dict[int, dict[str, Any]] = {}
-    for (person_id, kind, value), point in points.items():
+    # The winner's own point, else the first loser's that moves over, takes the others in.
+    targets = {key: point for key, point in points.items() if key[0] not in winner_of}
+    for (person_id, kind, value), point in sorted(points.items(), key=lambda kv: kv[1]["id"]):
         winner = winner_of.get(person_id)
-        target = points.get((winner, kind, value)) if winner is not None else None
-        if target is None:
+        if winner is None:
+            continue
+        target = targets.setdefault((winner, kind, value), point)
+        if target is point:
             continue
         folds.append({"b_old": point["id"], "b_new": target["id"]})
         merged = kept.setdefault(target["id"], dict(target))

@@ -379,3 +379,28 @@ def test_the_migration_puts_suppressed_points_and_opt_outs_on_the_list(database_
         ("email", "out@example.com", "all", "opted out"),
     }
     assert consent_at == NOW
+
+
+def test_two_holders_of_a_phone_merging_into_a_third_person_keep_one_point(engine) -> None:
+    write(
+        engine,
+        NOW,
+        [
+            rec("cy", first_name="Cy", email="c@example.com"),
+            rec("ann", first_name="Ann", email="a@example.com", phone=OFFICE),
+            rec("bo", first_name="Bo", email="b@example.com", phone=OFFICE),
+        ],
+        # Cy's email under Ann's name, Bo's email under Ann's name: all one person.
+        [
+            rec("l1", "lever", first_name="Ann", email="c@example.com", phone=OFFICE),
+            rec("l2", "lever", first_name="Ann", email="b@example.com", phone=OFFICE),
+        ],
+    )
+    assert len(set(people_of(engine).values())) == 1
+    with engine.connect() as conn:
+        assert (
+            conn.scalar(
+                select(func.count()).select_from(ContactPoint).where(ContactPoint.kind == "phone")
+            )
+            == 1
+        )
