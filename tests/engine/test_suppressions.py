@@ -201,3 +201,13 @@ def test_a_reply_from_a_shared_phone_goes_only_to_the_one_who_was_texted(world: 
         )
         replied = conn.scalar(select(Event.person_id).where(Event.type == "reply"))
     assert replied == ann
+
+
+def test_a_consent_withdrawal_is_not_undone_by_an_older_consent(world: World) -> None:
+    ann = {**ANN, "email": ""}
+    world.add({**ann, "source": "lever", "sms_consent": "false", "updated_at": "2026-10-02T12:00Z"})
+    world.add({**ann, "sms_consent": "true", "updated_at": "2026-10-01T12:00Z"})
+    world.tick()
+    assert sent_to(world) == set()
+    (touch,) = world.touches()
+    assert touch.status == "task" and "no SMS consent (withdrawn in lever)" in touch.reason
