@@ -277,9 +277,17 @@ def candidates_command(
     ] = None,
     fmt: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
     limit: Annotated[int | None, typer.Option("--limit", help="At most this many people.")] = None,
+    explain: Annotated[
+        int | None,
+        typer.Option(
+            "--explain",
+            help="Show which records make person ID one person and why (table or json).",
+            metavar="ID",
+        ),
+    ] = None,
 ) -> None:
     """People in the store, with their stage and contact points."""
-    from outreach.people import iter_people
+    from outreach.people import explain_person, iter_people
 
     if stage is not None and stage not in CANONICAL_STAGES:
         raise _fail(f"--stage {stage!r} is not a stage; use one of {', '.join(CANONICAL_STAGES)}")
@@ -287,6 +295,17 @@ def candidates_command(
         raise _fail(f"--format {fmt!r} is not supported; use table, json or csv")
     settings = _settings()
     engine = _engine(settings)
+    if explain is not None:
+        found = explain_person(engine, explain)
+        if found is None:
+            raise _fail(f"--explain {explain}: no person has that id; see outreach candidates")
+        if fmt == "json":
+            sys.stdout.write(json.dumps(found, default=_json_default, indent=2) + "\n")
+        elif fmt == "csv":
+            raise _fail("--explain prints a table or json, not csv")
+        else:
+            _print_explanation(found)
+        return
     people = iter_people(engine, stage=stage, limit=limit)
     if fmt == "json":
         _print_json(people)
@@ -1244,6 +1263,8 @@ def _print_table(people) -> None:
             flags.append("suppressed " + flat["suppressed"])
         if flat["sms_consent"] == "true":
             flags.append("sms ok")
+        if any(c["shared"] for c in person["contacts"]):
+            flags.append("shared phone")
         table.add_row(
             str(person["id"]),
             " ".join(p for p in (flat["first_name"], flat["last_name"]) if p),
@@ -1257,6 +1278,62 @@ def _print_table(people) -> None:
         )
     out.print(table)
     out.print(f"{count} people", highlight=False)
+
+
+def _print_explanation(person: dict[str, Any]) -> None:
+    out.print(
+        f"person {person['id']}"
+        + (" (opted out of everything)" if person["global_opt_out"] else ""),
+        highlight=False,
+    )
+    records = Table(header_style="bold", title="records")
+    for column in ("record", "name", "email", "phone", "linkedin", "sms consent"):
+        records.add_column(column, overflow="fold")
+    for r in person["records"]:
+        consent = "" if r["sms_consent"] is None else str(r["sms_consent"]).lower()
+        if consent and r["sms_consent_at"]:
+            consent += f" since {r['sms_consent_at'].isoformat()[:16].replace('T', ' ')}"
+        records.add_row(
+            f"{r['source']}:{r['external_id']}",
+            " ".join(p for p in (r["first_name"], r["last_name"]) if p),
+            r["email"] or "",
+            r["phone"] or "",
+            r["linkedin_url"] or "",
+            consent,
+        )
+    out.print(records)
+    if len(person["records"]) > 1:
+        out.print("why these records are one person:", highlight=False)
+        for link in person["links"]:
+            out.print(f"  {' + '.join(link['records'])}: {', '.join(link['why'])}", highlight=False)
+        if not person["links"]:
+            out.print("  (joined through records since changed)", highlight=False)
+    if person["merges"]:
+        merged = ", ".join(str(p) for p in person["merges"])
+        out.print(f"merged into this person: {merged}", highlight=False)
+    contacts = Table(header_style="bold", title="contact points")
+    for column in ("kind", "value", "state", "suppression list"):
+        contacts.add_column(column, overflow="fold")
+    for c in person["contacts"]:
+        state = []
+        if c["shared_with"]:
+            state.append("shared with person " + ", ".join(str(p) for p in c["shared_with"]))
+        if not c["valid"]:
+            state.append("invalid")
+        if c["sms_consent"] is not None:
+            state.append(
+                f"sms consent {str(c['sms_consent']).lower()}"
+                + (f" ({c['consent_source']})" if c["consent_source"] else "")
+            )
+        if c["suppressed"]:
+            state.append(f"suppressed: {c['suppressed_reason'] or 'suppressed'}")
+        contacts.add_row(
+            c["kind"],
+            c["value"],
+            "; ".join(state),
+            "; ".join(f"{e['reason']} ({e['scope']}, {e['source']})" for e in c["suppressions"]),
+        )
+    out.print(contacts)
 
 
 def _count_lines(path: Path) -> int | None:

@@ -14,6 +14,14 @@ An event resolved through an address or a touch suppresses that one contact poin
 ``opt_out`` or ``unsubscribe`` without a channel that names only a record opts the person
 out globally.
 
+An opt-out, unsubscribe or bounce that names an address also goes on the suppression list
+(:mod:`outreach.store.suppressions`) as it is ingested, matched or not: one for an address
+nobody in the store has yet still holds when that person is imported (it is reported as
+unmatched, "kept on the suppression list"). A phone two people share (an office line) is
+no one person's: a STOP from it suppresses the phone for everyone who has it and stops
+no one's cadence, and a reply from it goes to the one holder who was texted on it, or,
+when that is not exactly one, is reported unmatched rather than guessed.
+
 Ingest streams in batches with one query per batch and lookup kind. Each event gets a
 ``dedupe_key`` (``inbound:<id>`` from the provider's event id, else a hash of what the
 event says), so feeding the same events twice records nothing new. A bad line or an
@@ -39,6 +47,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from outreach.contacts import ContactError, normalize_email, normalize_linkedin, normalize_phone
 from outreach.errors import InputError
+from outreach.store import suppressions
 from outreach.store.bulk import bulk_write
 from outreach.store.schema import CandidateRecord, ContactPoint, Event, Touch
 
@@ -67,6 +76,7 @@ _MAX_KEY = 200
 _CHANNEL_KIND = {"email": "email", "sms": "phone", "call": "phone", "linkedin": "linkedin"}
 _KIND_CHANNEL = {"email": "email", "phone": "sms", "linkedin": "linkedin"}
 _KIND_NAME = {"email": "email address", "phone": "phone number", "linkedin": "LinkedIn profile"}
+_SUPPRESSING = {"opt_out": "opted out", "unsubscribe": "unsubscribed", "bounce": "bounced"}
 
 #: Twilio's default opt-out keywords (a message that is exactly one of them, any case).
 OPT_OUT_KEYWORDS = frozenset(
@@ -445,9 +455,12 @@ def _flush(engine: Engine, batch: list[_Pending], now: datetime, report: IngestR
                 report.duplicates += 1
             else:
                 fresh.append(pending)
+        listed = _list_suppressions(conn, fresh, now)
         rows = []
         for pending, row in zip(fresh, _resolve(conn, fresh, now), strict=True):
             if isinstance(row, str):
+                if id(pending) in listed and "suppressed" not in row:
+                    row += "; kept on the suppression list"
                 report.unmatched.append(f"{pending.where}: {row}")
             else:
                 rows.append((pending, row))
@@ -473,6 +486,39 @@ def _flush(engine: Engine, batch: list[_Pending], now: datetime, report: IngestR
             report.recorded += len(rows)
 
 
+def _list_suppressions(conn: Connection, batch: list[_Pending], now: datetime) -> set[int]:
+    """Put every opt-out, unsubscribe and bounce naming an address on the suppression
+    list; return the ``id()`` of those pending events."""
+    entries, listed = [], set()
+    for pending in batch:
+        event = pending.event
+        if event.type not in _SUPPRESSING or pending.kind is None or pending.value is None:
+            continue
+        entries.append(
+            {
+                "kind": pending.kind,
+                "value": pending.value,
+                "scope": suppressions.scope_for(event.type, pending.kind),
+                "reason": _SUPPRESSING[event.type],
+                "source": _source_of(event),
+                "at": event.at,
+            }
+        )
+        listed.add(id(pending))
+    if entries:
+        suppressions.record(conn, entries, now)
+    return listed
+
+
+def _source_of(event: InboundEvent) -> str:
+    """Where an event came from: its CRM, else the provider its detail names."""
+    if event.source is not None:
+        return event.source
+    if event.detail:
+        return event.detail.split()[0]
+    return "events"
+
+
 def _existing_keys(conn: Connection, keys: list[str]) -> set[str]:
     return set(
         conn.execute(select(_events.c.dedupe_key).where(_events.c.dedupe_key.in_(keys))).scalars()
@@ -489,7 +535,8 @@ def _resolve(conn: Connection, batch: list[_Pending], now: datetime) -> list[dic
         ).where(_touches.c.id.in_(touch_ids))
         touches = {row.id: row for row in conn.execute(query)}
 
-    points: dict[tuple[str, str], Any] = {}
+    # An address names one point, except a phone several people share.
+    points: dict[tuple[str, str], list[Any]] = {}
     by_kind: dict[str, set[str]] = {}
     for p in batch:
         if p.kind is not None and p.value is not None:
@@ -498,7 +545,9 @@ def _resolve(conn: Connection, batch: list[_Pending], now: datetime) -> list[dic
         query = select(_contacts.c.id, _contacts.c.person_id, _contacts.c.value).where(
             _contacts.c.kind == kind, _contacts.c.value.in_(values)
         )
-        points.update(((kind, row.value), row) for row in conn.execute(query))
+        for row in conn.execute(query):
+            points.setdefault((kind, row.value), []).append(row)
+    texted = _texted_holders(conn, batch, points)
 
     records: dict[tuple[str, str], Any] = {}
     by_source: dict[str, set[str]] = {}
@@ -518,20 +567,72 @@ def _resolve(conn: Connection, batch: list[_Pending], now: datetime) -> list[dic
         )
         records.update(((row.source, row.external_id), row) for row in conn.execute(query))
 
-    return [_row(p, touches, points, records, now) for p in batch]
+    shared_stops = [
+        (p.kind, p.value)
+        for p in batch
+        if p.event.type in _SUPPRESSING
+        and p.event.touch_id is None
+        and p.event.source is None
+        and len(points.get((p.kind, p.value), ())) > 1
+    ]
+    if shared_stops:
+        # No one person's event: the list entry holds for every holder, now.
+        suppressions.apply_to_people(conn, suppressions.holders(conn, shared_stops), now)
+    return [_row(p, touches, points, texted, records, now) for p in batch]
+
+
+def _texted_holders(
+    conn: Connection, batch: list[_Pending], points: dict[tuple[str, str], list[Any]]
+) -> dict[tuple[str, str], set[int]]:
+    """For a shared phone a reply came from: which of its points were texted."""
+    shared = {
+        (p.kind, p.value): points[(p.kind, p.value)]
+        for p in batch
+        if p.event.type == "reply" and len(points.get((p.kind, p.value), ())) > 1
+    }
+    ids = sorted({row.id for rows in shared.values() for row in rows})
+    if not ids:
+        return {}
+    sent = set(
+        conn.execute(
+            select(_touches.c.contact_point_id)
+            .where(
+                _touches.c.contact_point_id.in_(ids),
+                _touches.c.channel == "sms",
+                _touches.c.status.in_(("sent", "ambiguous")),
+            )
+            .distinct()
+        ).scalars()
+    )
+    return {key: {row.id for row in rows if row.id in sent} for key, rows in shared.items()}
 
 
 def _row(
     pending: _Pending,
     touches: dict[int, Any],
-    points: dict[tuple[str, str], Any],
+    points: dict[tuple[str, str], list[Any]],
+    texted: dict[tuple[str, str], set[int]],
     records: dict[tuple[str, str], Any],
     now: datetime,
 ) -> dict[str, Any] | str:
     event = pending.event
     touch = touches.get(event.touch_id) if event.touch_id is not None else None
-    point = points.get((pending.kind, pending.value)) if pending.kind else None
     record = records.get((event.source, event.external_id)) if event.source else None
+    found = points.get((pending.kind, pending.value), []) if pending.kind else []
+    point = found[0] if len(found) == 1 else None
+    if len(found) > 1:
+        # A shared phone: the touch or record names the holder; else only a reply from
+        # it, and only to the one holder texted on it, is anyone's.
+        owner = touch.person_id if touch is not None else None
+        owner = owner if owner is not None else (record.person_id if record else None)
+        if owner is None and event.type == "reply":
+            sent = texted.get((pending.kind, pending.value), set())
+            if len(sent) == 1:
+                point = next(row for row in found if row.id in sent)
+        else:
+            point = next((row for row in found if row.person_id == owner), None)
+        if point is None and touch is None and record is None:
+            return _shared(pending, len(found))
     if touch is not None:
         person_id, matched_by = touch.person_id, "touch"
     elif point is not None:
@@ -578,6 +679,18 @@ def _row(
         "processed_at": None,
         "created_at": now,
     }
+
+
+def _shared(pending: _Pending, holders: int) -> str:
+    if pending.event.type in _SUPPRESSING:
+        return (
+            f"the {_KIND_NAME[pending.kind or 'phone']} is shared by {holders} people: "
+            "suppressed for all of them, no one's cadence stopped"
+        )
+    return (
+        f"the {_KIND_NAME[pending.kind or 'phone']} is shared by {holders} people and "
+        "nothing tells whose message this is"
+    )
 
 
 def _no_match(pending: _Pending) -> str:

@@ -198,7 +198,7 @@ def test_unmatched_is_reported_without_the_address(store, tmp_path: Path) -> Non
     assert report.recorded == 1 and report.bad == []
     assert report.unmatched == [
         f"{path}:1: no person has that email address",
-        f"{path}:2: no person has that phone number",
+        f"{path}:2: no person has that phone number; kept on the suppression list",
         f"{path}:3: no lever record 77",
     ]
     text = " ".join(report.unmatched)

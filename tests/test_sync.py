@@ -170,3 +170,34 @@ def test_sync_command(cli) -> None:
         )
         denied = cli("sync", "--source", "greenhouse", env=env)
     assert denied.exit_code == 2 and "GREENHOUSE_API_KEY" in denied.stderr
+
+
+def test_a_sync_applies_an_unsubscribe_that_came_before_the_person(engine) -> None:
+    from outreach.events import InboundEvent, ingest_events
+
+    report = ingest_events(
+        engine,
+        [("sendgrid", InboundEvent(type="unsubscribe", address="P3@example.com", at=NOW))],
+        now=NOW,
+    )
+    assert report.unmatched == [
+        "sendgrid: no person has that email address; kept on the suppression list"
+    ]
+    config = load_cadence_file(default_config_dir() / "cadences.yaml")
+    with respx.mock:
+        respx.get(url__startswith=f"{BASE}/candidates").mock(side_effect=responses())
+        sync_source(connector(), engine, config, FixedClock(NOW))
+    with engine.connect() as conn:
+        suppressed = dict(
+            conn.execute(
+                select(ContactPoint.value, ContactPoint.suppressed).where(
+                    ContactPoint.kind == "email"
+                )
+            ).all()
+        )
+    assert suppressed == {
+        "p1@example.com": False,
+        "p2@example.com": False,
+        "p3@example.com": True,
+        "p5@example.com": False,
+    }

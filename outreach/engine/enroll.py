@@ -9,6 +9,11 @@
 * ``opt_out`` / ``unsubscribe``: suppress the contact point (or, without one, opt the person
   out globally) and end enrollments that stop on ``opt_out``.
 * ``bounce``: suppress the email address.
+
+Every address suppressed goes on the suppression list too, and the list is then applied
+to everyone who has it: an email unsubscribe or opt-out covers all of the person's email
+addresses, a STOP covers the phone for every person sharing it, and a global opt-out's
+email addresses opt out whoever has them later.
 * ``auto_reply`` (an out-of-office notice): no stop, no opt-out; the person's touches wait
   until ``payload["until"]`` (the return date it names, else a week). A later human reply
   ends the pause: they are back.
@@ -29,6 +34,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
 
 from outreach.cadence import CadenceConfig
+from outreach.store import suppressions as suppression_list
 from outreach.store.bulk import bulk_update, bulk_write
 from outreach.store.schema import ContactPoint, Enrollment, Event, Person, Touch
 
@@ -208,8 +214,14 @@ class _Batch:
                 self.stats.paused += 1
         elif kind in _SUPPRESSING:
             reason = _SUPPRESSING[kind]
-            if event["contact_point_id"] is not None:
-                self._suppress([event["contact_point_id"]], reason, event["at"])
+            email = _CHANNEL_KIND.get(event["channel"] or "") == "email"
+            if event["contact_point_id"] is not None and email and kind != "bounce":
+                # An email opt-out or unsubscribe covers every email address of the person.
+                ids = sorted({event["contact_point_id"], *self._contact_ids(person_id, "email")})
+                self._suppress(ids, reason, event)
+                self.stats.suppressed += len(ids)
+            elif event["contact_point_id"] is not None:
+                self._suppress([event["contact_point_id"]], reason, event)
                 self.stats.suppressed += 1
             elif kind in ("opt_out", "unsubscribe") and not event["channel"]:
                 self.opt_outs.append(
@@ -224,7 +236,7 @@ class _Batch:
                 self.stats.opted_out += 1
             elif event["channel"] in _CHANNEL_KIND:
                 ids = self._contact_ids(person_id, _CHANNEL_KIND[event["channel"]])
-                self._suppress(ids, reason, event["at"])
+                self._suppress(ids, reason, event)
                 self.stats.suppressed += len(ids)
             if kind != "bounce":
                 self._stop(person_id, "opt_out", reason)
@@ -312,9 +324,18 @@ class _Batch:
                     self._contacts[(pid, ckind)].append(cid)
         return list(self._contacts.get((person_id, kind), []))
 
-    def _suppress(self, ids: list[int], reason: str, at: datetime) -> None:
+    def _suppress(self, ids: list[int], reason: str, event: Any) -> None:
+        source = event["source"] or str((event["payload"] or {}).get("detail") or "events")
         self.suppressions.extend(
-            {"b_id": cid, "reason": reason, "at": at, "now": self.now} for cid in ids
+            {
+                "b_id": cid,
+                "reason": reason,
+                "at": event["at"],
+                "now": self.now,
+                "type": event["type"],
+                "source": source.split()[0] if source else "events",
+            }
+            for cid in ids
         )
 
     # -- writing -------------------------------------------------------------------------
@@ -384,8 +405,61 @@ class _Batch:
                     suppressed_at=bindparam("at"),
                     updated_at=bindparam("now"),
                 ),
-                self.suppressions,
+                [
+                    {k: item[k] for k in ("b_id", "reason", "at", "now")}
+                    for item in self.suppressions
+                ],
             )
+        self._list()
+
+    def _list(self) -> None:
+        """Put what this batch suppressed on the suppression list (by address), and apply
+        the list to everyone who has those addresses."""
+        wanted: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for item in self.suppressions:
+            wanted[item["b_id"]].append(item)
+        entries: list[dict[str, Any]] = []
+        for chunk in _chunks(sorted(wanted)):
+            for cid, kind, value in self.conn.execute(
+                select(_contacts.c.id, _contacts.c.kind, _contacts.c.value).where(
+                    _contacts.c.id.in_(chunk)
+                )
+            ):
+                entries.extend(
+                    {
+                        "kind": kind,
+                        "value": value,
+                        "scope": suppression_list.scope_for(item["type"], kind),
+                        "reason": item["reason"],
+                        "source": item["source"],
+                        "at": item["at"],
+                    }
+                    for item in wanted[cid]
+                )
+        # A global opt-out: whoever has one of these email addresses later is this person.
+        opted = sorted({row["id"] for row in self.opt_outs})
+        when = {row["id"]: row["opted_out_at"] for row in self.opt_outs}
+        for chunk in _chunks(opted):
+            for person_id, value in self.conn.execute(
+                select(_contacts.c.person_id, _contacts.c.value).where(
+                    _contacts.c.person_id.in_(chunk), _contacts.c.kind == "email"
+                )
+            ):
+                entries.append(
+                    {
+                        "kind": "email",
+                        "value": value,
+                        "scope": "all",
+                        "reason": "opted out",
+                        "source": "events",
+                        "at": when[person_id],
+                    }
+                )
+        if not entries:
+            return
+        suppression_list.record(self.conn, entries, self.now)
+        people = suppression_list.holders(self.conn, {(e["kind"], e["value"]) for e in entries})
+        suppression_list.apply_to_people(self.conn, people, self.now)
 
 
 def _until(value: Any) -> datetime | None:

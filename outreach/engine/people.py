@@ -14,6 +14,7 @@ from sqlalchemy import Connection, select
 
 from outreach.engine.window import zone_for
 from outreach.store.schema import CandidateRecord, ContactPoint, Person, Touch
+from outreach.store.suppressions import suppressed_points
 
 __all__ = ["COUNTED_STATUSES", "Contact", "PersonState", "load_people"]
 
@@ -59,6 +60,8 @@ _CONTACT_COLUMNS = [
         "valid",
         "phone_type",
         "sms_consent",
+        "consent_source",
+        "shared",
         "suppressed",
         "suppressed_reason",
     )
@@ -77,6 +80,10 @@ class Contact:
     sms_consent: bool | None
     suppressed: bool
     suppressed_reason: str | None
+    #: the source of the newest consent statement (a withdrawal names who withdrew)
+    consent_source: str | None = None
+    #: another person has this phone too (an office line)
+    shared: bool = False
 
 
 @dataclass
@@ -136,7 +143,9 @@ def load_people(
 ) -> dict[int, PersonState]:
     """Load people, their records, contacts and counted touches since ``history_since``.
 
-    Three queries per batch, whatever its size.
+    A few queries per batch, whatever its size. The suppression list is read here too, so
+    an address listed since the people were last written is not messaged (DESIGN.md
+    invariant 4).
     """
     ids = sorted(set(person_ids))
     if not ids:
@@ -169,8 +178,18 @@ def load_people(
                     sms_consent=row["sms_consent"],
                     suppressed=bool(row["suppressed"]),
                     suppressed_reason=row["suppressed_reason"],
+                    consent_source=row["consent_source"],
+                    shared=bool(row["shared"]),
                 )
             )
+    listed = suppressed_points(conn, ids)
+    for person in people.values():
+        if person.id in listed.people:
+            person.global_opt_out = True
+        for contact in person.contacts:
+            hit = listed.points.get(contact.id)
+            if hit is not None and not contact.suppressed:
+                contact.suppressed, contact.suppressed_reason = True, hit[0]
     history: dict[int, list[datetime]] = defaultdict(list)
     for person_id, planned_at in conn.execute(
         select(_touches.c.person_id, _touches.c.planned_at).where(

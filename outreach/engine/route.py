@@ -44,6 +44,10 @@ def usable(channel: str, person: PersonState, config: CadenceConfig) -> tuple[Co
         if channel == "sms":
             if contact.phone_type not in SMS_CAPABLE_TYPES:
                 return None, f"phone is {contact.phone_type or 'of unknown type'}, not mobile"
+            if contact.sms_consent is False:
+                # A withdrawal holds whatever the policy asks of consent.
+                where = f" in {contact.consent_source}" if contact.consent_source else ""
+                return None, f"no SMS consent (withdrawn{where})"
             if config.policy.sms_requires_consent and contact.sms_consent is not True:
                 return None, "no SMS consent"
     elif channel == "linkedin":

@@ -36,10 +36,12 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection, Engine, func, select
 
 from outreach.cadence import CadenceConfig
+from outreach.contacts import ContactError, normalize_email
 from outreach.inbound.classify import Classification, classify
 from outreach.inbound.match import NO_MATCH, Clues, Match, clues_for, match_batch
 from outreach.inbound.message import Mail, MailError, parse_mail
 from outreach.inbound.raw import RawMessage
+from outreach.store import suppressions
 from outreach.store.bulk import bulk_write
 from outreach.store.schema import (
     CandidateRecord,
@@ -275,6 +277,7 @@ def _store(
     soft = _soft_bounce_counts(conn, items)
     records = _records_for(conn, [item.match for item in items if item.match.person_id])
     events: list[dict[str, Any]] = []
+    listed: list[dict[str, Any]] = []
     replies: list[tuple[_Item, int, dict[str, Any] | None]] = []
     for item in items:
         inbound_id = ids.get(item.key)
@@ -294,6 +297,8 @@ def _store(
         soft_bounce = kind == "bounce" and not any(b.permanent for b in verdict.bounces)
         report.soft_bounces += soft_bounce
         if found.person_id is None:
+            # No one has the address yet: the list keeps it for when they arrive.
+            listed.extend(_listed(item, kind, verdict))
             report.unmatched += 1
             continue
         report.person_ids.add(found.person_id)
@@ -374,7 +379,41 @@ def _store(
                         }
                     )
     bulk_write(conn, _events, events, conflict=("dedupe_key",))
+    if listed:
+        suppressions.record(conn, listed, now)
     _reply_tasks(conn, replies, now, zone)
+
+
+def _listed(item: _Item, kind: str, verdict: Classification) -> list[dict[str, Any]]:
+    """Suppression list entries for an unmatched permanent bounce or unsubscribe."""
+    if kind == "bounce":
+        addresses = _normalised(b.address for b in verdict.bounces if b.permanent)
+        scope, reason = "address", "bounced"
+    elif kind == "unsubscribe":
+        addresses, scope, reason = list(item.clues.addresses), "channel", "unsubscribed"
+    else:
+        return []
+    return [
+        {
+            "kind": "email",
+            "value": address,
+            "scope": scope,
+            "reason": reason,
+            "source": f"mail {item.message.source}",
+            "at": item.received_at,
+        }
+        for address in addresses
+    ]
+
+
+def _normalised(values: Iterable[str]) -> list[str]:
+    found = []
+    for value in values:
+        try:
+            found.append(normalize_email(value))
+        except ContactError:
+            continue
+    return found
 
 
 def _kind(item: _Item) -> str:

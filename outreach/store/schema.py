@@ -2,9 +2,12 @@
 
 ``people`` is one human across CRM records; ``candidate_records`` is what each source
 says about them; ``contact_points`` are the person's addresses with consent and
-suppression state; ``enrollments`` and the ``touches`` ledger are the cadence engine's
-state; ``events`` are inbound signals (stage changes, replies, opt-outs, bounces);
-``tasks`` are recruiter tasks; ``sync_state`` holds each source's committed cursor.
+suppression state (one phone may belong to two people: an office line, a family phone);
+``suppressions`` are opt-outs, unsubscribes, bounces and STOPs by normalised address,
+kept whether or not anyone in the store has that address yet; ``enrollments`` and the
+``touches`` ledger are the cadence engine's state; ``events`` are inbound signals (stage
+changes, replies, opt-outs, bounces); ``tasks`` are recruiter tasks; ``sync_state`` holds
+each source's committed cursor.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ __all__ = [
     "MailboxState",
     "Person",
     "Recall",
+    "Suppression",
     "SyncState",
     "Task",
     "Touch",
@@ -72,6 +76,8 @@ class CandidateRecord(Base):
         UniqueConstraint("source", "external_id", name="uq_candidate_records_source_external"),
         Index("ix_candidate_records_person", "person_id"),
         Index("ix_candidate_records_stage", "stage"),
+        # Person matching looks up who else has a phone (and what their names are).
+        Index("ix_candidate_records_phone", "phone"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -94,6 +100,11 @@ class CandidateRecord(Base):
     recruiter_phone: Mapped[str | None] = mapped_column(String(32))
     owner_id: Mapped[str | None] = mapped_column(String(128))
     preferred_channel: Mapped[str | None] = mapped_column(String(16))
+    # What this record says about SMS consent, and since when it says so (the time it
+    # took this value: an unchanged "true" keeps its old time, so it never outranks a
+    # later withdrawal from another source).
+    sms_consent: Mapped[bool | None] = mapped_column(Boolean)
+    sms_consent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     tags: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
     custom: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
     source_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -104,13 +115,18 @@ class CandidateRecord(Base):
 class ContactPoint(Base):
     """An email address, phone number or LinkedIn profile of a person, with its state.
 
-    Suppression is sticky: sync and import never clear it (DESIGN.md invariant 4).
+    Suppression is sticky: sync and import never clear it (DESIGN.md invariant 4). An
+    email address or LinkedIn profile belongs to one person; a phone number may belong to
+    several (records with different names sharing a line stay apart), and then each
+    holder has its own point, flagged ``shared``. ``sms_consent`` is the newest statement
+    of any source (``consent_source``, ``consent_at``); a withdrawal wins a tie.
     """
 
     __tablename__ = "contact_points"
     __table_args__ = (
-        UniqueConstraint("kind", "value", name="uq_contact_points_kind_value"),
+        UniqueConstraint("person_id", "kind", "value", name="uq_contact_points_person_kind_value"),
         Index("ix_contact_points_person", "person_id"),
+        Index("ix_contact_points_kind_value", "kind", "value"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -121,11 +137,40 @@ class ContactPoint(Base):
     valid: Mapped[bool] = mapped_column(Boolean, default=True, nullable=False)
     invalid_reason: Mapped[str | None] = mapped_column(Text)
     sms_consent: Mapped[bool | None] = mapped_column(Boolean)
+    consent_source: Mapped[str | None] = mapped_column(String(32))
+    consent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    shared: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
     suppressed: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
     suppressed_reason: Mapped[str | None] = mapped_column(Text)
     suppressed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class Suppression(Base):
+    """An address that must not be messaged, whether or not anyone has it yet.
+
+    ``kind`` and ``value`` are the normalised address (email lower-cased, phone E.164,
+    LinkedIn URL canonical). ``scope`` says what it covers: ``address`` (this address:
+    a bounce, a STOP), ``channel`` (every address of this kind of whoever holds it: an
+    email unsubscribe or opt-out) or ``all`` (every channel of whoever holds it: a global
+    opt-out). Import, sync and every tick apply it (DESIGN.md invariant 4); the first
+    reason stays.
+    """
+
+    __tablename__ = "suppressions"
+    __table_args__ = (
+        UniqueConstraint("kind", "value", "scope", name="uq_suppressions_address_scope"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)  # email | phone | linkedin
+    value: Mapped[str] = mapped_column(String(500), nullable=False)
+    scope: Mapped[str] = mapped_column(String(16), nullable=False)  # address | channel | all
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    source: Mapped[str] = mapped_column(String(64), nullable=False)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 
 
 class Enrollment(Base):

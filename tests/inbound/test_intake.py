@@ -366,3 +366,41 @@ def test_unmatched_notices_and_soft_bounces_are_still_counted(engine, config) ->
     )
     assert (report.unmatched, report.out_of_office, report.soft_bounces) == (2, 1, 1)
     assert rows(engine, Event.__table__) == []
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [(bounce_for, "bounced"), (unsubscribe_reply, "unsubscribed")],
+    ids=["bounce", "unsubscribe"],
+)
+def test_a_notice_for_an_address_no_one_has_yet_holds_when_they_arrive(
+    engine, config, make, reason
+) -> None:
+    from outreach.contacts import normalize_phone
+    from outreach.records import CandidateIn
+    from outreach.store.candidates import upsert_candidates
+
+    stranger = {
+        "to": ["Later@Example.net"],
+        "subject": "Hello",
+        "headers": {"Message-ID": f"<elsewhere.1@{DOMAIN}>"},
+        "reply_to": {"email": f"replies@{DOMAIN}"},
+        "from": {"email": f"talent@{DOMAIN}"},
+        "content": [{"type": "text/plain", "value": "Hi"}],
+    }
+    report = ingest_messages(
+        engine, [raw(make(stranger, NOW - timedelta(hours=1)))], now=NOW, config=config
+    )
+    assert report.unmatched == 1
+    later = CandidateIn(
+        source="lever",
+        external_id="l9",
+        first_name="Lee",
+        email="later@example.net",
+        phone=normalize_phone("+1 415 555 0100"),
+    )
+    with engine.begin() as conn:
+        upsert_candidates(conn, [later], NOW + timedelta(days=3))
+    email, phone = sorted(rows(engine, ContactPoint.__table__), key=lambda r: r["kind"])
+    assert email["suppressed"] and email["suppressed_reason"] == reason
+    assert not phone["suppressed"]

@@ -78,8 +78,13 @@ def test_merge_keeps_a_global_opt_out_and_moves_everything(engine, clock) -> Non
             .where(Person.id == first)
             .values(global_opt_out=True, opted_out_at=clock.now())
         )
+    # The same email as P1, and P2's phone under P2's name: both are this one person.
     link = CandidateIn(
-        source="hubspot", external_id="h", email="p1@example.com", phone=person(2).phone
+        source="hubspot",
+        external_id="h",
+        first_name="P2",
+        email="p1@example.com",
+        phone=person(2).phone,
     )
     with engine.begin() as conn:
         stats = upsert_candidates(conn, [link], clock.now() + timedelta(hours=1))
