@@ -290,6 +290,23 @@ def test_a_refused_phone_is_suppressed_and_the_step_falls_back_to_email(
     assert not twilio.messages
 
 
+def test_a_number_a_provider_refused_is_spared_for_whoever_holds_it_later(harness_for) -> None:
+    twilio = FakeTwilio(opted_out={phone(1)})
+    h = harness_for(twilio=twilio)
+    h.add([person(1, "screening")])
+    h.tick()
+    # Someone else, on the same line (another name, another email): a stranger, not merged.
+    stranger = {**person(2, "screening"), "phone": phone(1), "first_name": "Zed"}
+    h.add([stranger])
+    h.tick(NOW + timedelta(hours=2))
+    assert not twilio.messages
+    # Twilio was asked once, for the first holder; the stranger's step went to email at once.
+    creates = [r for r in twilio.requests if r.method == "POST" and "Messages" in r.path]
+    assert len(creates) == 1
+    (_first, second) = h.touches()
+    assert second.channel == "email" and "sms failed" not in (second.reason or "")
+
+
 def test_429_and_503_are_retried_and_the_message_goes_out_once(harness_for) -> None:
     h = harness_for()
     h.sendgrid.faults.rate_limited(1, retry_after=2.0)

@@ -54,6 +54,7 @@ from outreach.engine.recover import RecoverySummary, reconcile_ambiguous, recove
 from outreach.engine.route import Route, build_context, choose_variant, route, usable
 from outreach.engine.throttle import earliest_allowed
 from outreach.engine.window import SendCalendar
+from outreach.store import suppressions as suppression_list
 from outreach.store.bulk import bulk_update, bulk_write
 from outreach.store.schema import (
     ContactPoint,
@@ -915,7 +916,14 @@ class Tick:
             else:
                 if result.suppress:
                     suppress.append(
-                        {"b_id": item.contact_id, "reason": result.suppress, "now": now}
+                        {
+                            "b_id": item.contact_id,
+                            "reason": result.suppress,
+                            "now": now,
+                            "kind": "email" if item.message.channel == "email" else "phone",
+                            "value": item.message.to,
+                            "source": item.message.channel,
+                        }
                     )
                     for contact in item.person.contacts:
                         if contact.id == item.contact_id:
@@ -956,6 +964,23 @@ class Tick:
                     }
                     for item in suppress
                 ],
+            )
+            # The provider's refusal names the address, not the person: it goes on the
+            # suppression list, so everyone holding it (and whoever has it later) is spared.
+            suppression_list.record(
+                conn,
+                [
+                    {
+                        "kind": item["kind"],
+                        "value": item["value"],
+                        "scope": "address",
+                        "reason": item["reason"],
+                        "source": item["source"],
+                        "at": now,
+                    }
+                    for item in suppress
+                ],
+                now,
             )
             # Re-plan first: only an occurrence actually put back is marked so in the ledger.
             for item, _result, row, counts in self._replan(conn, replans, now):
