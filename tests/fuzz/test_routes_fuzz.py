@@ -26,7 +26,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from ledger_rows import person_of, point, sent_touch, walkthrough_store
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, update
 from throwaway_db import throwaway_database
 from werkzeug.test import Client
 
@@ -39,7 +39,7 @@ from outreach.sandbox.twilio import FakeTwilio
 from outreach.serve import WebhookApp, make_app
 from outreach.settings import Settings
 from outreach.store import make_engine, upgrade
-from outreach.store.schema import Event, InboundMessage
+from outreach.store.schema import Event, InboundMessage, Touch
 
 EXAMPLES = int(os.environ.get("OUTREACH_FUZZ_EXAMPLES", "40"))
 FUZZ = settings(
@@ -57,6 +57,7 @@ STAMP = int(NOW.timestamp())
 PUBLIC = "https://hooks.example.org/outreach"
 TOKEN = "parse-token-fuzz"
 SMS_SID = "SM" + "0" * 31 + "1"
+REPLY_TOKEN = "0123456789abcdef"
 SENDGRID = "/webhooks/sendgrid/events"
 INBOUND = "/webhooks/sendgrid/inbound"
 TWILIO_INBOUND = "/webhooks/twilio/inbound"
@@ -100,6 +101,16 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             channel="sms",
             provider_message_id=SMS_SID,
         )
+        ben = person_of(engine, "c2")
+        email_touch = sent_touch(
+            engine, ben, point(engine, "email", "ben@example.com").id, "fuzz:email", at=NOW
+        )
+        with engine.begin() as conn:  # so that replies match by token and by In-Reply-To
+            conn.execute(
+                update(Touch)
+                .where(Touch.id == email_touch)
+                .values(reply_token=REPLY_TOKEN, message_id="<touch-1.abc@hire.example.com>")
+            )
         sendgrid, twilio, inbound_key = FakeSendGrid(), FakeTwilio(), new_signing_key()
         env = Settings(
             _env_file=None,
@@ -403,6 +414,61 @@ MAIL = (
     b"Subject: Re: Interview\r\nMessage-ID: <fuzz@mail.example.net>\r\n"
     b"Date: Wed, 25 Nov 2026 14:55:00 +0000\r\n\r\nThursday works.\r\n"
 )
+HEADER_VALUES = {
+    "From": ["Ben Ortiz <ben@example.com>", "MAILER-DAEMON@mx.example.net", "=?utf-8?b?QsOpbg==?= <b@x>",
+             "=?x-unknown?q?=FF?= <a@b>", "<>", "no address", "a@b, c@d, ,,", "\"\\\" <@>"],
+    "To": ["replies+0123456789abcdef@hire.example.com", "replies+@hire.example.com",
+           "replies+zz@hire.example.com", "undisclosed-recipients:;", "=?utf-8?q?=E9?="],
+    "Subject": ["Re: Interview", "Automatic reply: Interview", "Out of Office", "Abwesenheitsnotiz",
+                "Undelivered Mail Returned to Sender", "unsubscribe", "=?utf-8?b?!!!?=", "=?"],
+    "Message-ID": ["<fuzz@mail.example.net>", "<>", "no-brackets", "<" + "a" * 2000 + ">"],
+    "In-Reply-To": ["<touch-1.abc@hire.example.com>", "<", "<a> <b> <c>"],
+    "References": ["<touch-1.abc@hire.example.com> <x@y>", "<" * 500],
+    "Date": ["Wed, 25 Nov 2026 14:55:00 +0000", "Mon, 32 Foo 99999 99:99:99 +9999", "yesterday",
+             "Thu, 01 Jan 0001 00:00:00 -2359", "Fri, 31 Dec 9999 23:59:59 +2359", ""],
+    "Auto-Submitted": ["auto-replied", "auto-generated", "no", "=?x?"],
+    "Precedence": ["bulk", "auto_reply", "junk", "list"],
+    "X-Autoreply": ["yes"],
+    "Content-Type": ["text/plain; charset=utf-8", "text/plain; charset=x-unknown",
+                     "text/plain; charset=\"\"", "multipart/mixed", "multipart/alternative; boundary=b",
+                     "multipart/report; report-type=delivery-status; boundary=b",
+                     "message/delivery-status", "text/html; charset=utf-7", "image/png", "/"],
+    "Content-Transfer-Encoding": ["base64", "quoted-printable", "x-uuencode", "8bit", "bogus"],
+    "Return-Path": ["<>", "<bounce@x>"],
+}  # fmt: skip
+BODIES = [
+    "Thursday works.\r\n\r\nOn Tue, Ann wrote:\r\n> hello\r\n",
+    "I am out of the office until 7 December.", "Ich bin zurück am 31.02.2026.",
+    "de retour le 99 décembre", "back on 12/45/2026", "unsubscribe", "STOP",
+    "--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx\r\n\r\n"
+    "Final-Recipient: rfc822; ben@example.com\r\nAction: failed\r\nStatus: 5.1.1\r\n--b--",
+    "--b\r\nContent-Type: message/delivery-status\r\n\r\nStatus: 9.99.999\r\n"
+    "Final-Recipient: ;;;\r\n--b\r\nContent-Type: message/rfc822\r\n\r\nMessage-ID: <\r\n--b--",
+    "--b\r\n--b\r\n--b--\r\n--b--", "=?utf-8?b?=\r\n=ZZ=\r\n", "<html><body>" * 50, "",
+    "This message was created automatically by mail delivery software.\r\n\r\n"
+    "A message that you sent could not be delivered.\r\n  ben@example.com\r\n    "
+    "SMTP error from remote mail server after RCPT TO:<ben@example.com>:\r\n    550 5.1.1 unknown",
+    "Hi. This is the qmail-send program at mx.example.net.\r\n<ben@example.com>:\r\n"
+    "Sorry, no mailbox here by that name. (#5.1.1)\r\n",
+]  # fmt: skip
+
+
+@st.composite
+def mails(draw: st.DrawFn) -> bytes:
+    """A message as a candidate's mail client, an auto-responder or an MTA might write it,
+    with any header or body part plausible, mangled or random."""
+    lines = []
+    for name, values in HEADER_VALUES.items():
+        if draw(st.booleans()):
+            value = draw(st.one_of(st.sampled_from(values), st.text(max_size=40)))
+            lines.append(f"{name}: {value}")
+    if draw(st.booleans()):
+        lines.append(draw(st.text(max_size=40)))  # a line that is not a header field
+    body = draw(st.one_of(st.sampled_from(BODIES), st.text(max_size=200)))
+    text = "\r\n".join(lines) + "\r\n\r\n" + body
+    return text.encode(draw(st.sampled_from(["utf-8", "latin-1"])), "replace")
+
+
 JSON_FIELDS = ["charsets", "envelope", "attachment-info", "content-ids"]
 CHARSETS = ["utf-8", "iso-8859-1", "UTF-7", "rot13", "zlib", "idna", "punycode", "nope", "", "\x00"]
 
@@ -457,6 +523,8 @@ def inbound_posts(draw: st.DrawFn) -> tuple[bytes, str]:
     mail = draw(
         st.one_of(
             st.just(MAIL),
+            mails(),
+            mails(),
             st.binary(max_size=400),
             st.text(max_size=200).map(lambda t: t.encode("utf-8", "surrogatepass")),
         )
