@@ -323,14 +323,15 @@ class WebhookApp:
 
     def handle(self, request: Request) -> Response:
         """Route ``request`` and answer it; never raises."""
-        adapter = self._map.bind_to_environ(request.environ)
         try:
-            endpoint, _ = adapter.match()
+            endpoint, _ = self._map.bind_to_environ(request.environ).match()
         except MethodNotAllowed as exc:
             allow = ", ".join(sorted(exc.valid_methods or ()))
             return _text("method not allowed", 405, {"Allow": allow})
         except NotFound:
             return _text("not found", 404)
+        except HTTPException as exc:  # BadHost: a Host header no URL can hold, such as "."
+            return _text(exc.name.lower(), exc.code or 400)
         try:
             return getattr(self, endpoint)(request)
         except HTTPException as exc:  # e.g. 413 from a body over the limit

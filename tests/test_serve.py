@@ -297,6 +297,14 @@ def test_one_bad_item_is_reported_and_skipped_and_the_rest_is_stored(
     assert "@" not in caplog.text
 
 
+def test_a_body_over_10_mb_is_413_and_nothing_is_stored(client, store, sendgrid) -> None:
+    item = json.dumps(bounce_batch()[1])
+    body = ("[" + ",".join([item] * (10 * 1024 * 1024 // len(item) + 1)) + "]").encode()
+    response = post_sendgrid(client, sendgrid, body)
+    assert response.status_code == 413
+    assert inbound(store) == []
+
+
 # -- Twilio inbound -----------------------------------------------------------------------
 
 
