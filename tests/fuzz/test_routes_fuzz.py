@@ -619,6 +619,9 @@ def post_inbound(world: World, body: bytes, content_type: str, *, sign: bool = T
         "multipart/form-data; boundary=b4",
     )
 )
+@example(
+    post=(_multipart([("email", b"From:\n\x00")], [], "b5"), "multipart/form-data; boundary=b5")
+)
 def test_signed_inbound_parse_posts_never_500(world: World, post: tuple[bytes, str]) -> None:
     """Any signed Inbound Parse post is stored (200) or refused as unreadable (400)."""
     body, content_type = post
