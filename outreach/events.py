@@ -67,8 +67,9 @@ _records = CandidateRecord.__table__
 _touches = Touch.__table__
 
 BATCH_SIZE = 500
-#: the largest id a touch can have (a 64-bit column)
-MAX_ID = 2**63 - 1
+#: the largest id a touch can have (an INTEGER column, 32 bits on PostgreSQL; a larger
+#: number in a query is an error there that would fail the whole batch)
+MAX_ID = 2**31 - 1
 #: the last Unix time a datetime holds (9999-12-31T23:59:59Z)
 _MAX_EPOCH = 253_402_300_799
 #: how far past now a provider's event time may be before it is refused as bogus

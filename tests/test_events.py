@@ -375,7 +375,7 @@ def test_lines_out_of_range_or_with_nul_characters_are_bad_lines(store, tmp_path
         [
             {"type": "reply", "address": "ann@example.com", "at": "0001-01-01T00:00:00+05:00"},
             {"type": "reply", "address": "ann@example.com", "at": AT, "id": "a\x00b"},
-            {"type": "reply", "touch_id": 2**63, "at": AT},
+            {"type": "reply", "touch_id": 2**31, "at": AT},
             {"type": "reply", "address": "ben@example.com", "at": AT},
         ],
     )
@@ -384,7 +384,7 @@ def test_lines_out_of_range_or_with_nul_characters_are_bad_lines(store, tmp_path
     assert report.bad == [
         f"{path}:1: at: is out of range (before year 1 or after 9999 in UTC)",
         f"{path}:2: id: contains a NUL character",
-        f"{path}:3: touch_id: Input should be less than or equal to 9223372036854775807",
+        f"{path}:3: touch_id: Input should be less than or equal to 2147483647",
     ]
 
 
@@ -397,17 +397,20 @@ def test_a_sendgrid_batch_is_read_item_by_item() -> None:
             {**good, "event": "delivered", "timestamp": "x"},  # not inbound: not checked
             [good],
             {**good, "touch_id": "9" * 40},  # too large to be a touch: names nothing
+            {**good, "touch_id": "570759517749"},  # past INTEGER: PostgreSQL refused the batch
         ]
     ).encode()
     batch = read_sendgrid_batch(body, now=NOW)
-    assert batch.items == 5
+    assert batch.items == 6
     assert [(where, e if isinstance(e, str) else e.type) for where, e in batch.events] == [
         ("[0]", "bounce"),
         ("[1]", "timestamp: past the year 9999"),
         ("[3]", "expected a JSON object, got array"),
         ("[4]", "bounce"),
+        ("[5]", "bounce"),
     ]
     assert batch.events[3][1].touch_id is None  # type: ignore[union-attr]
+    assert batch.events[4][1].touch_id is None  # type: ignore[union-attr]
 
     deep = b"[" + json.dumps(good).encode() + b"," + b"[" * 50_000 + b"]" * 50_000 + b"]"
     assert [e if isinstance(e, str) else e.type for _, e in read_sendgrid_batch(deep).events] == [

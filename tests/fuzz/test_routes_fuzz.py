@@ -270,6 +270,7 @@ def post_sendgrid(world: World, body: bytes, headers: dict[str, str] | None = No
 @example(body=b"[" * 100_000 + b"]" * 100_000)
 @example(body=b'[{"event":"bounce","email":"ben@example.com","touch_id":"' + b"9" * 30 + b'"}]')
 @example(body=b'[{"event":"bounce","email":"ben@example.com","sg_event_id":"a\\u0000b"}]')
+@example(body=b'[{"event":"bounce","email":"ben@example.com","touch_id":"570759517749"}]')
 @example(body=b'[{"event":"bounce","email":"ben@example.com","sg_event_id":"\\ud800"}]')
 def test_signed_sendgrid_batches_never_500(world: World, body: bytes) -> None:
     """Any signed body is stored item by item (200) or refused as a whole (400)."""
