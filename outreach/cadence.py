@@ -76,6 +76,10 @@ _RATE_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _CLOCK = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 _SLUG = r"^[a-z0-9][a-z0-9_-]*$"
 _TEMPLATE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
+#: cadence and step ids are stored in columns of 64 characters
+_ID_MAX = 64
+#: a template name is a file name (``NAME.email.j2``): well under any file system's limit
+_NAME_MAX = 100
 
 
 def parse_duration(value: object) -> timedelta:
@@ -89,7 +93,12 @@ def parse_duration(value: object) -> timedelta:
             "not a duration; write a whole number and a unit m, h, d or w (30m, 48h, 7d, 2w)",
         )
     number, unit = match.groups()
-    return timedelta(**{_DURATION_UNITS[unit]: int(number)})
+    try:
+        return timedelta(**{_DURATION_UNITS[unit]: int(number)})
+    except (OverflowError, ValueError):  # past timedelta's 999,999,999 days
+        raise PydanticCustomError(
+            "duration_too_long", "too long a duration; the largest is 999999999d"
+        ) from None
 
 
 def format_duration(delta: timedelta) -> str:
@@ -227,7 +236,7 @@ class Policy(_Model):
     def _zone(cls, value: str) -> str:
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long
             raise PydanticCustomError(
                 "timezone", "not an IANA time zone; use a name like America/New_York or UTC"
             ) from None
@@ -305,14 +314,14 @@ class Repeat(_Model):
 class Variant(_Model):
     """An A/B variant: another template, chosen for ``weight`` percent of people."""
 
-    template: str = Field(pattern=_TEMPLATE_NAME)
+    template: str = Field(pattern=_TEMPLATE_NAME, max_length=_NAME_MAX)
     weight: int = Field(ge=1, le=99)
 
 
 class Step(_Model):
     """One touch of a cadence (DESIGN.md, ``steps``)."""
 
-    id: str = Field(pattern=_SLUG)
+    id: str = Field(pattern=_SLUG, max_length=_ID_MAX)
     after: Duration
     within: Duration | None = None
     on_late: Literal["send", "skip", "task"] = "send"
@@ -320,7 +329,7 @@ class Step(_Model):
     repeat: Repeat | None = None
     channel: StepChannel = "auto"
     fallback: ChannelName | None = None
-    template: str = Field(pattern=_TEMPLATE_NAME)
+    template: str = Field(pattern=_TEMPLATE_NAME, max_length=_NAME_MAX)
     variants: list[Variant] = Field(default_factory=list)
     transactional: bool = False
     sendgrid_template_id: str | None = Field(default=None, pattern=r"^d-[0-9a-fA-F]{32}$")
@@ -377,7 +386,7 @@ class Step(_Model):
 class Cadence(_Model):
     """A sequence of steps started when a person enters the trigger stage."""
 
-    id: str = Field(pattern=_SLUG)
+    id: str = Field(pattern=_SLUG, max_length=_ID_MAX)
     trigger: Trigger
     stop_on: list[Literal["reply", "stage_change", "opt_out"]] = Field(
         default_factory=lambda: ["reply", "stage_change", "opt_out"]

@@ -35,9 +35,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -57,10 +59,13 @@ __all__ = [
     "OPT_OUT_KEYWORDS",
     "InboundEvent",
     "IngestReport",
+    "SendGridBatch",
     "from_sendgrid",
     "from_twilio_inbound",
     "ingest_events",
     "read_jsonl",
+    "read_sendgrid_batch",
+    "twilio_sid",
 ]
 
 log = logging.getLogger("outreach.events")
@@ -71,6 +76,15 @@ _records = CandidateRecord.__table__
 _touches = Touch.__table__
 
 BATCH_SIZE = 500
+#: the largest id a touch can have (an INTEGER column, 32 bits on PostgreSQL; a larger
+#: number in a query is an error there that would fail the whole batch)
+MAX_ID = 2**31 - 1
+#: the last Unix time a datetime holds (9999-12-31T23:59:59Z)
+_MAX_EPOCH = 253_402_300_799
+#: how far past now a provider's event time may be before it is refused as bogus
+_FUTURE_SLACK = timedelta(days=1)
+#: deepest JSON nesting of one SendGrid item (real items nest two or three levels)
+MAX_ITEM_DEPTH = 32
 _KEY_PREFIX = "inbound:"
 _MAX_KEY = 200
 _CHANNEL_KIND = {"email": "email", "sms": "phone", "call": "phone", "linkedin": "linkedin"}
@@ -103,7 +117,7 @@ class InboundEvent(BaseModel):
     address: str | None = Field(default=None, max_length=500)
     source: str | None = Field(default=None, max_length=32)
     external_id: str | None = Field(default=None, max_length=128)
-    touch_id: int | None = Field(default=None, ge=1)
+    touch_id: int | None = Field(default=None, ge=1, le=MAX_ID)
     at: datetime
     id: str | None = Field(default=None, max_length=500)
     detail: str | None = Field(default=None, max_length=2000)
@@ -119,6 +133,8 @@ class InboundEvent(BaseModel):
     @field_validator("address", "source", "external_id", "id", "detail")
     @classmethod
     def _blank_is_none(cls, value: str | None) -> str | None:
+        if value and "\x00" in value:
+            raise ValueError("contains a NUL character")  # PostgreSQL text refuses it
         return value or None
 
     @field_validator("at")
@@ -128,7 +144,10 @@ class InboundEvent(BaseModel):
             raise ValueError(
                 "needs a time zone offset, e.g. 2026-11-25T09:00:00-05:00 or 2026-11-25T14:00:00Z"
             )
-        return value.astimezone(UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:  # 0001-01-01T00:00+05:00 is before year 1 in UTC
+            raise ValueError("is out of range (before year 1 or after 9999 in UTC)") from None
 
     @model_validator(mode="after")
     def _names_someone(self) -> InboundEvent:
@@ -215,7 +234,7 @@ def _describe(exc: ValidationError) -> str:
 # -- provider adapters --------------------------------------------------------------------
 
 
-def from_sendgrid(items: list[dict[str, Any]]) -> list[InboundEvent]:
+def from_sendgrid(items: list[Any]) -> list[InboundEvent]:
     """SendGrid Event Webhook items as inbound events; delivery-side events are left out.
 
     ``bounce`` (not ``blocked``, a temporary block) and ``dropped`` for a "Bounced
@@ -224,45 +243,108 @@ def from_sendgrid(items: list[dict[str, Any]]) -> list[InboundEvent]:
     Address") are email unsubscribes. ``processed``, ``deferred``, ``delivered``, ``open``
     and ``click`` are not inbound events. The ``touch_id`` custom arg, which SendGrid puts
     at the top level of each item, names the touch. A malformed item is logged (by its
-    event id) and left out.
+    index in the batch, with what is wrong) and left out.
     """
     found = []
-    for item in items:
-        if not isinstance(item, dict):
-            continue
-        kind = _sendgrid_type(item)
-        if kind is None:
-            continue
-        status = item.get("status")
-        raw = {
-            "type": kind,
-            "channel": "email",
-            "address": item.get("email"),
-            "touch_id": _touch_id(item.get("touch_id")),
-            "at": _epoch(item.get("timestamp")),
-            "id": item.get("sg_event_id"),
-            "detail": f"sendgrid {item.get('event')}" + (f" {status}" if status else ""),
-        }
-        event = _validate(raw)
+    for index, item in enumerate(items):
+        event = _sendgrid_item(item, None)
         if isinstance(event, str):
-            log.warning(
-                "sendgrid event %s (%s) left out: %s",
-                item.get("sg_event_id", "without id"),
-                item.get("event"),
-                event,
-            )
-            continue
-        found.append(event)
+            log.warning("sendgrid batch [%d] left out: %s", index, event)
+        elif event is not None:
+            found.append(event)
     return found
 
 
-def _sendgrid_type(item: dict[str, Any]) -> str | None:
+@dataclass
+class SendGridBatch:
+    """One Event Webhook post, item by item (:func:`read_sendgrid_batch`).
+
+    ``items`` counts the array's items; ``events`` holds ``("[index]", event)`` for each
+    inbound event and ``("[index]", reason)`` for each item that cannot be read, in
+    order, ready for :func:`ingest_events` (which counts the reasons as ``bad``).
+    Delivery-side items (``delivered``, ``open`` ...) are in neither.
+    """
+
+    items: int = 0
+    events: list[tuple[str, InboundEvent | str]] = field(default_factory=list)
+
+
+def read_sendgrid_batch(body: bytes, *, now: datetime | None = None) -> SendGridBatch:
+    """Read an Event Webhook body (a JSON array) item by item.
+
+    Each item is validated alone: an item that is not an object, has a timestamp that is
+    not a Unix time (NaN, infinite, negative, past year 9999, more than a day after
+    ``now``), a field of the wrong type, text with NUL characters or lone surrogates, or
+    nesting deeper than :data:`MAX_ITEM_DEPTH` is a reason naming its index and field;
+    the other items are read as usual. Raises :class:`InputError` only when the body as a
+    whole is not a JSON array (not UTF-8, not JSON, another JSON value).
+    """
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InputError("the body is not UTF-8 text") from None
+    try:
+        items: list[Any] = json.loads(text)
+    except RecursionError:
+        # One item nests deeper than Python's recursion limit: split the array without
+        # recursion, so that one item does not lose the whole batch.
+        items = _split_json_array(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"the body is not JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(items, list):
+        raise InputError(f"the body is a JSON {_json_kind(items)}, not an array")
+    batch = SendGridBatch(items=len(items))
+    for index, item in enumerate(items):
+        event = _sendgrid_item(item, now)
+        if event is not None:
+            batch.events.append((f"[{index}]", event))
+    return batch
+
+
+class _TooDeep:
+    """An item of a batch nested too deeply to be read (it is reported, not parsed)."""
+
+
+def _sendgrid_item(item: Any, now: datetime | None) -> InboundEvent | str | None:
+    """The inbound event of one item, the reason it cannot be read, or ``None`` for a
+    delivery-side event."""
+    if isinstance(item, _TooDeep):
+        return f"nested more than {MAX_ITEM_DEPTH} levels deep"
+    if not isinstance(item, dict):
+        return f"expected a JSON object, got {_json_kind(item)}"
     name = item.get("event")
+    if not isinstance(name, str):
+        return "event: missing or not text"
+    kind = _sendgrid_type(name, item)
+    if kind is None:
+        return None
+    at = _epoch(item.get("timestamp"), now)
+    if isinstance(at, str):
+        return f"timestamp: {at}"
+    status = item.get("status")
+    status = status if isinstance(status, str | int) and not isinstance(status, bool) else None
+    detail = f"sendgrid {name}" + (f" {status}" if status not in (None, "") else "")
+    raw = {
+        "type": kind,
+        "channel": "email",
+        "address": item.get("email"),
+        "touch_id": _touch_id(item.get("touch_id")),
+        "at": at,
+        "id": item.get("sg_event_id"),
+        "detail": detail[:200],
+    }
+    return _validate(raw)
+
+
+def _sendgrid_type(name: str, item: dict[str, Any]) -> str | None:
     if name == "bounce":
         # "blocked" is a temporary refusal (the receiver may accept later); not a bounce.
-        return None if str(item.get("type", "bounce")).lower() == "blocked" else "bounce"
+        bounce_type = item.get("type", "bounce")
+        blocked = isinstance(bounce_type, str) and bounce_type.lower() == "blocked"
+        return None if blocked else "bounce"
     if name == "dropped":
-        reason = str(item.get("reason") or "").lower()
+        reason = item.get("reason")
+        reason = reason.lower() if isinstance(reason, str) else ""
         if "bounced address" in reason:
             return "bounce"
         if "unsubscribed address" in reason:
@@ -279,16 +361,98 @@ def _sendgrid_type(item: dict[str, Any]) -> str | None:
 
 def _touch_id(value: Any) -> int | None:
     # A custom arg is a string; one that is not a touch id is not ours to name.
-    text = str(value).strip() if value is not None else ""
-    return int(text) if text.isdigit() and int(text) > 0 else None
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        value = int(value.strip()) if len(value.strip()) <= 19 else 0
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_ID:
+        return value
+    return None
 
 
-def _epoch(value: Any) -> Any:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value, UTC)
-    if isinstance(value, str) and value.strip().isdigit():
-        return datetime.fromtimestamp(int(value.strip()), UTC)
-    return value  # validation names the field
+def _epoch(value: Any, now: datetime | None = None) -> datetime | str:
+    """A SendGrid ``timestamp`` (Unix seconds) as a UTC datetime, or what is wrong."""
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        digits = value.strip()
+        value = int(digits) if len(digits) <= 19 else _MAX_EPOCH + 1
+    if value is None:
+        return "missing"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "not a Unix time (a number of seconds)"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "not a finite number"
+    if value < 0:
+        return "negative; a Unix time counts seconds since 1970"
+    if value > _MAX_EPOCH:
+        return "past the year 9999"
+    at = datetime.fromtimestamp(value, UTC)
+    if now is not None and at > now + _FUTURE_SLACK:
+        return "more than a day in the future"
+    return at
+
+
+def _json_kind(value: Any) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(value), "number")
+
+
+_JSON_TOKEN = re.compile(r'["\[\]{},]')
+_JSON_STRING_END = re.compile(r'["\\]')
+
+
+def _split_json_array(text: str) -> list[Any]:
+    """The items of the JSON array ``text``, each parsed alone; an item nested deeper than
+    :data:`MAX_ITEM_DEPTH` becomes a :class:`_TooDeep` marker instead. Iterative, so any
+    depth is safe. Raises :class:`InputError` when ``text`` is not a JSON array."""
+    start = len(text) - len(text.lstrip())
+    if not text.startswith("[", start):
+        raise InputError("the body is not a JSON array")
+    items: list[Any] = []
+    position = start + 1
+    if text[position:].lstrip().startswith("]"):
+        closing = text.index("]", position)
+        if text[closing + 1 :].strip():
+            raise InputError("the body has more after its JSON array")
+        return items
+    while True:
+        begin, depth, deepest = position, 0, 0
+        while True:
+            match = _JSON_TOKEN.search(text, position)
+            if match is None:
+                raise InputError("the body is not JSON (the array is not closed)")
+            char, position = match.group(), match.end()
+            if char == '"':
+                position = _json_string_end(text, position)
+            elif char in "[{":
+                depth += 1
+                deepest = max(deepest, depth)
+            elif char in "]}" and depth > 0:
+                depth -= 1
+            elif depth == 0:  # the "," or "]" that ends this item
+                break
+        if char == "}":
+            raise InputError("the body is not JSON (a } closes the array)")
+        chunk = text[begin : match.start()]
+        if deepest > MAX_ITEM_DEPTH:
+            items.append(_TooDeep())
+        else:
+            try:
+                items.append(json.loads(chunk))
+            except json.JSONDecodeError as exc:
+                raise InputError(f"the body is not JSON ({exc.msg})") from None
+        if char == "]":
+            if text[position:].strip():
+                raise InputError("the body has more after its JSON array")
+            return items
+
+
+def _json_string_end(text: str, position: int) -> int:
+    """Where the JSON string whose opening quote ends at ``position`` ends."""
+    while True:
+        match = _JSON_STRING_END.search(text, position)
+        if match is None:
+            raise InputError("the body is not JSON (a string is not closed)")
+        if match.group() == '"':
+            return match.end()
+        position = match.end() + 1  # skip the escaped character
 
 
 def from_twilio_inbound(form: dict[str, Any], at: datetime) -> InboundEvent | None:
@@ -317,10 +481,19 @@ def from_twilio_inbound(form: dict[str, Any], at: datetime) -> InboundEvent | No
         return None
     else:
         kind, detail = "reply", "twilio inbound sms"
-    sid = form.get("MessageSid") or form.get("SmsSid")
-    return InboundEvent(
-        type=kind, channel="sms", address=sender, at=at, id=sid or None, detail=detail
-    )
+    sid = twilio_sid(form.get("MessageSid")) or twilio_sid(form.get("SmsSid"))
+    return InboundEvent(type=kind, channel="sms", address=sender, at=at, id=sid, detail=detail)
+
+
+_TWILIO_SID = re.compile(r"^[A-Z]{2}[0-9a-zA-Z]{1,62}$")
+
+
+def twilio_sid(value: Any) -> str | None:
+    """``value`` when it has the shape of a Twilio SID (``SM`` and 32 hex digits; any two
+    capitals and up to 62 letters or digits are accepted), else ``None``: a field that is
+    not a SID names nothing, and the message still counts by its number."""
+    text = value.strip() if isinstance(value, str) else ""
+    return text if _TWILIO_SID.match(text) else None
 
 
 # -- ingest -------------------------------------------------------------------------------

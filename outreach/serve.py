@@ -6,9 +6,13 @@ Routes (``OUTREACH_PUBLIC_URL`` is where providers reach this server):
     SendGrid's signed Event Webhook. The ECDSA P-256 / SHA-256 signature over
     ``timestamp + body`` (headers ``X-Twilio-Email-Event-Webhook-Signature`` and
     ``-Timestamp``) is checked against ``SENDGRID_WEBHOOK_PUBLIC_KEY``; a timestamp more
-    than ten minutes from now is refused (replay). The JSON array is mapped with
-    :func:`outreach.events.from_sendgrid` and recorded with
-    :func:`outreach.events.ingest_events`; the answer says how many were recorded.
+    than ten minutes from now is refused (replay). The JSON array is read item by item
+    (:func:`outreach.events.read_sendgrid_batch`): an item that cannot be read (not an
+    object, a timestamp that is NaN, negative or past year 9999, a wrong type, nesting
+    past 32 levels) is logged with its index and what is wrong, and left out; the others
+    are recorded with :func:`outreach.events.ingest_events`. The answer is 200 with how
+    many were recorded, duplicates, unmatched and bad; 400 only when the body as a whole
+    is not a JSON array (not UTF-8, not JSON), which a retry would not change.
 ``POST /webhooks/sendgrid/inbound?token=…``
     SendGrid Inbound Parse: a reply to the per-touch address, posted as
     ``multipart/form-data`` in either the default (parsed) or the "Send Raw" shape. The
@@ -78,8 +82,14 @@ from werkzeug.wrappers import Request, Response
 
 from outreach.cadence import CadenceConfig
 from outreach.clock import Clock
-from outreach.errors import StoreError
-from outreach.events import InboundEvent, IngestReport, from_sendgrid, from_twilio_inbound
+from outreach.errors import InputError, StoreError
+from outreach.events import (
+    InboundEvent,
+    IngestReport,
+    from_twilio_inbound,
+    read_sendgrid_batch,
+    twilio_sid,
+)
 from outreach.events import ingest_events as _ingest_events
 from outreach.inbound.intake import ingest_messages
 from outreach.inbound.parse_webhook import ParseFormError, read_form, rebuild_message
@@ -132,6 +142,8 @@ INBOUND_SPOOL_BYTES = 2 * 1024 * 1024
 #: a refused post this small is read to its end, so the client sees the answer
 _DRAIN_BYTES = 1024 * 1024
 _READ_CHUNK = 64 * 1024
+#: unmatched or bad items of one request logged one by one; the rest are counted
+_LOG_ITEMS = 50
 #: Twilio error codes of an undelivered message that say the number cannot get SMS:
 #: 30003 unreachable destination handset, 30005 unknown destination handset,
 #: 30006 landline or unreachable carrier
@@ -311,14 +323,15 @@ class WebhookApp:
 
     def handle(self, request: Request) -> Response:
         """Route ``request`` and answer it; never raises."""
-        adapter = self._map.bind_to_environ(request.environ)
         try:
-            endpoint, _ = adapter.match()
+            endpoint, _ = self._map.bind_to_environ(request.environ).match()
         except MethodNotAllowed as exc:
             allow = ", ".join(sorted(exc.valid_methods or ()))
             return _text("method not allowed", 405, {"Allow": allow})
         except NotFound:
             return _text("not found", 404)
+        except HTTPException as exc:  # BadHost: a Host header no URL can hold, such as "."
+            return _text(exc.name.lower(), exc.code or 400)
         try:
             return getattr(self, endpoint)(request)
         except HTTPException as exc:  # e.g. 413 from a body over the limit
@@ -348,20 +361,16 @@ class WebhookApp:
             log.warning("sendgrid batch refused (403): %s", refused)
             return _text(f"forbidden: {refused}", 403)
         try:
-            items = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return _text("the body is not JSON; expected a JSON array of events", 400)
-        if not isinstance(items, list):
-            return _text(f"expected a JSON array of events, got {type(items).__name__}", 400)
-        events = from_sendgrid(items)
-        report = self._ingest(
-            (f"sendgrid:{event.id or n}", event) for n, event in enumerate(events, 1)
-        )
+            batch = read_sendgrid_batch(body, now=self.clock.now())
+        except InputError as exc:
+            log.warning("sendgrid batch (%d bytes) refused (400): %s", len(body), exc)
+            return _text(f"bad request: {exc}; expected a JSON array of events", 400)
+        report = self._ingest((f"sendgrid batch {where}", item) for where, item in batch.events)
         log.info(
             "sendgrid batch: %d items, %d inbound events, %d recorded, %d duplicates, "
             "%d unmatched, %d bad",
-            len(items),
-            len(events),
+            batch.items,
+            sum(1 for _, item in batch.events if not isinstance(item, str)),
             report.recorded,
             report.duplicates,
             len(report.unmatched),
@@ -372,6 +381,7 @@ class WebhookApp:
                 "recorded": report.recorded,
                 "duplicates": report.duplicates,
                 "unmatched": len(report.unmatched),
+                "bad": len(report.bad),
             }
         )
 
@@ -526,7 +536,7 @@ class WebhookApp:
         form = request.form
         status = (form.get("MessageStatus") or form.get("SmsStatus") or "").strip().lower()
         code = (form.get("ErrorCode") or "").strip()
-        sid = (form.get("MessageSid") or form.get("SmsSid") or "").strip()
+        sid = twilio_sid(form.get("MessageSid")) or twilio_sid(form.get("SmsSid")) or ""
         if status not in _BOUNCE_STATUSES or code not in SMS_BOUNCE_CODES:
             return _twiml()
         touch_id = self._touch_for(sid) if sid else None
@@ -560,12 +570,18 @@ class WebhookApp:
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _ingest(self, events: Iterable[tuple[str, InboundEvent]]) -> IngestReport:
+    def _ingest(self, events: Iterable[tuple[str, InboundEvent | str]]) -> IngestReport:
         report = _ingest_events(
             self.engine, events, now=self.clock.now(), default_region=self.default_region
         )
-        for message in report.unmatched + report.bad:
-            log.info("not recorded: %s", message)  # places and reasons, never an address
+        # places and reasons, never an address; a flood of bad items is not a flood of lines
+        for message in report.unmatched[:_LOG_ITEMS]:
+            log.info("not recorded: %s", message)
+        for message in report.bad[:_LOG_ITEMS]:
+            log.warning("left out: %s", message)
+        hidden = max(0, len(report.unmatched) - _LOG_ITEMS) + max(0, len(report.bad) - _LOG_ITEMS)
+        if hidden:
+            log.warning("%d more not recorded or left out (not listed)", hidden)
         return report
 
     def _check_sendgrid(self, request: Request, body: bytes) -> str | None:

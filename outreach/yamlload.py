@@ -12,11 +12,34 @@ from typing import Any
 
 import yaml
 
-__all__ = ["StrictLoader", "line_of", "load_with_nodes"]
+__all__ = ["MAX_DEPTH", "StrictLoader", "line_of", "load_with_nodes"]
+
+#: deepest nesting of mappings and sequences read; a cadence file needs about six levels
+MAX_DEPTH = 50
 
 
 class StrictLoader(yaml.SafeLoader):
-    """SafeLoader without YAML 1.1's surprising implicit types."""
+    """SafeLoader without YAML 1.1's surprising implicit types.
+
+    A value PyYAML cannot build (``2026-02-30``, ``!!int abc``, ``!!bool maybe``) is a
+    ``yaml.constructor.ConstructorError`` at that value's line, never a bare ``ValueError``
+    or ``KeyError`` from inside the constructor.
+    """
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        """Build ``node``'s value; a failure names the node's place."""
+        try:
+            return super().construct_object(node, deep=deep)
+        except yaml.YAMLError:
+            raise
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
+            kind = node.tag.rsplit(":", 1)[-1]
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"cannot read this {kind} value; put it in quotes if it is meant as text",
+                node.start_mark,
+            ) from None
 
 
 StrictLoader.yaml_implicit_resolvers = {
@@ -40,15 +63,36 @@ StrictLoader.add_implicit_resolver(
 def load_with_nodes(text: str) -> tuple[Any, yaml.Node | None]:
     """Parse ``text``; return the data and the node tree (for :func:`line_of`).
 
-    Raises ``yaml.YAMLError`` (with ``problem_mark`` for the line and column).
+    Raises ``yaml.YAMLError`` (with ``problem_mark`` for the line and column), also for a
+    document nested deeper than :data:`MAX_DEPTH` (PyYAML's parser recurses per level).
     """
+    _check_depth(text)
     loader = StrictLoader(text)
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
+    except RecursionError:  # self-referencing aliases, which the depth check cannot see
+        raise yaml.YAMLError(f"nested more than {MAX_DEPTH} levels deep") from None
     finally:
         loader.dispose()
     return data, node
+
+
+def _check_depth(text: str) -> None:
+    """Refuse ``text`` when its flow or block nesting passes :data:`MAX_DEPTH`, before the
+    recursive parser gets to it (it would end in a ``RecursionError``)."""
+    depth = 0
+    for event in yaml.parse(text, Loader=StrictLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise yaml.MarkedYAMLError(
+                    problem=f"nested more than {MAX_DEPTH} levels deep; a cadence file "
+                    "needs about six",
+                    problem_mark=event.start_mark,
+                )
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
 
 
 def line_of(root: yaml.Node | None, loc: tuple[str | int, ...]) -> tuple[int, int] | None:

@@ -336,3 +336,44 @@ def test_config_check_passes_on_the_defaults(cli) -> None:
 def test_config_error_lists_problems() -> None:
     error = ConfigError("head", ["one", "two"])
     assert str(error) == "head\n  - one\n  - two"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("2026-02-30", "cannot read this timestamp value"),  # a date that does not exist
+        ("!!int abc", "cannot read this int value"),
+        ("!!bool maybe", "cannot read this bool value"),
+        ("!!timestamp soon", "cannot read this timestamp value"),
+        ("[" * 5000 + "]" * 5000, "nested more than 50 levels deep"),
+    ],
+)
+def test_a_value_yaml_cannot_build_is_a_config_error_at_its_line(
+    tmp_path: Path, value: str, message: str
+) -> None:
+    """PyYAML raised ValueError, KeyError, AttributeError or RecursionError for these."""
+    path = write(tmp_path, GOOD.replace("min_gap: 48h", f"min_gap: {value}"))
+    with pytest.raises(ConfigError) as caught:
+        load_cadence_file(path)
+    assert f"{path}:7:" in str(caught.value) and message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "where", "message"),
+    [
+        ("min_gap: 48h", "min_gap: 99999999999999999999d", "policy.min_gap", "too long"),
+        ("after: 2h", "after: 9999999999999w", "cadences[0].steps[0].after", "too long"),
+        ("America/New_York", "A" * 5000, "policy.default_timezone", "IANA time zone"),
+        ("template: t\n", f"template: {'t' * 300}\n", "cadences[0].steps[0].template", "100"),
+        ("id: check-in", f"id: {'c' * 65}", "cadences[0].steps[1].id", "64"),
+    ],
+)
+def test_values_past_the_limits_are_config_errors_naming_the_path(
+    tmp_path: Path, old: str, new: str, where: str, message: str
+) -> None:
+    """These escaped as OverflowError or OSError (a file name too long) before."""
+    path = write(tmp_path, GOOD.replace(old, new, 1))
+    with pytest.raises(ConfigError) as caught:
+        load_cadence_file(path)
+    text = str(caught.value)
+    assert str(path) in text and where in text and message in text

@@ -15,12 +15,14 @@ from tests_data import HEADER, ROWS
 from outreach.cadence import load_cadence_file
 from outreach.engine.enroll import process_events
 from outreach.engine.tick import engine_transactions
+from outreach.errors import InputError
 from outreach.events import (
     InboundEvent,
     from_sendgrid,
     from_twilio_inbound,
     ingest_events,
     read_jsonl,
+    read_sendgrid_batch,
 )
 from outreach.paths import default_config_dir
 from outreach.sandbox.twilio import FakeTwilio
@@ -363,3 +365,70 @@ def test_sendgrids_published_event_webhook_example_maps_to_inbound_events() -> N
         ("unsubscribe", "email"),  # group_unsubscribe
     ]
     assert all(e.id and e.at.tzinfo is not None and e.address for e in events)
+
+
+def test_lines_out_of_range_or_with_nul_characters_are_bad_lines(store, tmp_path: Path) -> None:
+    """A time before year 1 in UTC escaped the import as an OverflowError; a NUL in an id
+    reached the database, which PostgreSQL refuses for the whole batch."""
+    path = write_jsonl(
+        tmp_path,
+        [
+            {"type": "reply", "address": "ann@example.com", "at": "0001-01-01T00:00:00+05:00"},
+            {"type": "reply", "address": "ann@example.com", "at": AT, "id": "a\x00b"},
+            {"type": "reply", "touch_id": 2**31, "at": AT},
+            {"type": "reply", "address": "ben@example.com", "at": AT},
+        ],
+    )
+    report = ingest_events(store, read_jsonl(path), now=NOW)
+    assert report.recorded == 1
+    assert report.bad == [
+        f"{path}:1: at: is out of range (before year 1 or after 9999 in UTC)",
+        f"{path}:2: id: contains a NUL character",
+        f"{path}:3: touch_id: Input should be less than or equal to 2147483647",
+    ]
+
+
+def test_a_sendgrid_batch_is_read_item_by_item() -> None:
+    good = {"event": "bounce", "email": "ann@example.com", "timestamp": 1764000000}
+    body = json.dumps(
+        [
+            good,
+            {**good, "timestamp": 1e30},
+            {**good, "event": "delivered", "timestamp": "x"},  # not inbound: not checked
+            [good],
+            {**good, "touch_id": "9" * 40},  # too large to be a touch: names nothing
+            {**good, "touch_id": "570759517749"},  # past INTEGER: PostgreSQL refused the batch
+        ]
+    ).encode()
+    batch = read_sendgrid_batch(body, now=NOW)
+    assert batch.items == 6
+    assert [(where, e if isinstance(e, str) else e.type) for where, e in batch.events] == [
+        ("[0]", "bounce"),
+        ("[1]", "timestamp: past the year 9999"),
+        ("[3]", "expected a JSON object, got array"),
+        ("[4]", "bounce"),
+        ("[5]", "bounce"),
+    ]
+    assert batch.events[3][1].touch_id is None  # type: ignore[union-attr]
+    assert batch.events[4][1].touch_id is None  # type: ignore[union-attr]
+
+    deep = b"[" + json.dumps(good).encode() + b"," + b"[" * 50_000 + b"]" * 50_000 + b"]"
+    assert [e if isinstance(e, str) else e.type for _, e in read_sendgrid_batch(deep).events] == [
+        "bounce",
+        "nested more than 32 levels deep",
+    ]
+    for body, reason in [
+        (b"\xff", "not UTF-8"),
+        (b"{}", "a JSON object, not an array"),
+        (b"[1,", "not JSON"),
+        (b"[" * 50_000 + b"]" * 49_999, "not JSON"),
+        (b"[" * 50_000 + b"]" * 50_000 + b"x", "more after its JSON array"),
+    ]:
+        with pytest.raises(InputError, match=reason):
+            read_sendgrid_batch(body)
+
+
+def test_a_stop_with_a_sid_that_is_not_a_sid_still_opts_out() -> None:
+    form = {"From": "+12125550101", "Body": "STOP", "MessageSid": "a\x00b"}
+    event = from_twilio_inbound(form, NOW)
+    assert event is not None and (event.type, event.id) == ("opt_out", None)

@@ -140,7 +140,7 @@ def test_signed_sendgrid_bounce_is_recorded_then_suppresses(
     payload = json.dumps(bounce_batch()).encode()
     response = post_sendgrid(client, sendgrid, payload)
     assert response.status_code == 200, response.text
-    assert response.json == {"recorded": 2, "duplicates": 0, "unmatched": 1}
+    assert response.json == {"recorded": 2, "duplicates": 0, "unmatched": 1, "bad": 0}
     rows = inbound(store)
     assert [(r.type, r.channel, r.dedupe_key) for r in rows] == [
         ("bounce", "email", "inbound:e1"),
@@ -165,7 +165,7 @@ def test_the_same_batch_twice_is_recorded_once(client, store, sendgrid) -> None:
     assert post_sendgrid(client, sendgrid, payload).json["recorded"] == 2
     again = post_sendgrid(client, sendgrid, payload, STAMP + 30)
     assert again.status_code == 200
-    assert again.json == {"recorded": 0, "duplicates": 2, "unmatched": 1}
+    assert again.json == {"recorded": 0, "duplicates": 2, "unmatched": 1, "bad": 0}
     assert len(inbound(store)) == 2
 
 
@@ -248,7 +248,61 @@ def test_a_signed_body_that_is_not_a_json_array_is_400(client, store, sendgrid, 
 def test_an_empty_array_records_nothing(client, sendgrid) -> None:
     response = post_sendgrid(client, sendgrid, b"[]")
     assert response.status_code == 200
-    assert response.json == {"recorded": 0, "duplicates": 0, "unmatched": 0}
+    assert response.json == {"recorded": 0, "duplicates": 0, "unmatched": 0, "bad": 0}
+
+
+def bad_items() -> list[tuple[str, str]]:
+    """Items that once answered 500 for their whole batch (as raw JSON), and the reason
+    each is now reported with."""
+    item = '{"event": "bounce", "email": "ann@example.com", "sg_event_id": "b%d", %s}'
+    cases = [
+        ('"timestamp": 1e30', "timestamp: past the year 9999"),
+        ('"timestamp": NaN', "timestamp: not a finite number"),
+        ('"timestamp": -Infinity', "timestamp: not a finite number"),
+        ('"timestamp": -5', "timestamp: negative"),
+        ('"timestamp": "99999999999999999999"', "timestamp: past the year 9999"),
+        ('"timestamp": [1]', "timestamp: not a Unix time"),
+        (f'"timestamp": {STAMP + 3 * 86400}', "timestamp: more than a day in the future"),
+        (f'"timestamp": {STAMP}, "touch_id": "{"9" * 30}", "email": 5', "address: Input should"),
+        (f'"timestamp": {STAMP}, "sg_event_id": "a\\u0000b"', "id: contains a NUL character"),
+        (
+            f'"timestamp": {STAMP}, "email": "\\ud800@x.org"',
+            "address: Input should be a valid string",
+        ),
+    ]
+    raw = [(item % (n, extra), reason) for n, (extra, reason) in enumerate(cases)]
+    raw.append(("[" * 100_000 + "]" * 100_000, "nested more than 32 levels deep"))
+    raw.append(('"just a string"', "expected a JSON object, got string"))
+    raw.append(('{"email": "ann@example.com"}', "event: missing or not text"))
+    return raw
+
+
+def test_one_bad_item_is_reported_and_skipped_and_the_rest_is_stored(
+    client, store, sendgrid, caplog
+) -> None:
+    """A batch with a bounce and a spam report among items that used to answer 500 for
+    the whole batch (NaN, huge and negative timestamps, 100,000 nested arrays, NUL
+    characters, lone surrogates, wrong types): 200, the two are stored, each bad item is
+    logged with its index and what is wrong, never its address."""
+    caplog.set_level(logging.DEBUG, logger="outreach")
+    good = [json.dumps(item) for item in bounce_batch()]
+    bad = bad_items()
+    body = "[" + ",".join([good[0], *(text for text, _ in bad), *good[1:]]) + "]"
+    response = post_sendgrid(client, sendgrid, body.encode())
+    assert response.status_code == 200, response.text
+    assert response.json == {"recorded": 2, "duplicates": 0, "unmatched": 1, "bad": len(bad)}
+    assert [r.dedupe_key for r in inbound(store)] == ["inbound:e1", "inbound:e2"]
+    for index, (_, reason) in enumerate(bad, start=1):
+        assert f"sendgrid batch [{index}]: {reason}" in caplog.text
+    assert "@" not in caplog.text
+
+
+def test_a_body_over_10_mb_is_413_and_nothing_is_stored(client, store, sendgrid) -> None:
+    item = json.dumps(bounce_batch()[1])
+    body = ("[" + ",".join([item] * (10 * 1024 * 1024 // len(item) + 1)) + "]").encode()
+    response = post_sendgrid(client, sendgrid, body)
+    assert response.status_code == 413
+    assert inbound(store) == []
 
 
 # -- Twilio inbound -----------------------------------------------------------------------
@@ -394,6 +448,16 @@ def test_a_failed_status_without_a_touch_bounces_the_number(client, store, twili
         "address",
     )
     assert row.contact_point_id == point(store, "phone", "+14155550104").id
+
+
+def test_a_status_whose_sid_is_not_a_sid_bounces_the_number(client, store, twilio) -> None:
+    """A NUL in MessageSid reached the touch lookup, which PostgreSQL refuses (503, and
+    Twilio retried it for nothing); now the field names no touch and the number counts."""
+    fields = status_form(twilio, "SM\x00" + "b" * 30, "failed", "30003", "+1 (415) 555-0104")
+    assert post_twilio(client, twilio, STATUS, fields).status_code == 200
+    (row,) = inbound(store)
+    assert (row.type, row.touch_id, row.payload["matched_by"]) == ("bounce", None, "address")
+    assert "id" not in row.payload
 
 
 @pytest.mark.parametrize(

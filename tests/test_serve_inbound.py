@@ -633,6 +633,31 @@ def test_an_envelope_header_for_another_address_does_not_hide_the_recipient() ->
     assert parse(rebuilt.raw).get_all("X-Envelope-To") == ["jo" + REPLY_TO, REPLY_TO]
 
 
+@pytest.mark.parametrize(
+    ("form", "note"),
+    [
+        # a lone surrogate from a JSON escape could not be written into a header
+        ({"envelope": b'{"to": ["\\ud800@x.example"]}'}, None),
+        ({"charsets": b'{"text": "\\ud800"}'}, None),
+        ({"attachment-info": b'{"attachment1": {"filename": "\\ud800.pdf"}}'}, None),
+        # json.loads raised RecursionError
+        ({"charsets": b'{"to":' + b"[" * 5000 + b"]" * 5000 + b"}"}, "charsets is not JSON"),
+        # formataddr refuses a non-ASCII address (found by tests/fuzz)
+        ({"cc": b"\x80"}, None),
+        ({"to": "J\u00f6 <j\u00f6@exampl\u00e9.org>".encode()}, None),
+    ],
+)
+def test_mangled_fields_do_not_lose_the_message(form: dict, note: str | None) -> None:
+    """Each of these fields raised out of the rebuild (500 on the route)."""
+    fields = {"headers": b"From: ben@example.net\nSubject: hi\n", "text": b"hello", **form}
+    files = {"attachment1": _upload(b"%PDF", "a.pdf", "application/pdf")}
+    rebuilt = rebuild_message(fields, files)
+    message = parse(rebuilt.raw)
+    assert body_of(message, "plain").strip() == "hello"
+    if note is not None:
+        assert any(note in line for line in rebuilt.notes)
+
+
 # -- with the real intake ----------------------------------------------------------------
 
 

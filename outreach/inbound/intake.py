@@ -28,9 +28,9 @@ import hashlib
 import logging
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Engine, func, select
@@ -62,6 +62,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("outreach.inbound")
+_T = TypeVar("_T")
 
 _inbound = InboundMessage.__table__
 _events = Event.__table__
@@ -187,6 +188,7 @@ def _prepare(batch: Sequence[RawMessage], now: datetime, report: IntakeReport) -
         try:
             mail = parse_mail(message.raw)
             verdict = classify(mail, received_at=_received(message.received_at, mail.date, now))
+            mail, verdict = _without_nul(mail), _without_nul(verdict)
         except MailError as exc:
             report.errors.append(f"{message.where}: not a usable email: {exc}")
             items.append(_Item(message, _hash_key(message.raw), received, error=str(exc)))
@@ -207,6 +209,25 @@ def _prepare(batch: Sequence[RawMessage], now: datetime, report: IntakeReport) -
         item.clues = clues_for(mail, verdict)
         items.append(item)
     return items
+
+
+def _without_nul(value: _T) -> _T:
+    """``value`` (a parsed mail or its verdict) with NUL characters removed from its text
+    and tuples of text: a message may carry them (raw bytes, encoded words, a decoded
+    body), and PostgreSQL refuses them in text columns and query parameters, which would
+    fail the whole batch."""
+    changes: dict[str, Any] = {}
+    for name in (f.name for f in fields(value)):  # type: ignore[arg-type]
+        current = getattr(value, name)
+        if isinstance(current, str) and "\x00" in current:
+            changes[name] = current.replace("\x00", "")
+        elif isinstance(current, tuple) and any(
+            isinstance(v, str) and "\x00" in v for v in current
+        ):
+            changes[name] = tuple(
+                v.replace("\x00", "") if isinstance(v, str) else v for v in current
+            )
+    return replace(value, **changes) if changes else value  # type: ignore[type-var]
 
 
 def _received(arrived: datetime | None, dated: datetime | None, now: datetime) -> datetime:

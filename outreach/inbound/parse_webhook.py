@@ -509,8 +509,16 @@ def _header_line(name: str, value: str) -> bytes:
         return f"{name}: {Header(value, 'utf-8').encode()}".encode()
     # Display names as encoded words; a non-ASCII address itself (SMTPUTF8) stays UTF-8.
     pairs = getaddresses([value])
-    encoded = ", ".join(formataddr(pair, charset="utf-8") for pair in pairs if pair[1])
+    encoded = ", ".join(_address(pair) for pair in pairs if pair[1])
     return f"{name}: {encoded or value}".encode()
+
+
+def _address(pair: tuple[str, str]) -> str:
+    try:
+        return formataddr(pair, charset="utf-8")
+    except UnicodeEncodeError:  # formataddr refuses a non-ASCII address; keep it as UTF-8
+        display, address = pair
+        return f"{Header(display, 'utf-8').encode()} <{address}>" if display else address
 
 
 def _filename_param(param: str, filename: str) -> str:
@@ -596,7 +604,12 @@ def _json_object(form: Mapping[str, FormValue], name: str, notes: list[str]) -> 
         return {}
     try:
         parsed = json.loads(data.decode("utf-8", "replace"))
-    except ValueError:
+        # A JSON escape can still name half a surrogate pair ("\ud800"), which no header
+        # can carry: round-trip once more with such characters replaced.
+        text = json.dumps(parsed, ensure_ascii=False)
+        if not text.isascii():
+            parsed = json.loads(text.encode("utf-8", "replace").decode("utf-8"))
+    except (ValueError, RecursionError):  # RecursionError: nested thousands deep
         notes.append(f"{name} is not JSON; ignored")
         return {}
     if not isinstance(parsed, dict):

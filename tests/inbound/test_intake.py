@@ -404,3 +404,22 @@ def test_a_notice_for_an_address_no_one_has_yet_holds_when_they_arrive(
     email, phone = sorted(rows(engine, ContactPoint.__table__), key=lambda r: r["kind"])
     assert email["suppressed"] and email["suppressed_reason"] == reason
     assert not phone["suppressed"]
+
+
+def test_nul_characters_in_a_message_do_not_fail_the_batch(engine, config) -> None:
+    """PostgreSQL refuses NUL in text and in query parameters: a message with one in its
+    subject or body failed the whole batch (503 on Inbound Parse; found by
+    tests/fuzz on PostgreSQL). They are dropped; the message and the next one are stored."""
+    original = seed(engine, 1)
+    reply = human_reply(original, NOW - timedelta(hours=2))
+    head, body = reply.split(b"\n\n", 1)
+    # a NUL in the header block makes it binary (invalid); an encoded word carries one
+    head = head.replace(b"Subject: Re:", b"Subject: =?utf-8?q?Re=00=3A?=", 1)
+    nul = head + b"\n\nSee you\x00 then\n\n" + body
+    report = ingest_messages(
+        engine, [raw(nul, "nul"), raw(b"From:\n\x00", "bare")], now=NOW, config=config
+    )
+    assert report.stored == 2
+    stored = {m["origin"]: m for m in rows(engine, InboundMessage.__table__)}
+    assert all("\x00" not in (m["new_text"] or "") + (m["subject"] or "") for m in stored.values())
+    assert stored["nul"]["matched_by"] == "token" and "See you then" in stored["nul"]["new_text"]
