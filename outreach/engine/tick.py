@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import itertools
 import secrets
-import threading
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -46,6 +45,7 @@ from outreach.cadence import TASK_CHANNELS, Cadence, CadenceConfig, Step, format
 from outreach.clock import Clock, SystemClock
 from outreach.dynamic_templates import TemplateUnavailable, dynamic_check_for
 from outreach.engine.enroll import EnrollStats, process_events
+from outreach.engine.flight import FlightGate, NotInFlight
 from outreach.engine.liveness import Liveness
 from outreach.engine.people import PersonState, history_window, load_people
 from outreach.engine.ratelimit import RateLimiter
@@ -282,7 +282,7 @@ class Tick:
         #: tells whether the run that claimed a touch still lives (locks a killed process
         #: loses); without it, an interrupted run's claims wait out their lease
         self.liveness = liveness or Liveness()
-        self._flight = threading.Lock()
+        self._gate = FlightGate(self._mark_in_flight)
         self.person_ids = person_ids
         self.keep_journal = journal
         self.dialect = dialect
@@ -820,7 +820,7 @@ class Tick:
             else:
                 self._departing(messages)
                 results = channel.send(messages)
-        except _NotInFlight as exc:
+        except NotInFlight as exc:
             return [
                 (item, SendResult.failed(item.message, str(exc), permanent=False)) for item in chunk
             ]
@@ -851,17 +851,21 @@ class Tick:
     def _departing(self, messages: Sequence[OutgoingMessage]) -> None:
         """Record ``messages`` as in flight, immediately before their provider request.
 
-        Called from the channel's worker threads; committed before it returns, so a kill
-        after it leaves them ``in_flight`` (reconciled) and a kill before it leaves them
-        ``claimed`` (released). Raises when they cannot all be marked: no request then.
+        Called from the channel's worker threads; committed before it returns (requests
+        made at the same moment share one commit), so a kill after it leaves them
+        ``in_flight`` (reconciled) and a kill before it leaves them ``claimed`` (released).
+        Raises :class:`NotInFlight` when they cannot all be marked: no request then.
         """
-        ids = sorted({m.touch_id for m in messages})
+        self._gate.mark(m.touch_id for m in messages)
+
+    def _mark_in_flight(self, ids: list[int]) -> list[int]:
+        """One transaction: ``ids`` still claimed by this run become ``in_flight``."""
         wall = self.wall_clock.now()
-        try:
-            with self._flight, self.transaction() as conn:
-                marked = 0
-                for start in range(0, len(ids), 500):
-                    marked += conn.execute(
+        marked: list[int] = []
+        with self.transaction() as conn:
+            for start in range(0, len(ids), 500):
+                marked.extend(
+                    conn.execute(
                         update(_touches)
                         .where(
                             _touches.c.id.in_(ids[start : start + 500]),
@@ -870,18 +874,10 @@ class Tick:
                             _touches.c.run_id == self.run_id,
                         )
                         .values(status="in_flight", lease_until=wall + self.lease)
-                    ).rowcount
-                if marked != len(ids):
-                    raise _NotInFlight(
-                        f"{len(ids) - marked} of {len(ids)} touches were no longer claimed by "
-                        "this run; not sent"
-                    )
-        except _NotInFlight:
-            raise
-        except Exception as exc:
-            raise _NotInFlight(
-                f"could not record the request as in flight ({type(exc).__name__}); not sent"
-            ) from exc
+                        .returning(_touches.c.id)
+                    ).scalars()
+                )
+        return marked
 
     def _confirm(
         self, results: list[tuple[_Pending, SendResult]], now: datetime, summary: TickSummary
@@ -1532,10 +1528,6 @@ def _without_duplicates(items: list[dict[str, Any]], writer: _BatchWriter) -> li
         if newest[item["cadence_id"]] is not item:
             writer.end(item, "stopped", "duplicate: the person runs this cadence already")
     return [item for item in items if newest[item["cadence_id"]] is item]
-
-
-class _NotInFlight(Exception):
-    """The touches of a request could not be recorded as in flight: it is not made."""
 
 
 def _digest(message: OutgoingMessage) -> str:
