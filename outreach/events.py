@@ -32,6 +32,7 @@ ids, never an address or phone number.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import logging
@@ -175,28 +176,33 @@ class IngestReport:
 def read_jsonl(path: Path | str) -> Iterator[tuple[str, InboundEvent | str]]:
     """Yield ``("FILE:LINE", event)`` per line, or ``("FILE:LINE", reason)`` for a bad one.
 
-    Blank lines are skipped. Raises :class:`InputError` when the file cannot be read at all
-    (missing, not UTF-8).
+    Blank lines are skipped; a line that is not UTF-8 is a bad line (its byte and column
+    named) and the lines after it go on. Raises :class:`InputError` when the file cannot be
+    read at all (missing, unreadable).
     """
     path = Path(path)
     try:
-        handle = path.open("r", encoding="utf-8-sig")
+        handle = path.open("rb")
     except FileNotFoundError:
         raise InputError(f"{path}: file not found") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc.strerror}") from None
     with handle:
-        number = 0
-        try:
-            for number, text in enumerate(handle, start=1):
-                if not text.strip():
-                    continue
+        for number, raw in enumerate(handle, start=1):
+            if number == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8) :]
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                column = len(raw[: exc.start].decode("utf-8", "replace")) + 1
+                yield (
+                    f"{path}:{number}",
+                    f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {column}); "
+                    "save the file as UTF-8",
+                )
+                continue
+            if text.strip():
                 yield f"{path}:{number}", _parse_line(text)
-        except UnicodeDecodeError as exc:
-            raise InputError(
-                f"{path}: not UTF-8 text after line {number} ({exc.reason}); save the file "
-                "as UTF-8 and import it again (the lines before were recorded)"
-            ) from None
 
 
 def _parse_line(text: str) -> InboundEvent | str:

@@ -339,16 +339,21 @@ def test_cli_events_import(cli, tmp_path: Path) -> None:
     assert cli("events", "--help").exit_code == 0
 
 
-def test_unreadable_file_keeps_the_lines_before(store, tmp_path: Path) -> None:
+def test_a_line_that_is_not_utf8_is_a_bad_line_and_the_rest_go_on(store, tmp_path: Path) -> None:
     from outreach.errors import InputError
 
     path = tmp_path / "latin1.jsonl"
-    good = json.dumps({"type": "reply", "address": "ann@example.com", "at": AT})
-    # Past the first read block: the text layer decodes a block at a time.
-    path.write_bytes((good.encode() + b"\n") * 1000 + b'{"detail": "caf\xe9"}\n')
-    with pytest.raises(InputError, match="not UTF-8"):
-        ingest_events(store, read_jsonl(path), now=NOW)
-    assert len(inbound(store)) == 1
+    ann = json.dumps({"type": "reply", "address": "ann@example.com", "at": AT}).encode()
+    ben = json.dumps({"type": "reply", "address": "ben@example.com", "at": AT}).encode()
+    # Past the first read block, then a good line after the bad one.
+    path.write_bytes(
+        b"\xef\xbb\xbf" + (ann + b"\n") * 1000 + b'{"detail": "caf\xe9"}\n' + ben + b"\n"
+    )
+    report = ingest_events(store, read_jsonl(path), now=NOW)
+    assert report.bad == [
+        f"{path}:1001: not UTF-8 text (byte 0xe9 at column 16); save the file as UTF-8"
+    ]
+    assert len(inbound(store)) == 2
     with pytest.raises(InputError, match="file not found"):
         list(read_jsonl(tmp_path / "missing.jsonl"))
 
