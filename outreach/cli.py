@@ -915,7 +915,12 @@ def run_command(
             if close is not None:
                 close()
     _print_summary(summary, dry_run=dry_run)
-    problems = summary.total("failed") + summary.total("ambiguous") + (not mailbox_ok)
+    problems = (
+        summary.total("failed")
+        + summary.total("ambiguous")
+        + summary.recovery.handed_over  # sends nobody can confirm: a person must check
+        + (not mailbox_ok)
+    )
     if not dry_run:
         from outreach.writeback import process_write_backs
 
