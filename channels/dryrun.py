@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import ClassVar
 
-from channels.base import Channel, OutgoingMessage, SendResult
+from channels.base import Channel, Inquiry, OutgoingMessage, ReconcileResult, SendResult
 
 __all__ = ["DryRunChannel"]
 
@@ -30,3 +30,9 @@ class DryRunChannel(Channel):
         """Accept every message; the provider id is ``dry-run:<idempotency key>``."""
         self.sent.extend(batch)
         return [SendResult.sent(m, f"dry-run:{m.idempotency_key}") for m in batch]
+
+    def reconcile(self, inquiries: Sequence[Inquiry], now: datetime) -> list[ReconcileResult]:
+        """Ask no provider: a dry run concludes nothing about an ambiguous send (a live run
+        asks), so each stays as it is and nobody is handed a task."""
+        why = "dry run: the provider is not asked"
+        return [ReconcileResult(i.touch_id, "later", why) for i in inquiries]

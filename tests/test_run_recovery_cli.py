@@ -48,3 +48,26 @@ def test_an_ambiguous_send_sendgrid_cannot_answer_for_is_a_check_task_and_exit_1
     with engine.connect() as conn:
         (task,) = conn.execute(select(Task.kind, Task.touch_id)).all()
     assert task == ("check", touch)
+
+
+def test_a_dry_run_asks_no_provider_and_hands_nothing_over(cli, engine) -> None:
+    with engine.begin() as conn:
+        upsert_candidates(
+            conn,
+            [
+                CandidateIn(
+                    source="import", external_id="a1", first_name="Ann", email="ann@example.com"
+                )
+            ],
+            AT,
+        )
+        point = conn.execute(select(ContactPoint.id, ContactPoint.person_id)).one()
+    touch = sent_touch(engine, point.person_id, point.id, "k1", at=AT)
+    with engine.begin() as conn:
+        conn.execute(update(Touch).where(Touch.id == touch).values(status="ambiguous"))
+    result = cli("run", "--dry-run", "--now", AT.isoformat())
+    assert "could not be reconciled" not in result.output
+    assert "1 ambiguous to ask again next run" in result.output
+    with engine.connect() as conn:
+        assert conn.execute(select(Task.id)).all() == []
+        assert conn.execute(select(Touch.status)).scalars().all() == ["ambiguous"]

@@ -258,7 +258,12 @@ def reconcile_ambiguous(
     *,
     person_ids: Iterable[int] | None = None,
 ) -> None:
-    """Ask each channel's provider about the ambiguous touches not yet handed over."""
+    """Ask each channel's provider about the ambiguous touches not yet handed over.
+
+    A run asks twice (before planning, and at its end for its own sends): ``waiting`` is
+    what the last asking left unanswered, not a sum over both.
+    """
+    summary.waiting = 0
     checked = select(_tasks.c.id).where(
         _tasks.c.touch_id == _touches.c.id, _tasks.c.kind == CHECK_TASK_KIND
     )
