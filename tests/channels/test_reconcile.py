@@ -161,7 +161,7 @@ def test_sendgrid_activity_query_language_in_the_fake(sendgrid, clock) -> None:
     auth = {"Authorization": "Bearer SG.sandbox-key"}
     both = client.get(
         "/v3/messages",
-        query_string={"query": "unique_args['touch_id']=\"1\" OR to_email=\"ben@example.com\""},
+        query_string={"query": 'unique_args[\'touch_id\']="1" OR to_email="ben@example.com"'},
         headers=auth,
     )
     assert sorted(m["to_email"] for m in both.get_json()["messages"]) == [
