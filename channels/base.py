@@ -180,14 +180,17 @@ class RecallResult:
 
 @dataclass(frozen=True)
 class Inquiry:
-    """An ambiguous touch to look for at the provider: sent to ``to`` no earlier than
-    ``since`` (the claim), for delivery at ``send_at``, saying what ``body_digest`` says."""
+    """An ambiguous touch to look for at the provider: sent to ``to`` at ``since`` (the
+    claim, on the engine's clock), for delivery at ``send_at``, saying what ``body_digest``
+    says. ``known_ids`` are the provider ids the ledger already gives other touches to that
+    address: a message with one of them is never this touch."""
 
     touch_id: int
     to: str
     since: datetime
     send_at: datetime
     body_digest: str | None = None
+    known_ids: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

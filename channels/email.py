@@ -521,23 +521,38 @@ class SendGridEmail(Channel):
     #: how long after its delivery time a message may still be missing from the activity
     #: feed (SendGrid indexes it within minutes); absent before that proves nothing
     activity_delay: ClassVar[timedelta] = timedelta(minutes=10)
+    #: touches asked about in one Email Activity query (``… OR …``, one recipient each)
+    activity_group: ClassVar[int] = 50
+    #: Email Activity queries one run makes: SendGrid allows 6 a minute
+    #: (twilio.com/docs/sendgrid/api-reference/email-activity, "Rate limits")
+    activity_queries_per_run: ClassVar[int] = 5
 
     def reconcile(self, inquiries: Sequence[Inquiry], now: datetime) -> list[ReconcileResult]:
-        """Look for each ambiguous email in SendGrid's Email Activity by its ``touch_id``.
+        """Look for ambiguous emails in SendGrid's Email Activity by their ``touch_id``.
 
-        ``GET /v3/messages?query=unique_args['touch_id']="…"`` (the custom argument every
-        message carries; the answer does not echo it, so one query per touch). Found:
-        delivered. Missing once ``activity_delay`` has passed since its delivery time:
-        SendGrid never accepted it. Sooner: ask again later. An account without the Email
-        Activity add-on (401/403) cannot tell: a person checks.
+        ``GET /v3/messages?query=unique_args['touch_id']="…" OR …``: the custom argument
+        every message carries. The answer does not echo custom arguments, so each query
+        asks for touches to distinct recipients and an answer is matched by ``to_email``.
+        Found: delivered. Missing once ``activity_delay`` has passed since its delivery
+        time: SendGrid never accepted it; sooner: ask again later. An account without the
+        Email Activity add-on (401/403) cannot tell: a person checks. At most
+        ``activity_queries_per_run`` queries, each tried once (the feed allows 6 a minute):
+        what is left, or meets a 429, is asked by the next run.
         """
         results: list[ReconcileResult] = []
         denied: str | None = None
-        for inquiry in inquiries:
+        later: str | None = None
+        for queries, group in enumerate(_by_recipient(inquiries, self.activity_group)):
             if denied is not None:
-                results.append(ReconcileResult(inquiry.touch_id, "unknown", denied))
+                results.extend(ReconcileResult(i.touch_id, "unknown", denied) for i in group)
                 continue
-            params = {"query": f"unique_args['touch_id']=\"{inquiry.touch_id}\"", "limit": 10}
+            if later is None and queries >= self.activity_queries_per_run:
+                later = "Email Activity allows 6 queries a minute; asked by the next run"
+            if later is not None:
+                results.extend(ReconcileResult(i.touch_id, "later", later) for i in group)
+                continue
+            query = " OR ".join(f"unique_args['touch_id']=\"{i.touch_id}\"" for i in group)
+            params = {"query": query, "limit": 1000}
             try:
                 with self._clients.borrow() as client:
                     response = self._api(
@@ -546,41 +561,50 @@ class SendGridEmail(Channel):
                             query_params=p, timeout=self.timeout
                         ),
                         now,
+                        attempts=1,
                     )
                 listed = json.loads(response.body or b"{}").get("messages")
             except ConfigError:
                 denied = "the API key has no access to the Email Activity API (its add-on)"
-                results.append(ReconcileResult(inquiry.touch_id, "unknown", denied))
+                results.extend(ReconcileResult(i.touch_id, "unknown", denied) for i in group)
                 continue
-            except _Refusal as exc:
-                why = f"Email Activity API answered {exc.status}"
-                results.append(ReconcileResult(inquiry.touch_id, "later", why))
+            except RetryableError as exc:
+                later = f"Email Activity API: {exc}"
+                results.extend(ReconcileResult(i.touch_id, "later", later) for i in group)
                 continue
             except Exception as exc:
                 why = f"Email Activity API unavailable ({type(exc).__name__})"
-                results.append(ReconcileResult(inquiry.touch_id, "later", why))
+                results.extend(ReconcileResult(i.touch_id, "later", why) for i in group)
                 continue
             if not isinstance(listed, list):
                 why = "Email Activity API answered something that is not a message list"
-                results.append(ReconcileResult(inquiry.touch_id, "later", why))
-            elif listed:
-                item = listed[0] if isinstance(listed[0], dict) else {}
-                results.append(
-                    ReconcileResult(
-                        inquiry.touch_id,
-                        "delivered",
-                        f"SendGrid activity shows it {item.get('status') or 'processed'}",
-                        # msg_id is the X-Message-Id the send returned, then ".filter…"
-                        provider_message_id=str(item.get("msg_id") or "").split(".")[0] or None,
-                    )
-                )
-            elif now >= max(_utc(inquiry.since), _utc(inquiry.send_at)) + self.activity_delay:
-                why = "SendGrid activity has no such message"
-                results.append(ReconcileResult(inquiry.touch_id, "absent", why))
-            else:
-                why = "SendGrid activity may still be indexing it"
-                results.append(ReconcileResult(inquiry.touch_id, "later", why))
+                results.extend(ReconcileResult(i.touch_id, "later", why) for i in group)
+                continue
+            found = {
+                str(item.get("to_email") or "").lower(): item
+                for item in listed
+                if isinstance(item, dict)
+            }
+            for inquiry in group:
+                results.append(self._activity_answer(inquiry, found.get(inquiry.to.lower()), now))
         return results
+
+    def _activity_answer(
+        self, inquiry: Inquiry, item: dict[str, Any] | None, now: datetime
+    ) -> ReconcileResult:
+        if item is not None:
+            return ReconcileResult(
+                inquiry.touch_id,
+                "delivered",
+                f"SendGrid activity shows it {item.get('status') or 'processed'}",
+                # msg_id is the X-Message-Id the send returned, then ".filter…"
+                provider_message_id=str(item.get("msg_id") or "").split(".")[0] or None,
+            )
+        if now >= max(_utc(inquiry.since), _utc(inquiry.send_at)) + self.activity_delay:
+            why = "SendGrid activity has no such message"
+            return ReconcileResult(inquiry.touch_id, "absent", why)
+        why = "SendGrid activity may still be indexing it"
+        return ReconcileResult(inquiry.touch_id, "later", why)
 
     # -- recall: batch ids and scheduled sends ---------------------------------------
 
@@ -800,12 +824,21 @@ class SendGridEmail(Channel):
             raise AmbiguousError("SendGrid answered no batch_id", provider=PROVIDER)
         return batch_id
 
-    def _api(self, client: Any, call: Callable[[Any], Any], now: datetime) -> Any:
-        """One request of the batch or scheduled-sends API, its errors translated.
+    def _api(
+        self,
+        client: Any,
+        call: Callable[[Any], Any],
+        now: datetime,
+        *,
+        attempts: int | None = None,
+    ) -> Any:
+        """One request of the batch, scheduled-sends or activity API, its errors translated.
 
-        Retryable failures (no connection, 429, 503) are retried here as for Mail Send;
-        these requests may be repeated, since a repeated cancel is recognised.
+        Retryable failures (no connection, 429, 503) are retried here as for Mail Send, up
+        to ``attempts`` (default ``max_attempts``); these requests may be repeated, since a
+        repeated cancel is recognised.
         """
+        limit = attempts or self.max_attempts
         attempt = 0
         while True:
             attempt += 1
@@ -832,7 +865,7 @@ class SendGridEmail(Channel):
                 if not isinstance(error, RetryableError):
                     raise _scrubbed(error, self._api_key) from exc
                 wait = error.retry_after if error.retry_after is not None else _backoff(attempt)
-                if attempt >= self.max_attempts or wait > _MAX_IN_PROCESS_WAIT:
+                if attempt >= limit or wait > _MAX_IN_PROCESS_WAIT:
                     raise RetryableError(
                         _scrub(f"{error} after {attempt} attempt(s)", self._api_key),
                         provider=PROVIDER,
@@ -956,6 +989,21 @@ class SendGridEmail(Channel):
 def _ambiguous(message: OutgoingMessage, reason: str, batch_id: str | None) -> SendResult:
     """An ambiguous result that keeps the batch id: the engine can still cancel it."""
     return SendResult(message.touch_id, "ambiguous", reason=reason, recall_ref=batch_id)
+
+
+def _by_recipient(inquiries: Sequence[Inquiry], size: int) -> list[list[Inquiry]]:
+    """Groups of at most ``size`` inquiries, no two in a group to the same address."""
+    groups: list[tuple[list[Inquiry], set[str]]] = []
+    for inquiry in inquiries:
+        address = inquiry.to.lower()
+        for members, addresses in groups:
+            if len(members) < size and address not in addresses:
+                members.append(inquiry)
+                addresses.add(address)
+                break
+        else:
+            groups.append(([inquiry], {address}))
+    return [members for members, _ in groups]
 
 
 def _utc(at: datetime) -> datetime:

@@ -662,16 +662,17 @@ class TwilioSMS(Channel):
 
     #: messages to one number read back when looking for an ambiguous send
     reconcile_page: ClassVar[int] = 100
-    #: how much earlier than the claim a message may be stamped (provider clock skew)
-    reconcile_skew: ClassVar[timedelta] = timedelta(minutes=5)
 
     def reconcile(self, inquiries: Sequence[Inquiry], now: datetime) -> list[ReconcileResult]:
         """Look for each ambiguous SMS among the messages Twilio holds for its number.
 
         Twilio creates a message synchronously, so a request that reached it left a message
-        (``GET .../Messages.json?To=``): one created no earlier than the claim whose body
-        has the ledger's digest is the touch (still ``scheduled``: it can be recalled by its
-        SID); none means Twilio never received the request. One listing per number.
+        (``GET .../Messages.json?To=``, newest first): one whose body has the ledger's
+        digest and whose SID the ledger gives no other touch is the touch (still
+        ``scheduled``: it can be recalled by its SID); none means Twilio never received the
+        request. One listing per number. Times are not compared: the engine's clock (a
+        replayed ``--now``) and Twilio's need not agree, and a wrong "absent" would send
+        the message twice.
         """
         results: list[ReconcileResult] = []
         by_number: dict[str, list[Inquiry]] = {}
@@ -704,10 +705,8 @@ class TwilioSMS(Channel):
         return results
 
     def _match(self, inquiry: Inquiry, listed: list[Any], taken: set[str]) -> ReconcileResult:
-        since = _utc(inquiry.since) - self.reconcile_skew
         for message in listed:
-            created = getattr(message, "date_created", None)
-            if message.sid in taken or created is None or _utc(created) < since:
+            if message.sid in taken or message.sid in inquiry.known_ids:
                 continue
             if body_digest("sms", None, message.body or "") != inquiry.body_digest:
                 continue

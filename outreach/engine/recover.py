@@ -11,8 +11,8 @@ A touch goes ``claimed`` (decided, in the ledger, enrollment advanced) → ``in_
   and lateness decide it again. A cadence that stopped meanwhile is not resumed.
 * ``in_flight`` touches: the request may have reached the provider. They become
   ``ambiguous`` and are **reconciled**: the channel asks its provider whether it holds
-  the message (Twilio: messages to that number since the claim, matched by the body's
-  digest; SendGrid: the Email Activity API by the touch's ``custom_args``). Found: the
+  the message (Twilio: messages to that number, matched by the body's digest, leaving out
+  those the ledger already gives other touches; SendGrid: the Email Activity API by the touch's ``custom_args``). Found: the
   touch is ``sent``. Provably absent: it is released like a claim. Too early to tell (an
   activity feed still indexing): asked again next run. Cannot tell (no Email Activity
   add-on, a channel that cannot ask): a ``check`` task for the recruiter, in
@@ -283,6 +283,7 @@ def reconcile_ambiguous(
             _touches.c.reason,
             _touches.c.subject,
             _touches.c.variant,
+            _touches.c.contact_point_id,
             _contacts.c.value.label("to"),
             _records.c.id.label("record_id"),
             _records.c.source,
@@ -303,6 +304,7 @@ def reconcile_ambiguous(
         rows = conn.execute(query).all()
     if not rows:
         return
+    known = _known_ids(transaction, {row.contact_point_id for row in rows} - {None})
     by_channel: dict[str | None, list[Any]] = {}
     for row in rows:
         by_channel.setdefault(row.channel, []).append(row)
@@ -321,6 +323,7 @@ def reconcile_ambiguous(
                     since=row.claimed_at,
                     send_at=row.planned_at,
                     body_digest=row.body_digest,
+                    known_ids=frozenset(known.get(row.contact_point_id, ())),
                 )
                 for row in chunk
             ]
@@ -331,6 +334,22 @@ def reconcile_ambiguous(
                 summary.problems.append(f"{name}: {type(exc).__name__} while reconciling")
                 continue
             _apply(transaction, chunk, answers, config, now, summary)
+
+
+def _known_ids(transaction: Transactions, points: set[int]) -> dict[int, set[str]]:
+    """The provider ids the ledger already gives touches to these contact points."""
+    known: dict[int, set[str]] = {}
+    ids = sorted(points)
+    with transaction(immediate=False) as conn:
+        for start in range(0, len(ids), 500):
+            for point, provider_id in conn.execute(
+                select(_touches.c.contact_point_id, _touches.c.provider_message_id).where(
+                    _touches.c.contact_point_id.in_(ids[start : start + 500]),
+                    _touches.c.provider_message_id.is_not(None),
+                )
+            ):
+                known.setdefault(point, set()).add(provider_id)
+    return known
 
 
 def _apply(

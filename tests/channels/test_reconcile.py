@@ -5,6 +5,7 @@ SendGrid by the Email Activity API (by the touch's ``custom_args``)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -97,14 +98,26 @@ def test_twilio_finds_what_it_holds_and_proves_what_it_never_received(twilio) ->
     assert answers[3].status == "absent"
 
 
-def test_twilio_ignores_an_identical_text_sent_before_the_claim(twilio, clock) -> None:
+def test_twilio_leaves_out_an_identical_text_the_ledger_gives_another_touch(twilio) -> None:
     _fake, sms = twilio
-    old = message(1, "sms", ADA, "Hi Ada, thanks for applying")
-    sms.send([old])
-    clock.set(NOW + timedelta(days=7))
-    again = message(2, "sms", ADA, "Hi Ada, thanks for applying")
-    (answer,) = sms.reconcile([inquiry(again, since=NOW + timedelta(days=7))], clock.now())
+    (earlier,) = sms.send([message(1, "sms", ADA, "Hi Ada, thanks for applying")])
+    again = inquiry(message(2, "sms", ADA, "Hi Ada, thanks for applying"))
+    (answer,) = sms.reconcile(
+        [replace(again, known_ids=frozenset({earlier.provider_message_id}))], NOW
+    )
     assert answer.status == "absent"
+
+
+def test_twilio_finds_the_message_whatever_the_engine_s_clock_says(twilio, clock) -> None:
+    """A run replayed with --now ahead of Twilio's clock: the message Twilio stamped
+    "earlier" than the claim is still the touch (a wrong "absent" would send it twice)."""
+    _fake, sms = twilio
+    sent = message(1, "sms", ADA, "Hi Ada, thanks for applying")
+    (result,) = sms.send([sent])
+    ahead = NOW + timedelta(days=3)
+    (answer,) = sms.reconcile([inquiry(sent, since=ahead)], ahead)
+    assert answer.status == "delivered"
+    assert answer.provider_message_id == result.provider_message_id
 
 
 def test_twilio_unreachable_means_ask_again_later(twilio) -> None:
@@ -171,3 +184,52 @@ def test_sendgrid_activity_query_language_in_the_fake(sendgrid, clock) -> None:
     bad = client.get("/v3/messages", query_string={"query": "touch_id=1"}, headers=auth)
     assert bad.status_code == 400
     assert client.get("/v3/messages").status_code == 401
+
+
+def activity_queries(fake: FakeSendGrid) -> int:
+    return sum(1 for r in fake.requests if r.path == "/v3/messages")
+
+
+def test_sendgrid_asks_for_many_touches_in_one_query_within_the_feed_s_limit(sendgrid) -> None:
+    """The feed allows 6 queries a minute: touches to distinct recipients share a query,
+    two to one address never do (the answer is matched by recipient), and a run asks at
+    most ``activity_queries_per_run`` times."""
+    fake, email = sendgrid
+    sent = [message(i, "email", f"p{i}@example.com", "Hi") for i in range(1, 4)]
+    email.send(sent)
+    same_address = message(4, "email", "p1@example.com", "Hi")
+    answers = {
+        a.touch_id: a for a in email.reconcile([*map(inquiry, sent), inquiry(same_address)], NOW)
+    }
+    assert [answers[i].status for i in (1, 2, 3)] == ["delivered"] * 3
+    assert answers[4].status == "later"  # not in the feed yet: no conclusion
+    assert activity_queries(fake) == 2  # p1..p3 together; the second p1 touch alone
+
+    fake.requests.clear()
+    many = [
+        inquiry(message(100 + i, "email", "same@example.com", "Hi"))
+        for i in range(SendGridEmail.activity_queries_per_run + 3)
+    ]
+    answers = email.reconcile(many, NOW)
+    assert activity_queries(fake) == SendGridEmail.activity_queries_per_run
+    left = [a for a in answers if "6 queries a minute" in (a.reason or "")]
+    assert len(left) == 3 and all(a.status == "later" for a in left)
+
+
+def test_sendgrid_rate_limited_activity_waits_for_the_next_run(server, sendgrid, clock) -> None:
+    fake, _ = sendgrid
+    timer = ManualTimer()
+    email = SendGridEmail(
+        "SG.sandbox-key",
+        "jobs@acme.example",
+        base_url=server[0].url,
+        clock=clock,
+        sleep=timer.sleep,
+    )
+    fake.faults.rate_limited(1, retry_after=30.0)
+    asked = [inquiry(message(i, "email", "ada@example.com", "Hi")) for i in (1, 2)]
+    answers = email.reconcile(asked, NOW)
+    assert [a.status for a in answers] == ["later", "later"]
+    assert "429" in (answers[0].reason or "")
+    assert not timer.slept  # no retry inside the run; the second query waits too
+    assert activity_queries(fake) == 0  # the 429 came before the fake's request log
