@@ -278,10 +278,11 @@ def candidates_command(
     fmt: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
     limit: Annotated[int | None, typer.Option("--limit", help="At most this many people.")] = None,
     explain: Annotated[
-        int | None,
+        str | None,
         typer.Option(
             "--explain",
-            help="Show which records make person ID one person and why (table or json).",
+            help="Show which records make a person one person and why (table or json): a "
+            "person id, or SOURCE:EXTERNAL_ID of one of their records.",
             metavar="ID",
         ),
     ] = None,
@@ -296,7 +297,7 @@ def candidates_command(
     settings = _settings()
     engine = _engine(settings)
     if explain is not None:
-        found = explain_person(engine, explain)
+        found = explain_person(engine, _find_person(engine, explain, option="--explain"))
         if found is None:
             raise _fail(f"--explain {explain}: no person has that id; see outreach candidates")
         if fmt == "json":
@@ -1128,7 +1129,7 @@ def preview_command(
     )
 
 
-def _find_person(engine, candidate: str) -> int:
+def _find_person(engine, candidate: str, *, option: str = "--candidate") -> int:
     from sqlalchemy import select
 
     from outreach.store.schema import CandidateRecord, Person
@@ -1147,7 +1148,7 @@ def _find_person(engine, candidate: str) -> int:
             found = None
     if found is None:
         raise _fail(
-            f"--candidate {candidate!r}: no such person; give a person id from "
+            f"{option} {candidate!r}: no such person; give a person id from "
             "`outreach candidates` or SOURCE:EXTERNAL_ID"
         )
     return int(found)

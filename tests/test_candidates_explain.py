@@ -51,5 +51,8 @@ def test_explain_as_a_table_and_for_an_unknown_id(cli, tmp_path: Path) -> None:
     assert result.exit_code == 0
     assert f"person {who['import:x1']}" in result.stdout
     assert f"shared with person {who['greenhouse:g1']}" in result.stdout
+    by_record = cli("candidates", "--explain", "greenhouse:g1", "--format", "json")
+    assert json.loads(by_record.stdout)["id"] == who["greenhouse:g1"]
     missing = cli("candidates", "--explain", "999")
-    assert missing.exit_code == 2 and "no person has that id" in missing.stderr
+    assert missing.exit_code == 2 and "--explain '999': no such person" in missing.stderr
+    assert cli("candidates", "--explain", "lever:nobody").exit_code == 2

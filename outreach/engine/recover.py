@@ -12,9 +12,10 @@ A touch goes ``claimed`` (decided, in the ledger, enrollment advanced) → ``in_
 * ``in_flight`` touches: the request may have reached the provider. They become
   ``ambiguous`` and are **reconciled**: the channel asks its provider whether it holds
   the message (Twilio: messages to that number, matched by the body's digest, leaving out
-  those the ledger already gives other touches; SendGrid: the Email Activity API by the touch's ``custom_args``). Found: the
-  touch is ``sent``. Provably absent: it is released like a claim. Too early to tell (an
-  activity feed still indexing): asked again next run. Cannot tell (no Email Activity
+  those the ledger already gives other touches; SendGrid: the Email Activity API by the
+  touch's ``custom_args``). Found: the touch is ``sent``. Provably absent: it is released
+  like a claim. Too early to tell (an activity feed still indexing, its 6 queries a minute
+  used up): asked again next run. Cannot tell (no Email Activity
   add-on, a channel that cannot ask): a ``check`` task for the recruiter, in
   ``outreach tasks`` and, for CRM records, in the CRM. Nothing is ever re-sent blindly.
 
