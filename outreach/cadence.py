@@ -333,6 +333,10 @@ class Step(_Model):
     variants: list[Variant] = Field(default_factory=list)
     transactional: bool = False
     sendgrid_template_id: str | None = Field(default=None, pattern=r"^d-[0-9a-fA-F]{32}$")
+    # Per arm: the report names no A/B winner before every arm has this many sends.
+    min_sample: int = Field(default=100, ge=1, le=1_000_000)
+    # Percent of enrollments that get no touch on this step (a control for conversion).
+    holdout: int = Field(default=0, ge=0, le=50)
 
     @model_validator(mode="after")
     def _coherent(self) -> Step:

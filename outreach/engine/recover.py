@@ -374,6 +374,7 @@ def _apply(
                     "id": row.id,
                     "status": "sent",
                     "sent_at": row.claimed_at,
+                    "delivery_at": max(row.claimed_at, row.planned_at),
                     "provider_message_id": answer.provider_message_id,
                     "recall_ref": answer.recall_ref,
                     "reason": _append(row.reason, f"reconciled: {answer.reason}"),

@@ -899,6 +899,9 @@ class Tick:
                 "reason": "; ".join(r for r in (item.reason, result.reason) if r) or None,
                 "body_digest": _digest(item.message),
                 "sent_at": now if result.status == "sent" else None,
+                "delivery_at": (
+                    max(now, item.message.send_at) if result.status == "sent" else None
+                ),
                 "lease_until": None,
                 "updated_at": now,
             }
@@ -943,6 +946,7 @@ class Tick:
                         body_digest=_digest(retry.message),
                         lease_until=self.wall_clock.now() + self.lease,
                         sent_at=None,
+                        delivery_at=None,
                     )
                     again.append(retry)
             updates.append(row)

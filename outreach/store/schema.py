@@ -226,6 +226,11 @@ class Touch(Base):
         Index("ix_touches_status_planned", "status", "planned_at"),
         # Releasing an interrupted run's claims asks, per enrollment, for later touches.
         Index("ix_touches_enrollment", "enrollment_id"),
+        # The report: sent touches in a window, and a person's touches in delivery order
+        # (last touch before a reply, conversions after a touch).
+        Index("ix_touches_delivery", "delivery_at", "person_id"),
+        Index("ix_touches_person_delivery", "person_id", "delivery_at"),
+        Index("ix_touches_step_due", "cadence_id", "step_id", "due_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -251,6 +256,9 @@ class Touch(Base):
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     run_id: Mapped[str | None] = mapped_column(String(36))
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When the message reached (or was scheduled to reach) the candidate: the later of
+    # sent_at and planned_at, set when the touch becomes sent. The report counts by it.
+    delivery_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     provider_message_id: Mapped[str | None] = mapped_column(String(200))
     # Email: the Message-ID the touch went out with and the token of its Reply-To
     # (replies+<token>@domain), so an answer finds the touch it answers.
@@ -349,6 +357,9 @@ class Event(Base):
         UniqueConstraint("dedupe_key", name="uq_events_dedupe_key"),
         Index("ix_events_unprocessed", "processed_at", "id"),
         Index("ix_events_person", "person_id"),
+        # The report: events of a type in a window, and delivery events of a touch.
+        Index("ix_events_type_at", "type", "at", "person_id"),
+        Index("ix_events_touch_type", "touch_id", "type"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
