@@ -1,0 +1,279 @@
+"""SLA per cadence step with a deadline, and the recruiters' task backlog.
+
+A step with ``within`` promises delivery by a deadline: ``within`` is counted from the same
+anchor as ``after``, so an occurrence due at ``due_at`` (anchor + after) has its deadline at
+``due_at + (within - after)`` (as the planner reckons lateness). For every occurrence whose
+deadline falls in the report window:
+
+* **met**: a sent touch (any channel: a fallback keeps the ledger row) delivered
+  (``delivery_at``) by the deadline; **late**: delivered after it;
+* **never**: no delivery, by reason: the ledger row's status (``skipped``, ``task``,
+  ``failed``, ``cancelled``, ``holdout``, ``ambiguous``, ``unconfirmed`` for a claim still
+  open past its deadline), ``overdue`` (an active enrollment still waiting on the step past
+  its deadline), ``stopped`` (the enrollment stopped after the deadline passed unsent);
+* **pending**: not delivered yet and the deadline is still ahead of ``now`` (not due).
+
+``released`` rows (a killed run's claim) and failed attempts that were re-planned
+(``…#failed<id>`` keys) are superseded attempts, not occurrences: the occurrence has, or
+will get, a row of its own. An enrollment stopped before its deadline (a reply, a stage
+change) owes nothing. Everything is counted in SQL, one query per step, on the
+``(cadence_id, step_id, due_at)`` index: the window on the deadline is a range on
+``due_at`` shifted by the step's constant offset.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, and_, case, exists, extract, func, not_, or_, select
+from sqlalchemy.sql.elements import ColumnElement
+
+from outreach.cadence import CadenceConfig
+from outreach.store.schema import Enrollment, Task, Touch
+
+__all__ = ["NEVER_STATUSES", "per_step", "task_backlog"]
+
+_touches = Touch.__table__
+_enrollments = Enrollment.__table__
+_tasks = Task.__table__
+
+#: ledger statuses of an occurrence that was not delivered, by precedence when one
+#: occurrence has several rows (the highest wins: a newer claim outranks an older failure)
+NEVER_STATUSES = ("failed", "ambiguous", "holdout", "skipped", "cancelled", "task", "unconfirmed")
+_PRECEDENCE = {status: rank for rank, status in enumerate(NEVER_STATUSES, start=1)}
+# SQLite reckons seconds from Julian days (a double): allow a millisecond of rounding, so a
+# touch delivered exactly at its deadline is met on both databases.
+_SQLITE_SLACK = 0.001
+
+
+def per_step(
+    conn: Connection,
+    config: CadenceConfig,
+    since: datetime,
+    until: datetime,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """SLA figures of every step with ``within``, for deadlines in ``[since, until)``.
+
+    One dict per step, in cadence file order: ``cadence``, ``step``, ``within_hours``,
+    ``after_hours``, ``due`` (= met + late + never), ``met``, ``late``, ``never``,
+    ``met_rate`` (``None`` when nothing was due), ``pending`` and ``never_by_reason``.
+    """
+    if since >= until:
+        raise ValueError(f"SLA window: since ({since.isoformat()}) must be before until")
+    out: list[dict[str, Any]] = []
+    for cadence in config.cadences:
+        for index, step in enumerate(cadence.steps):
+            if step.within is None:
+                continue
+            offset = step.within - step.after
+            counts = Counter(_ledger_outcomes(conn, cadence.id, step.id, offset, since, until, now))
+            counts.update(
+                _waiting_outcomes(conn, cadence.id, step.id, index, offset, since, until, now)
+            )
+            met, late = counts.pop("met", 0), counts.pop("late", 0)
+            pending = counts.pop("pending", 0)
+            never_by_reason = {reason: n for reason, n in sorted(counts.items()) if n}
+            never = sum(never_by_reason.values())
+            due = met + late + never
+            out.append(
+                {
+                    "cadence": cadence.id,
+                    "step": step.id,
+                    "within_hours": _hours(step.within),
+                    "after_hours": _hours(step.after),
+                    "due": due,
+                    "met": met,
+                    "late": late,
+                    "never": never,
+                    "met_rate": met / due if due else None,
+                    "pending": pending,
+                    "never_by_reason": never_by_reason,
+                }
+            )
+    return out
+
+
+def _ledger_outcomes(
+    conn: Connection,
+    cadence_id: str,
+    step_id: str,
+    offset: timedelta,
+    since: datetime,
+    until: datetime,
+    now: datetime,
+) -> dict[str, int]:
+    """Occurrences with ledger rows, by outcome (met, late, pending, or a never reason)."""
+    rank = case(
+        *((_touches.c.status == status, n) for status, n in _PRECEDENCE.items() if n),
+        (_touches.c.status.in_(("claimed", "in_flight")), _PRECEDENCE["unconfirmed"]),
+        else_=0,
+    )
+    occurrences = (
+        select(
+            func.min(_touches.c.due_at).label("due_at"),
+            func.min(case((_touches.c.status == "sent", _touches.c.delivery_at))).label(
+                "delivered"
+            ),
+            func.max(rank).label("rank"),
+        )
+        .where(
+            _touches.c.cadence_id == cadence_id,
+            _touches.c.step_id == step_id,
+            _touches.c.due_at >= since - offset,
+            _touches.c.due_at < until - offset,
+            _touches.c.status != "released",
+            not_(_touches.c.idempotency_key.contains("#failed")),
+        )
+        .group_by(_touches.c.enrollment_id, _touches.c.occurrence)
+        .subquery()
+    )
+    waited = _seconds_between(conn, occurrences.c.due_at, occurrences.c.delivered)
+    slack = _SQLITE_SLACK if conn.dialect.name == "sqlite" else 0.0
+    limit = offset.total_seconds() + slack
+    outcome = case(
+        (occurrences.c.delivered.is_not(None), case((waited <= limit, "met"), else_="late")),
+        (
+            and_(
+                occurrences.c.rank == _PRECEDENCE["unconfirmed"],
+                occurrences.c.due_at > now - offset,
+            ),
+            "pending",
+        ),
+        *((occurrences.c.rank == n, status) for status, n in _PRECEDENCE.items()),
+        else_="unknown",
+    )
+    rows = conn.execute(select(outcome.label("outcome"), func.count()).group_by(outcome))
+    return {name: count for name, count in rows}
+
+
+def _waiting_outcomes(
+    conn: Connection,
+    cadence_id: str,
+    step_id: str,
+    index: int,
+    offset: timedelta,
+    since: datetime,
+    until: datetime,
+    now: datetime,
+) -> dict[str, int]:
+    """Occurrences without a ledger row: enrollments still (or last) waiting on the step."""
+    has_row = exists().where(
+        _touches.c.enrollment_id == _enrollments.c.id,
+        _touches.c.step_id == step_id,
+        _touches.c.occurrence == _enrollments.c.next_occurrence,
+        _touches.c.status != "released",
+        not_(_touches.c.idempotency_key.contains("#failed")),
+    )
+    after_deadline = _seconds_between(conn, _enrollments.c.step_due_at, _enrollments.c.stopped_at)
+    outcome = case(
+        (_enrollments.c.status == "stopped", "stopped"),
+        (_enrollments.c.step_due_at <= now - offset, "overdue"),
+        else_="pending",
+    )
+    query = (
+        select(outcome.label("outcome"), func.count())
+        .where(
+            _enrollments.c.cadence_id == cadence_id,
+            _enrollments.c.next_step == index,
+            _enrollments.c.step_due_at >= since - offset,
+            _enrollments.c.step_due_at < until - offset,
+            or_(
+                _enrollments.c.status == "active",
+                # Stopped only after the deadline had passed unsent: that occurrence was owed.
+                and_(
+                    _enrollments.c.status == "stopped",
+                    after_deadline >= offset.total_seconds(),
+                ),
+            ),
+            not_(has_row),
+        )
+        .group_by(outcome)
+    )
+    return {name: count for name, count in conn.execute(query)}
+
+
+def task_backlog(conn: Connection, until: datetime) -> dict[str, Any]:
+    """Recruiter tasks open at ``until``: counts, overdue, age (hours), per owner and kind.
+
+    A task is open at ``until`` when it was created before it and not completed before it;
+    overdue when its due time is before ``until``. Ages are ``until - created_at``.
+    """
+    open_then = and_(
+        _tasks.c.created_at < until,
+        or_(_tasks.c.completed_at.is_(None), _tasks.c.completed_at >= until),
+    )
+    overdue = func.sum(case((_tasks.c.due_at < until, 1), else_=0))
+    groups = conn.execute(
+        select(
+            _tasks.c.owner_id,
+            _tasks.c.kind,
+            func.count(),
+            overdue,
+            func.min(_tasks.c.created_at),
+        )
+        .where(open_then)
+        .group_by(_tasks.c.owner_id, _tasks.c.kind)
+    ).all()
+    # Owners by name, tasks without an owner last (the databases order NULL differently).
+    groups.sort(key=lambda row: (row[0] is None, row[0] or "", row[1]))
+    by_owner = []
+    for owner, kind, count, late, oldest in groups:
+        scope = and_(
+            open_then,
+            _tasks.c.owner_id.is_(None) if owner is None else _tasks.c.owner_id == owner,
+            _tasks.c.kind == kind,
+        )
+        by_owner.append(
+            {
+                "owner": owner,
+                "kind": kind,
+                "open": count,
+                "overdue": int(late or 0),
+                "median_age_hours": _median_age(conn, scope, count, until),
+                "max_age_hours": _hours(until - oldest),
+            }
+        )
+    total = sum(group["open"] for group in by_owner)
+    oldest = min((row[4] for row in groups), default=None)
+    return {
+        "open": total,
+        "overdue": sum(group["overdue"] for group in by_owner),
+        "median_age_hours": _median_age(conn, open_then, total, until),
+        "max_age_hours": _hours(until - oldest) if oldest is not None else None,
+        "by_owner": by_owner,
+    }
+
+
+def _median_age(
+    conn: Connection, scope: ColumnElement[bool], count: int, until: datetime
+) -> float | None:
+    """Median of ``until - created_at`` over ``count`` tasks in ``scope``: the middle one or
+    two rows by creation time (an ``OFFSET`` query keeps memory flat on both databases)."""
+    if not count:
+        return None
+    middle = conn.execute(
+        select(_tasks.c.created_at)
+        .where(scope)
+        .order_by(_tasks.c.created_at.desc())
+        .offset((count - 1) // 2)
+        .limit(2 - count % 2)
+    ).scalars()
+    ages = [_hours(until - created) for created in middle]
+    return sum(ages) / len(ages)
+
+
+def _seconds_between(
+    conn: Connection, start: ColumnElement[Any], end: ColumnElement[Any]
+) -> ColumnElement[float]:
+    """``end - start`` in seconds, in SQL (PostgreSQL: epoch of the interval; SQLite: Julian
+    days of the stored UTC text)."""
+    if conn.dialect.name == "postgresql":
+        return extract("epoch", end - start)
+    return (func.julianday(end) - func.julianday(start)) * 86400.0
+
+
+def _hours(delta: timedelta) -> float:
+    return delta.total_seconds() / 3600
