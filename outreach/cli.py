@@ -469,6 +469,123 @@ def tasks_command(
     )
 
 
+REPORT_FORMATS = ("table", "csv", "json", "html")
+
+
+@app.command("report")
+def report_command(
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            help="Start of the window, ISO-8601 with offset (default: 30 days before --until).",
+        ),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            "--until", help="End of the window (exclusive), ISO-8601 with offset (default: --now)."
+        ),
+    ] = None,
+    by: Annotated[
+        str | None,
+        typer.Option(
+            "--by", help="Break down by: cadence,step,channel,variant,source,stage,owner,job,tag."
+        ),
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table, csv, json or html.")] = "table",
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="Write to this file (html: default report.html).")
+    ] = None,
+    min_cell: Annotated[
+        int, typer.Option("--min-cell", min=0, help="Flag groups with fewer people than this.")
+    ] = 30,
+    now: Annotated[
+        str | None,
+        typer.Option(
+            "--now", help="Simulated current time, ISO-8601 with offset (default: the wall clock)."
+        ),
+    ] = None,
+) -> None:
+    """KPIs, SLA per step, A/B results and candidate ratings from the ledger and events."""
+    from outreach.reports import build_report, parse_by, parse_time, resolve_window
+
+    if fmt not in REPORT_FORMATS:
+        raise _fail(f"--format {fmt!r} is not supported; use one of {', '.join(REPORT_FORMATS)}")
+    try:
+        keys = parse_by(by)
+        start = parse_time(since, "--since") if since else None
+        end = parse_time(until, "--until") if until else None
+        instant = parse_time(now, "--now") if now else SystemClock().now()
+        resolve_window(start, end, instant)
+    except InputError as exc:
+        raise _fail(str(exc)) from None
+    target = out_file
+    if target is None and fmt == "html":
+        target = Path("report.html")
+    if target is not None:
+        _check_writable(target)
+    settings = _settings()
+    try:
+        # The report renders nothing: a template missing for some channel is no reason to
+        # refuse it (``config check`` is the place for that).
+        config = load_cadence_file(settings.config_path, check_templates=False)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    engine = _engine(settings)
+    report = build_report(
+        engine, config, since=start, until=end, now=instant, by=keys, min_cell=min_cell
+    )
+    try:
+        _write_report(report, fmt, target)
+    except (InputError, OSError) as exc:
+        raise _fail(f"--out {target}: {exc}") from None
+    if target is not None:
+        err.print(f"wrote the {fmt} report to {target}", highlight=False)
+
+
+def _check_writable(path: Path) -> None:
+    """Exit 2 now, before any work, when ``path`` cannot be written."""
+    if path.is_dir():
+        raise _fail(f"--out {path}: is a folder; give a file name")
+    existed = path.exists()
+    try:
+        with path.open("a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        raise _fail(f"--out {path}: cannot write there ({exc.strerror or exc})") from None
+    if not existed:
+        path.unlink()
+
+
+def _write_report(report: dict[str, Any], fmt: str, target: Path | None) -> None:
+    from outreach.reports.model import to_json
+    from outreach.reports.render_csv import write_csv
+    from outreach.reports.render_table import print_report
+
+    if fmt == "html":
+        from outreach.reports.render_html import write_html
+
+        assert target is not None
+        write_html(report, target)
+        return
+    if target is None:
+        if fmt == "json":
+            sys.stdout.write(to_json(report))
+        elif fmt == "csv":
+            write_csv(report, sys.stdout)
+        else:
+            print_report(report, out)
+        return
+    with target.open("w", encoding="utf-8", newline="") as stream:
+        if fmt == "json":
+            stream.write(to_json(report))
+        elif fmt == "csv":
+            write_csv(report, stream)
+        else:
+            print_report(report, Console(file=stream, width=140, soft_wrap=True))
+
+
 def _connectors(
     settings: Settings, wanted: tuple[str, ...], clock: Clock, *, quiet: bool = False
 ) -> list[Any]:

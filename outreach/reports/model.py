@@ -8,6 +8,7 @@ reaches Python is bounded by the number of groups, steps and heat-map cells.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from datetime import UTC, datetime
@@ -29,7 +30,7 @@ from outreach.reports.query import (
 )
 from outreach.reports.window import Window, resolve_window
 
-__all__ = ["CONTRACT_TOTALS", "build_report"]
+__all__ = ["CONTRACT_TOTALS", "build_report", "to_json"]
 
 log = logging.getLogger("outreach.report")
 
@@ -191,3 +192,8 @@ def _build(
         time.perf_counter() - started,
     )
     return report
+
+
+def to_json(report: dict[str, Any]) -> str:
+    """The report object as JSON text (what ``--format json`` prints)."""
+    return json.dumps(report, indent=2, ensure_ascii=False) + "\n"
