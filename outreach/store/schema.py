@@ -226,9 +226,20 @@ class Touch(Base):
         Index("ix_touches_status_planned", "status", "planned_at"),
         # Releasing an interrupted run's claims asks, per enrollment, for later touches.
         Index("ix_touches_enrollment", "enrollment_id"),
-        # The report: sent touches in a window, and a person's touches in delivery order
-        # (last touch before a reply, conversions after a touch).
-        Index("ix_touches_delivery", "delivery_at", "person_id"),
+        # The report: sent touches in a window (covering: the report reads these columns
+        # only), and a person's touches in delivery order (last touch before a reply).
+        Index(
+            "ix_touches_delivery",
+            "delivery_at",
+            "status",
+            "person_id",
+            "enrollment_id",
+            "cadence_id",
+            "step_id",
+            "channel",
+            "variant",
+            "id",
+        ),
         Index("ix_touches_person_delivery", "person_id", "delivery_at"),
         Index("ix_touches_step_due", "cadence_id", "step_id", "due_at"),
     )
