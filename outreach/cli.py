@@ -149,7 +149,7 @@ def config_check(
 
     settings = _settings()
     config = _config(settings, file)
-    report = check_templates(config)
+    report = check_templates(config, settings.public_url)
     dynamic = _check_dynamic_templates(settings, config)
     warnings = report.warnings + (dynamic.warnings if dynamic else [])
     errors = report.errors + (dynamic.errors if dynamic else [])
@@ -1026,6 +1026,7 @@ def run_command(
             horizon=window,
             reply_to=settings.reply_to,
             mail_domain=_mail_domain(settings),
+            public_url=settings.public_url,
         )
     finally:
         for channel in channels.values():
@@ -1213,7 +1214,9 @@ def preview_command(
     person_ids = None
     if candidate is not None:
         person_ids = {_find_person(engine, candidate)}
-    entries = preview(engine, config, clock, days=days, person_ids=person_ids)
+    entries = preview(
+        engine, config, clock, days=days, person_ids=person_ids, public_url=settings.public_url
+    )
     rows = [_preview_row(entry) for entry in entries]
     if fmt == "json":
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
