@@ -33,7 +33,6 @@ from sqlalchemy import (
     Table,
     and_,
     case,
-    exists,
     func,
     insert,
     literal,
@@ -231,8 +230,14 @@ def collect_moves(work: WorkTables, since: datetime, until: datetime) -> None:
 
 
 def collect_touches(work: WorkTables, since: datetime, until: datetime, now: datetime) -> None:
-    """Fill ``report_touches`` and fold in delivery events, replies and conversions."""
+    """Fill ``report_touches`` and fold in delivery events, replies and conversions.
+
+    A touch younger than 14 days (before ``now``, or before ``until`` for a past window)
+    may still convert: it is ``mature`` (counts in a conversion denominator without
+    converting) only once that time has passed.
+    """
     conn, rt = work.conn, work.touches
+    cutoff = min(now, until) - CONVERSION_WINDOW
     for status, column_name in WINDOWED_STATUSES.items():
         placed = getattr(Touch, column_name)
         anchor = (
@@ -255,6 +260,7 @@ def collect_touches(work: WorkTables, since: datetime, until: datetime, now: dat
                 Touch.variant,
                 anchor,
                 literal(1 if status == "sent" else 0),
+                case((anchor <= cutoff, 1), else_=0),
             )
             .join(Enrollment, Enrollment.id == Touch.enrollment_id)
             .where(Touch.status == status, placed >= since, placed < until)
@@ -273,13 +279,14 @@ def collect_touches(work: WorkTables, since: datetime, until: datetime, now: dat
                     "variant",
                     "anchor_at",
                     "sent",
+                    "mature",
                 ],
                 rows,
             )
         )
     _fold_delivery_events(work)
     _fold_replies(work)
-    _fold_conversions(work, min(now, until))
+    _fold_conversions(work)
 
 
 def _fold_delivery_events(work: WorkTables) -> None:
@@ -341,32 +348,26 @@ def _fold_replies(work: WorkTables) -> None:
             replies=per_touch.c.replies,
             auto_replies=per_touch.c.auto_replies,
             first_reply_at=per_touch.c.first_reply_at,
+            ttr_hours=hours_between(per_touch.c.first_reply_at, rt.c.anchor_at, work.dialect),
         )
     )
-    work.conn.execute(
-        update(rt)
-        .where(rt.c.first_reply_at.is_not(None))
-        .values(ttr_hours=hours_between(rt.c.first_reply_at, rt.c.anchor_at, work.dialect))
-    )
 
 
-def _fold_conversions(work: WorkTables, now: datetime) -> None:
-    # A touch younger than 14 days (before `now`, or before `until` for a past window)
-    # may still convert: it counts in a conversion denominator only once it has.
+def _fold_conversions(work: WorkTables) -> None:
+    # Driven by the (few) forward moves, each probing its person's rows of the window.
     rt, mv = work.touches, work.moves
+    row = rt.alias("converting")
     horizon = int(CONVERSION_WINDOW.total_seconds() // 3600)
-    moved = exists().where(
-        mv.c.person_id == rt.c.person_id,
-        mv.c.from_stage == rt.c.trigger_stage,
-        mv.c.at > rt.c.anchor_at,
-        mv.c.at <= plus_hours(rt.c.anchor_at, horizon, work.dialect),
+    converted = select(row.c.id).join(
+        mv,
+        and_(
+            mv.c.person_id == row.c.person_id,
+            mv.c.from_stage == row.c.trigger_stage,
+            mv.c.at > row.c.anchor_at,
+            mv.c.at <= plus_hours(row.c.anchor_at, horizon, work.dialect),
+        ),
     )
-    work.conn.execute(update(rt).where(rt.c.anchor_at.is_not(None), moved).values(converted=1))
-    work.conn.execute(
-        update(rt)
-        .where(rt.c.anchor_at.is_not(None), rt.c.anchor_at <= now - CONVERSION_WINDOW)
-        .values(mature=1)
-    )
+    work.conn.execute(update(rt).where(rt.c.id.in_(converted)).values(converted=1))
 
 
 def collect_opt_outs(work: WorkTables, since: datetime, until: datetime) -> None:

@@ -300,3 +300,14 @@ def test_tasks_created_and_done(engine, config):
     ledger.task(person, at(20, month=10), due=at(4), done=at(30, 1))
     totals = report(engine, config)["totals"]
     assert (totals["tasks_created"], totals["tasks_done"]) == (2, 1)
+
+
+def test_ratings_reach_the_report(engine, config):
+    ledger = ReportLedger(engine)
+    who = ledger.person(owner="o1")
+    touch = ledger.touch(ledger.enrollment(who), "s2", at(3))
+    ledger.event("rating", who[0], at(4), touch=touch, payload={"score": 2})
+    ledger.event("rating", who[0], at(5), touch=touch, payload={"score": 5})  # replaces it
+    ratings = report(engine, config)["ratings"]
+    assert (ratings["count"], ratings["mean"]) == (1, 5.0)
+    assert ratings["by_stage"] == {"applied": {"count": 1, "mean": 5.0}}
