@@ -15,6 +15,8 @@ does not grow with the ledger (every aggregate runs in the database).
 from __future__ import annotations
 
 import argparse
+import functools
+import itertools
 import json
 import os
 import random
@@ -24,6 +26,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -57,6 +60,31 @@ def _steps() -> dict[str, list[tuple[str, int]]]:
     }
 
 
+def _event(
+    rows: list[dict],
+    ids: Iterator[int],
+    type_: str,
+    person: int,
+    at: datetime,
+    touch: int | None,
+    payload: dict | None = None,
+) -> None:
+    id_ = next(ids)
+    rows.append(
+        {
+            "id": id_,
+            "type": type_,
+            "person_id": person,
+            "touch_id": touch,
+            "at": at,
+            "dedupe_key": f"b{id_}",
+            "payload": payload or {},
+            "processed_at": at,
+            "created_at": at,
+        }
+    )
+
+
 def seed(url: str, touches: int) -> None:
     """Migrate an empty database at ``url`` and load the ledger."""
     from sqlalchemy import text
@@ -71,29 +99,14 @@ def seed(url: str, touches: int) -> None:
     steps = _steps()
     people = max(1, touches // TOUCHES_PER_PERSON)
     span = (NOW - SINCE).total_seconds()
-    touch_id = event_id = 0
+    touch_id = 0
+    event_ids = itertools.count(1)
     for start in range(0, people, CHUNK):
         ids = range(start + 1, min(start + CHUNK, people) + 1)
         rows: dict[str, list[dict]] = {"people": [], "records": [], "enrollments": []}
         touch_rows: list[dict] = []
         event_rows: list[dict] = []
-
-        def event(type_: str, person: int, at: datetime, touch: int | None, payload=None):
-            nonlocal event_id
-            event_id += 1
-            event_rows.append(
-                {
-                    "id": event_id,
-                    "type": type_,
-                    "person_id": person,
-                    "touch_id": touch,
-                    "at": at,
-                    "dedupe_key": f"b{event_id}",
-                    "payload": payload or {},
-                    "processed_at": at,
-                    "created_at": at,
-                }
-            )
+        event = functools.partial(_event, event_rows, event_ids)
 
         for person in ids:
             cadence = list(CADENCES)[person % len(CADENCES)]
@@ -209,7 +222,8 @@ def seed(url: str, touches: int) -> None:
                         f"(SELECT COALESCE(MAX(id), 1) FROM {table}))"
                     )
                 )
-    print(f"seeded {touch_id:,} touches, {event_id:,} events, {people:,} people", flush=True)
+    events = next(event_ids) - 1
+    print(f"seeded {touch_id:,} touches, {events:,} events, {people:,} people", flush=True)
     engine.dispose()
 
 
