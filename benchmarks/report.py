@@ -184,12 +184,12 @@ def seed(url: str, touches: int) -> None:
                 event("delivered", person, at + timedelta(minutes=1), touch_id)
                 if rng.random() < 0.03:
                     event("bounce", person, at + timedelta(minutes=2), touch_id)
-                if rng.random() < 0.7:
+                if rng.random() < 0.9:
                     machine = rng.random() < 0.2
                     event("open", person, at + timedelta(hours=1), touch_id, {"machine": machine})
-                    if rng.random() < 0.5:
+                    if rng.random() < 0.7:
                         event("open", person, at + timedelta(hours=5), touch_id, {"machine": False})
-                if rng.random() < 0.15:
+                if rng.random() < 0.3:
                     event("click", person, at + timedelta(hours=2), touch_id)
                 if rng.random() < 0.1:
                     event("reply", person, at + timedelta(hours=rng.random() * 72), None)
