@@ -165,9 +165,9 @@ class WorkTables:
             Column("converted", Integer, nullable=False, default=0),
             # old enough (anchor + 14 d <= now) that a missing conversion is a real "no"
             Column("mature", Integer, nullable=False, default=0),
-            Index("ix_report_touches_person", "person_id"),
             **temp,
         )
+
         self.opt_outs = Table(
             "report_opt_outs",
             meta,
@@ -276,6 +276,8 @@ def collect_touches(work: WorkTables, since: datetime, until: datetime, now: dat
             )
             .join(Enrollment, Enrollment.id == Touch.enrollment_id)
             .where(Touch.status == status, placed >= since, placed < until)
+            # in key order, the rows append to the table's B-tree instead of splitting pages
+            .order_by(Touch.id)
         )
         conn.execute(
             insert(rt).from_select(
@@ -296,6 +298,8 @@ def collect_touches(work: WorkTables, since: datetime, until: datetime, now: dat
                 rows,
             )
         )
+    # Built after the rows are in: one sort instead of a random insert per row.
+    conn.execute(text("CREATE INDEX ix_report_touches_person ON report_touches (person_id)"))
     work.analyze(rt)
     _fold_delivery_events(work)
     _fold_replies(work)
