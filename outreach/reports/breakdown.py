@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import FromClause, and_, case, func, literal, or_, select, true
+from sqlalchemy import FromClause, and_, case, func, insert, literal, or_, select, true
 from sqlalchemy.sql.elements import ColumnElement
 
 from outreach.engine.window import zone_for
@@ -31,6 +31,9 @@ __all__ = [
     "is_small",
     "parse_by",
 ]
+
+#: rows per batch when resolving zones (streamed: memory stays flat)
+_BATCH = 5_000
 
 #: the value of a group whose attribute is missing (no record, no tag, no owner)
 NONE_VALUE = "(none)"
@@ -115,33 +118,61 @@ def grouping(work: WorkTables, keys: tuple[str, ...]) -> Grouping:
     return Grouping(source, columns)
 
 
+def _zone_keys(records):
+    """The two columns that decide a record's zone: its ``timezone``, and its phone only
+    when it has no zone (so records with a zone never multiply the keys)."""
+    no_zone = or_(records.c.timezone.is_(None), records.c.timezone == "")
+    timezone = func.coalesce(records.c.timezone, literal(""))
+    phone = func.coalesce(case((no_zone, records.c.phone), else_=None), literal(""))
+    return timezone, phone
+
+
 def heatmap(work: WorkTables, default_timezone: str) -> list[dict[str, Any]]:
     """Sent touches and replied touches by day of week (0 = Monday) and hour, local time.
 
     The zone is the throttle's (``zone_for``: the record's zone, else the phone's, else the
-    policy default). SQLite cannot convert zones, so SQL groups by zone inputs and UTC hour
-    (bounded by zones x hours, not by touches) and Python converts each bucket.
+    policy default). Python resolves each distinct (zone, phone) key once into a small work
+    table; SQL then groups by (zone, UTC hour), bounded by zones x hours, not by touches,
+    and Python converts those buckets (SQLite cannot convert zones).
     """
-    rt = work.touches
+    rt, conn = work.touches, work.conn
     records = CandidateRecord.__table__
-    no_zone = or_(records.c.timezone.is_(None), records.c.timezone == "")
-    phone = case((no_zone, records.c.phone), else_=None)
+    timezone, phone = _zone_keys(records)
+    joined = rt.outerjoin(records, records.c.id == rt.c.record_id)
+    keys = conn.execute(
+        select(timezone, phone)
+        .select_from(joined)
+        .where(rt.c.sent == 1)
+        .distinct()
+        .execution_options(stream_results=True, yield_per=_BATCH)
+    )
+    batch: list[dict[str, str]] = []
+    for zone_name, number in keys:
+        zone, _ = zone_for(zone_name or None, number or None, default_timezone)
+        batch.append({"timezone": zone_name, "phone": number, "zone": zone.key})
+        if len(batch) >= _BATCH:
+            conn.execute(insert(work.zones), batch)
+            batch = []
+    if batch:
+        conn.execute(insert(work.zones), batch)
+    zones = work.zones
     bucket = hour_bucket(rt.c.anchor_at, work.dialect)
-    rows = work.conn.execute(
+    rows = conn.execute(
         select(
-            records.c.timezone,
-            phone,
+            zones.c.zone,
             bucket,
             func.count(),
             func.sum(case((rt.c.replies > 0, 1), else_=0)),
         )
-        .select_from(rt.outerjoin(records, records.c.id == rt.c.record_id))
-        .where(and_(rt.c.sent == 1))
-        .group_by(records.c.timezone, phone, bucket)
+        .select_from(
+            joined.outerjoin(zones, and_(zones.c.timezone == timezone, zones.c.phone == phone))
+        )
+        .where(rt.c.sent == 1)
+        .group_by(zones.c.zone, bucket)
     )
     cells: dict[tuple[int, int], list[int]] = defaultdict(lambda: [0, 0])
-    for timezone, number, hour, sent, replied in rows:
-        zone, _ = zone_for(timezone, number, default_timezone)
+    for zone_name, hour, sent, replied in rows:
+        zone, _ = zone_for(zone_name, None, default_timezone)
         local = datetime.strptime(hour, "%Y-%m-%dT%H").replace(tzinfo=UTC).astimezone(zone)
         cell = cells[(local.weekday(), local.hour)]
         cell[0] += sent

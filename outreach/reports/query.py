@@ -168,6 +168,16 @@ class WorkTables:
             **temp,
         )
 
+        # The zone of each distinct (record timezone, phone) key of the window.
+        self.zones = Table(
+            "report_zones",
+            meta,
+            Column("timezone", String(64), nullable=False),
+            Column("phone", String(32), nullable=False),
+            Column("zone", String(64), nullable=False),
+            Index("ix_report_zones_key", "timezone", "phone"),
+            **temp,
+        )
         self.opt_outs = Table(
             "report_opt_outs",
             meta,
