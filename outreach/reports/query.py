@@ -286,9 +286,11 @@ def collect_touches(work: WorkTables, since: datetime, until: datetime, now: dat
             )
             .join(Enrollment, Enrollment.id == Touch.enrollment_id)
             .where(Touch.status == status, placed >= since, placed < until)
-            # in key order, the rows append to the table's B-tree instead of splitting pages
-            .order_by(Touch.id)
         )
+        if work.dialect == "sqlite":
+            # in key order the rows append to the table's B-tree instead of splitting pages
+            # (a PostgreSQL heap has no key order to keep)
+            rows = rows.order_by(Touch.id)
         conn.execute(
             insert(rt).from_select(
                 [
