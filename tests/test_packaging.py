@@ -36,6 +36,7 @@ def test_wheel_ships_packages_config_and_migrations(tmp_path: Path) -> None:
     assert "outreach/_config/templates/interview_thanks.email.j2" in names
     assert "outreach/_config/examples/candidates.csv" in names
     assert "outreach/migrations/env.py" in names
+    assert "outreach/reports/schema/report.schema.json" in names
     assert any(n.startswith("outreach/migrations/versions/0001") for n in names)
     assert "connectors/__init__.py" in names and "channels/__init__.py" in names
     assert not any(n.endswith((".db", ".pyc")) for n in names)
