@@ -287,47 +287,111 @@ def collect_touches(work: WorkTables, since: datetime, until: datetime, now: dat
             .join(Enrollment, Enrollment.id == Touch.enrollment_id)
             .where(Touch.status == status, placed >= since, placed < until)
         )
+        names = [
+            "id",
+            "person_id",
+            "record_id",
+            "trigger_stage",
+            "cadence_id",
+            "step_id",
+            "status",
+            "channel",
+            "variant",
+            "anchor_at",
+            "sent",
+            "mature",
+        ]
         if work.dialect == "sqlite":
             # in key order the rows append to the table's B-tree instead of splitting pages
-            # (a PostgreSQL heap has no key order to keep)
             rows = rows.order_by(Touch.id)
-        conn.execute(
-            insert(rt).from_select(
-                [
-                    "id",
-                    "person_id",
-                    "record_id",
-                    "trigger_stage",
-                    "cadence_id",
-                    "step_id",
-                    "status",
-                    "channel",
-                    "variant",
-                    "anchor_at",
-                    "sent",
-                    "mature",
-                ],
-                rows,
-            )
-        )
+        elif status in ("sent", "holdout"):
+            # PostgreSQL writes a new row version for every UPDATE: join the outcomes in
+            # while loading instead of folding them in afterwards.
+            rows, more = _with_outcomes(work, rows, status, placed, anchor, since, until)
+            names += more
+        conn.execute(insert(rt).from_select(names, rows))
     # Built after the rows are in: one sort instead of a random insert per row.
     conn.execute(text("CREATE INDEX ix_report_touches_person ON report_touches (person_id)"))
     work.analyze(rt)
-    _fold_delivery_events(work)
-    _fold_replies(work)
-    _fold_conversions(work)
+    if work.dialect == "sqlite":
+        _fold_delivery_events(work)
+        _fold_replies(work)
+        _fold_conversions(work)
 
 
-def _fold_delivery_events(work: WorkTables) -> None:
-    # Delivery-side events count for the touch's window, whenever they arrived.
-    rt = work.touches
+def _with_outcomes(work: WorkTables, rows, status: str, placed, anchor, since, until):
+    """``rows`` (touches of ``status`` in the window) joined with their delivery events,
+    attributed replies (sent touches) and conversions; returns the select and the names of
+    the added columns."""
+    rp = work.replies
+    mv = work.moves
+    window = (Touch.status == status, placed >= since, placed < until)
+    horizon = int(CONVERSION_WINDOW.total_seconds() // 3600)
+    converting = (
+        select(Touch.id.label("touch_id"))
+        .join(Enrollment, Enrollment.id == Touch.enrollment_id)
+        .join(
+            mv,
+            and_(
+                mv.c.person_id == Touch.person_id,
+                mv.c.from_stage == Enrollment.trigger_stage,
+                mv.c.at > anchor,
+                mv.c.at <= plus_hours(anchor, horizon, work.dialect),
+            ),
+        )
+        .where(*window)
+        .distinct()
+        .subquery("converting")
+    )
+    rows = rows.outerjoin(converting, converting.c.touch_id == Touch.id).add_columns(
+        case((converting.c.touch_id.is_not(None), 1), else_=0)
+    )
+    names = ["converted"]
+    if status != "sent":
+        return rows, names
+    per_touch = _delivery_flags(select(Touch.id).where(*window).subquery("window_touches"))
+    human = rp.c.type == "reply"
+    answered = (
+        select(
+            rp.c.touch_id.label("touch_id"),
+            func.sum(case((human, 1), else_=0)).label("replies"),
+            func.sum(case((human, 0), else_=1)).label("auto_replies"),
+            func.min(case((human, rp.c.at), else_=None)).label("first_reply_at"),
+        )
+        .where(rp.c.touch_id.is_not(None))
+        .group_by(rp.c.touch_id)
+        .subquery("answered")
+    )
+    rows = (
+        rows.outerjoin(per_touch, per_touch.c.touch_id == Touch.id)
+        .outerjoin(answered, answered.c.touch_id == Touch.id)
+        .add_columns(
+            *(func.coalesce(per_touch.c[name], 0) for name in _DELIVERY_FLAGS),
+            func.coalesce(answered.c.replies, 0),
+            func.coalesce(answered.c.auto_replies, 0),
+            answered.c.first_reply_at,
+            hours_between(answered.c.first_reply_at, anchor, work.dialect),
+        )
+    )
+    names += [*_DELIVERY_FLAGS, "replies", "auto_replies", "first_reply_at", "ttr_hours"]
+    return rows, names
+
+
+#: per-touch columns taken from delivery-side events
+_DELIVERY_FLAGS = ("delivered", "bounced", "opened", "machine_opened", "clicked", "open_events")
+
+
+def _delivery_flags(touches):
+    """Delivery-side events of the touches in ``touches`` (a subquery with an ``id``
+    column), one row per touch with the :data:`_DELIVERY_FLAGS` columns. They count for the
+    touch's window, whenever they arrived."""
     machine = Event.payload["machine"].as_boolean()
     is_open = Event.type == "open"
 
     def flag(condition: ColumnElement[bool]):
         return func.max(case((condition, 1), else_=0))
 
-    per_touch = (
+    return (
         select(
             Event.touch_id.label("touch_id"),
             flag(Event.type == "delivered").label("delivered"),
@@ -337,22 +401,20 @@ def _fold_delivery_events(work: WorkTables) -> None:
             flag(Event.type == "click").label("clicked"),
             func.sum(case((is_open, 1), else_=0)).label("open_events"),
         )
-        .join(rt, rt.c.id == Event.touch_id)
-        .where(rt.c.sent == 1, Event.type.in_(("delivered", "bounce", "open", "click")))
+        .join(touches, touches.c.id == Event.touch_id)
+        .where(Event.type.in_(("delivered", "bounce", "open", "click")))
         .group_by(Event.touch_id)
-        .subquery()
+        .subquery("delivery")
     )
+
+
+def _fold_delivery_events(work: WorkTables) -> None:
+    rt = work.touches
+    per_touch = _delivery_flags(select(rt.c.id).where(rt.c.sent == 1).subquery("sent_rows"))
     work.conn.execute(
         update(rt)
         .where(rt.c.id == per_touch.c.touch_id)
-        .values(
-            delivered=per_touch.c.delivered,
-            bounced=per_touch.c.bounced,
-            opened=per_touch.c.opened,
-            machine_opened=per_touch.c.machine_opened,
-            clicked=per_touch.c.clicked,
-            open_events=per_touch.c.open_events,
-        )
+        .values({name: per_touch.c[name] for name in _DELIVERY_FLAGS})
     )
 
 
