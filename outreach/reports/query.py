@@ -9,8 +9,10 @@ over it. The builders run in order on one connection:
    the person's last sent touch delivered at or before it (``report_replies``).
 2. :func:`collect_moves`: forward stage changes of the window (``report_moves``).
 3. :func:`collect_touches`: sent touches by ``delivery_at``, failed and ambiguous and
-   skipped by ``updated_at``, cancelled by ``planned_at``, holdout rows by ``due_at``;
-   then delivery events, replies and conversions folded in (``report_touches``).
+   skipped by ``updated_at``, cancelled by ``planned_at``, holdout rows by ``due_at``,
+   with delivery events, replies and conversions as columns (``report_touches``). SQLite
+   folds them in with ``UPDATE``s after a key-ordered load; PostgreSQL, where an update
+   writes a new version of each row, joins them in while loading.
 4. :func:`collect_opt_outs`: each person's latest opt-out or unsubscribe of the window.
 
 Dialect differences (hours between instants, adding hours, hour buckets as text) live in
