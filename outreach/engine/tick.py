@@ -51,7 +51,14 @@ from outreach.engine.people import PersonState, history_window, load_people
 from outreach.engine.ratelimit import RateLimiter
 from outreach.engine.recall import RecallSummary, recall_scheduled
 from outreach.engine.recover import RecoverySummary, reconcile_ambiguous, recover_interrupted
-from outreach.engine.route import Route, build_context, choose_variant, route, usable
+from outreach.engine.route import (
+    Route,
+    build_context,
+    choose_variant,
+    held_out,
+    route,
+    usable,
+)
 from outreach.engine.throttle import earliest_allowed
 from outreach.engine.window import SendCalendar
 from outreach.store import suppressions as suppression_list
@@ -530,6 +537,32 @@ class Tick:
         )
         at = decision.at
         reasons = list(decision.reasons)
+        if held_out(person.id, cadence.id, step):
+            # Nothing is sent: no channel, no caps; the occurrence is recorded when it would
+            # have gone, and the enrollment moves on as if it had.
+            if at > now + self.horizon:
+                reason = reasons[0] if reasons else "not due yet"
+                writer.defer(enrollment, at, reason)
+                counts.deferred[reason] += 1
+                return
+            why = f"holdout: {step.holdout}% of enrollments get no touch on this step"
+            occ = _Occurrence(
+                enrollment,
+                person,
+                record,
+                cadence,
+                step,
+                enrollment["next_occurrence"],
+                due,
+                at,
+                counts,
+                self._rule(cadence, step, enrollment, reasons, Route(None, None, why), False, None),
+            )
+            writer.touch(occ, "holdout", reason=why)
+            writer.advance(occ)
+            counts.skipped["holdout"] += 1
+            self._journal(summary, occ, None, None, None, "holdout", occ.rule)
+            return
         if the_route.blocked_by_off_channel:
             # Not the person's fault: wait for the channel rather than hand it to a recruiter.
             retry, _ = self.calendar.next_allowed(max(at, now + timedelta(days=1)), zone)
