@@ -41,6 +41,7 @@ from outreach.contacts import normalize_email
 from outreach.engine.tick import Tick, TickSummary, engine_transactions
 from outreach.events import InboundEvent, from_sendgrid, from_twilio_inbound, ingest_events
 from outreach.paths import default_config_dir
+from outreach.reports.sla import per_step
 from outreach.sandbox.seed import SeedPerson
 from outreach.sandbox.suite import Sandbox
 from outreach.settings import Settings
@@ -101,13 +102,22 @@ class DemoReport:
     crm_tasks: Counter[str] = field(default_factory=Counter)
     ledger_tasks: Counter[str] = field(default_factory=Counter)
     notes: Counter[str] = field(default_factory=Counter)
-    #: applications (moves to applied) and how many were acknowledged within 48 h
+    #: provider-side SLA cross-check: applications (moves to applied) the engine could see
+    #: and answer by email, and how many SendGrid delivered within 48 h; likewise
+    #: interviews and thanks within 24 h (see Demo._timeliness)
     applications: int = 0
     acknowledged_48h: int = 0
     acknowledged_late: int = 0
     interviews: int = 0
     thanked_24h: int = 0
     thanked_late: int = 0
+    #: moves left out of the cross-check: to a stage the person's CRMs cannot record
+    #: (HubSpot's lifecycle has no interview stage), or of people who cannot be emailed
+    #: (opted out in the CRM, unsubscribed, bounced): by stage
+    not_recorded: Counter[str] = field(default_factory=Counter)
+    not_emailable: Counter[str] = field(default_factory=Counter)
+    #: the report's SLA per step (:func:`outreach.reports.sla.per_step`), from the ledger
+    sla: list[dict[str, Any]] = field(default_factory=list)
     inbound: Counter[str] = field(default_factory=Counter)
     #: emails that came back through Inbound Parse, by how the engine classified them
     came_back: Counter[str] = field(default_factory=Counter)
@@ -435,6 +445,8 @@ class Demo:
                 report.ledger_tasks[source or "engine"] += 1
             self._came_back(conn)
             self._timelines(conn)
+            end = self.start + timedelta(days=self.nights)
+            report.sla = per_step(conn, self.config, self.start, end, end)
         sendgrid, twilio, hubspot = self.sandbox.sendgrid, self.sandbox.twilio, self.sandbox.hubspot
         # What the providers still deliver: a cancelled scheduled send is not a delivery.
         report.emails_accepted = sum(m.get("state") != "cancelled" for m in sendgrid.messages)
@@ -503,8 +515,19 @@ class Demo:
                 report.touched_after_reply += 1
 
     def _timeliness(self) -> None:
-        """Acknowledged within 48 h, thanked within 24 h: from the script and SendGrid."""
+        """Acknowledged within 48 h, thanked within 24 h: from the script and SendGrid.
+
+        The provider-side twin of the ledger's SLA (:attr:`DemoReport.sla`): from the time
+        a recruiter moved the candidate to the first email SendGrid delivers for the step.
+        Counted over the moves the engine owes an answer to by email: a move the person's
+        CRMs cannot record as that stage, or of a person who may not be emailed (opted out
+        in the CRM, unsubscribed or bounced by then), is counted apart.
+        """
         report = self.report
+        off_email: dict[int, datetime] = {}
+        for kind, _channel, index, at in report.inbound_log:
+            if kind in _OFF_EMAIL and (index not in off_email or at < off_email[index]):
+                off_email[index] = at
         first: dict[tuple[int, str], datetime] = {}
         for message in self.sandbox.sendgrid.messages:
             person = self.by_email.get(message["to"][0].lower())
@@ -525,12 +548,39 @@ class Demo:
             if stage not in goals:
                 continue
             step, goal, total, met = goals[stage]
+            person = self.people[index]
+            if not self._recorded(person, stage):
+                report.not_recorded[stage] += 1
+                continue
+            gone = off_email.get(index)
+            if person.email_opt_out or (gone is not None and gone < moved_at + goal):
+                report.not_emailable[stage] += 1
+                continue
             hours = int(goal.total_seconds() // 3600)
             setattr(report, total, getattr(report, total) + 1)
             sent = first.get((index, step))
             if sent is not None and sent >= moved_at:
                 name = f"{met}_{hours}h" if sent - moved_at <= goal else f"{met}_late"
                 setattr(report, name, getattr(report, name) + 1)
+
+    def _recorded(self, person: SeedPerson, stage: str) -> bool:
+        """Whether one of ``person``'s CRMs records ``stage`` as a stage the engine maps back
+        to it (HubSpot's lifecycle stage ``opportunity`` stands for screening to offer)."""
+        from outreach.sandbox.greenhouse import STAGE_NAMES
+        from outreach.sandbox.hubspot import LIFECYCLE
+        from outreach.sandbox.lever import _STAGE_OF, STAGES
+
+        lever = {row["id"]: row["text"] for row in STAGES}
+        names = {
+            "greenhouse": STAGE_NAMES.get(stage),
+            "lever": lever.get(_STAGE_OF.get(stage, "")),
+            "hubspot": LIFECYCLE.get(stage),
+        }
+        return any(
+            names.get(crm) is not None
+            and self.config.stage_map.get(crm, {}).get(names[crm] or "") == stage
+            for crm in person.crms
+        )
 
     def _timelines(self, conn: Any) -> None:
         points = ContactPoint.__table__
@@ -573,6 +623,9 @@ class Demo:
                     lines.append((row.at, f"{row.type} on {row.channel or 'every channel'}"))
             self.report.timelines[story.label] = sorted(lines, key=lambda line: line[0])
 
+
+#: inbound events after which a person may no longer be emailed
+_OFF_EMAIL = frozenset({"mail:unsubscribe", "mail:dsn", "unsubscribe", "bounce", "opt_out"})
 
 # Stage moves of the person who lives in two CRMs (night -> stage).
 _CROSS_PLOT = {5: "screening", 10: "interview", 17: "offer", 22: "hired"}
@@ -721,20 +774,49 @@ def render(report: DemoReport, console: Any) -> None:
     )
     console.print(providers)
 
-    console.print(
-        f"Acknowledged within 48 h: {report.acknowledged_48h} of {report.applications} "
-        f"applications ({report.acknowledged_late} later, "
-        f"{report.applications - report.acknowledged_48h - report.acknowledged_late} not by "
-        "email: caps, replies, no usable address or past the 72 h limit).",
-        highlight=False,
+    deadlines = Table(
+        title="Deadlines per step (the report's SLA, from the ledger: delivered by any "
+        "channel before `within`)",
+        header_style="bold",
     )
-    console.print(
-        f"Thanked within 24 h: {report.thanked_24h} of {report.interviews} interviews "
-        f"({report.thanked_late} later, "
-        f"{report.interviews - report.thanked_24h - report.thanked_late} not by email: "
-        "caps, replies, weekends past the limit).",
-        highlight=False,
-    )
+    for column in ("cadence", "step", "within", "due", "met", "late", "never", "met %"):
+        deadlines.add_column(column, justify="left" if column in ("cadence", "step") else "right")
+    for row in report.sla:
+        never = ", ".join(f"{n} {why}" for why, n in row["never_by_reason"].items())
+        rate = row["met_rate"]
+        deadlines.add_row(
+            row["cadence"],
+            row["step"],
+            f"{row['within_hours']:g} h",
+            str(row["due"]),
+            str(row["met"]),
+            str(row["late"]),
+            f"{row['never']} ({never})" if never else str(row["never"]),
+            "" if rate is None else f"{rate:.0%}",
+        )
+    console.print(deadlines)
+    for what, done, late, total, stage, goal in (
+        ("Acknowledged", report.acknowledged_48h, report.acknowledged_late, report.applications,
+         "applied", "48 h"),
+        ("Thanked", report.thanked_24h, report.thanked_late, report.interviews, "interview",
+         "24 h"),
+    ):  # fmt: skip
+        apart = []
+        if report.not_emailable[stage]:
+            apart.append(f"{report.not_emailable[stage]} of people who may not be emailed")
+        if report.not_recorded[stage]:
+            apart.append(
+                f"{report.not_recorded[stage]} in a CRM without that stage (HubSpot's "
+                "lifecycle has no interview)"
+            )
+        share = f" ({done / total:.0%})" if total else ""
+        console.print(
+            f"Cross-check at SendGrid: {what.lower()} within {goal} of the CRM move: {done} of "
+            f"{total}{share}; {late} later, {total - done - late} not by email"
+            + (f"; set apart: {', '.join(apart)}" if apart else "")
+            + ".",
+            highlight=False,
+        )
     inbound = report.inbound
     back = report.came_back
     console.print(

@@ -17,7 +17,11 @@ from outreach.contacts import SMS_CAPABLE_TYPES
 from outreach.engine.people import Contact, PersonState
 from outreach.templates import Vars
 
-__all__ = ["Route", "build_context", "choose_variant", "held_out", "route", "usable"]
+__all__ = ["NO_CHANNEL", "Route", "build_context", "choose_variant", "held_out", "route", "usable"]
+
+#: how the reason of a touch no channel may carry begins (opted out, unsubscribed, no
+#: address): it becomes a recruiter task, and the SLA report counts it as unreachable
+NO_CHANNEL = "no usable channel"
 
 
 @dataclass(frozen=True)
@@ -95,7 +99,7 @@ def route(step: Step, person: PersonState, config: CadenceConfig, available: set
         else:
             reason = f"{rule}: {channel} after " + "; ".join(refused)
         return Route(channel, contact, reason)
-    return Route(None, None, "no usable channel: " + "; ".join(refused), off_but_reachable)
+    return Route(None, None, f"{NO_CHANNEL}: " + "; ".join(refused), off_but_reachable)
 
 
 def choose_variant(person_id: int, cadence_id: str, step: Step) -> tuple[str, str]:

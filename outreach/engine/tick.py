@@ -294,6 +294,7 @@ class Tick:
         self.keep_journal = journal
         self.dialect = dialect
         self.calendar = SendCalendar(config.policy)
+        self._step_calendars: dict[tuple[str, str], SendCalendar] = {}
         # SendGrid dynamic templates are read once per tick, to check each touch's data.
         self.templates = TemplateStore(
             config.template_dir, dynamic_check_for(self.channels.get("email"))
@@ -516,9 +517,12 @@ class Tick:
         record = person.record(enrollment["record_id"])
         due = enrollment["step_due_at"] or enrollment["next_due_at"]
         not_before = max(due, enrollment["next_due_at"])
-        if person.paused_until is not None and person.paused_until > not_before:
-            # Out of office: nothing goes out before the return; the step's deadline is
-            # still reckoned from ``due``, so lateness rules apply afterwards.
+        paused = person.paused_until is not None and person.paused_until > not_before
+        if paused and not step.transactional:
+            # Out of office: no follow-up goes out before the return; the step's deadline
+            # is still reckoned from ``due``, so lateness rules apply afterwards. A
+            # transactional step answers the person's own move (an application, an
+            # interview) and keeps its deadline: an auto-reply is not a request for silence.
             if person.paused_until > now + self.horizon:
                 reason = f"out of office until {person.paused_until:%Y-%m-%d}"
                 writer.defer(enrollment, person.paused_until, reason)
@@ -526,12 +530,16 @@ class Tick:
                 return
             not_before = person.paused_until
         the_route = route(step, person, self.config, set(self.channels))
+        calendar = self._step_calendars.get((cadence.id, step.id))
+        if calendar is None:
+            calendar = SendCalendar.for_step(self.config.policy, step, self.calendar)
+            self._step_calendars[(cadence.id, step.id)] = calendar
         decision = earliest_allowed(
             not_before,
             now,
             person.history,
             self.config.policy,
-            self.calendar,
+            calendar,
             zone,
             transactional=step.transactional,
         )
@@ -565,7 +573,7 @@ class Tick:
             return
         if the_route.blocked_by_off_channel:
             # Not the person's fault: wait for the channel rather than hand it to a recruiter.
-            retry, _ = self.calendar.next_allowed(max(at, now + timedelta(days=1)), zone)
+            retry, _ = calendar.next_allowed(max(at, now + timedelta(days=1)), zone)
             writer.defer(enrollment, retry, "channel off")
             counts.deferred["channel off"] += 1
             return

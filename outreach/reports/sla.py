@@ -11,7 +11,10 @@ deadline falls in the report window:
   ``failed``, ``cancelled``, ``holdout``, ``ambiguous``, ``unconfirmed`` for a claim still
   open past its deadline), ``overdue`` (an active enrollment still waiting on the step past
   its deadline), ``stopped`` (the enrollment stopped after the deadline passed unsent);
-* **pending**: not delivered yet and the deadline is still ahead of ``now`` (not due).
+* **pending**: not delivered yet and the deadline is still ahead of ``now`` (not due);
+* **unreachable**: handed to a recruiter because no channel may carry it (the person
+  opted out or unsubscribed, or has no usable address): not due, since sending would
+  break DESIGN.md invariant 4; counted apart.
 
 ``released`` rows (a killed run's claim) and failed attempts that were re-planned
 (``…#failed<id>`` keys) are superseded attempts, not occurrences: the occurrence has, or
@@ -31,6 +34,7 @@ from sqlalchemy import Connection, and_, case, exists, extract, func, not_, or_,
 from sqlalchemy.sql.elements import ColumnElement
 
 from outreach.cadence import CadenceConfig
+from outreach.engine.route import NO_CHANNEL
 from outreach.store.schema import Enrollment, Task, Touch
 
 __all__ = ["NEVER_STATUSES", "per_step", "task_backlog"]
@@ -39,10 +43,19 @@ _touches = Touch.__table__
 _enrollments = Enrollment.__table__
 _tasks = Task.__table__
 
-#: ledger statuses of an occurrence that was not delivered, by precedence when one
-#: occurrence has several rows (the highest wins: a newer claim outranks an older failure)
+#: the reasons ``never`` is broken down by that come from ledger rows (``overdue`` and
+#: ``stopped`` come from enrollments still or last waiting on the step)
 NEVER_STATUSES = ("failed", "ambiguous", "holdout", "skipped", "cancelled", "task", "unconfirmed")
-_PRECEDENCE = {status: rank for rank, status in enumerate(NEVER_STATUSES, start=1)}
+# When one occurrence has several rows, the highest rank wins (a newer claim outranks an
+# older failure); a task no channel could carry is "unreachable", not a missed deadline.
+_PRECEDENCE = {
+    status: rank
+    for rank, status in enumerate(
+        ("failed", "ambiguous", "holdout", "skipped", "cancelled", "unreachable", "task"),
+        start=1,
+    )
+}
+_PRECEDENCE["unconfirmed"] = len(_PRECEDENCE) + 1
 # SQLite reckons seconds from Julian days (a double): allow a millisecond of rounding, so a
 # touch delivered exactly at its deadline is met on both databases.
 _SQLITE_SLACK = 0.001
@@ -59,7 +72,8 @@ def per_step(
 
     One dict per step, in cadence file order: ``cadence``, ``step``, ``within_hours``,
     ``after_hours``, ``due`` (= met + late + never), ``met``, ``late``, ``never``,
-    ``met_rate`` (``None`` when nothing was due), ``pending`` and ``never_by_reason``.
+    ``met_rate`` (``None`` when nothing was due), ``pending``, ``unreachable`` and
+    ``never_by_reason``.
     """
     if since >= until:
         raise ValueError(f"SLA window: since ({since.isoformat()}) must be before until")
@@ -75,6 +89,7 @@ def per_step(
             )
             met, late = counts.pop("met", 0), counts.pop("late", 0)
             pending = counts.pop("pending", 0)
+            unreachable = counts.pop("unreachable", 0)
             never_by_reason = {reason: n for reason, n in sorted(counts.items()) if n}
             never = sum(never_by_reason.values())
             due = met + late + never
@@ -90,6 +105,7 @@ def per_step(
                     "never": never,
                     "met_rate": met / due if due else None,
                     "pending": pending,
+                    "unreachable": unreachable,
                     "never_by_reason": never_by_reason,
                 }
             )
@@ -107,7 +123,11 @@ def _ledger_outcomes(
 ) -> dict[str, int]:
     """Occurrences with ledger rows, by outcome (met, late, pending, or a never reason)."""
     rank = case(
-        *((_touches.c.status == status, n) for status, n in _PRECEDENCE.items() if n),
+        (
+            and_(_touches.c.status == "task", _touches.c.reason.startswith(NO_CHANNEL)),
+            _PRECEDENCE["unreachable"],
+        ),
+        *((_touches.c.status == status, n) for status, n in _PRECEDENCE.items()),
         (_touches.c.status.in_(("claimed", "in_flight")), _PRECEDENCE["unconfirmed"]),
         else_=0,
     )
