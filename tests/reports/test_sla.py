@@ -92,7 +92,7 @@ class Ledger:
             ).one()
             conn.execute(
                 insert(Touch).values(
-                    idempotency_key=key or f"{enrollment}:{step}:{occurrence}#{self.rows}",
+                    idempotency_key=key or f"{enrollment}:{step}:{occurrence}",
                     enrollment_id=enrollment,
                     person_id=person.person_id,
                     cadence_id="c",
