@@ -202,15 +202,18 @@ def test_sla_pending_before_the_deadline(engine, config) -> None:
     ledger.touch(claimed, "ack", "claimed", D0 + 24 * H)
     sent = ledger.enrollment()
     ledger.touch(sent, "ack", "sent", D0 + 24 * H, delivered=D0 + 30 * H)
+    # recalled for an out-of-office pause and put back in its enrollment: still owed
+    recalled = ledger.enrollment(next_step=0, step_due_at=D0 + 24 * H)
+    ledger.touch(recalled, "ack", "cancelled", D0 + 24 * H, key=f"{recalled}:ack:0#recalled7")
     with engine.connect() as conn:
         before = _by_step(per_step(conn, config, D0, D0 + 10 * 24 * H, D0 + 40 * H))
         after = _by_step(per_step(conn, config, D0, D0 + 10 * 24 * H, D0 + 80 * H))
     ack = before[("c", "ack")]
-    assert (ack["due"], ack["met"], ack["pending"], ack["never"]) == (1, 1, 2, 0)
+    assert (ack["due"], ack["met"], ack["pending"], ack["never"]) == (1, 1, 3, 0)
     ack = after[("c", "ack")]
-    assert (ack["due"], ack["met"], ack["pending"]) == (3, 1, 0)
-    assert ack["never_by_reason"] == {"overdue": 1, "unconfirmed": 1}
-    assert ack["met_rate"] == pytest.approx(1 / 3)
+    assert (ack["due"], ack["met"], ack["pending"]) == (4, 1, 0)
+    assert ack["never_by_reason"] == {"overdue": 2, "unconfirmed": 1}
+    assert ack["met_rate"] == pytest.approx(1 / 4)
 
 
 def test_sla_window_applies_to_the_deadline(engine, config) -> None:
