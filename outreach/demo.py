@@ -22,6 +22,7 @@ The summary is built from the ledger and from what the fakes received, side by s
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import tempfile
 from collections import Counter
@@ -39,7 +40,13 @@ from outreach.cadence import CadenceConfig, load_cadence_file
 from outreach.clock import FixedClock, ManualTimer
 from outreach.contacts import normalize_email
 from outreach.engine.tick import Tick, TickSummary, engine_transactions
-from outreach.events import InboundEvent, from_sendgrid, from_twilio_inbound, ingest_events
+from outreach.events import (
+    DELIVERY_TYPES,
+    InboundEvent,
+    from_sendgrid,
+    from_twilio_inbound,
+    ingest_events,
+)
 from outreach.paths import default_config_dir
 from outreach.sandbox.seed import SeedPerson
 from outreach.sandbox.suite import Sandbox
@@ -52,6 +59,10 @@ __all__ = ["DEMO_START", "Demo", "DemoReport", "Story", "delivered_at", "mismatc
 
 #: a Monday, 02:00 in New York: the nightly job's hour
 DEMO_START = datetime(2026, 11, 2, 7, 0, tzinfo=UTC)
+#: where the fakes reach the engine's webhook app (in process, never on the network)
+DEMO_URL = "http://outreach.demo"
+#: Event Webhook items per post (SendGrid batches its posts too)
+_SENDGRID_POST_ITEMS = 500
 
 SOURCES = ("greenhouse", "lever", "hubspot")
 
@@ -130,6 +141,9 @@ class DemoReport:
     moves: list[tuple[int, str, datetime]] = field(default_factory=list)
     #: inbound events fed to the engine: (type, channel, seed index, at)
     inbound_log: list[tuple[str, str | None, int, datetime]] = field(default_factory=list)
+    #: delivery-side events the engine stored from the providers' webhooks, by type
+    #: (``open`` human opens, ``machine_open`` opens marked ``sg_machine_open``)
+    delivery_events: Counter[str] = field(default_factory=Counter)
 
 
 class Demo:
@@ -167,6 +181,7 @@ class Demo:
         self.sandbox = Sandbox(
             population,
             clock=self.clock,
+            seed=seed,
             bouncing=[bounce.email],
             invalid_phones=[no_email.phone_e164 or ""],
         )
@@ -177,6 +192,8 @@ class Demo:
         self.report = DemoReport(start=start, nights=nights, people=people, stories=self.stories)
         self._story_index = {s.person.index for s in self.stories}
         self._pending: list[tuple[datetime, InboundEvent, int]] = []
+        #: Event Webhook items SendGrid has produced for a time still ahead on the clock
+        self._sendgrid_ahead: list[dict[str, Any]] = []
         #: candidates' emails to send back: (when, kind, the message answered, person)
         self._answers: list[tuple[datetime, str, dict[str, Any], SeedPerson]] = []
         self._http: Any = None
@@ -203,7 +220,9 @@ class Demo:
         return self.report
 
     def _play(self, engine: Engine) -> None:
-        settings = Settings(_env_file=None, **self.sandbox.env())  # type: ignore[call-arg]
+        settings = Settings(  # type: ignore[call-arg]
+            _env_file=None, **self.sandbox.env(), OUTREACH_PUBLIC_URL=DEMO_URL
+        )
         pacing = {"sleep": self.timer.sleep, "monotonic": self.timer.monotonic}
         connectors, off = build_connectors(settings, SOURCES, self.clock, **pacing)
         if off:
@@ -219,9 +238,7 @@ class Demo:
         # The engine's own webhook receiver, in process: candidates' mail arrives through
         # Inbound Parse exactly as SendGrid would post it.
         app = make_app(engine, settings, self.config, self.clock, channels)
-        self._http = httpx.Client(
-            transport=httpx.WSGITransport(app=app), base_url="http://outreach.demo"
-        )
+        self._http = httpx.Client(transport=httpx.WSGITransport(app=app), base_url=DEMO_URL)
         self._inbound_token = self.sandbox.credentials.sendgrid_inbound_token
         try:
             for night in range(self.nights):
@@ -383,24 +400,24 @@ class Demo:
         self.clock.set(now)
 
     def _inbound(self, engine: Engine, now: datetime) -> None:
-        """Feed the engine what the providers reported since the last night."""
+        """Feed the engine what the providers reported since the last night: SendGrid's
+        Event Webhook and Twilio's status callbacks are posted to the engine's webhook app,
+        signed as the providers sign them; the rest is ingested as events."""
         self._mail_back(now)
         due = [(at, e, i) for at, e, i in self._pending if at <= now]
         self._pending = [(at, e, i) for at, e, i in self._pending if at > now]
         events: list[tuple[str, InboundEvent]] = [
             (f"demo:{e.type}:{i}", e) for _, e, i in sorted(due, key=lambda x: x[0])
         ]
-        for event in from_sendgrid(self.sandbox.sendgrid.drain_events()):
-            if event.at <= now:
-                events.append((f"sendgrid:{event.id}", event))
-                person = self.by_email.get((event.address or "").lower())
-                if person is not None:
-                    self.report.inbound_log.append(
-                        (event.type, event.channel, person.index, event.at)
-                    )
-                self.report.inbound[event.type] += 1
-            else:
-                self._pending.append((event.at, event, -1))
+        items = self._sendgrid_ahead + self.sandbox.sendgrid.drain_events()
+        stamp = now.timestamp()
+        posted = [item for item in items if item["timestamp"] <= stamp]
+        self._sendgrid_ahead = [item for item in items if item["timestamp"] > stamp]
+        for event in from_sendgrid(posted):
+            person = self.by_email.get((event.address or "").lower())
+            if person is not None:
+                self.report.inbound_log.append((event.type, event.channel, person.index, event.at))
+            self.report.inbound[event.type] += 1
         for _, event, index in due:
             if index >= 0:
                 self.report.inbound_log.append((event.type, event.channel, index, event.at))
@@ -408,6 +425,28 @@ class Demo:
                 self.report.inbound["reply"] += 1
         if events:
             ingest_events(engine, events, now=now, default_region=self.config.policy.default_region)
+        self._post_sendgrid_events(posted, now)
+        answers = self.sandbox.twilio.post_status_callbacks(self._http)
+        if any(code != 200 for code in answers):
+            raise RuntimeError(f"the status callback route answered {sorted(set(answers))}")
+
+    def _post_sendgrid_events(self, items: list[dict[str, Any]], now: datetime) -> None:
+        """POST Event Webhook items to the engine's route, signed with the fake's key."""
+        sendgrid = self.sandbox.sendgrid
+        for start in range(0, len(items), _SENDGRID_POST_ITEMS):
+            payload = json.dumps(items[start : start + _SENDGRID_POST_ITEMS]).encode()
+            answer = self._http.post(
+                "/webhooks/sendgrid/events",
+                content=payload,
+                headers={
+                    **sendgrid.sign_events(payload, int(now.timestamp())),
+                    "Content-Type": "application/json",
+                },
+            )
+            if answer.status_code != 200:
+                raise RuntimeError(
+                    f"the Event Webhook answered {answer.status_code}: {answer.text}"
+                )
 
     # -- the summary ----------------------------------------------------------------------
 
@@ -434,6 +473,7 @@ class Demo:
             for source in conn.execute(select(tasks.c.source)).scalars():
                 report.ledger_tasks[source or "engine"] += 1
             self._came_back(conn)
+            self._delivery_events(conn)
             self._timelines(conn)
         sendgrid, twilio, hubspot = self.sandbox.sendgrid, self.sandbox.twilio, self.sandbox.hubspot
         # What the providers still deliver: a cancelled scheduled send is not a delivery.
@@ -532,6 +572,15 @@ class Demo:
                 name = f"{met}_{hours}h" if sent - moved_at <= goal else f"{met}_late"
                 setattr(report, name, getattr(report, name) + 1)
 
+    def _delivery_events(self, conn: Any) -> None:
+        """Count the delivered, open and click events the webhooks stored."""
+        events = Event.__table__
+        for kind, payload in conn.execute(
+            select(events.c.type, events.c.payload).where(events.c.type.in_(DELIVERY_TYPES))
+        ):
+            machine = kind == "open" and (payload or {}).get("machine")
+            self.report.delivery_events["machine_open" if machine else kind] += 1
+
     def _timelines(self, conn: Any) -> None:
         points = ContactPoint.__table__
         touches = Touch.__table__
@@ -567,7 +616,8 @@ class Demo:
                     lines.append((when, what))
                 for row in conn.execute(
                     select(events.c.type, events.c.channel, events.c.at).where(
-                        events.c.person_id == person_id, events.c.type != "stage_change"
+                        events.c.person_id == person_id,
+                        events.c.type.not_in(("stage_change", *DELIVERY_TYPES)),
                     )
                 ).all():
                     lines.append((row.at, f"{row.type} on {row.channel or 'every channel'}"))
