@@ -13,9 +13,9 @@ in one transaction:
   (:func:`outreach.engine.enroll.process_events`): a human reply stops cadences and is
   the response to its touch; every auto-reply is an ``auto_reply`` event (payload
   ``out_of_office``), never a reply, and only an out-of-office notice (with ``until``)
-  pauses the person, until the return date it names, else a week; an unsubscribe suppresses the person's email addresses; a
-  hard bounce (5.x.x) suppresses the address, soft bounces (4.x.x) are counted and the
-  third suppresses it;
+  pauses the person, until the return date it names, else a week; an unsubscribe
+  suppresses the person's email addresses; a hard bounce (5.x.x) suppresses the address,
+  soft bounces (4.x.x) are counted and the third suppresses it;
 * a human reply also becomes a recruiter task and, for CRM records, a note with its new
   text and a task in the CRM (``write_backs``, sent by ``outreach run``).
 
