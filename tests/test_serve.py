@@ -290,7 +290,13 @@ def test_one_bad_item_is_reported_and_skipped_and_the_rest_is_stored(
     body = "[" + ",".join([good[0], *(text for text, _ in bad), *good[1:]]) + "]"
     response = post_sendgrid(client, sendgrid, body.encode())
     assert response.status_code == 200, response.text
-    assert response.json == {"recorded": 2, "duplicates": 0, "unmatched": 1, "ignored": 0, "bad": len(bad)}
+    assert response.json == {
+        "recorded": 2,
+        "duplicates": 0,
+        "unmatched": 1,
+        "ignored": 0,
+        "bad": len(bad),
+    }
     assert [r.dedupe_key for r in inbound(store)] == ["inbound:e1", "inbound:e2"]
     for index, (_, reason) in enumerate(bad, start=1):
         assert f"sendgrid batch [{index}]: {reason}" in caplog.text
