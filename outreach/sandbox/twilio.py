@@ -180,6 +180,8 @@ class FakeTwilio(FakeProvider):
         self.messages: list[dict[str, Any]] = []
         self.inbound_messages: list[dict[str, str]] = []
         self._resources: dict[str, dict[str, Any]] = {}
+        #: the entries of :attr:`messages` by SID
+        self._records: dict[str, dict[str, Any]] = {}
         #: status changes still ahead on the clock: (when, sid, status)
         self._progress: list[tuple[datetime, str, str]] = []
         #: status callbacks due and not yet drained: (url, form fields)
@@ -293,7 +295,7 @@ class FakeTwilio(FakeProvider):
         resource["date_updated"] = _rfc2822(at)
         if status == "sent":
             resource["date_sent"] = _rfc2822(at)
-        record = next(m for m in self.messages if m["sid"] == sid)
+        record = self._records[sid]
         record["status"] = status
         url = record["status_callback"]
         if not url:
@@ -432,22 +434,22 @@ class FakeTwilio(FakeProvider):
             self._resources[sid] = resource
             if send_at is None:
                 self._going_out(sid, now)
-            self.messages.append(
-                {
-                    "sid": sid,
-                    "to": to,
-                    "from": from_ or None,
-                    "messaging_service_sid": service or None,
-                    "body": body,
-                    "media_urls": list(media),
-                    "num_segments": max(1, info.segments),
-                    "encoding": info.encoding,
-                    "status": resource["status"],
-                    "status_callback": form.get("StatusCallback"),
-                    "send_at": send_at,
-                    "date_created": now,
-                }
-            )
+            record = {
+                "sid": sid,
+                "to": to,
+                "from": from_ or None,
+                "messaging_service_sid": service or None,
+                "body": body,
+                "media_urls": list(media),
+                "num_segments": max(1, info.segments),
+                "encoding": info.encoding,
+                "status": resource["status"],
+                "status_callback": form.get("StatusCallback"),
+                "send_at": send_at,
+                "date_created": now,
+            }
+            self.messages.append(record)
+            self._records[sid] = record
             return json_response(resource, 201)
 
     def fetch_message(self, request: Request, account_sid: str, message_sid: str) -> Response:
