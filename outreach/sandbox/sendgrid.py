@@ -51,6 +51,8 @@ from __future__ import annotations
 import base64
 import copy
 import gzip
+import heapq
+import itertools
 import json
 import math
 import random
@@ -294,8 +296,10 @@ class FakeSendGrid(FakeProvider):
         #: batch id -> {"status": "pause" | "cancel", "since": Unix time it was set}
         self.scheduled_sends: dict[str, dict[str, Any]] = {}
         self._held: list[_Held] = []
-        #: opens and clicks not yet due: (Unix time, event), released by ``deliver_due``
-        self._engagement: list[tuple[int, dict[str, Any]]] = []
+        #: opens and clicks not yet due, a heap of (Unix time, order, event) that
+        #: ``deliver_due`` releases from as the clock passes
+        self._engagement: list[tuple[int, int, dict[str, Any]]] = []
+        self._order = itertools.count()
         self._delivered = 0
         #: dynamic templates by id, as ``GET /v3/templates/{id}`` answers them
         self.templates: dict[str, dict[str, Any]] = {}
@@ -376,11 +380,8 @@ class FakeSendGrid(FakeProvider):
                     send_at = held.message["send_at"]
                     due = send_at if _is_int(send_at) else held.message["received_at"]
                     self._emit(held, max(int(due), int(now)) if held.parked else int(due))
-            if self._engagement:
-                ready = [e for at, e in self._engagement if at <= now]
-                if ready:
-                    self._engagement = [(at, e) for at, e in self._engagement if at > now]
-                    self.events.extend(ready)
+            while self._engagement and self._engagement[0][0] <= now:
+                self.events.append(heapq.heappop(self._engagement)[2])
 
     def messages_in(self, state: str) -> list[dict[str, Any]]:
         """Accepted messages in ``state``: ``processed`` (handed to delivery, events made),
@@ -1068,7 +1069,7 @@ class FakeSendGrid(FakeProvider):
             self._queue(clicked, click)
 
     def _queue(self, at: int, event: dict[str, Any]) -> None:
-        self._engagement.append((at, event))
+        heapq.heappush(self._engagement, (at, next(self._order), event))
 
 
 #: what Apple's Mail Privacy Protection proxy looks like when it fetches the open pixel
