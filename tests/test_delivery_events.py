@@ -21,6 +21,7 @@ from outreach.events import (
     DeliveryEvent,
     from_sendgrid,
     ingest_deliveries,
+    read_jsonl,
     read_sendgrid_batch,
 )
 from outreach.paths import default_config_dir
@@ -32,6 +33,7 @@ from outreach.store.schema import Event
 NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
 STAMP = int(NOW.timestamp())
 SENDGRID = "/webhooks/sendgrid/events"
+DELIVERY = ("delivered", "open", "click")
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "sendgrid" / "event_webhook.json"
 
 
@@ -262,3 +264,13 @@ def test_delivery_event_rules() -> None:
         DeliveryEvent(type="click", channel="email", touch_id=1, at=NOW, url="https://x")  # type: ignore[call-arg]
     opened = DeliveryEvent(type="open", channel="email", touch_id=1, at=NOW)
     assert opened.machine is False and opened.payload() == {"machine": False}
+
+
+def test_the_jsonl_import_contract_does_not_take_delivery_types(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    lines = [{"type": kind, "touch_id": 1, "at": "2026-11-24T10:00:00Z"} for kind in DELIVERY]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    read = list(read_jsonl(path))
+    assert [where for where, _ in read] == [f"{path}:{n}" for n in (1, 2, 3)]
+    assert all(isinstance(e, str) and e.startswith("type: Input should be") for _, e in read)
+    assert all("'reply', 'opt_out', 'bounce' or 'unsubscribe'" in str(e) for _, e in read)
