@@ -101,7 +101,14 @@ from outreach.events import ingest_events as _ingest_events
 from outreach.inbound.intake import ingest_messages
 from outreach.inbound.parse_webhook import ParseFormError, read_form, rebuild_message
 from outreach.inbound.raw import RawMessage
-from outreach.ratings import PAGE_HEADERS, RATING_PATH, parse_score, record_rating, thank_you
+from outreach.ratings import (
+    PAGE_HEADERS,
+    RATING_PATH,
+    parse_score,
+    record_rating,
+    redact_rating_path,
+    thank_you,
+)
 from outreach.ratings import page as rating_page
 from outreach.settings import Settings
 from outreach.store.schema import Touch
@@ -750,10 +757,11 @@ def make_app(
 
 
 class _Handler(WSGIRequestHandler):
-    """Logs method, path and status only (never a query string or a client's data)."""
+    """Logs method, path and status only (never a query string, a client's data or the
+    token of a rating link)."""
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        path = self.path.split("?", 1)[0]
+        path = redact_rating_path(self.path.split("?", 1)[0])
         log.info("%s %s %s", self.command, path, getattr(code, "value", code))
 
     def log(self, type: str, message: str, *args: Any) -> None:
