@@ -9,6 +9,8 @@ offers, rejections, hires) and candidates answer: some reply, some send out-of-o
 notices with a return date, some unsubscribe by reply, some addresses bounce (all as real
 MIME messages posted through SendGrid Inbound Parse to the engine's own ``serve`` app, at
 the moment they are sent, so a reply cancels what SendGrid still holds for that person);
+new hires click a one-click rating link in their welcome or feedback email (a GET to the
+same app), a few of them twice with a changed mind;
 one email bounces at SendGrid, one candidate turns out to have an invalid phone, one
 texts STOP, and one person applies in two CRMs at once.
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -80,6 +83,14 @@ REPLY_SHARE = 0.08
 OOO_SHARE = 0.03
 UNSUBSCRIBE_SHARE = 0.01
 DSN_SHARE = 0.006
+#: where the demo's in-process ``serve`` app is reached: the base of the rating links
+DEMO_PUBLIC_URL = "http://outreach.demo"
+#: share of emails with rating links whose reader clicks one, and of those who click again
+RATE_SHARE = 0.6
+RERATE_SHARE = 0.1
+#: how likely each score is (1 to 5) when a candidate clicks
+_SCORE_WEIGHTS = (0.05, 0.1, 0.2, 0.35, 0.3)
+_RATING_LINK = re.compile(re.escape(DEMO_PUBLIC_URL) + r"(/r/[A-Za-z0-9_-]+/([1-5]))")
 
 
 @dataclass(frozen=True)
@@ -144,6 +155,10 @@ class DemoReport:
     #: delivery-side events the engine stored from the providers' webhooks, by type
     #: (``open`` human opens, ``machine_open`` opens marked ``sg_machine_open``)
     delivery_events: Counter[str] = field(default_factory=Counter)
+    #: rating links clicked: (the link's path, at), in click order; a changed mind is two
+    rating_clicks: list[tuple[str, datetime]] = field(default_factory=list)
+    #: the report's ``ratings`` object over the demo's month (from the store)
+    ratings: dict[str, Any] = field(default_factory=dict)
 
 
 class Demo:
@@ -196,6 +211,8 @@ class Demo:
         self._sendgrid_ahead: list[dict[str, Any]] = []
         #: candidates' emails to send back: (when, kind, the message answered, person)
         self._answers: list[tuple[datetime, str, dict[str, Any], SeedPerson]] = []
+        #: rating links to click: (when, the link's path, the message it is in)
+        self._clicks: list[tuple[datetime, str, dict[str, Any]]] = []
         self._http: Any = None
         self._inbound_token = ""
         self._seen_emails = 0
@@ -262,6 +279,7 @@ class Demo:
                     monotonic=self.timer.monotonic,
                     dialect=engine.dialect.name,
                     reply_to=settings.reply_to,
+                    public_url=DEMO_PUBLIC_URL,
                 )
                 summary = tick.run()
                 for counts in summary.steps.values():
@@ -326,6 +344,7 @@ class Demo:
             if person is None or person.index in self._story_index:
                 continue
             delivered = delivered_at(message)
+            self._plan_clicks(message, person, delivered)
             roll = _share(f"reply:{message['message_id']}:{person.index}")
             for kind, share, after in (
                 ("reply", REPLY_SHARE, timedelta(hours=5)),
@@ -350,6 +369,41 @@ class Demo:
                 if event is not None:
                     self._queue(event, person)
                 self.report.inbound["stop"] += 1
+
+    def _plan_clicks(self, message: dict[str, Any], person: SeedPerson, at: datetime) -> None:
+        """A share of the readers of an email with rating links click one, hours later."""
+        links = {
+            int(score): path
+            for part in message.get("content") or []
+            for path, score in _RATING_LINK.findall(str(part.get("value", "")))
+        }
+        key = f"{message['message_id']}:{person.index}"
+        if len(links) != 5 or _share(f"rate:{key}") >= RATE_SHARE:
+            return
+        rng = random.Random(f"{self.seed}:rate:{key}")
+        first = rng.choices(range(1, 6), weights=_SCORE_WEIGHTS)[0]
+        when = at + timedelta(hours=rng.uniform(1, 30))
+        self._clicks.append((when, links[first], message))
+        if _share(f"rerate:{key}") < RERATE_SHARE:
+            second = rng.choice([n for n in range(1, 6) if n != first])
+            self._clicks.append(
+                (when + timedelta(minutes=rng.uniform(1, 90)), links[second], message)
+            )
+
+    def _click_ratings(self, now: datetime) -> None:
+        """Rating links clicked since the last night, in time order, through ``serve``."""
+        due = sorted((c for c in self._clicks if c[0] <= now), key=lambda c: c[0])
+        self._clicks = [c for c in self._clicks if c[0] > now]
+        for at, path, message in due:
+            self.clock.set(at)
+            self.sandbox.sendgrid.deliver_due()
+            if message.get("state") not in (None, "processed"):
+                continue  # cancelled before delivery: nobody read it
+            answer = self._http.get(path)
+            if answer.status_code != 200:
+                raise RuntimeError(f"a rating link answered {answer.status_code}")
+            self.report.rating_clicks.append((path, at))
+        self.clock.set(now)
 
     def _queue(self, event: InboundEvent, person: SeedPerson) -> None:
         self._pending.append((event.at, event, person.index))
@@ -404,6 +458,7 @@ class Demo:
         Event Webhook and Twilio's status callbacks are posted to the engine's webhook app,
         signed as the providers sign them; the rest is ingested as events."""
         self._mail_back(now)
+        self._click_ratings(now)
         due = [(at, e, i) for at, e, i in self._pending if at <= now]
         self._pending = [(at, e, i) for at, e, i in self._pending if at > now]
         events: list[tuple[str, InboundEvent]] = [
@@ -475,6 +530,11 @@ class Demo:
             self._came_back(conn)
             self._delivery_events(conn)
             self._timelines(conn)
+            from outreach.reports.ratings import summarize
+
+            report.ratings = summarize(
+                conn, self.start - timedelta(days=1), self.start + timedelta(days=self.nights)
+            )
         sendgrid, twilio, hubspot = self.sandbox.sendgrid, self.sandbox.twilio, self.sandbox.hubspot
         # What the providers still deliver: a cancelled scheduled send is not a delivery.
         report.emails_accepted = sum(m.get("state") != "cancelled" for m in sendgrid.messages)
@@ -805,6 +865,18 @@ def render(report: DemoReport, console: Any) -> None:
         "their email was cancelled first.",
         highlight=False,
     )
+    ratings = report.ratings
+    if ratings.get("count"):
+        stages = ", ".join(
+            f"{stage} {cell['mean']:.1f} ({cell['count']})"
+            for stage, cell in sorted(ratings["by_stage"].items())
+        )
+        console.print(
+            f"Candidate experience: {ratings['count']} emails rated by one click "
+            f"({len(report.rating_clicks)} clicks; a changed mind replaces the score), mean "
+            f"{ratings['mean']:.1f} of 5; by stage: {stages}.",
+            highlight=False,
+        )
     for story in report.stories:
         person = story.person
         console.print(

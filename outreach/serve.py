@@ -41,6 +41,13 @@ Routes (``OUTREACH_PUBLIC_URL`` is where providers reach this server):
     ``To`` number when no touch has it); ``delivered`` is a ``delivered`` event of that
     touch (for the report; recorded once per SID and status, ignored when no touch has
     the SID); other statuses record nothing.
+``GET /r/<token>/<score>``
+    A candidate's one-click rating (1 to 5) of the touch whose ``rating_token`` is
+    ``token`` (:mod:`outreach.ratings`): one ``rating`` event per touch, a later click
+    replaces the score, a repeated click changes nothing; the answer is a small
+    self-contained thank-you page (``no-store``, ``noindex``, ``no-referrer``). A score
+    other than 1..5 is 400 before any lookup; an unknown or malformed token is the same
+    404. HEAD answers alike and records nothing. No login: the token is the credential.
 ``GET /healthz``
     ``ok``.
 
@@ -101,6 +108,15 @@ from outreach.events import ingest_events as _ingest_events
 from outreach.inbound.intake import ingest_messages
 from outreach.inbound.parse_webhook import ParseFormError, read_form, rebuild_message
 from outreach.inbound.raw import RawMessage
+from outreach.ratings import (
+    PAGE_HEADERS,
+    RATING_PATH,
+    parse_score,
+    record_rating,
+    redact_rating_path,
+    thank_you,
+)
+from outreach.ratings import page as rating_page
 from outreach.settings import Settings
 from outreach.store.schema import Touch
 
@@ -182,6 +198,12 @@ def _json(body: Any, status: int = 200) -> Response:
         json.dumps(body, separators=(",", ":")),
         status=status,
         content_type="application/json",
+    )
+
+
+def _page(html: str, status: int) -> Response:
+    return Response(
+        html, status=status, headers=PAGE_HEADERS, content_type="text/html; charset=utf-8"
     )
 
 
@@ -317,6 +339,7 @@ class WebhookApp:
                 Rule(TWILIO_INBOUND_PATH, endpoint="twilio_inbound", methods=["POST"]),
                 Rule(TWILIO_STATUS_PATH, endpoint="twilio_status", methods=["POST"]),
                 Rule(HEALTH_PATH, endpoint="healthz", methods=["GET"]),
+                Rule(RATING_PATH, endpoint="rating", methods=["GET"]),
             ],
             strict_slashes=False,
         )
@@ -331,7 +354,7 @@ class WebhookApp:
     def handle(self, request: Request) -> Response:
         """Route ``request`` and answer it; never raises."""
         try:
-            endpoint, _ = self._map.bind_to_environ(request.environ).match()
+            endpoint, values = self._map.bind_to_environ(request.environ).match()
         except MethodNotAllowed as exc:
             allow = ", ".join(sorted(exc.valid_methods or ()))
             return _text("method not allowed", 405, {"Allow": allow})
@@ -340,7 +363,7 @@ class WebhookApp:
         except HTTPException as exc:  # BadHost: a Host header no URL can hold, such as "."
             return _text(exc.name.lower(), exc.code or 400)
         try:
-            return getattr(self, endpoint)(request)
+            return getattr(self, endpoint)(request, **values)
         except HTTPException as exc:  # e.g. 413 from a body over the limit
             return _text(exc.name.lower(), exc.code or 400)
         except SQLAlchemyError as exc:
@@ -356,6 +379,38 @@ class WebhookApp:
     def healthz(self, request: Request) -> Response:
         """``GET /healthz``: 200 ``ok``."""
         return _text("ok", 200)
+
+    def rating(self, request: Request, token: str, score: str) -> Response:
+        """``GET /r/<token>/<score>``: record a one-click rating, answer a thank-you page."""
+        value = parse_score(score)
+        if value is None:
+            return _page(
+                rating_page(
+                    title="Not a rating",
+                    lines=["A rating is a whole number from 1 to 5; use a link from our email."],
+                ),
+                400,
+            )
+        write = request.method != "HEAD"
+        outcome = record_rating(self.engine, token, value, self.clock.now(), write=write)
+        if outcome is None:
+            return _page(
+                rating_page(
+                    title="Link not found",
+                    lines=["This rating link is not valid. Please use the link in our email."],
+                ),
+                404,
+            )
+        if write:
+            log.info(
+                "rating for touch %d (candidate %d): %d, %s",
+                outcome.touch_id,
+                outcome.person_id,
+                outcome.score,
+                outcome.result,
+            )
+        company = self.config.company.name if self.config is not None else None
+        return _page(thank_you(outcome, company), 200)
 
     def sendgrid_events(self, request: Request) -> Response:
         """``POST /webhooks/sendgrid/events``: a signed Event Webhook batch."""
@@ -747,10 +802,11 @@ def make_app(
 
 
 class _Handler(WSGIRequestHandler):
-    """Logs method, path and status only (never a query string or a client's data)."""
+    """Logs method, path and status only (never a query string, a client's data or the
+    token of a rating link)."""
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        path = self.path.split("?", 1)[0]
+        path = redact_rating_path(self.path.split("?", 1)[0])
         log.info("%s %s %s", self.command, path, getattr(code, "value", code))
 
     def log(self, type: str, message: str, *args: Any) -> None:

@@ -320,3 +320,35 @@ def test_acknowledgements_and_thanks_went_out_inside_their_deadline_or_not_at_al
             checked += 1
             assert min(after) - moved_at <= timedelta(hours=72), (index, stage, moved_at)
     assert checked > 20
+
+
+def test_new_hires_rate_by_one_click_and_the_report_counts_the_latest_score(ran: Ran) -> None:
+    """Hired candidates click rating links in their welcome or feedback email (through the
+    demo's own serve app); a changed mind replaces the score, so the store holds one
+    rating per touch, with the score of the last click."""
+    from outreach.store.schema import Event
+
+    clicks = ran.report.rating_clicks
+    assert clicks, "no candidate clicked a rating link"
+    last: dict[str, int] = {}
+    for path, _at in clicks:
+        _, _, token, score = path.split("/")
+        last[token] = int(score)
+    assert len(clicks) > len(last)  # some changed their mind
+    rows = ran.query(
+        select(Touch.rating_token, Touch.cadence_id, Touch.step_id, Event.payload)
+        .join(Event, Event.touch_id == Touch.id)
+        .where(Event.type == "rating")
+    )
+    assert {token: payload["score"] for token, _, _, payload in rows} == last
+    assert {(cadence, step) for _, cadence, step, _ in rows} <= {
+        ("hired-onboarding", "onboarding"),
+        ("hired-onboarding", "feedback"),
+    }
+    ratings = ran.report.ratings
+    assert ratings["count"] == len(last)
+    assert ratings["distribution"] == {
+        str(n): sum(1 for s in last.values() if s == n) for n in range(1, 6)
+    }
+    assert ratings["mean"] == pytest.approx(sum(last.values()) / len(last))
+    assert set(ratings["by_stage"]) == {"hired"}

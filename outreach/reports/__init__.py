@@ -1,1 +1,1 @@
-"""Reports: KPIs, SLA, A/B results and ratings from the ledger and events."""
+"""``outreach report``: KPIs, SLA per step, A/B results and candidate ratings from the ledger."""
