@@ -149,7 +149,7 @@ def config_check(
 
     settings = _settings()
     config = _config(settings, file)
-    report = check_templates(config)
+    report = check_templates(config, settings.public_url)
     dynamic = _check_dynamic_templates(settings, config)
     warnings = report.warnings + (dynamic.warnings if dynamic else [])
     errors = report.errors + (dynamic.errors if dynamic else [])
@@ -896,6 +896,14 @@ def run_command(
     clock = _clock(now)
     config = _config(settings)
     engine = _engine(settings)
+    if not settings.public_url:
+        from outreach.templates import NO_PUBLIC_URL, steps_needing_public_url
+
+        if needing := steps_needing_public_url(config):
+            err.print(
+                f"[yellow]note:[/] {', '.join(needing)} use touch.rating_urls, but {NO_PUBLIC_URL}",
+                highlight=False,
+            )
     # Replies first: a candidate who answered overnight is not sent the next touch.
     mailbox_ok = dry_run or _poll_replies(engine, settings, config, clock)
     channels = {} if dry_run else _live_channels(settings, config, clock)
@@ -909,6 +917,7 @@ def run_command(
             horizon=window,
             reply_to=settings.reply_to,
             mail_domain=_mail_domain(settings),
+            public_url=settings.public_url,
         )
     finally:
         for channel in channels.values():
@@ -1096,7 +1105,9 @@ def preview_command(
     person_ids = None
     if candidate is not None:
         person_ids = {_find_person(engine, candidate)}
-    entries = preview(engine, config, clock, days=days, person_ids=person_ids)
+    entries = preview(
+        engine, config, clock, days=days, person_ids=person_ids, public_url=settings.public_url
+    )
     rows = [_preview_row(entry) for entry in entries]
     if fmt == "json":
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")

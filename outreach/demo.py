@@ -9,6 +9,8 @@ offers, rejections, hires) and candidates answer: some reply, some send out-of-o
 notices with a return date, some unsubscribe by reply, some addresses bounce (all as real
 MIME messages posted through SendGrid Inbound Parse to the engine's own ``serve`` app, at
 the moment they are sent, so a reply cancels what SendGrid still holds for that person);
+new hires click a one-click rating link in their welcome or feedback email (a GET to the
+same app), a few of them twice with a changed mind;
 one email bounces at SendGrid, one candidate turns out to have an invalid phone, one
 texts STOP, and one person applies in two CRMs at once.
 
@@ -22,7 +24,9 @@ The summary is built from the ledger and from what the fakes received, side by s
 from __future__ import annotations
 
 import hashlib
+import json
 import random
+import re
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -39,7 +43,13 @@ from outreach.cadence import CadenceConfig, load_cadence_file
 from outreach.clock import FixedClock, ManualTimer
 from outreach.contacts import normalize_email
 from outreach.engine.tick import Tick, TickSummary, engine_transactions
-from outreach.events import InboundEvent, from_sendgrid, from_twilio_inbound, ingest_events
+from outreach.events import (
+    DELIVERY_TYPES,
+    InboundEvent,
+    from_sendgrid,
+    from_twilio_inbound,
+    ingest_events,
+)
 from outreach.paths import default_config_dir
 from outreach.reports.sla import per_step
 from outreach.sandbox.seed import SeedPerson
@@ -53,6 +63,10 @@ __all__ = ["DEMO_START", "Demo", "DemoReport", "Story", "delivered_at", "mismatc
 
 #: a Monday, 02:00 in New York: the nightly job's hour
 DEMO_START = datetime(2026, 11, 2, 7, 0, tzinfo=UTC)
+#: where the fakes reach the engine's webhook app (in process, never on the network)
+DEMO_URL = "http://outreach.demo"
+#: Event Webhook items per post (SendGrid batches its posts too)
+_SENDGRID_POST_ITEMS = 500
 
 SOURCES = ("greenhouse", "lever", "hubspot")
 
@@ -70,6 +84,14 @@ REPLY_SHARE = 0.08
 OOO_SHARE = 0.03
 UNSUBSCRIBE_SHARE = 0.01
 DSN_SHARE = 0.006
+#: where the demo's in-process ``serve`` app is reached: the base of the rating links
+DEMO_PUBLIC_URL = "http://outreach.demo"
+#: share of emails with rating links whose reader clicks one, and of those who click again
+RATE_SHARE = 0.6
+RERATE_SHARE = 0.1
+#: how likely each score is (1 to 5) when a candidate clicks
+_SCORE_WEIGHTS = (0.05, 0.1, 0.2, 0.35, 0.3)
+_RATING_LINK = re.compile(re.escape(DEMO_PUBLIC_URL) + r"(/r/[A-Za-z0-9_-]+/([1-5]))")
 
 
 @dataclass(frozen=True)
@@ -140,6 +162,13 @@ class DemoReport:
     moves: list[tuple[int, str, datetime]] = field(default_factory=list)
     #: inbound events fed to the engine: (type, channel, seed index, at)
     inbound_log: list[tuple[str, str | None, int, datetime]] = field(default_factory=list)
+    #: delivery-side events the engine stored from the providers' webhooks, by type
+    #: (``open`` human opens, ``machine_open`` opens marked ``sg_machine_open``)
+    delivery_events: Counter[str] = field(default_factory=Counter)
+    #: rating links clicked: (the link's path, at), in click order; a changed mind is two
+    rating_clicks: list[tuple[str, datetime]] = field(default_factory=list)
+    #: the report's ``ratings`` object over the demo's month (from the store)
+    ratings: dict[str, Any] = field(default_factory=dict)
 
 
 class Demo:
@@ -177,6 +206,7 @@ class Demo:
         self.sandbox = Sandbox(
             population,
             clock=self.clock,
+            seed=seed,
             bouncing=[bounce.email],
             invalid_phones=[no_email.phone_e164 or ""],
         )
@@ -187,8 +217,12 @@ class Demo:
         self.report = DemoReport(start=start, nights=nights, people=people, stories=self.stories)
         self._story_index = {s.person.index for s in self.stories}
         self._pending: list[tuple[datetime, InboundEvent, int]] = []
+        #: Event Webhook items SendGrid has produced for a time still ahead on the clock
+        self._sendgrid_ahead: list[dict[str, Any]] = []
         #: candidates' emails to send back: (when, kind, the message answered, person)
         self._answers: list[tuple[datetime, str, dict[str, Any], SeedPerson]] = []
+        #: rating links to click: (when, the link's path, the message it is in)
+        self._clicks: list[tuple[datetime, str, dict[str, Any]]] = []
         self._http: Any = None
         self._inbound_token = ""
         self._seen_emails = 0
@@ -213,7 +247,9 @@ class Demo:
         return self.report
 
     def _play(self, engine: Engine) -> None:
-        settings = Settings(_env_file=None, **self.sandbox.env())  # type: ignore[call-arg]
+        settings = Settings(  # type: ignore[call-arg]
+            _env_file=None, **self.sandbox.env(), OUTREACH_PUBLIC_URL=DEMO_URL
+        )
         pacing = {"sleep": self.timer.sleep, "monotonic": self.timer.monotonic}
         connectors, off = build_connectors(settings, SOURCES, self.clock, **pacing)
         if off:
@@ -229,9 +265,7 @@ class Demo:
         # The engine's own webhook receiver, in process: candidates' mail arrives through
         # Inbound Parse exactly as SendGrid would post it.
         app = make_app(engine, settings, self.config, self.clock, channels)
-        self._http = httpx.Client(
-            transport=httpx.WSGITransport(app=app), base_url="http://outreach.demo"
-        )
+        self._http = httpx.Client(transport=httpx.WSGITransport(app=app), base_url=DEMO_URL)
         self._inbound_token = self.sandbox.credentials.sendgrid_inbound_token
         try:
             for night in range(self.nights):
@@ -255,6 +289,7 @@ class Demo:
                     monotonic=self.timer.monotonic,
                     dialect=engine.dialect.name,
                     reply_to=settings.reply_to,
+                    public_url=DEMO_PUBLIC_URL,
                 )
                 summary = tick.run()
                 for counts in summary.steps.values():
@@ -319,6 +354,7 @@ class Demo:
             if person is None or person.index in self._story_index:
                 continue
             delivered = delivered_at(message)
+            self._plan_clicks(message, person, delivered)
             roll = _share(f"reply:{message['message_id']}:{person.index}")
             for kind, share, after in (
                 ("reply", REPLY_SHARE, timedelta(hours=5)),
@@ -343,6 +379,41 @@ class Demo:
                 if event is not None:
                     self._queue(event, person)
                 self.report.inbound["stop"] += 1
+
+    def _plan_clicks(self, message: dict[str, Any], person: SeedPerson, at: datetime) -> None:
+        """A share of the readers of an email with rating links click one, hours later."""
+        links = {
+            int(score): path
+            for part in message.get("content") or []
+            for path, score in _RATING_LINK.findall(str(part.get("value", "")))
+        }
+        key = f"{message['message_id']}:{person.index}"
+        if len(links) != 5 or _share(f"rate:{key}") >= RATE_SHARE:
+            return
+        rng = random.Random(f"{self.seed}:rate:{key}")
+        first = rng.choices(range(1, 6), weights=_SCORE_WEIGHTS)[0]
+        when = at + timedelta(hours=rng.uniform(1, 30))
+        self._clicks.append((when, links[first], message))
+        if _share(f"rerate:{key}") < RERATE_SHARE:
+            second = rng.choice([n for n in range(1, 6) if n != first])
+            self._clicks.append(
+                (when + timedelta(minutes=rng.uniform(1, 90)), links[second], message)
+            )
+
+    def _click_ratings(self, now: datetime) -> None:
+        """Rating links clicked since the last night, in time order, through ``serve``."""
+        due = sorted((c for c in self._clicks if c[0] <= now), key=lambda c: c[0])
+        self._clicks = [c for c in self._clicks if c[0] > now]
+        for at, path, message in due:
+            self.clock.set(at)
+            self.sandbox.sendgrid.deliver_due()
+            if message.get("state") not in (None, "processed"):
+                continue  # cancelled before delivery: nobody read it
+            answer = self._http.get(path)
+            if answer.status_code != 200:
+                raise RuntimeError(f"a rating link answered {answer.status_code}")
+            self.report.rating_clicks.append((path, at))
+        self.clock.set(now)
 
     def _queue(self, event: InboundEvent, person: SeedPerson) -> None:
         self._pending.append((event.at, event, person.index))
@@ -393,24 +464,25 @@ class Demo:
         self.clock.set(now)
 
     def _inbound(self, engine: Engine, now: datetime) -> None:
-        """Feed the engine what the providers reported since the last night."""
+        """Feed the engine what the providers reported since the last night: SendGrid's
+        Event Webhook and Twilio's status callbacks are posted to the engine's webhook app,
+        signed as the providers sign them; the rest is ingested as events."""
         self._mail_back(now)
+        self._click_ratings(now)
         due = [(at, e, i) for at, e, i in self._pending if at <= now]
         self._pending = [(at, e, i) for at, e, i in self._pending if at > now]
         events: list[tuple[str, InboundEvent]] = [
             (f"demo:{e.type}:{i}", e) for _, e, i in sorted(due, key=lambda x: x[0])
         ]
-        for event in from_sendgrid(self.sandbox.sendgrid.drain_events()):
-            if event.at <= now:
-                events.append((f"sendgrid:{event.id}", event))
-                person = self.by_email.get((event.address or "").lower())
-                if person is not None:
-                    self.report.inbound_log.append(
-                        (event.type, event.channel, person.index, event.at)
-                    )
-                self.report.inbound[event.type] += 1
-            else:
-                self._pending.append((event.at, event, -1))
+        items = self._sendgrid_ahead + self.sandbox.sendgrid.drain_events()
+        stamp = now.timestamp()
+        posted = [item for item in items if item["timestamp"] <= stamp]
+        self._sendgrid_ahead = [item for item in items if item["timestamp"] > stamp]
+        for event in from_sendgrid(posted):
+            person = self.by_email.get((event.address or "").lower())
+            if person is not None:
+                self.report.inbound_log.append((event.type, event.channel, person.index, event.at))
+            self.report.inbound[event.type] += 1
         for _, event, index in due:
             if index >= 0:
                 self.report.inbound_log.append((event.type, event.channel, index, event.at))
@@ -418,6 +490,28 @@ class Demo:
                 self.report.inbound["reply"] += 1
         if events:
             ingest_events(engine, events, now=now, default_region=self.config.policy.default_region)
+        self._post_sendgrid_events(posted, now)
+        answers = self.sandbox.twilio.post_status_callbacks(self._http)
+        if any(code != 200 for code in answers):
+            raise RuntimeError(f"the status callback route answered {sorted(set(answers))}")
+
+    def _post_sendgrid_events(self, items: list[dict[str, Any]], now: datetime) -> None:
+        """POST Event Webhook items to the engine's route, signed with the fake's key."""
+        sendgrid = self.sandbox.sendgrid
+        for start in range(0, len(items), _SENDGRID_POST_ITEMS):
+            payload = json.dumps(items[start : start + _SENDGRID_POST_ITEMS]).encode()
+            answer = self._http.post(
+                "/webhooks/sendgrid/events",
+                content=payload,
+                headers={
+                    **sendgrid.sign_events(payload, int(now.timestamp())),
+                    "Content-Type": "application/json",
+                },
+            )
+            if answer.status_code != 200:
+                raise RuntimeError(
+                    f"the Event Webhook answered {answer.status_code}: {answer.text}"
+                )
 
     # -- the summary ----------------------------------------------------------------------
 
@@ -444,9 +538,15 @@ class Demo:
             for source in conn.execute(select(tasks.c.source)).scalars():
                 report.ledger_tasks[source or "engine"] += 1
             self._came_back(conn)
+            self._delivery_events(conn)
             self._timelines(conn)
             end = self.start + timedelta(days=self.nights)
             report.sla = per_step(conn, self.config, self.start, end, end)
+            from outreach.reports.ratings import summarize
+
+            report.ratings = summarize(
+                conn, self.start - timedelta(days=1), self.start + timedelta(days=self.nights)
+            )
         sendgrid, twilio, hubspot = self.sandbox.sendgrid, self.sandbox.twilio, self.sandbox.hubspot
         # What the providers still deliver: a cancelled scheduled send is not a delivery.
         report.emails_accepted = sum(m.get("state") != "cancelled" for m in sendgrid.messages)
@@ -582,6 +682,15 @@ class Demo:
             for crm in person.crms
         )
 
+    def _delivery_events(self, conn: Any) -> None:
+        """Count the delivered, open and click events the webhooks stored."""
+        events = Event.__table__
+        for kind, payload in conn.execute(
+            select(events.c.type, events.c.payload).where(events.c.type.in_(DELIVERY_TYPES))
+        ):
+            machine = kind == "open" and (payload or {}).get("machine")
+            self.report.delivery_events["machine_open" if machine else kind] += 1
+
     def _timelines(self, conn: Any) -> None:
         points = ContactPoint.__table__
         touches = Touch.__table__
@@ -617,7 +726,8 @@ class Demo:
                     lines.append((when, what))
                 for row in conn.execute(
                     select(events.c.type, events.c.channel, events.c.at).where(
-                        events.c.person_id == person_id, events.c.type != "stage_change"
+                        events.c.person_id == person_id,
+                        events.c.type.not_in(("stage_change", *DELIVERY_TYPES)),
                     )
                 ).all():
                     lines.append((row.at, f"{row.type} on {row.channel or 'every channel'}"))
@@ -837,6 +947,18 @@ def render(report: DemoReport, console: Any) -> None:
         "their email was cancelled first.",
         highlight=False,
     )
+    ratings = report.ratings
+    if ratings.get("count"):
+        stages = ", ".join(
+            f"{stage} {cell['mean']:.1f} ({cell['count']})"
+            for stage, cell in sorted(ratings["by_stage"].items())
+        )
+        console.print(
+            f"Candidate experience: {ratings['count']} emails rated by one click "
+            f"({len(report.rating_clicks)} clicks; a changed mind replaces the score), mean "
+            f"{ratings['mean']:.1f} of 5; by stage: {stages}.",
+            highlight=False,
+        )
     for story in report.stories:
         person = story.person
         console.print(

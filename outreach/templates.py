@@ -48,13 +48,20 @@ class Vars(dict):
     ``| default(...)``), never the text ``None``.
     """
 
-    def __init__(self, label: str, values: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        label: str,
+        values: Mapping[str, Any] | None = None,
+        hints: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(
             (key, value)
             for key, value in (values or {}).items()
             if value is not None and value != ""
         )
         self.label = label
+        #: why a key may be missing and how to fix it, added to the undefined error
+        self.hints = dict(hints or {})
 
 
 class _AnyCustom(Vars):
@@ -75,7 +82,9 @@ class _StrictUndefined(jinja2.StrictUndefined):
             return f"variable {self._undefined_name!r} is undefined"
         label = getattr(self._undefined_obj, "label", None)
         if label:
-            return f"variable '{label}.{self._undefined_name}' is undefined"
+            hint = getattr(self._undefined_obj, "hints", {}).get(self._undefined_name)
+            message = f"variable '{label}.{self._undefined_name}' is undefined"
+            return f"{message}: {hint}" if hint else message
         return super()._undefined_message
 
 
@@ -246,8 +255,36 @@ def _split(filename: str, kind: str, text: str) -> RenderedMessage:
     return RenderedMessage(filename, kind, text.strip())
 
 
-def sample_context(company_name: str) -> dict[str, Any]:
-    """A realistic, long-ish context for checking templates (and SMS length)."""
+#: why ``touch.rating_urls`` can be missing, said wherever a template needs it
+NO_PUBLIC_URL = (
+    "OUTREACH_PUBLIC_URL is not set, so there are no rating links; set it to where "
+    "`outreach serve` is reached (the step is skipped until then, never sent with a "
+    "broken link)"
+)
+#: the base of the sample rating links ``config check`` renders with, when none is set
+SAMPLE_PUBLIC_URL = "https://outreach.example.com"
+
+
+def touch_vars(cadence: str, step: str, variant: str, rating_urls: list[str] | None = None) -> Vars:
+    """The ``touch`` variables: cadence, step, variant and, when known, ``rating_urls``
+    (five one-click links, ``touch.rating_urls[0]`` scores 1, ``[4]`` scores 5)."""
+    return Vars(
+        "touch",
+        {"cadence": cadence, "step": step, "variant": variant, "rating_urls": rating_urls},
+        hints={"rating_urls": NO_PUBLIC_URL},
+    )
+
+
+def sample_context(company_name: str, public_url: str | None = SAMPLE_PUBLIC_URL) -> dict[str, Any]:
+    """A realistic, long-ish context for checking templates (and SMS length).
+
+    ``public_url=None`` leaves ``touch.rating_urls`` out, as a run without
+    ``OUTREACH_PUBLIC_URL`` does.
+    """
+    from outreach.ratings import rating_urls
+
+    # as long as a real token (token_urlsafe(16)), so SMS length checks are honest
+    links = rating_urls(public_url, "S" * 22) if public_url else None
     return {
         "candidate": Vars(
             "candidate",
@@ -269,9 +306,7 @@ def sample_context(company_name: str) -> dict[str, Any]:
             {"name": "Jordan Smith", "email": "jordan.smith@example.com", "phone": "+12125550187"},
         ),
         "company": Vars("company", {"name": company_name}),
-        "touch": Vars(
-            "touch", {"cadence": "sample-cadence", "step": "sample-step", "variant": "a"}
-        ),
+        "touch": touch_vars("sample-cadence", "sample-step", "a", links),
     }
 
 
@@ -284,18 +319,22 @@ class TemplateReport:
     checked: int
 
 
-def check_templates(config: Any) -> TemplateReport:
+def check_templates(config: Any, public_url: str | None = SAMPLE_PUBLIC_URL) -> TemplateReport:
     """Compile and sample-render every template a cadence may use.
 
     ``config`` is a :class:`outreach.cadence.CadenceConfig`. Errors: syntax, missing
     ``Subject:`` line, unknown variables (``candidate.frist_name``). Warnings: an SMS body
-    longer than one segment with realistic values.
+    longer than one segment with realistic values; with ``public_url=None`` (no
+    ``OUTREACH_PUBLIC_URL``), each template that cannot render without rating links,
+    naming the steps that will be skipped until it is set.
     """
     store = TemplateStore(config.template_dir)
     errors: list[str] = []
     warnings: list[str] = []
     seen: set[tuple[str, str]] = set()
-    context = sample_context(config.company.name)
+    context = sample_context(config.company.name, public_url or SAMPLE_PUBLIC_URL)
+    bare = None if public_url else sample_context(config.company.name, None)
+    needs_url: dict[Path, list[str]] = {}
     for cadence in config.cadences:
         for step in cadence.steps:
             kinds = {TemplateStore.kind_for(ch) for ch in config.channels_for(step)}
@@ -303,16 +342,20 @@ def check_templates(config: Any) -> TemplateReport:
                 kinds.add("task")
             for name in step.templates:
                 for kind in sorted(kinds):
+                    path = store.path_for(name, kind)
+                    if path in needs_url:
+                        needs_url[path].append(f"{cadence.id}.{step.id}")
                     if (name, kind) in seen or not store.exists(name, kind):
                         continue  # a missing file is reported by the cadence cross-check
                     seen.add((name, kind))
-                    path = store.path_for(name, kind)
                     try:
                         message = store.render(name, kind, context)
                     except TemplateRenderError as exc:
                         where = f"{path}:{exc.line}" if exc.line else str(path)
                         errors.append(f"{where}: {exc.reason}")
                         continue
+                    if bare is not None and _needs_rating_urls(store, name, kind, bare):
+                        needs_url[path] = [f"{cadence.id}.{step.id}"]
                     if kind == "sms":
                         info = count_segments(message.body)
                         if info.segments > 1:
@@ -324,7 +367,38 @@ def check_templates(config: Any) -> TemplateReport:
                                 f"values ({detail}); one segment is 160 GSM-7 characters "
                                 "(70 if any character is outside GSM-7)"
                             )
+    for path, steps in needs_url.items():
+        warnings.append(
+            f"{path}: uses touch.rating_urls, but {NO_PUBLIC_URL}; steps: {', '.join(steps)}"
+        )
     return TemplateReport(errors=errors, warnings=warnings, checked=len(seen))
+
+
+def steps_needing_public_url(config: Any) -> list[str]:
+    """The steps (``cadence.step``) whose templates cannot render without rating links,
+    so that a run without ``OUTREACH_PUBLIC_URL`` can say which steps it will skip."""
+    store = TemplateStore(config.template_dir)
+    bare = sample_context(config.company.name, None)
+    steps: list[str] = []
+    for cadence in config.cadences:
+        for step in cadence.steps:
+            kinds = {TemplateStore.kind_for(ch) for ch in config.channels_for(step)}
+            if any(
+                store.exists(name, kind) and _needs_rating_urls(store, name, kind, bare)
+                for name in step.templates
+                for kind in sorted(kinds)
+            ):
+                steps.append(f"{cadence.id}.{step.id}")
+    return steps
+
+
+def _needs_rating_urls(store: TemplateStore, name: str, kind: str, bare: dict[str, Any]) -> bool:
+    """Whether the template fails to render for want of ``touch.rating_urls`` alone."""
+    try:
+        store.render(name, kind, bare)
+    except TemplateRenderError as exc:
+        return "touch.rating_urls" in exc.reason
+    return False
 
 
 def raise_for_report(report: TemplateReport) -> None:

@@ -120,6 +120,39 @@ def test_candidates_answer_by_email_through_inbound_parse_and_replies_stop_caden
     assert {"reply", "auto_reply", "unsubscribe", "bounce"} <= types
 
 
+def test_the_webhooks_store_delivered_open_and_click_events_for_the_report(ran: Ran) -> None:
+    """SendGrid's Event Webhook and Twilio's status callbacks reach the engine's own
+    webhook app; delivery-side events name their touch and are never acted on."""
+    from outreach.store.schema import Event
+
+    rows = ran.query(
+        select(Event.type, Event.channel, Event.touch_id, Event.payload, Event.processed_at).where(
+            Event.type.in_(("delivered", "open", "click"))
+        )
+    )
+    counts = ran.report.delivery_events
+    assert sum(counts.values()) == len(rows)
+    assert all(touch is not None and processed is not None for _, _, touch, _, processed in rows)
+    delivered_email = sum(1 for t, c, *_ in rows if (t, c) == ("delivered", "email"))
+    delivered_sms = sum(1 for t, c, *_ in rows if (t, c) == ("delivered", "sms"))
+    assert delivered_sms >= 1
+    # Every email the fake delivered up to the last night, and nothing it did not.
+    stamp = (ran.demo.start + timedelta(days=ran.demo.nights - 1)).timestamp()
+    delivered_by_fake = sum(
+        1
+        for m in ran.sandbox.sendgrid.messages
+        if m.get("state") == "processed"
+        and delivered_at(m).timestamp() <= stamp
+        and m["to"][0].lower() != ran.report.stories[0].person.email.lower()
+    )
+    assert delivered_email == delivered_by_fake
+    machine = counts["machine_open"]
+    assert 0.3 <= (counts["open"] + machine) / delivered_email <= 0.6
+    assert 0.2 <= machine / (counts["open"] + machine) <= 0.45
+    assert counts["click"] >= 1
+    assert all(p == {} for t, _, _, p, _ in rows if t in ("delivered", "click"))
+
+
 def test_no_person_got_messages_closer_than_min_gap_or_over_max_touches(ran: Ran) -> None:
     policy = ran.config.policy
     transactional = {
@@ -315,3 +348,35 @@ def test_the_seeds_deadlines_are_kept_in_the_ledger_and_at_the_provider(ran: Ran
     assert report.thanked_24h >= 0.95 * report.interviews
     # HubSpot records no interview stage: those moves are set apart, not hidden.
     assert report.not_recorded["interview"] > 0
+
+
+def test_new_hires_rate_by_one_click_and_the_report_counts_the_latest_score(ran: Ran) -> None:
+    """Hired candidates click rating links in their welcome or feedback email (through the
+    demo's own serve app); a changed mind replaces the score, so the store holds one
+    rating per touch, with the score of the last click."""
+    from outreach.store.schema import Event
+
+    clicks = ran.report.rating_clicks
+    assert clicks, "no candidate clicked a rating link"
+    last: dict[str, int] = {}
+    for path, _at in clicks:
+        _, _, token, score = path.split("/")
+        last[token] = int(score)
+    assert len(clicks) > len(last)  # some changed their mind
+    rows = ran.query(
+        select(Touch.rating_token, Touch.cadence_id, Touch.step_id, Event.payload)
+        .join(Event, Event.touch_id == Touch.id)
+        .where(Event.type == "rating")
+    )
+    assert {token: payload["score"] for token, _, _, payload in rows} == last
+    assert {(cadence, step) for _, cadence, step, _ in rows} <= {
+        ("hired-onboarding", "onboarding"),
+        ("hired-onboarding", "feedback"),
+    }
+    ratings = ran.report.ratings
+    assert ratings["count"] == len(last)
+    assert ratings["distribution"] == {
+        str(n): sum(1 for s in last.values() if s == n) for n in range(1, 6)
+    }
+    assert ratings["mean"] == pytest.approx(sum(last.values()) / len(last))
+    assert set(ratings["by_stage"]) == {"hired"}

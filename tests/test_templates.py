@@ -94,7 +94,11 @@ def test_every_default_template_renders_with_sparse_data() -> None:
         "job": Vars("job", {}),
         "recruiter": Vars("recruiter", {}),
         "company": Vars("company", {"name": "Acme"}),
-        "touch": Vars("touch", {"cadence": "c", "step": "s", "variant": "a"}),
+        # rating links come from the engine (OUTREACH_PUBLIC_URL), not from the CRM
+        "touch": Vars(
+            "touch",
+            {"cadence": "c", "step": "s", "variant": "a", "rating_urls": ["https://x/r/t/1"] * 5},
+        ),
     }
     for path in sorted(config.template_dir.glob("*.j2")):
         name, kind, _ = path.name.split(".")

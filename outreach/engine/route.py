@@ -15,7 +15,7 @@ from typing import Any
 from outreach.cadence import TASK_CHANNELS, CadenceConfig, Step
 from outreach.contacts import SMS_CAPABLE_TYPES
 from outreach.engine.people import Contact, PersonState
-from outreach.templates import Vars
+from outreach.templates import Vars, touch_vars
 
 __all__ = ["NO_CHANNEL", "Route", "build_context", "choose_variant", "held_out", "route", "usable"]
 
@@ -142,8 +142,14 @@ def build_context(
     cadence_id: str,
     step_id: str,
     variant: str,
+    rating_urls: list[str] | None = None,
 ) -> dict[str, Any]:
-    """The template variables (DESIGN.md, Templates) for one touch."""
+    """The template variables (DESIGN.md, Templates) for one touch.
+
+    ``rating_urls`` (the touch's five one-click rating links, score 1 first) becomes
+    ``touch.rating_urls``; without it (no ``OUTREACH_PUBLIC_URL``) a template that uses it
+    fails to render with a message that names the variable to set.
+    """
     email = person.contact("email")
     phone = person.contact("phone")
     linkedin = person.contact("linkedin")
@@ -175,5 +181,5 @@ def build_context(
             },
         ),
         "company": Vars("company", {"name": config.company.name}),
-        "touch": Vars("touch", {"cadence": cadence_id, "step": step_id, "variant": variant}),
+        "touch": touch_vars(cadence_id, step_id, variant, rating_urls),
     }

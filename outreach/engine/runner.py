@@ -39,8 +39,12 @@ def run_tick(
     wall_clock: Clock | None = None,
     reply_to: str | None = None,
     mail_domain: str | None = None,
+    public_url: str | None = None,
 ) -> TickSummary:
-    """Run one tick. A dry run uses stand-in channels and rolls every write back."""
+    """Run one tick. A dry run uses stand-in channels and rolls every write back.
+
+    ``public_url`` (OUTREACH_PUBLIC_URL) is where the touches' rating links point.
+    """
     dialect = engine.dialect.name
     if not dry_run:
         tick = Tick(
@@ -54,6 +58,7 @@ def run_tick(
             reply_to=reply_to,
             mail_domain=mail_domain,
             liveness=liveness_for(engine),
+            public_url=public_url,
         )
         return tick.run()
     with engine.connect() as conn:
@@ -69,6 +74,7 @@ def run_tick(
                 horizon=horizon,
                 wall_clock=wall_clock,
                 dialect=dialect,
+                public_url=public_url,
             )
             return tick.run()
         finally:
@@ -82,11 +88,13 @@ def preview(
     *,
     days: int,
     person_ids: set[int] | None = None,
+    public_url: str | None = None,
 ) -> list[PlannedTouch]:
     """Simulate ``days`` nightly ticks from ``clock.now()``; write nothing, send nothing.
 
     Every decision of the simulated ticks is returned (scheduled touches, tasks, skips),
-    sorted by time. All channels are assumed on.
+    sorted by time. All channels are assumed on. Without ``public_url`` a step whose
+    template needs rating links shows as skipped, as a run would skip it.
     """
     start = clock.now()
     journal: list[PlannedTouch] = []
@@ -107,6 +115,7 @@ def preview(
                     person_ids=person_ids,
                     journal=True,
                     dialect=engine.dialect.name,
+                    public_url=public_url,
                 )
                 journal.extend(tick.run().journal)
         finally:

@@ -61,6 +61,7 @@ from outreach.engine.route import (
 )
 from outreach.engine.throttle import earliest_allowed
 from outreach.engine.window import SendCalendar
+from outreach.ratings import new_rating_token, rating_urls
 from outreach.store import suppressions as suppression_list
 from outreach.store.bulk import bulk_update, bulk_write
 from outreach.store.schema import (
@@ -227,6 +228,8 @@ class _Pending:
     after: dict[str, Any] | None = None
     #: the touch's reply token (its Reply-To and Message-ID follow it to a fallback channel)
     token: str | None = None
+    #: the touch's rating token (its rating links follow it to a fallback channel)
+    rating_token: str | None = None
 
 
 #: enrollment fields a claim moves on, restored when a send provably failed and is re-planned
@@ -274,8 +277,13 @@ class Tick:
         reply_to: str | None = None,
         mail_domain: str | None = None,
         liveness: Liveness | None = None,
+        public_url: str | None = None,
     ) -> None:
         self.config = config
+        #: OUTREACH_PUBLIC_URL: where a touch's rating links point (``outreach serve``);
+        #: without it a template using ``touch.rating_urls`` cannot render and its step
+        #: is skipped, never sent with a broken link
+        self.public_url = public_url
         #: OUTREACH_REPLY_TO: each email's Reply-To is its plus-addressed form with the
         #: touch's token; ``mail_domain`` names the Message-IDs the engine assigns
         self.replies = _ReplyAddress.parse(reply_to, mail_domain)
@@ -632,8 +640,16 @@ class Tick:
             )
 
         variant, template = choose_variant(person.id, cadence.id, step)
+        # The rating token exists before rendering: the links carry it, the claim stores it.
+        rating_token = new_rating_token()
         context = build_context(
-            person, record, self.config, cadence_id=cadence.id, step_id=step.id, variant=variant
+            person,
+            record,
+            self.config,
+            cadence_id=cadence.id,
+            step_id=step.id,
+            variant=variant,
+            rating_urls=self._rating_urls(rating_token),
         )
         kind = chosen.channel or "manual"
         try:
@@ -669,6 +685,7 @@ class Tick:
                 template=template,
                 variant=variant,
                 contact_id=contact_id,
+                rating_token=rating_token,
             )
             if kind in TASK_CHANNELS:
                 key = (record.get("owner_id"), kind, _local_day(at, zone))
@@ -685,10 +702,17 @@ class Tick:
                 template=template,
                 variant=variant,
                 reason=chosen.reason + ("; late" if late else ""),
+                rating_token=rating_token,
             )
             self._journal(summary, occ, kind, template, variant, "scheduled", occ.rule)
         person.add_touch(at)
         writer.advance(occ)
+
+    def _rating_urls(self, token: str | None) -> list[str] | None:
+        """A touch's five rating links, or None without a token or a public URL."""
+        if token is None or not self.public_url:
+            return None
+        return rating_urls(self.public_url, token)
 
     def _task_text(
         self,
@@ -1117,6 +1141,7 @@ class Tick:
                 cadence_id=item.cadence.id,
                 step_id=step.id,
                 variant=item.variant,
+                rating_urls=self._rating_urls(item.rating_token),
             )
             try:
                 rendered = self.templates.render_for_step(
@@ -1158,6 +1183,7 @@ class Tick:
                     before=item.before,
                     after=item.after,
                     token=item.token,
+                    rating_token=item.rating_token,
                 ),
                 False,
             )
@@ -1201,6 +1227,7 @@ class _BatchWriter:
         variant: str | None = None,
         subject: str | None = None,
         message: RenderedMessage | None = None,
+        rating_token: str | None = None,
     ) -> dict[str, Any]:
         """Add a ledger row for this step occurrence."""
         # A claim gets its reply token and Message-ID now, so the ledger has them before
@@ -1228,6 +1255,7 @@ class _BatchWriter:
             "reason": reason,
             "body_digest": _digest_of(channel, message) if message is not None else None,
             "reply_token": token,
+            "rating_token": rating_token,
             "message_id": self.replies.message_id(token) if token else None,
             "updated_at": self.now,
         }
@@ -1244,6 +1272,7 @@ class _BatchWriter:
         template: str,
         variant: str,
         reason: str,
+        rating_token: str | None = None,
     ) -> None:
         """Claim the occurrence for a channel; it is dispatched after the batch commits."""
         before = {name: occ.enrollment.get(name) for name in _REPLAN_FIELDS}
@@ -1257,6 +1286,7 @@ class _BatchWriter:
             variant=variant,
             subject=message.subject,
             message=message,
+            rating_token=rating_token,
         )
         self.pending.append((row, occ, message, template, variant, before))
 
@@ -1271,6 +1301,7 @@ class _BatchWriter:
         template: str,
         variant: str,
         contact_id: int | None,
+        rating_token: str | None = None,
     ) -> None:
         """Record the occurrence as a recruiter task."""
         row = self.touch(
@@ -1281,6 +1312,7 @@ class _BatchWriter:
             contact_id=contact_id,
             template=template,
             variant=variant,
+            rating_token=rating_token,
         )
         self.tasks.append(
             {
@@ -1459,6 +1491,7 @@ class _BatchWriter:
                         for name in _REPLAN_FIELDS
                     },
                     token=row["reply_token"],
+                    rating_token=row["rating_token"],
                 )
             )
         return pending

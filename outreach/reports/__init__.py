@@ -1,1 +1,1 @@
-"""``outreach report``: KPIs, SLA per step, A/B results and ratings from the ledger and events."""
+"""``outreach report``: KPIs, SLA per step, A/B results and candidate ratings from the ledger."""

@@ -221,6 +221,7 @@ class Touch(Base):
         Index("ix_touches_status", "status"),
         Index("ix_touches_provider_message", "provider_message_id"),
         Index("ix_touches_reply_token", "reply_token"),
+        Index("ix_touches_rating_token", "rating_token", unique=True),
         Index("ix_touches_message_id", "message_id"),
         # The recall step looks at touches still to be delivered: a short range of this.
         Index("ix_touches_status_planned", "status", "planned_at"),
@@ -264,6 +265,9 @@ class Touch(Base):
     # (replies+<token>@domain), so an answer finds the touch it answers.
     message_id: Mapped[str | None] = mapped_column(String(250))
     reply_token: Mapped[str | None] = mapped_column(String(40))
+    # The secret of the touch's one-click rating links (/r/<token>/<score>): 128 random
+    # bits, apart from reply_token (64 bits, and shown in every Reply-To address).
+    rating_token: Mapped[str | None] = mapped_column(String(40))
     # What the channel needs to cancel a delivery it holds for later (SendGrid batch id,
     # Twilio message SID); None when nothing can be recalled.
     recall_ref: Mapped[str | None] = mapped_column(String(200))

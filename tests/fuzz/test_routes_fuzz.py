@@ -20,7 +20,7 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -58,6 +58,7 @@ PUBLIC = "https://hooks.example.org/outreach"
 TOKEN = "parse-token-fuzz"
 SMS_SID = "SM" + "0" * 31 + "1"
 REPLY_TOKEN = "0123456789abcdef"
+RATING_TOKEN = "k3Jx9QmZr2V0aB7cD8eF1g"
 SENDGRID = "/webhooks/sendgrid/events"
 INBOUND = "/webhooks/sendgrid/inbound"
 TWILIO_INBOUND = "/webhooks/twilio/inbound"
@@ -109,7 +110,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             conn.execute(
                 update(Touch)
                 .where(Touch.id == email_touch)
-                .values(reply_token=REPLY_TOKEN, message_id="<touch-1.abc@hire.example.com>")
+                .values(
+                    reply_token=REPLY_TOKEN,
+                    message_id="<touch-1.abc@hire.example.com>",
+                    rating_token=RATING_TOKEN,
+                )
             )
         sendgrid, twilio, inbound_key = FakeSendGrid(), FakeTwilio(), new_signing_key()
         env = Settings(
@@ -737,3 +742,46 @@ def test_healthz_always_answers_ok(world: World, query: str, headers: dict) -> N
     """``GET /healthz`` is 200 ``ok`` whatever the query and headers."""
     response = world.client.get("/healthz", query_string=query, headers=headers)
     assert response.status_code == 200 and response.text == "ok\n"
+
+
+# -- one-click ratings --------------------------------------------------------------------
+
+path_texts = st.one_of(
+    st.text(max_size=60),
+    st.sampled_from([*NASTY_TEXT, RATING_TOKEN, RATING_TOKEN[:-1], RATING_TOKEN.upper()]),
+)
+
+
+def ratings_stored(engine: Engine) -> list[tuple[int | None, object]]:
+    with engine.connect() as conn:
+        return [
+            (row.touch_id, row.payload)
+            for row in conn.execute(select(Event).where(Event.type == "rating"))
+        ]
+
+
+@FUZZ
+@given(
+    method=st.sampled_from(["GET", "HEAD"]),
+    token=path_texts,
+    score=st.one_of(path_texts, st.sampled_from(["1", "3", "5", "0", "6", "05", "\u0663"])),
+    query=st.text(max_size=30),
+)
+@example(method="GET", token=RATING_TOKEN, score="5", query="")
+@example(method="GET", token="%2e%2e", score="%00", query="")
+def test_rating_links_never_500(
+    world: World, method: str, token: str, score: str, query: str
+) -> None:
+    """Any token and score: 200, 400 or 404, never a 500; only the real token with a
+    score 1..5 by GET records anything, and then one rating for its touch."""
+    path = f"/r/{quote(token, safe='', errors='surrogatepass')}/{quote(score, safe='', errors='surrogatepass')}"
+    response = world.client.open(path, method=method, query_string=query)
+    assert response.status_code in {200, 400, 404}, (response.status_code, path)
+    stored_ratings = ratings_stored(world.engine)
+    assert len(stored_ratings) <= 1
+    for touch_id, payload in stored_ratings:
+        assert touch_id != world.touch_id and payload in ({"score": n} for n in range(1, 6))
+    if response.status_code == 200:
+        assert token == RATING_TOKEN and score in {"1", "2", "3", "4", "5"}
+    if method == "GET" and response.status_code == 200:
+        assert ({"score": int(score)}) in [p for _, p in stored_ratings]
