@@ -46,6 +46,7 @@ __all__ = [
     "RateLimit",
     "SendWindow",
     "Step",
+    "StepWindow",
     "format_duration",
     "load_cadence_file",
     "parse_duration",
@@ -186,6 +187,17 @@ class SendWindow(_Model):
     def weekday_numbers(self) -> frozenset[int]:
         """The allowed days as ``datetime.weekday()`` numbers (Monday is 0)."""
         return frozenset(WEEKDAYS.index(day) for day in self.days)
+
+
+class StepWindow(SendWindow):
+    """A transactional step's own send window, in place of ``policy.send_window``.
+
+    An answer to an event (an application received, an interview held) keeps its promise
+    in wall-clock hours, so it may go on days the policy keeps quiet. ``holidays: false``
+    also lifts the policy's holiday calendar for the step.
+    """
+
+    holidays: bool = True
 
 
 class MaxTouches(_Model):
@@ -337,6 +349,8 @@ class Step(_Model):
     min_sample: int = Field(default=100, ge=1, le=1_000_000)
     # Percent of enrollments that get no touch on this step (a control for conversion).
     holdout: int = Field(default=0, ge=0, le=50)
+    # Optional: the step's own window (transactional steps only), else policy.send_window.
+    send_window: StepWindow | None = None
 
     @model_validator(mode="after")
     def _coherent(self) -> Step:
@@ -367,6 +381,12 @@ class Step(_Model):
                 "variant weights add up to {total}; they must leave some share (< 100) "
                 "for the step's own template",
                 {"total": sum(v.weight for v in self.variants)},
+            )
+        if self.send_window is not None and not self.transactional:
+            raise PydanticCustomError(
+                "send_window_not_transactional",
+                "send_window on a step is only for transactional steps (add transactional: "
+                "true, or remove send_window: other touches keep policy.send_window)",
             )
         if self.sendgrid_template_id and self.channel not in ("email", "auto"):
             raise PydanticCustomError(

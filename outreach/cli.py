@@ -1013,6 +1013,14 @@ def run_command(
     clock = _clock(now)
     config = _config(settings)
     engine = _engine(settings)
+    if not settings.public_url:
+        from outreach.templates import NO_PUBLIC_URL, steps_needing_public_url
+
+        if needing := steps_needing_public_url(config):
+            err.print(
+                f"[yellow]note:[/] {', '.join(needing)} use touch.rating_urls, but {NO_PUBLIC_URL}",
+                highlight=False,
+            )
     # Replies first: a candidate who answered overnight is not sent the next touch.
     mailbox_ok = dry_run or _poll_replies(engine, settings, config, clock)
     channels = {} if dry_run else _live_channels(settings, config, clock)

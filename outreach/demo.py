@@ -24,6 +24,7 @@ The summary is built from the ledger and from what the fakes received, side by s
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import re
 import tempfile
@@ -42,8 +43,15 @@ from outreach.cadence import CadenceConfig, load_cadence_file
 from outreach.clock import FixedClock, ManualTimer
 from outreach.contacts import normalize_email
 from outreach.engine.tick import Tick, TickSummary, engine_transactions
-from outreach.events import InboundEvent, from_sendgrid, from_twilio_inbound, ingest_events
+from outreach.events import (
+    DELIVERY_TYPES,
+    InboundEvent,
+    from_sendgrid,
+    from_twilio_inbound,
+    ingest_events,
+)
 from outreach.paths import default_config_dir
+from outreach.reports.sla import per_step
 from outreach.sandbox.seed import SeedPerson
 from outreach.sandbox.suite import Sandbox
 from outreach.settings import Settings
@@ -55,6 +63,10 @@ __all__ = ["DEMO_START", "Demo", "DemoReport", "Story", "delivered_at", "mismatc
 
 #: a Monday, 02:00 in New York: the nightly job's hour
 DEMO_START = datetime(2026, 11, 2, 7, 0, tzinfo=UTC)
+#: where the fakes reach the engine's webhook app (in process, never on the network)
+DEMO_URL = "http://outreach.demo"
+#: Event Webhook items per post (SendGrid batches its posts too)
+_SENDGRID_POST_ITEMS = 500
 
 SOURCES = ("greenhouse", "lever", "hubspot")
 
@@ -112,13 +124,22 @@ class DemoReport:
     crm_tasks: Counter[str] = field(default_factory=Counter)
     ledger_tasks: Counter[str] = field(default_factory=Counter)
     notes: Counter[str] = field(default_factory=Counter)
-    #: applications (moves to applied) and how many were acknowledged within 48 h
+    #: provider-side SLA cross-check: applications (moves to applied) the engine could see
+    #: and answer by email, and how many SendGrid delivered within 48 h; likewise
+    #: interviews and thanks within 24 h (see Demo._timeliness)
     applications: int = 0
     acknowledged_48h: int = 0
     acknowledged_late: int = 0
     interviews: int = 0
     thanked_24h: int = 0
     thanked_late: int = 0
+    #: moves left out of the cross-check: to a stage the person's CRMs cannot record
+    #: (HubSpot's lifecycle has no interview stage), or of people who cannot be emailed
+    #: (opted out in the CRM, unsubscribed, bounced): by stage
+    not_recorded: Counter[str] = field(default_factory=Counter)
+    not_emailable: Counter[str] = field(default_factory=Counter)
+    #: the report's SLA per step (:func:`outreach.reports.sla.per_step`), from the ledger
+    sla: list[dict[str, Any]] = field(default_factory=list)
     inbound: Counter[str] = field(default_factory=Counter)
     #: emails that came back through Inbound Parse, by how the engine classified them
     came_back: Counter[str] = field(default_factory=Counter)
@@ -141,6 +162,9 @@ class DemoReport:
     moves: list[tuple[int, str, datetime]] = field(default_factory=list)
     #: inbound events fed to the engine: (type, channel, seed index, at)
     inbound_log: list[tuple[str, str | None, int, datetime]] = field(default_factory=list)
+    #: delivery-side events the engine stored from the providers' webhooks, by type
+    #: (``open`` human opens, ``machine_open`` opens marked ``sg_machine_open``)
+    delivery_events: Counter[str] = field(default_factory=Counter)
     #: rating links clicked: (the link's path, at), in click order; a changed mind is two
     rating_clicks: list[tuple[str, datetime]] = field(default_factory=list)
     #: the report's ``ratings`` object over the demo's month (from the store)
@@ -182,6 +206,7 @@ class Demo:
         self.sandbox = Sandbox(
             population,
             clock=self.clock,
+            seed=seed,
             bouncing=[bounce.email],
             invalid_phones=[no_email.phone_e164 or ""],
         )
@@ -192,6 +217,8 @@ class Demo:
         self.report = DemoReport(start=start, nights=nights, people=people, stories=self.stories)
         self._story_index = {s.person.index for s in self.stories}
         self._pending: list[tuple[datetime, InboundEvent, int]] = []
+        #: Event Webhook items SendGrid has produced for a time still ahead on the clock
+        self._sendgrid_ahead: list[dict[str, Any]] = []
         #: candidates' emails to send back: (when, kind, the message answered, person)
         self._answers: list[tuple[datetime, str, dict[str, Any], SeedPerson]] = []
         #: rating links to click: (when, the link's path, the message it is in)
@@ -220,7 +247,9 @@ class Demo:
         return self.report
 
     def _play(self, engine: Engine) -> None:
-        settings = Settings(_env_file=None, **self.sandbox.env())  # type: ignore[call-arg]
+        settings = Settings(  # type: ignore[call-arg]
+            _env_file=None, **self.sandbox.env(), OUTREACH_PUBLIC_URL=DEMO_URL
+        )
         pacing = {"sleep": self.timer.sleep, "monotonic": self.timer.monotonic}
         connectors, off = build_connectors(settings, SOURCES, self.clock, **pacing)
         if off:
@@ -236,9 +265,7 @@ class Demo:
         # The engine's own webhook receiver, in process: candidates' mail arrives through
         # Inbound Parse exactly as SendGrid would post it.
         app = make_app(engine, settings, self.config, self.clock, channels)
-        self._http = httpx.Client(
-            transport=httpx.WSGITransport(app=app), base_url="http://outreach.demo"
-        )
+        self._http = httpx.Client(transport=httpx.WSGITransport(app=app), base_url=DEMO_URL)
         self._inbound_token = self.sandbox.credentials.sendgrid_inbound_token
         try:
             for night in range(self.nights):
@@ -437,7 +464,9 @@ class Demo:
         self.clock.set(now)
 
     def _inbound(self, engine: Engine, now: datetime) -> None:
-        """Feed the engine what the providers reported since the last night."""
+        """Feed the engine what the providers reported since the last night: SendGrid's
+        Event Webhook and Twilio's status callbacks are posted to the engine's webhook app,
+        signed as the providers sign them; the rest is ingested as events."""
         self._mail_back(now)
         self._click_ratings(now)
         due = [(at, e, i) for at, e, i in self._pending if at <= now]
@@ -445,17 +474,15 @@ class Demo:
         events: list[tuple[str, InboundEvent]] = [
             (f"demo:{e.type}:{i}", e) for _, e, i in sorted(due, key=lambda x: x[0])
         ]
-        for event in from_sendgrid(self.sandbox.sendgrid.drain_events()):
-            if event.at <= now:
-                events.append((f"sendgrid:{event.id}", event))
-                person = self.by_email.get((event.address or "").lower())
-                if person is not None:
-                    self.report.inbound_log.append(
-                        (event.type, event.channel, person.index, event.at)
-                    )
-                self.report.inbound[event.type] += 1
-            else:
-                self._pending.append((event.at, event, -1))
+        items = self._sendgrid_ahead + self.sandbox.sendgrid.drain_events()
+        stamp = now.timestamp()
+        posted = [item for item in items if item["timestamp"] <= stamp]
+        self._sendgrid_ahead = [item for item in items if item["timestamp"] > stamp]
+        for event in from_sendgrid(posted):
+            person = self.by_email.get((event.address or "").lower())
+            if person is not None:
+                self.report.inbound_log.append((event.type, event.channel, person.index, event.at))
+            self.report.inbound[event.type] += 1
         for _, event, index in due:
             if index >= 0:
                 self.report.inbound_log.append((event.type, event.channel, index, event.at))
@@ -463,6 +490,28 @@ class Demo:
                 self.report.inbound["reply"] += 1
         if events:
             ingest_events(engine, events, now=now, default_region=self.config.policy.default_region)
+        self._post_sendgrid_events(posted, now)
+        answers = self.sandbox.twilio.post_status_callbacks(self._http)
+        if any(code != 200 for code in answers):
+            raise RuntimeError(f"the status callback route answered {sorted(set(answers))}")
+
+    def _post_sendgrid_events(self, items: list[dict[str, Any]], now: datetime) -> None:
+        """POST Event Webhook items to the engine's route, signed with the fake's key."""
+        sendgrid = self.sandbox.sendgrid
+        for start in range(0, len(items), _SENDGRID_POST_ITEMS):
+            payload = json.dumps(items[start : start + _SENDGRID_POST_ITEMS]).encode()
+            answer = self._http.post(
+                "/webhooks/sendgrid/events",
+                content=payload,
+                headers={
+                    **sendgrid.sign_events(payload, int(now.timestamp())),
+                    "Content-Type": "application/json",
+                },
+            )
+            if answer.status_code != 200:
+                raise RuntimeError(
+                    f"the Event Webhook answered {answer.status_code}: {answer.text}"
+                )
 
     # -- the summary ----------------------------------------------------------------------
 
@@ -489,7 +538,10 @@ class Demo:
             for source in conn.execute(select(tasks.c.source)).scalars():
                 report.ledger_tasks[source or "engine"] += 1
             self._came_back(conn)
+            self._delivery_events(conn)
             self._timelines(conn)
+            end = self.start + timedelta(days=self.nights)
+            report.sla = per_step(conn, self.config, self.start, end, end)
             from outreach.reports.ratings import summarize
 
             report.ratings = summarize(
@@ -563,8 +615,19 @@ class Demo:
                 report.touched_after_reply += 1
 
     def _timeliness(self) -> None:
-        """Acknowledged within 48 h, thanked within 24 h: from the script and SendGrid."""
+        """Acknowledged within 48 h, thanked within 24 h: from the script and SendGrid.
+
+        The provider-side twin of the ledger's SLA (:attr:`DemoReport.sla`): from the time
+        a recruiter moved the candidate to the first email SendGrid delivers for the step.
+        Counted over the moves the engine owes an answer to by email: a move the person's
+        CRMs cannot record as that stage, or of a person who may not be emailed (opted out
+        in the CRM, unsubscribed or bounced by then), is counted apart.
+        """
         report = self.report
+        off_email: dict[int, datetime] = {}
+        for kind, _channel, index, at in report.inbound_log:
+            if kind in _OFF_EMAIL and (index not in off_email or at < off_email[index]):
+                off_email[index] = at
         first: dict[tuple[int, str], datetime] = {}
         for message in self.sandbox.sendgrid.messages:
             person = self.by_email.get(message["to"][0].lower())
@@ -585,12 +648,48 @@ class Demo:
             if stage not in goals:
                 continue
             step, goal, total, met = goals[stage]
+            person = self.people[index]
+            if not self._recorded(person, stage):
+                report.not_recorded[stage] += 1
+                continue
+            gone = off_email.get(index)
+            if person.email_opt_out or (gone is not None and gone < moved_at + goal):
+                report.not_emailable[stage] += 1
+                continue
             hours = int(goal.total_seconds() // 3600)
             setattr(report, total, getattr(report, total) + 1)
             sent = first.get((index, step))
             if sent is not None and sent >= moved_at:
                 name = f"{met}_{hours}h" if sent - moved_at <= goal else f"{met}_late"
                 setattr(report, name, getattr(report, name) + 1)
+
+    def _recorded(self, person: SeedPerson, stage: str) -> bool:
+        """Whether one of ``person``'s CRMs records ``stage`` as a stage the engine maps back
+        to it (HubSpot's lifecycle stage ``opportunity`` stands for screening to offer)."""
+        from outreach.sandbox.greenhouse import STAGE_NAMES
+        from outreach.sandbox.hubspot import LIFECYCLE
+        from outreach.sandbox.lever import _STAGE_OF, STAGES
+
+        lever = {row["id"]: row["text"] for row in STAGES}
+        names = {
+            "greenhouse": STAGE_NAMES.get(stage),
+            "lever": lever.get(_STAGE_OF.get(stage, "")),
+            "hubspot": LIFECYCLE.get(stage),
+        }
+        return any(
+            names.get(crm) is not None
+            and self.config.stage_map.get(crm, {}).get(names[crm] or "") == stage
+            for crm in person.crms
+        )
+
+    def _delivery_events(self, conn: Any) -> None:
+        """Count the delivered, open and click events the webhooks stored."""
+        events = Event.__table__
+        for kind, payload in conn.execute(
+            select(events.c.type, events.c.payload).where(events.c.type.in_(DELIVERY_TYPES))
+        ):
+            machine = kind == "open" and (payload or {}).get("machine")
+            self.report.delivery_events["machine_open" if machine else kind] += 1
 
     def _timelines(self, conn: Any) -> None:
         points = ContactPoint.__table__
@@ -627,12 +726,16 @@ class Demo:
                     lines.append((when, what))
                 for row in conn.execute(
                     select(events.c.type, events.c.channel, events.c.at).where(
-                        events.c.person_id == person_id, events.c.type != "stage_change"
+                        events.c.person_id == person_id,
+                        events.c.type.not_in(("stage_change", *DELIVERY_TYPES)),
                     )
                 ).all():
                     lines.append((row.at, f"{row.type} on {row.channel or 'every channel'}"))
             self.report.timelines[story.label] = sorted(lines, key=lambda line: line[0])
 
+
+#: inbound events after which a person may no longer be emailed
+_OFF_EMAIL = frozenset({"mail:unsubscribe", "mail:dsn", "unsubscribe", "bounce", "opt_out"})
 
 # Stage moves of the person who lives in two CRMs (night -> stage).
 _CROSS_PLOT = {5: "screening", 10: "interview", 17: "offer", 22: "hired"}
@@ -781,20 +884,49 @@ def render(report: DemoReport, console: Any) -> None:
     )
     console.print(providers)
 
-    console.print(
-        f"Acknowledged within 48 h: {report.acknowledged_48h} of {report.applications} "
-        f"applications ({report.acknowledged_late} later, "
-        f"{report.applications - report.acknowledged_48h - report.acknowledged_late} not by "
-        "email: caps, replies, no usable address or past the 72 h limit).",
-        highlight=False,
+    deadlines = Table(
+        title="Deadlines per step (the report's SLA, from the ledger: delivered by any "
+        "channel before `within`)",
+        header_style="bold",
     )
-    console.print(
-        f"Thanked within 24 h: {report.thanked_24h} of {report.interviews} interviews "
-        f"({report.thanked_late} later, "
-        f"{report.interviews - report.thanked_24h - report.thanked_late} not by email: "
-        "caps, replies, weekends past the limit).",
-        highlight=False,
-    )
+    for column in ("cadence", "step", "within", "due", "met", "late", "never", "met %"):
+        deadlines.add_column(column, justify="left" if column in ("cadence", "step") else "right")
+    for row in report.sla:
+        never = ", ".join(f"{n} {why}" for why, n in row["never_by_reason"].items())
+        rate = row["met_rate"]
+        deadlines.add_row(
+            row["cadence"],
+            row["step"],
+            f"{row['within_hours']:g} h",
+            str(row["due"]),
+            str(row["met"]),
+            str(row["late"]),
+            f"{row['never']} ({never})" if never else str(row["never"]),
+            "" if rate is None else f"{rate:.0%}",
+        )
+    console.print(deadlines)
+    for what, done, late, total, stage, goal in (
+        ("Acknowledged", report.acknowledged_48h, report.acknowledged_late, report.applications,
+         "applied", "48 h"),
+        ("Thanked", report.thanked_24h, report.thanked_late, report.interviews, "interview",
+         "24 h"),
+    ):  # fmt: skip
+        apart = []
+        if report.not_emailable[stage]:
+            apart.append(f"{report.not_emailable[stage]} of people who may not be emailed")
+        if report.not_recorded[stage]:
+            apart.append(
+                f"{report.not_recorded[stage]} in a CRM without that stage (HubSpot's "
+                "lifecycle has no interview)"
+            )
+        share = f" ({done / total:.0%})" if total else ""
+        console.print(
+            f"Cross-check at SendGrid: {what.lower()} within {goal} of the CRM move: {done} of "
+            f"{total}{share}; {late} later, {total - done - late} not by email"
+            + (f"; set apart: {', '.join(apart)}" if apart else "")
+            + ".",
+            highlight=False,
+        )
     inbound = report.inbound
     back = report.came_back
     console.print(

@@ -28,6 +28,14 @@ event says), so feeding the same events twice records nothing new. A bad line or
 event that matches no one is reported with its place (``events.jsonl:4``) and skipped;
 the rest goes on (DESIGN.md invariant 7). Messages and logs name places and candidate
 ids, never an address or phone number.
+
+Delivery-side signals (SendGrid ``delivered``, ``open``, ``click``; Twilio's ``delivered``
+status) are a separate :class:`DeliveryEvent`, recorded by :func:`ingest_deliveries` for
+the report only: each names its touch (an item that names none is ignored), is stored
+with ``processed_at`` set, so the engine never acts on it, and never carries an address
+or a clicked URL. An open that SendGrid marks ``sg_machine_open`` (a mail client fetching
+the message by itself, as Apple Mail Privacy Protection does) is stored with
+``machine: true`` and is never a sign of interest.
 """
 
 from __future__ import annotations
@@ -55,14 +63,18 @@ from outreach.store.bulk import bulk_write
 from outreach.store.schema import CandidateRecord, ContactPoint, Event, Touch
 
 __all__ = [
+    "DELIVERY_TYPES",
     "HELP_KEYWORDS",
     "OPT_IN_KEYWORDS",
     "OPT_OUT_KEYWORDS",
+    "DeliveryEvent",
+    "DeliveryReport",
     "InboundEvent",
     "IngestReport",
     "SendGridBatch",
     "from_sendgrid",
     "from_twilio_inbound",
+    "ingest_deliveries",
     "ingest_events",
     "read_jsonl",
     "read_sendgrid_batch",
@@ -93,6 +105,11 @@ _KIND_CHANNEL = {"email": "email", "phone": "sms", "linkedin": "linkedin"}
 _KIND_NAME = {"email": "email address", "phone": "phone number", "linkedin": "LinkedIn profile"}
 _SUPPRESSING = {"opt_out": "opted out", "unsubscribe": "unsubscribed", "bounce": "bounced"}
 
+#: event types of delivery-side signals (:class:`DeliveryEvent`); the engine ignores them
+DELIVERY_TYPES = ("delivered", "open", "click")
+#: SendGrid Event Webhook items that become delivery-side events
+_SENDGRID_DELIVERY = frozenset(DELIVERY_TYPES)
+
 #: Twilio's default opt-out keywords (a message that is exactly one of them, any case).
 OPT_OUT_KEYWORDS = frozenset(
     {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "OPTOUT", "REVOKE"}
@@ -101,6 +118,30 @@ OPT_OUT_KEYWORDS = frozenset(
 OPT_IN_KEYWORDS = frozenset({"START", "UNSTOP", "YES"})
 #: Twilio answers these itself; nothing is recorded here.
 HELP_KEYWORDS = frozenset({"HELP", "INFO"})
+
+
+def _number_as_text(value: Any) -> Any:
+    # CRMs and providers hand out numeric ids; JSON keeps them as numbers.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+def _blank_is_none(value: str | None) -> str | None:
+    if value and "\x00" in value:
+        raise ValueError("contains a NUL character")  # PostgreSQL text refuses it
+    return value or None
+
+
+def _aware_utc(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(
+            "needs a time zone offset, e.g. 2026-11-25T09:00:00-05:00 or 2026-11-25T14:00:00Z"
+        )
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+05:00 is before year 1 in UTC
+        raise ValueError("is out of range (before year 1 or after 9999 in UTC)") from None
 
 
 class InboundEvent(BaseModel):
@@ -126,29 +167,17 @@ class InboundEvent(BaseModel):
     @field_validator("external_id", "id", mode="before")
     @classmethod
     def _number_as_text(cls, value: Any) -> Any:
-        # CRMs and providers hand out numeric ids; JSON keeps them as numbers.
-        if isinstance(value, int) and not isinstance(value, bool):
-            return str(value)
-        return value
+        return _number_as_text(value)
 
     @field_validator("address", "source", "external_id", "id", "detail")
     @classmethod
     def _blank_is_none(cls, value: str | None) -> str | None:
-        if value and "\x00" in value:
-            raise ValueError("contains a NUL character")  # PostgreSQL text refuses it
-        return value or None
+        return _blank_is_none(value)
 
     @field_validator("at")
     @classmethod
     def _aware(cls, value: datetime) -> datetime:
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError(
-                "needs a time zone offset, e.g. 2026-11-25T09:00:00-05:00 or 2026-11-25T14:00:00Z"
-            )
-        try:
-            return value.astimezone(UTC)
-        except OverflowError:  # 0001-01-01T00:00+05:00 is before year 1 in UTC
-            raise ValueError("is out of range (before year 1 or after 9999 in UTC)") from None
+        return _aware_utc(value)
 
     @model_validator(mode="after")
     def _names_someone(self) -> InboundEvent:
@@ -157,6 +186,66 @@ class InboundEvent(BaseModel):
         if self.address is None and self.source is None and self.touch_id is None:
             raise ValueError("needs address, source and external_id, or touch_id")
         return self
+
+
+class DeliveryEvent(BaseModel):
+    """A delivery-side signal about one touch: delivered, opened or clicked.
+
+    Kept apart from :class:`InboundEvent` so the JSONL ``events import`` contract (reply,
+    opt_out, bounce, unsubscribe) stays as it is. ``machine`` is SendGrid's
+    ``sg_machine_open`` and belongs to opens only. ``id`` is the provider's event id and
+    alone decides whether the event was already recorded. No address and no URL: the
+    touch says who, and a clicked link can hold personal data.
+    """
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    type: Literal["delivered", "open", "click"]
+    channel: Literal["email", "sms"]
+    touch_id: int | None = Field(default=None, ge=1, le=MAX_ID)
+    at: datetime
+    id: str | None = Field(default=None, max_length=500)
+    machine: bool | None = None
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _number_as_text(cls, value: Any) -> Any:
+        return _number_as_text(value)
+
+    @field_validator("id")
+    @classmethod
+    def _blank_is_none(cls, value: str | None) -> str | None:
+        return _blank_is_none(value)
+
+    @field_validator("at")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        return _aware_utc(value)
+
+    @model_validator(mode="after")
+    def _machine_on_opens(self) -> DeliveryEvent:
+        if self.type == "open" and self.machine is None:
+            self.machine = False
+        if self.type != "open" and self.machine is not None:
+            raise ValueError("machine: only an open is a machine open or not")
+        return self
+
+    def payload(self) -> dict[str, Any]:
+        """The ``events.payload`` of this signal: ``{"machine": bool}`` for an open, else
+        empty."""
+        return {"machine": bool(self.machine)} if self.type == "open" else {}
+
+
+@dataclass
+class DeliveryReport:
+    """What one :func:`ingest_deliveries` did; ``ignored`` and ``bad`` hold one message
+    per item (an item naming no known touch is ignored, one the store refuses is bad)."""
+
+    read: int = 0
+    recorded: int = 0
+    duplicates: int = 0
+    ignored: list[str] = field(default_factory=list)
+    bad: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -247,16 +336,17 @@ def from_sendgrid(items: list[Any]) -> list[InboundEvent]:
     Address" are bounces; ``spamreport`` (and a drop for a "Spam Reporting Address") is an
     email opt-out; ``unsubscribe``, ``group_unsubscribe`` (and a drop for an "Unsubscribed
     Address") are email unsubscribes. ``processed``, ``deferred``, ``delivered``, ``open``
-    and ``click`` are not inbound events. The ``touch_id`` custom arg, which SendGrid puts
-    at the top level of each item, names the touch. A malformed item is logged (by its
-    index in the batch, with what is wrong) and left out.
+    and ``click`` are not inbound events (:func:`read_sendgrid_batch` reads them as
+    :class:`DeliveryEvent`). The ``touch_id`` custom arg, which SendGrid puts at the top
+    level of each item, names the touch. A malformed item is logged (by its index in the
+    batch, with what is wrong) and left out.
     """
     found = []
     for index, item in enumerate(items):
         event = _sendgrid_item(item, None)
         if isinstance(event, str):
             log.warning("sendgrid batch [%d] left out: %s", index, event)
-        elif event is not None:
+        elif isinstance(event, InboundEvent):
             found.append(event)
     return found
 
@@ -266,13 +356,16 @@ class SendGridBatch:
     """One Event Webhook post, item by item (:func:`read_sendgrid_batch`).
 
     ``items`` counts the array's items; ``events`` holds ``("[index]", event)`` for each
-    inbound event and ``("[index]", reason)`` for each item that cannot be read, in
-    order, ready for :func:`ingest_events` (which counts the reasons as ``bad``).
-    Delivery-side items (``delivered``, ``open`` ...) are in neither.
+    inbound event and ``("[index]", reason)`` for each item that cannot be read (of any
+    kind), in order, ready for :func:`ingest_events` (which counts the reasons as
+    ``bad``). ``deliveries`` holds ``("[index]", event)`` for each ``delivered``,
+    ``open`` and ``click`` item, ready for :func:`ingest_deliveries`. Other items
+    (``processed``, ``deferred`` ...) are in neither.
     """
 
     items: int = 0
     events: list[tuple[str, InboundEvent | str]] = field(default_factory=list)
+    deliveries: list[tuple[str, DeliveryEvent]] = field(default_factory=list)
 
 
 def read_sendgrid_batch(body: bytes, *, now: datetime | None = None) -> SendGridBatch:
@@ -302,7 +395,9 @@ def read_sendgrid_batch(body: bytes, *, now: datetime | None = None) -> SendGrid
     batch = SendGridBatch(items=len(items))
     for index, item in enumerate(items):
         event = _sendgrid_item(item, now)
-        if event is not None:
+        if isinstance(event, DeliveryEvent):
+            batch.deliveries.append((f"[{index}]", event))
+        elif event is not None:
             batch.events.append((f"[{index}]", event))
     return batch
 
@@ -311,9 +406,9 @@ class _TooDeep:
     """An item of a batch nested too deeply to be read (it is reported, not parsed)."""
 
 
-def _sendgrid_item(item: Any, now: datetime | None) -> InboundEvent | str | None:
-    """The inbound event of one item, the reason it cannot be read, or ``None`` for a
-    delivery-side event."""
+def _sendgrid_item(item: Any, now: datetime | None) -> InboundEvent | DeliveryEvent | str | None:
+    """The event of one item, the reason it cannot be read, or ``None`` for an item that
+    records nothing (``processed``, ``deferred``, a ``blocked`` bounce ...)."""
     if isinstance(item, _TooDeep):
         return f"nested more than {MAX_ITEM_DEPTH} levels deep"
     if not isinstance(item, dict):
@@ -321,6 +416,8 @@ def _sendgrid_item(item: Any, now: datetime | None) -> InboundEvent | str | None
     name = item.get("event")
     if not isinstance(name, str):
         return "event: missing or not text"
+    if name in _SENDGRID_DELIVERY:
+        return _sendgrid_delivery(name, item, now)
     kind = _sendgrid_type(name, item)
     if kind is None:
         return None
@@ -340,6 +437,35 @@ def _sendgrid_item(item: Any, now: datetime | None) -> InboundEvent | str | None
         "detail": detail[:200],
     }
     return _validate(raw)
+
+
+def _sendgrid_delivery(
+    name: str, item: dict[str, Any], now: datetime | None
+) -> DeliveryEvent | str:
+    """A ``delivered``, ``open`` or ``click`` item as a :class:`DeliveryEvent`, or what is
+    wrong with it. Only the touch, time, event id and machine flag are kept: never the
+    address, user agent, IP or URL."""
+    at = _epoch(item.get("timestamp"), now)
+    if isinstance(at, str):
+        return f"timestamp: {at}"
+    raw: dict[str, Any] = {
+        "type": name,
+        "channel": "email",
+        "touch_id": _touch_id(item.get("touch_id")),
+        "at": at,
+        "id": item.get("sg_event_id"),
+    }
+    if name == "open":
+        machine = item.get("sg_machine_open", False)
+        if isinstance(machine, str) and machine.strip().lower() in ("true", "false"):
+            machine = machine.strip().lower() == "true"
+        if not isinstance(machine, bool):
+            return "sg_machine_open: not true or false"
+        raw["machine"] = machine
+    try:
+        return DeliveryEvent.model_validate(raw)
+    except ValidationError as exc:
+        return _describe(exc)
 
 
 def _sendgrid_type(name: str, item: dict[str, Any]) -> str | None:
@@ -604,12 +730,17 @@ def _normalise(kind: str, address: str, region: str) -> str:
     return normalize_linkedin(address)
 
 
+def _id_key(event_id: str) -> str:
+    """The dedupe key of a provider event id (hashed when too long for the column)."""
+    key = _KEY_PREFIX + event_id
+    if len(key) <= _MAX_KEY:
+        return key
+    return _KEY_PREFIX + "id-sha256:" + hashlib.sha256(event_id.encode()).hexdigest()
+
+
 def _dedupe_key(event: InboundEvent, address: str | None) -> str:
     if event.id is not None:
-        key = _KEY_PREFIX + event.id
-        if len(key) <= _MAX_KEY:
-            return key
-        return _KEY_PREFIX + "id-sha256:" + hashlib.sha256(event.id.encode()).hexdigest()
+        return _id_key(event.id)
     facts = [
         event.type,
         event.channel,
@@ -882,3 +1013,122 @@ def _no_match(pending: _Pending) -> str:
     if event.source is not None:
         reasons.append(f"no {event.source} record {event.external_id}")
     return "; ".join(reasons)
+
+
+# -- delivery-side events -----------------------------------------------------------------
+
+
+def ingest_deliveries(
+    engine: Engine,
+    deliveries: Iterable[tuple[str, DeliveryEvent]],
+    *,
+    now: datetime,
+    batch_size: int = BATCH_SIZE,
+) -> DeliveryReport:
+    """Record ``(where, event)`` delivery-side signals for the report; one transaction,
+    one touch lookup and one insert per batch.
+
+    Each row names the touch, its person and contact point, and is stored with
+    ``processed_at = now``: :func:`outreach.engine.enroll.process_events` never sees it,
+    so nothing in the engine reacts to a delivery, an open or a click. An event whose
+    ``touch_id`` is missing or names no touch is counted in ``ignored`` (there is nothing
+    to attribute it to). The dedupe key is ``inbound:<id>`` as for inbound events, so a
+    batch posted again records nothing new.
+    """
+    report = DeliveryReport()
+    batch: list[tuple[str, DeliveryEvent, str]] = []
+    keys: set[str] = set()
+    for where, event in deliveries:
+        report.read += 1
+        if event.touch_id is None:
+            report.ignored.append(f"{where}: {event.type} names no touch (no touch_id)")
+            continue
+        key = _delivery_key(event)
+        if key in keys:
+            report.duplicates += 1
+            continue
+        keys.add(key)
+        batch.append((where, event, key))
+        if len(batch) >= batch_size:
+            _flush_deliveries(engine, batch, now, report)
+            batch, keys = [], set()
+    _flush_deliveries(engine, batch, now, report)
+    return report
+
+
+def _delivery_key(event: DeliveryEvent) -> str:
+    if event.id is not None:
+        return _id_key(event.id)
+    facts = [event.type, event.channel, event.touch_id, event.at.isoformat(), event.machine]
+    digest = hashlib.sha256(json.dumps(facts, separators=(",", ":")).encode()).hexdigest()
+    return _KEY_PREFIX + "sha256:" + digest
+
+
+def _flush_deliveries(
+    engine: Engine,
+    batch: list[tuple[str, DeliveryEvent, str]],
+    now: datetime,
+    report: DeliveryReport,
+) -> None:
+    if not batch:
+        return
+    with engine.begin() as conn:
+        existing = _existing_keys(conn, [key for _, _, key in batch])
+        fresh = []
+        for item in batch:
+            if item[2] in existing:
+                report.duplicates += 1
+            else:
+                fresh.append(item)
+        touch_ids = {event.touch_id for _, event, _ in fresh}
+        touches = {}
+        if touch_ids:
+            query = select(_touches.c.id, _touches.c.person_id, _touches.c.contact_point_id).where(
+                _touches.c.id.in_(touch_ids)
+            )
+            touches = {row.id: row for row in conn.execute(query)}
+        rows: list[tuple[str, dict[str, Any]]] = []
+        for where, event, key in fresh:
+            touch = touches.get(event.touch_id)
+            if touch is None:
+                report.ignored.append(f"{where}: {event.type}: no touch has id {event.touch_id}")
+                continue
+            rows.append(
+                (
+                    where,
+                    {
+                        "type": event.type,
+                        "channel": event.channel,
+                        "person_id": touch.person_id,
+                        "record_id": None,
+                        "contact_point_id": touch.contact_point_id,
+                        "touch_id": touch.id,
+                        "source": None,
+                        "external_id": None,
+                        "at": event.at,
+                        "dedupe_key": key,
+                        "payload": event.payload(),
+                        "processed_at": now,
+                        "created_at": now,
+                    },
+                )
+            )
+        if not rows:
+            return
+        try:
+            with conn.begin_nested():
+                bulk_write(conn, _events, [row for _, row in rows], conflict=("dedupe_key",))
+        except SQLAlchemyError:
+            # Find the rows the database refuses; write the others one by one.
+            for where, row in rows:
+                try:
+                    with conn.begin_nested():
+                        bulk_write(conn, _events, [row], conflict=("dedupe_key",))
+                except SQLAlchemyError as exc:
+                    report.bad.append(
+                        f"{where}: the database refused the event: {type(exc.orig or exc).__name__}"
+                    )
+                else:
+                    report.recorded += 1
+        else:
+            report.recorded += len(rows)

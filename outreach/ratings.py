@@ -41,6 +41,7 @@ __all__ = [
     "parse_score",
     "rating_urls",
     "record_rating",
+    "redact_rating_path",
     "thank_you",
     "valid_token",
 ]
@@ -83,6 +84,14 @@ def rating_urls(public_url: str, token: str) -> list[str]:
 def valid_token(token: str) -> bool:
     """Whether ``token`` has the shape of a rating token (not whether it exists)."""
     return _TOKEN.fullmatch(token) is not None
+
+
+def redact_rating_path(path: str) -> str:
+    """``path`` for a log line: a rating link's token (the credential) becomes ``…``."""
+    if path.startswith("/r/"):
+        _, _, rest = path[3:].partition("/")
+        return f"/r/…/{rest}" if rest else "/r/…"
+    return path
 
 
 def parse_score(text: str) -> int | None:

@@ -10,9 +10,11 @@ Routes (``OUTREACH_PUBLIC_URL`` is where providers reach this server):
     (:func:`outreach.events.read_sendgrid_batch`): an item that cannot be read (not an
     object, a timestamp that is NaN, negative or past year 9999, a wrong type, nesting
     past 32 levels) is logged with its index and what is wrong, and left out; the others
-    are recorded with :func:`outreach.events.ingest_events`. The answer is 200 with how
-    many were recorded, duplicates, unmatched and bad; 400 only when the body as a whole
-    is not a JSON array (not UTF-8, not JSON), which a retry would not change.
+    are recorded with :func:`outreach.events.ingest_events`, and ``delivered``, ``open``
+    and ``click`` items with :func:`outreach.events.ingest_deliveries` (for the report;
+    an item whose ``touch_id`` names no touch is ignored). The answer is 200 with how
+    many were recorded, duplicates, unmatched, ignored and bad; 400 only when the body as
+    a whole is not a JSON array (not UTF-8, not JSON), which a retry would not change.
 ``POST /webhooks/sendgrid/inbound?token=…``
     SendGrid Inbound Parse: a reply to the per-touch address, posted as
     ``multipart/form-data`` in either the default (parsed) or the "Send Raw" shape. The
@@ -36,7 +38,9 @@ Routes (``OUTREACH_PUBLIC_URL`` is where providers reach this server):
     The status callback :class:`channels.sms.TwilioSMS` sets. ``undelivered`` or
     ``failed`` with error 30003, 30005 or 30006 (unreachable, unknown, landline) is an SMS
     bounce of the touch whose ``provider_message_id`` is the ``MessageSid`` (or of the
-    ``To`` number when no touch has it); other statuses record nothing.
+    ``To`` number when no touch has it); ``delivered`` is a ``delivered`` event of that
+    touch (for the report; recorded once per SID and status, ignored when no touch has
+    the SID); other statuses record nothing.
 ``GET /r/<token>/<score>``
     A candidate's one-click rating (1 to 5) of the touch whose ``rating_token`` is
     ``token`` (:mod:`outreach.ratings`): one ``rating`` event per touch, a later click
@@ -91,9 +95,12 @@ from outreach.cadence import CadenceConfig
 from outreach.clock import Clock
 from outreach.errors import InputError, StoreError
 from outreach.events import (
+    DeliveryEvent,
+    DeliveryReport,
     InboundEvent,
     IngestReport,
     from_twilio_inbound,
+    ingest_deliveries,
     read_sendgrid_batch,
     twilio_sid,
 )
@@ -101,7 +108,14 @@ from outreach.events import ingest_events as _ingest_events
 from outreach.inbound.intake import ingest_messages
 from outreach.inbound.parse_webhook import ParseFormError, read_form, rebuild_message
 from outreach.inbound.raw import RawMessage
-from outreach.ratings import PAGE_HEADERS, RATING_PATH, parse_score, record_rating, thank_you
+from outreach.ratings import (
+    PAGE_HEADERS,
+    RATING_PATH,
+    parse_score,
+    record_rating,
+    redact_rating_path,
+    thank_you,
+)
 from outreach.ratings import page as rating_page
 from outreach.settings import Settings
 from outreach.store.schema import Touch
@@ -414,22 +428,28 @@ class WebhookApp:
             log.warning("sendgrid batch (%d bytes) refused (400): %s", len(body), exc)
             return _text(f"bad request: {exc}; expected a JSON array of events", 400)
         report = self._ingest((f"sendgrid batch {where}", item) for where, item in batch.events)
+        delivery = self._ingest_deliveries(
+            (f"sendgrid batch {where}", item) for where, item in batch.deliveries
+        )
         log.info(
-            "sendgrid batch: %d items, %d inbound events, %d recorded, %d duplicates, "
-            "%d unmatched, %d bad",
+            "sendgrid batch: %d items, %d inbound events, %d delivery events, %d recorded, "
+            "%d duplicates, %d unmatched, %d ignored, %d bad",
             batch.items,
             sum(1 for _, item in batch.events if not isinstance(item, str)),
-            report.recorded,
-            report.duplicates,
+            delivery.read,
+            report.recorded + delivery.recorded,
+            report.duplicates + delivery.duplicates,
             len(report.unmatched),
-            len(report.bad),
+            len(delivery.ignored),
+            len(report.bad) + len(delivery.bad),
         )
         return _json(
             {
-                "recorded": report.recorded,
-                "duplicates": report.duplicates,
+                "recorded": report.recorded + delivery.recorded,
+                "duplicates": report.duplicates + delivery.duplicates,
                 "unmatched": len(report.unmatched),
-                "bad": len(report.bad),
+                "ignored": len(delivery.ignored),
+                "bad": len(report.bad) + len(delivery.bad),
             }
         )
 
@@ -585,6 +605,8 @@ class WebhookApp:
         status = (form.get("MessageStatus") or form.get("SmsStatus") or "").strip().lower()
         code = (form.get("ErrorCode") or "").strip()
         sid = twilio_sid(form.get("MessageSid")) or twilio_sid(form.get("SmsSid")) or ""
+        if status == "delivered":
+            return self._twilio_delivered(sid)
         if status not in _BOUNCE_STATUSES or code not in SMS_BOUNCE_CODES:
             return _twiml()
         touch_id = self._touch_for(sid) if sid else None
@@ -616,7 +638,37 @@ class WebhookApp:
         )
         return _twiml()
 
+    def _twilio_delivered(self, sid: str) -> Response:
+        """A ``delivered`` status: a ``delivered`` event of the touch that has the SID."""
+        touch_id = self._touch_for(sid) if sid else None
+        if touch_id is None:
+            log.info("twilio status delivered: no touch has the message SID; ignored")
+            return _twiml()
+        event = DeliveryEvent(
+            type="delivered",
+            channel="sms",
+            touch_id=touch_id,
+            at=self.clock.now(),
+            id=f"twilio-status:{sid}:delivered",
+        )
+        report = self._ingest_deliveries([(f"twilio-status:{sid}", event)])
+        log.info(
+            "twilio status delivered for touch %s: %d recorded, %d duplicates",
+            touch_id,
+            report.recorded,
+            report.duplicates,
+        )
+        return _twiml()
+
     # -- helpers ---------------------------------------------------------------------------
+
+    def _ingest_deliveries(self, events: Iterable[tuple[str, DeliveryEvent]]) -> DeliveryReport:
+        report = ingest_deliveries(self.engine, events, now=self.clock.now())
+        for message in report.ignored[:_LOG_ITEMS]:
+            log.info("not recorded: %s", message)
+        for message in report.bad[:_LOG_ITEMS]:
+            log.warning("left out: %s", message)
+        return report
 
     def _ingest(self, events: Iterable[tuple[str, InboundEvent | str]]) -> IngestReport:
         report = _ingest_events(
@@ -750,10 +802,11 @@ def make_app(
 
 
 class _Handler(WSGIRequestHandler):
-    """Logs method, path and status only (never a query string or a client's data)."""
+    """Logs method, path and status only (never a query string, a client's data or the
+    token of a rating link)."""
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        path = self.path.split("?", 1)[0]
+        path = redact_rating_path(self.path.split("?", 1)[0])
         log.info("%s %s %s", self.command, path, getattr(code, "value", code))
 
     def log(self, type: str, message: str, *args: Any) -> None:

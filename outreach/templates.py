@@ -374,6 +374,24 @@ def check_templates(config: Any, public_url: str | None = SAMPLE_PUBLIC_URL) -> 
     return TemplateReport(errors=errors, warnings=warnings, checked=len(seen))
 
 
+def steps_needing_public_url(config: Any) -> list[str]:
+    """The steps (``cadence.step``) whose templates cannot render without rating links,
+    so that a run without ``OUTREACH_PUBLIC_URL`` can say which steps it will skip."""
+    store = TemplateStore(config.template_dir)
+    bare = sample_context(config.company.name, None)
+    steps: list[str] = []
+    for cadence in config.cadences:
+        for step in cadence.steps:
+            kinds = {TemplateStore.kind_for(ch) for ch in config.channels_for(step)}
+            if any(
+                store.exists(name, kind) and _needs_rating_urls(store, name, kind, bare)
+                for name in step.templates
+                for kind in sorted(kinds)
+            ):
+                steps.append(f"{cadence.id}.{step.id}")
+    return steps
+
+
 def _needs_rating_urls(store: TemplateStore, name: str, kind: str, bare: dict[str, Any]) -> bool:
     """Whether the template fails to render for want of ``touch.rating_urls`` alone."""
     try:

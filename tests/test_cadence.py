@@ -69,9 +69,14 @@ def test_the_shipped_defaults_load_and_cover_the_guidance() -> None:
     triggers = {c.trigger.stage for c in config.cadences}
     assert triggers == set(CANONICAL_STAGES)
     ack = config.cadence("application-follow-up").steps[0]
-    assert ack.within == timedelta(hours=72) and ack.transactional and ack.on_late == "skip"
+    assert ack.within == timedelta(hours=48) and ack.transactional and ack.on_late == "skip"
     thanks = config.cadence("interview-follow-up").steps[0]
     assert thanks.after == timedelta(hours=2) and thanks.on_late == "skip"
+    assert thanks.within == timedelta(hours=24) and thanks.transactional
+    # The answers to an event keep their deadline over weekends and holidays.
+    for step in (ack, thanks):
+        assert step.send_window is not None and not step.send_window.holidays
+        assert step.send_window.weekday_numbers == frozenset(range(7))
     status = config.cadence("interview-follow-up").steps[2]
     assert status.repeat is not None and status.repeat.every == timedelta(days=14)
     final = config.cadence("interview-follow-up").steps[3]
@@ -377,3 +382,42 @@ def test_values_past_the_limits_are_config_errors_naming_the_path(
         load_cadence_file(path)
     text = str(caught.value)
     assert str(path) in text and where in text and message in text
+
+
+STEP_WINDOW = """\
+policy: {default_timezone: UTC}
+cadences:
+  - id: c
+    trigger: {stage: interview}
+    steps:
+      - id: thanks
+        after: 2h
+        within: 24h
+        template: t
+        transactional: %s
+        send_window: {days: [mon, tue, wed, thu, fri, sat, sun], holidays: false}
+"""
+
+
+def test_a_transactional_step_may_have_its_own_send_window(tmp_path: Path) -> None:
+    path = tmp_path / "cadences.yaml"
+    path.write_text(STEP_WINDOW % "true")
+    step = load_cadence_file(path, check_templates=False).cadence("c").steps[0]
+    assert step.send_window is not None
+    assert step.send_window.weekday_numbers == frozenset(range(7))
+    assert step.send_window.start == time(8) and not step.send_window.holidays
+
+
+def test_a_send_window_on_a_step_that_is_not_transactional_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "cadences.yaml"
+    path.write_text(STEP_WINDOW % "false")
+    with pytest.raises(ConfigError) as caught:
+        load_cadence_file(path, check_templates=False)
+    message = str(caught.value)
+    assert "cadences[0].steps[0]" in message
+    assert "only for transactional steps" in message and "transactional: true" in message
+    path.write_text(
+        (STEP_WINDOW % "true").replace("holidays: false", "holidays: false, start: '20:00'")
+    )
+    with pytest.raises(ConfigError, match=r"cadences\[0\]\.steps\[0\]\.send_window"):
+        load_cadence_file(path, check_templates=False)

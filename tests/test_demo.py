@@ -93,7 +93,6 @@ def test_the_summary_agrees_with_the_providers_and_the_ledger(ran: Ran) -> None:
     for (source,) in ran.query(select(Task.source)):
         tasks[source] += 1
     assert {crm: tasks[crm] for crm in ("greenhouse", "lever", "hubspot")} == dict(report.crm_tasks)
-    assert report.applications and report.acknowledged_48h >= 0.6 * report.applications
     assert report.inbound["bounce"] == 1 and report.inbound["stop"] == 1
     assert report.sync_bad == 0
 
@@ -119,6 +118,39 @@ def test_candidates_answer_by_email_through_inbound_parse_and_replies_stop_caden
     assert stopped
     types = {t for (t,) in ran.query(select(Event.type))}
     assert {"reply", "auto_reply", "unsubscribe", "bounce"} <= types
+
+
+def test_the_webhooks_store_delivered_open_and_click_events_for_the_report(ran: Ran) -> None:
+    """SendGrid's Event Webhook and Twilio's status callbacks reach the engine's own
+    webhook app; delivery-side events name their touch and are never acted on."""
+    from outreach.store.schema import Event
+
+    rows = ran.query(
+        select(Event.type, Event.channel, Event.touch_id, Event.payload, Event.processed_at).where(
+            Event.type.in_(("delivered", "open", "click"))
+        )
+    )
+    counts = ran.report.delivery_events
+    assert sum(counts.values()) == len(rows)
+    assert all(touch is not None and processed is not None for _, _, touch, _, processed in rows)
+    delivered_email = sum(1 for t, c, *_ in rows if (t, c) == ("delivered", "email"))
+    delivered_sms = sum(1 for t, c, *_ in rows if (t, c) == ("delivered", "sms"))
+    assert delivered_sms >= 1
+    # Every email the fake delivered up to the last night, and nothing it did not.
+    stamp = (ran.demo.start + timedelta(days=ran.demo.nights - 1)).timestamp()
+    delivered_by_fake = sum(
+        1
+        for m in ran.sandbox.sendgrid.messages
+        if m.get("state") == "processed"
+        and delivered_at(m).timestamp() <= stamp
+        and m["to"][0].lower() != ran.report.stories[0].person.email.lower()
+    )
+    assert delivered_email == delivered_by_fake
+    machine = counts["machine_open"]
+    assert 0.3 <= (counts["open"] + machine) / delivered_email <= 0.6
+    assert 0.2 <= machine / (counts["open"] + machine) <= 0.45
+    assert counts["click"] >= 1
+    assert all(p == {} for t, _, _, p, _ in rows if t in ("delivered", "click"))
 
 
 def test_no_person_got_messages_closer_than_min_gap_or_over_max_touches(ran: Ran) -> None:
@@ -156,17 +188,28 @@ def test_nothing_was_delivered_outside_the_persons_send_window(ran: Ran) -> None
     )
     calendar = holidays.country_holidays("US")
     days = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
-    allowed = {days[d] for d in policy.send_window.days}
-    start, end = (
-        time.fromisoformat(str(t)) for t in (policy.send_window.start, policy.send_window.end)
-    )
+    # A transactional step with a window of its own (the answers to an application or an
+    # interview) follows that window; every other touch the policy's.
+    windows = {
+        (cadence.id, step.id): step.send_window
+        for cadence in ran.config.cadences
+        for step in cadence.steps
+        if step.send_window is not None
+    }
+    on_weekends = 0
     for person, at, channel, cadence, step in deliveries(ran):
+        window = windows.get((cadence, step), policy.send_window)
+        allowed = {days[d] for d in window.days}
+        start, end = (time.fromisoformat(str(t)) for t in (window.start, window.end))
         zone, _ = zone_for(zones.get(person), phones.get(person), policy.default_timezone)
         local = at.astimezone(zone)
         where = f"{channel} {cadence}/{step} to person {person} at {local.isoformat()}"
         assert local.weekday() in allowed, where
         assert start <= local.time() <= end, where
-        assert local.date() not in calendar, where
+        if getattr(window, "holidays", True):
+            assert local.date() not in calendar, where
+        on_weekends += local.weekday() >= 5
+    assert windows and on_weekends > 0  # the answers' own window was used
 
 
 def test_every_sendgrid_request_was_valid_and_carried_the_touch(ran: Ran) -> None:
@@ -269,7 +312,7 @@ def test_a_population_too_small_for_the_stories_is_a_clear_error(tmp_path: Path)
 def test_acknowledgements_and_thanks_went_out_inside_their_deadline_or_not_at_all(
     ran: Ran,
 ) -> None:
-    """``within: 72h, on_late: skip``: measured from the CRM move to SendGrid's delivery."""
+    """``within: 48h`` / ``24h``, ``on_late: skip``: from the CRM move to SendGrid's delivery."""
     by_email = {p.email.lower(): p.index for p in ran.demo.people}
     delivered: dict[tuple[int, str], list] = {}
     for message in ran.sandbox.sendgrid.messages:
@@ -285,8 +328,26 @@ def test_acknowledgements_and_thanks_went_out_inside_their_deadline_or_not_at_al
         after = [at for at in delivered.get((index, step), []) if at >= moved_at]
         if after:
             checked += 1
-            assert min(after) - moved_at <= timedelta(hours=72), (index, stage, moved_at)
+            within = timedelta(hours=48 if step == "acknowledge" else 24)
+            assert min(after) - moved_at <= within, (index, stage, moved_at)
     assert checked > 20
+
+
+def test_the_seeds_deadlines_are_kept_in_the_ledger_and_at_the_provider(ran: Ran) -> None:
+    """Issue 14 item 6: acknowledged within 48 h and thanked within 24 h, >= 95 % of what
+    is due, by the report's SLA (ledger) and by SendGrid's records (moves to delivery)."""
+    report = ran.report
+    sla = {row["step"]: row for row in report.sla}
+    for step in ("acknowledge", "thank-you"):
+        row = sla[step]
+        assert row["due"] > 20 and row["met_rate"] >= 0.95, row
+        assert row["due"] == row["met"] + row["late"] + row["never"]
+    assert sla["acknowledge"]["within_hours"] == 48 and sla["thank-you"]["within_hours"] == 24
+    assert report.applications > 20 and report.interviews > 20
+    assert report.acknowledged_48h >= 0.95 * report.applications
+    assert report.thanked_24h >= 0.95 * report.interviews
+    # HubSpot records no interview stage: those moves are set apart, not hidden.
+    assert report.not_recorded["interview"] > 0
 
 
 def test_new_hires_rate_by_one_click_and_the_report_counts_the_latest_score(ran: Ran) -> None:

@@ -399,23 +399,26 @@ def test_a_sendgrid_batch_is_read_item_by_item() -> None:
         [
             good,
             {**good, "timestamp": 1e30},
-            {**good, "event": "delivered", "timestamp": "x"},  # not inbound: not checked
+            {**good, "event": "processed", "timestamp": "x"},  # records nothing: not checked
             [good],
             {**good, "touch_id": "9" * 40},  # too large to be a touch: names nothing
             {**good, "touch_id": "570759517749"},  # past INTEGER: PostgreSQL refused the batch
+            {**good, "event": "delivered", "timestamp": "x"},  # a delivery event is checked
         ]
     ).encode()
     batch = read_sendgrid_batch(body, now=NOW)
-    assert batch.items == 6
+    assert batch.items == 7
     assert [(where, e if isinstance(e, str) else e.type) for where, e in batch.events] == [
         ("[0]", "bounce"),
         ("[1]", "timestamp: past the year 9999"),
         ("[3]", "expected a JSON object, got array"),
         ("[4]", "bounce"),
         ("[5]", "bounce"),
+        ("[6]", "timestamp: not a Unix time (a number of seconds)"),
     ]
     assert batch.events[3][1].touch_id is None  # type: ignore[union-attr]
     assert batch.events[4][1].touch_id is None  # type: ignore[union-attr]
+    assert batch.deliveries == []
 
     deep = b"[" + json.dumps(good).encode() + b"," + b"[" * 50_000 + b"]" * 50_000 + b"]"
     assert [e if isinstance(e, str) else e.type for _, e in read_sendgrid_batch(deep).events] == [

@@ -253,6 +253,37 @@ def test_out_of_office_recalls_and_sends_again_after_the_return(harness) -> None
     assert fresh.planned_at >= back
 
 
+def test_out_of_office_leaves_a_transactional_answer_where_it_is(engine, tmp_path: Path) -> None:
+    """An auto-reply holds follow-ups; an answer to the person's own move keeps its time."""
+    clock = FixedClock(NOW)
+    recall_config(tmp_path)  # writes the templates
+    (tmp_path / "cadences.yaml").write_text(
+        CONFIG.replace(
+            "{id: later, after: 6h, channel: email, template: t}",
+            "{id: later, after: 6h, channel: email, template: t, transactional: true}",
+        )
+    )
+    config = load_cadence_file(tmp_path / "cadences.yaml")
+    h = RecallHarness(
+        engine, config, FakeSendGrid(api_key=KEY, clock=clock), FakeTwilio(clock=clock)
+    )
+    h.sendgrid.clock = h.clock
+    h.twilio.clock = h.clock
+    try:
+        h.add([person(1, "applied")])
+        h.tick()
+        later = h.touch("later")
+        back = NOW + timedelta(days=3)
+        h.event("auto_reply", h.touch("hello").id, NOW + timedelta(hours=1), until=back.isoformat())
+        summary = h.tick(NOW + timedelta(hours=2))
+        assert summary.recall.cancelled == 0 and h.recalls() == []
+        assert h.touch("later").status == "sent" and h.touch("later").id == later.id
+        h.clock.set(NOW + timedelta(hours=7))
+        assert any(m["categories"][1] == "later" for m in _delivered(h))
+    finally:
+        h.close()
+
+
 def test_ten_held_cancellations_make_the_eleventh_wait(harness) -> None:
     h = harness
     h.add([person(i, "applied") for i in range(1, 12)])

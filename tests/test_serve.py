@@ -140,7 +140,7 @@ def test_signed_sendgrid_bounce_is_recorded_then_suppresses(
     payload = json.dumps(bounce_batch()).encode()
     response = post_sendgrid(client, sendgrid, payload)
     assert response.status_code == 200, response.text
-    assert response.json == {"recorded": 2, "duplicates": 0, "unmatched": 1, "bad": 0}
+    assert response.json == {"recorded": 2, "duplicates": 0, "unmatched": 1, "ignored": 0, "bad": 0}
     rows = inbound(store)
     assert [(r.type, r.channel, r.dedupe_key) for r in rows] == [
         ("bounce", "email", "inbound:e1"),
@@ -165,7 +165,7 @@ def test_the_same_batch_twice_is_recorded_once(client, store, sendgrid) -> None:
     assert post_sendgrid(client, sendgrid, payload).json["recorded"] == 2
     again = post_sendgrid(client, sendgrid, payload, STAMP + 30)
     assert again.status_code == 200
-    assert again.json == {"recorded": 0, "duplicates": 2, "unmatched": 1, "bad": 0}
+    assert again.json == {"recorded": 0, "duplicates": 2, "unmatched": 1, "ignored": 0, "bad": 0}
     assert len(inbound(store)) == 2
 
 
@@ -248,7 +248,7 @@ def test_a_signed_body_that_is_not_a_json_array_is_400(client, store, sendgrid, 
 def test_an_empty_array_records_nothing(client, sendgrid) -> None:
     response = post_sendgrid(client, sendgrid, b"[]")
     assert response.status_code == 200
-    assert response.json == {"recorded": 0, "duplicates": 0, "unmatched": 0, "bad": 0}
+    assert response.json == {"recorded": 0, "duplicates": 0, "unmatched": 0, "ignored": 0, "bad": 0}
 
 
 def bad_items() -> list[tuple[str, str]]:
@@ -290,7 +290,13 @@ def test_one_bad_item_is_reported_and_skipped_and_the_rest_is_stored(
     body = "[" + ",".join([good[0], *(text for text, _ in bad), *good[1:]]) + "]"
     response = post_sendgrid(client, sendgrid, body.encode())
     assert response.status_code == 200, response.text
-    assert response.json == {"recorded": 2, "duplicates": 0, "unmatched": 1, "bad": len(bad)}
+    assert response.json == {
+        "recorded": 2,
+        "duplicates": 0,
+        "unmatched": 1,
+        "ignored": 0,
+        "bad": len(bad),
+    }
     assert [r.dedupe_key for r in inbound(store)] == ["inbound:e1", "inbound:e2"]
     for index, (_, reason) in enumerate(bad, start=1):
         assert f"sendgrid batch [{index}]: {reason}" in caplog.text
@@ -460,10 +466,57 @@ def test_a_status_whose_sid_is_not_a_sid_bounces_the_number(client, store, twili
     assert "id" not in row.payload
 
 
+def test_a_delivered_status_is_a_delivered_event_of_the_touch_once(
+    client, store, twilio, config, caplog
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="outreach")
+    sid = "SM" + "e" * 32
+    touch = sms_touch(store, sid)
+    process_events(engine_transactions(store), config, NOW)  # the import's stage changes
+    for status in ("sent", "delivered", "delivered"):  # Twilio may post a status twice
+        fields = status_form(twilio, sid, status, None, ANN_PHONE)
+        assert post_twilio(client, twilio, STATUS, fields).status_code == 200
+    (row,) = inbound(store)
+    assert (row.type, row.channel, row.touch_id, row.person_id) == (
+        "delivered",
+        "sms",
+        touch,
+        person_of(store, "c1"),
+    )
+    assert row.contact_point_id == point(store, "phone", ANN_PHONE).id
+    assert row.payload == {} and row.at == NOW
+    assert row.dedupe_key == f"inbound:twilio-status:{sid}:delivered"
+    assert row.processed_at == NOW  # the engine never acts on it
+    assert f"touch {touch}" in caplog.text and "555" not in caplog.text
+
+    stats = process_events(engine_transactions(store), config, NOW)
+    assert stats.events == 0
+    assert not point(store, "phone", ANN_PHONE).suppressed
+
+
+def test_a_delivered_status_and_a_later_failure_of_one_sid_are_both_kept(
+    client, store, twilio
+) -> None:
+    sid = "SM" + "f" * 32
+    touch = sms_touch(store, sid)
+    for status, code in (("delivered", None), ("undelivered", "30006")):
+        fields = status_form(twilio, sid, status, code, ANN_PHONE)
+        assert post_twilio(client, twilio, STATUS, fields).status_code == 200
+    rows = inbound(store)
+    assert [(r.type, r.touch_id) for r in rows] == [("delivered", touch), ("bounce", touch)]
+
+
+def test_a_delivered_status_no_touch_has_is_ignored(client, store, twilio, caplog) -> None:
+    caplog.set_level(logging.DEBUG, logger="outreach")
+    fields = status_form(twilio, "SM" + "9" * 32, "delivered", None, ANN_PHONE)
+    assert post_twilio(client, twilio, STATUS, fields).status_code == 200
+    assert inbound(store) == []
+    assert "no touch has the message SID; ignored" in caplog.text
+
+
 @pytest.mark.parametrize(
     ("status", "code"),
     [
-        ("delivered", None),
         ("sent", None),
         ("undelivered", "30007"),  # carrier filtering: not the number's fault
         ("failed", "30008"),

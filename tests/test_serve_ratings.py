@@ -202,3 +202,34 @@ def test_two_touches_have_separate_ratings(client, store) -> None:
     assert sorted((e.touch_id, e.payload["score"]) for e in ratings(store)) == sorted(
         [(touch_of(store).id, 5), (other, 1)]
     )
+
+
+def test_served_over_a_socket_the_access_log_hides_the_token(store, config, caplog) -> None:
+    import threading
+    import urllib.request
+
+    from outreach.serve import serve
+
+    caplog.set_level(logging.INFO, logger="outreach")
+    app = make_app(store, Settings(_env_file=None), config, FixedClock(NOW))
+    stop, ready, ports = threading.Event(), threading.Event(), []
+
+    def on_ready(port: int) -> None:
+        ports.append(port)
+        ready.set()
+
+    thread = threading.Thread(
+        target=serve, args=(app, "127.0.0.1", 0, stop), kwargs={"on_ready": on_ready}
+    )
+    thread.start()
+    try:
+        assert ready.wait(5)
+        url = f"http://127.0.0.1:{ports[0]}/r/{TOKEN}/5"
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            assert answer.status == 200 and b"5 out of 5" in answer.read()
+    finally:
+        stop.set()
+        thread.join(5)
+    assert "GET /r/…/5 200" in caplog.text
+    assert TOKEN not in caplog.text
+    assert [e.payload for e in ratings(store)] == [{"score": 5}]

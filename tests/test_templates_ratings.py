@@ -81,3 +81,14 @@ def test_cli_config_check_names_the_missing_public_url(cli) -> None:
     assert "OUTREACH_PUBLIC_URL" in without.output and "hired-onboarding.feedback" in without.output
     with_url = cli("config", "check", config, env={"OUTREACH_PUBLIC_URL": PUBLIC})
     assert with_url.exit_code == 0 and "rating_urls" not in with_url.output
+
+
+def test_cli_run_names_the_steps_it_skips_without_a_public_url(cli) -> None:
+    without = cli("run", "--dry-run", "--now", "2026-11-25T15:00:00Z")
+    assert without.exit_code == 0, without.output
+    assert "hired-onboarding.feedback use touch.rating_urls" in without.output
+    assert "OUTREACH_PUBLIC_URL is not set" in without.output
+    with_url = cli(
+        "run", "--dry-run", "--now", "2026-11-25T15:00:00Z", env={"OUTREACH_PUBLIC_URL": PUBLIC}
+    )
+    assert with_url.exit_code == 0 and "rating_urls" not in with_url.output

@@ -14,9 +14,12 @@ Every address suppressed goes on the suppression list too, and the list is then 
 to everyone who has it: an email unsubscribe or opt-out covers all of the person's email
 addresses, a STOP covers the phone for every person sharing it, and a global opt-out's
 email addresses opt out whoever has them later.
-* ``auto_reply`` (an out-of-office notice): no stop, no opt-out; the person's touches wait
-  until ``payload["until"]`` (the return date it names, else a week). A later human reply
-  ends the pause: they are back.
+* ``auto_reply``: no stop, no opt-out, never a reply. An out-of-office notice carries
+  ``payload["until"]`` (the return date it names, else a week) and the person's touches
+  wait until then; another auto-reply (``out_of_office: false``) changes nothing. A later
+  human reply ends the pause: they are back.
+* ``delivered``, ``open``, ``click`` (:func:`outreach.events.ingest_deliveries`) are
+  stored already processed and never reach this module.
 
 Events are processed in id order, in batches, each batch in one transaction with its
 ``processed_at`` stamp, so a crash never applies an event twice or loses one.

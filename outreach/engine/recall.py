@@ -153,8 +153,11 @@ def _request(conn: Connection, now: datetime, person_ids: set[int] | None) -> in
     """Write a pending recall for every held delivery whose reason to go out is gone."""
     stopped = _enrollments.c.status == "stopped"
     opted_out = _people.c.global_opt_out.is_(True)
+    # An out-of-office pause holds follow-ups, not the answers to the person's own moves.
     paused = and_(
-        _people.c.paused_until.is_not(None), _people.c.paused_until > _touches.c.planned_at
+        _people.c.paused_until.is_not(None),
+        _people.c.paused_until > _touches.c.planned_at,
+        _touches.c.transactional.is_(False),
     )
     suppressed = _contacts.c.suppressed.is_(True)
     query = (

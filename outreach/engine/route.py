@@ -17,7 +17,11 @@ from outreach.contacts import SMS_CAPABLE_TYPES
 from outreach.engine.people import Contact, PersonState
 from outreach.templates import Vars, touch_vars
 
-__all__ = ["Route", "build_context", "choose_variant", "route", "usable"]
+__all__ = ["NO_CHANNEL", "Route", "build_context", "choose_variant", "held_out", "route", "usable"]
+
+#: how the reason of a touch no channel may carry begins (opted out, unsubscribed, no
+#: address): it becomes a recruiter task, and the SLA report counts it as unreachable
+NO_CHANNEL = "no usable channel"
 
 
 @dataclass(frozen=True)
@@ -95,7 +99,7 @@ def route(step: Step, person: PersonState, config: CadenceConfig, available: set
         else:
             reason = f"{rule}: {channel} after " + "; ".join(refused)
         return Route(channel, contact, reason)
-    return Route(None, None, "no usable channel: " + "; ".join(refused), off_but_reachable)
+    return Route(None, None, f"{NO_CHANNEL}: " + "; ".join(refused), off_but_reachable)
 
 
 def choose_variant(person_id: int, cadence_id: str, step: Step) -> tuple[str, str]:
@@ -116,6 +120,18 @@ def choose_variant(person_id: int, cadence_id: str, step: Step) -> tuple[str, st
         if bucket < threshold:
             return chr(ord("b") + index), variant.template
     return chr(ord("b") + len(step.variants) - 1), step.variants[-1].template
+
+
+def held_out(person_id: int, cadence_id: str, step: Step) -> bool:
+    """Whether this person's occurrences of ``step`` are held back (``Step.holdout`` percent).
+
+    A stable hash of person, cadence and step with its own salt, so the holdout group is
+    the same on every run and independent of the A/B bucket of :func:`choose_variant`.
+    """
+    if not step.holdout:
+        return False
+    digest = hashlib.sha256(f"holdout:{person_id}:{cadence_id}:{step.id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % 100 < step.holdout
 
 
 def build_context(

@@ -51,7 +51,14 @@ from outreach.engine.people import PersonState, history_window, load_people
 from outreach.engine.ratelimit import RateLimiter
 from outreach.engine.recall import RecallSummary, recall_scheduled
 from outreach.engine.recover import RecoverySummary, reconcile_ambiguous, recover_interrupted
-from outreach.engine.route import Route, build_context, choose_variant, route, usable
+from outreach.engine.route import (
+    Route,
+    build_context,
+    choose_variant,
+    held_out,
+    route,
+    usable,
+)
 from outreach.engine.throttle import earliest_allowed
 from outreach.engine.window import SendCalendar
 from outreach.ratings import new_rating_token, rating_urls
@@ -295,6 +302,7 @@ class Tick:
         self.keep_journal = journal
         self.dialect = dialect
         self.calendar = SendCalendar(config.policy)
+        self._step_calendars: dict[tuple[str, str], SendCalendar] = {}
         # SendGrid dynamic templates are read once per tick, to check each touch's data.
         self.templates = TemplateStore(
             config.template_dir, dynamic_check_for(self.channels.get("email"))
@@ -517,9 +525,12 @@ class Tick:
         record = person.record(enrollment["record_id"])
         due = enrollment["step_due_at"] or enrollment["next_due_at"]
         not_before = max(due, enrollment["next_due_at"])
-        if person.paused_until is not None and person.paused_until > not_before:
-            # Out of office: nothing goes out before the return; the step's deadline is
-            # still reckoned from ``due``, so lateness rules apply afterwards.
+        paused = person.paused_until is not None and person.paused_until > not_before
+        if paused and not step.transactional:
+            # Out of office: no follow-up goes out before the return; the step's deadline
+            # is still reckoned from ``due``, so lateness rules apply afterwards. A
+            # transactional step answers the person's own move (an application, an
+            # interview) and keeps its deadline: an auto-reply is not a request for silence.
             if person.paused_until > now + self.horizon:
                 reason = f"out of office until {person.paused_until:%Y-%m-%d}"
                 writer.defer(enrollment, person.paused_until, reason)
@@ -527,20 +538,50 @@ class Tick:
                 return
             not_before = person.paused_until
         the_route = route(step, person, self.config, set(self.channels))
+        calendar = self._step_calendars.get((cadence.id, step.id))
+        if calendar is None:
+            calendar = SendCalendar.for_step(self.config.policy, step, self.calendar)
+            self._step_calendars[(cadence.id, step.id)] = calendar
         decision = earliest_allowed(
             not_before,
             now,
             person.history,
             self.config.policy,
-            self.calendar,
+            calendar,
             zone,
             transactional=step.transactional,
         )
         at = decision.at
         reasons = list(decision.reasons)
+        if held_out(person.id, cadence.id, step):
+            # Nothing is sent: no channel, no caps; the occurrence is recorded when it would
+            # have gone, and the enrollment moves on as if it had.
+            if at > now + self.horizon:
+                reason = reasons[0] if reasons else "not due yet"
+                writer.defer(enrollment, at, reason)
+                counts.deferred[reason] += 1
+                return
+            why = f"holdout: {step.holdout}% of enrollments get no touch on this step"
+            occ = _Occurrence(
+                enrollment,
+                person,
+                record,
+                cadence,
+                step,
+                enrollment["next_occurrence"],
+                due,
+                at,
+                counts,
+                self._rule(cadence, step, enrollment, reasons, Route(None, None, why), False, None),
+            )
+            writer.touch(occ, "holdout", reason=why)
+            writer.advance(occ)
+            counts.skipped["holdout"] += 1
+            self._journal(summary, occ, None, None, None, "holdout", occ.rule)
+            return
         if the_route.blocked_by_off_channel:
             # Not the person's fault: wait for the channel rather than hand it to a recruiter.
-            retry, _ = self.calendar.next_allowed(max(at, now + timedelta(days=1)), zone)
+            retry, _ = calendar.next_allowed(max(at, now + timedelta(days=1)), zone)
             writer.defer(enrollment, retry, "channel off")
             counts.deferred["channel off"] += 1
             return

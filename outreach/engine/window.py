@@ -26,7 +26,7 @@ import holidays as holidays_lib
 import phonenumbers
 from phonenumbers import timezone as phone_timezones
 
-from outreach.cadence import Policy
+from outreach.cadence import Policy, SendWindow, Step, StepWindow
 
 __all__ = ["SendCalendar", "zone_for"]
 
@@ -34,13 +34,27 @@ _MAX_DAYS = 400
 
 
 class SendCalendar:
-    """The policy's send window and holiday calendar, evaluated per time zone."""
+    """The policy's send window and holiday calendar, evaluated per time zone.
 
-    def __init__(self, policy: Policy) -> None:
-        self.window = policy.send_window
-        self.days = policy.send_window.weekday_numbers
-        self.holidays = holidays_lib.country_holidays(policy.holidays) if policy.holidays else None
+    ``window`` (a transactional step's own :class:`~outreach.cadence.StepWindow`) replaces
+    the policy's hours and days; its ``holidays: false`` drops the holiday calendar too.
+    """
+
+    def __init__(self, policy: Policy, window: StepWindow | None = None) -> None:
+        self.window: SendWindow = window or policy.send_window
+        self.days = self.window.weekday_numbers
+        keep_holidays = window is None or window.holidays
+        self.holidays = (
+            holidays_lib.country_holidays(policy.holidays)
+            if policy.holidays and keep_holidays
+            else None
+        )
         self._holiday_cache: dict[date, bool] = {}
+
+    @classmethod
+    def for_step(cls, policy: Policy, step: Step, default: SendCalendar) -> SendCalendar:
+        """The calendar a step's touches follow: its own window, else ``default``."""
+        return default if step.send_window is None else cls(policy, step.send_window)
 
     def is_holiday(self, day: date) -> bool:
         """Whether ``day`` is a holiday in the policy's calendar."""

@@ -11,10 +11,11 @@ in one transaction:
   message fetched, posted or imported twice counts once; what matches nothing is kept;
 * what it means becomes an ``events`` row that the engine applies
   (:func:`outreach.engine.enroll.process_events`): a human reply stops cadences and is
-  the response to its touch; an out-of-office notice pauses the person until the return
-  date it names, else a week; an unsubscribe suppresses the person's email addresses; a
-  hard bounce (5.x.x) suppresses the address, soft bounces (4.x.x) are counted and the
-  third suppresses it;
+  the response to its touch; every auto-reply is an ``auto_reply`` event (payload
+  ``out_of_office``), never a reply, and only an out-of-office notice (with ``until``)
+  pauses the person, until the return date it names, else a week; an unsubscribe
+  suppresses the person's email addresses; a hard bounce (5.x.x) suppresses the address,
+  soft bounces (4.x.x) are counted and the third suppresses it;
 * a human reply also becomes a recruiter task and, for CRM records, a note with its new
   text and a task in the CRM (``write_backs``, sent by ``outreach run``).
 
@@ -348,20 +349,21 @@ def _store(
             record = records.get(found.enrollment_id) or records.get(("person", found.person_id))
             replies.append((item, inbound_id, record))
         elif kind == "auto":
+            # Every auto-reply is kept (the report counts them apart from replies); only
+            # an out-of-office notice carries ``until``, the one thing that pauses.
+            auto = {**payload, "out_of_office": verdict.out_of_office}
             if verdict.out_of_office:
                 until = _pause_until(verdict.returns_on, item.received_at, zone)
-                events.append(
-                    {
-                        **base,
-                        "type": "auto_reply",
-                        "dedupe_key": f"mail:{item.key}"[:200],
-                        "payload": {
-                            **payload,
-                            "until": until.isoformat(),
-                            "returns_on": _iso(verdict.returns_on),
-                        },
-                    }
-                )
+                auto["until"] = until.isoformat()
+                auto["returns_on"] = _iso(verdict.returns_on)
+            events.append(
+                {
+                    **base,
+                    "type": "auto_reply",
+                    "dedupe_key": f"mail:{item.key}"[:200],
+                    "payload": auto,
+                }
+            )
         elif kind == "unsubscribe":
             # An email unsubscribe covers every email address of the person (invariant 4).
             events.append(

@@ -199,16 +199,19 @@ def heatmap(report: Mapping[str, Any]) -> go.Figure:
             x=list(range(24)),
             y=list(DAYS),
             text=hover,
-            colorscale="Blues",
+            # Starts at a visible blue so a 0 % cell differs from a cell with no touches (grey).
+            colorscale=[[0.0, "#dbe7f5"], [1.0, "#08306b"]],
             zmin=0,
             colorbar={"tickformat": ".0%", "title": {"text": "rate"}},
             hovertemplate="%{y} %{x}:00: %{z:.1%}<br>%{text}<extra></extra>",
             hoverongaps=False,
         )
     )
-    fig.update_xaxes(title="hour", dtick=2)
-    fig.update_yaxes(autorange="reversed")
-    return _base(fig, title)
+    fig.update_xaxes(title="hour", dtick=2, showgrid=False, range=[-0.5, 23.5])
+    fig.update_yaxes(autorange="reversed", showgrid=False)
+    _base(fig, title)
+    fig.update_layout(plot_bgcolor="#eeeeee")
+    return fig
 
 
 def sla(report: Mapping[str, Any]) -> go.Figure:
@@ -240,6 +243,15 @@ def sla(report: Mapping[str, Any]) -> go.Figure:
     return _base(fig, title, height=max(260, 120 + 40 * len(rows)))
 
 
+def p_best_text(p: float) -> str:
+    """P(best) as a whole percentage that never rounds a live arm to 0 % or 100 %."""
+    if 0 < p < 0.005:
+        return "< 1 %"
+    if 0.995 < p < 1:
+        return "> 99 %"
+    return f"{p:.0%}".replace("%", " %")
+
+
 def ab_status(entry: Mapping[str, Any]) -> str:
     """The status line of an A/B entry, e.g. ``collecting 42/100`` or ``winner: b (p = 0.003)``."""
     status = entry["status"]
@@ -269,7 +281,10 @@ def ab(report: Mapping[str, Any]) -> go.Figure:
     for i, entry in enumerate(entries, start=1):
         arms = entry["arms"]
         labels = [
-            _text(arm["variant"]) + (" (held back)" if arm.get("holdout") else "") for arm in arms
+            _text(arm["variant"])
+            + (" (held back)" if arm.get("holdout") else "")
+            + f" · P(best) {p_best_text(arm['p_best'])}"
+            for arm in arms
         ]
         rates = [arm["rate"] or 0 for arm in arms]
         fig.add_trace(
@@ -294,8 +309,6 @@ def ab(report: Mapping[str, Any]) -> go.Figure:
                         0 if arm["rate"] is None else arm["rate"] - arm["ci_low"] for arm in arms
                     ],
                 },
-                text=[f"P(best) {arm['p_best']:.0%}" for arm in arms],
-                textposition="outside",
                 customdata=[[arm["responses"], arm["sent"]] for arm in arms],
                 hovertemplate="%{y}: %{x:.1%} (%{customdata[0]} of %{customdata[1]})"
                 "<extra></extra>",
@@ -304,6 +317,7 @@ def ab(report: Mapping[str, Any]) -> go.Figure:
             col=1,
         )
         fig.update_xaxes(tickformat=".0%", rangemode="tozero", row=i, col=1)
+        fig.update_yaxes(autorange="reversed", row=i, col=1)
     fig.update_annotations(font={"size": 13})
     return _base(fig, title, height=120 + 170 * len(entries))
 

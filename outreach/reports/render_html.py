@@ -24,7 +24,7 @@ import plotly.offline
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from outreach.errors import InputError
-from outreach.reports.charts import ab_status, build_figures
+from outreach.reports.charts import ab_status, build_figures, p_best_text
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -63,7 +63,7 @@ def _environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(pct=_pct, num=_num, hours=_hours, p=_p)
+    env.filters.update(pct=_pct, num=_num, hours=_hours, p=_p, p_best=p_best_text)
     env.globals["ab_status"] = ab_status
     return env
 

@@ -11,26 +11,43 @@ deadline falls in the report window:
   ``failed``, ``cancelled``, ``holdout``, ``ambiguous``, ``unconfirmed`` for a claim still
   open past its deadline), ``overdue`` (an active enrollment still waiting on the step past
   its deadline), ``stopped`` (the enrollment stopped after the deadline passed unsent);
-* **pending**: not delivered yet and the deadline is still ahead of ``now`` (not due).
+* **pending**: not delivered yet and the deadline is still ahead of ``now`` (not due);
+* **unreachable**: handed to a recruiter because no channel may carry it (the person
+  opted out or unsubscribed, or has no usable address): not due, since sending would
+  break DESIGN.md invariant 4; counted apart.
 
-``released`` rows (a killed run's claim) and failed attempts that were re-planned
-(``…#failed<id>`` keys) are superseded attempts, not occurrences: the occurrence has, or
-will get, a row of its own. An enrollment stopped before its deadline (a reply, a stage
-change) owes nothing. Everything is counted in SQL, one query per step, on the
-``(cadence_id, step_id, due_at)`` index: the window on the deadline is a range on
-``due_at`` shifted by the step's constant offset.
+Rows under a retired key (a killed run's ``released`` claim, a failure re-planned, a touch
+recalled for an out-of-office pause and put back) are superseded attempts, not
+occurrences: the occurrence has, or will get, a row under its own key. An enrollment
+stopped before its deadline (a reply, a stage change) owes nothing. Everything is counted
+in SQL, one query per step, on the ``(cadence_id, step_id, due_at)`` index: the window on
+the deadline is a range on ``due_at`` shifted by the step's constant offset.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, exists, extract, func, not_, or_, select
+from sqlalchemy import (
+    Connection,
+    String,
+    and_,
+    case,
+    cast,
+    exists,
+    extract,
+    func,
+    not_,
+    or_,
+    select,
+)
 from sqlalchemy.sql.elements import ColumnElement
 
-from outreach.cadence import CadenceConfig
+from outreach.cadence import CadenceConfig, Step
+from outreach.engine.route import NO_CHANNEL
 from outreach.store.schema import Enrollment, Task, Touch
 
 __all__ = ["NEVER_STATUSES", "per_step", "task_backlog"]
@@ -39,13 +56,27 @@ _touches = Touch.__table__
 _enrollments = Enrollment.__table__
 _tasks = Task.__table__
 
-#: ledger statuses of an occurrence that was not delivered, by precedence when one
-#: occurrence has several rows (the highest wins: a newer claim outranks an older failure)
+#: the reasons ``never`` is broken down by that come from ledger rows (``overdue`` and
+#: ``stopped`` come from enrollments still or last waiting on the step)
 NEVER_STATUSES = ("failed", "ambiguous", "holdout", "skipped", "cancelled", "task", "unconfirmed")
-_PRECEDENCE = {status: rank for rank, status in enumerate(NEVER_STATUSES, start=1)}
+#: what a superseded attempt's idempotency key carries (``…#released<id>``, ``…#failed<id>``
+#: for a failure re-planned, ``…#recalled<id>`` for a touch recalled for an out-of-office
+#: pause and put back): the occurrence has, or will get, a row under its own key
+RETIRED = "#"
 # SQLite reckons seconds from Julian days (a double): allow a millisecond of rounding, so a
 # touch delivered exactly at its deadline is met on both databases.
 _SQLITE_SLACK = 0.001
+
+
+@dataclass(frozen=True)
+class _DeadlineStep:
+    """A step with ``within``: where it is in its cadence and its deadline's offset from
+    ``due_at`` (``within - after``)."""
+
+    cadence: str
+    index: int
+    step: Step
+    offset: timedelta
 
 
 def per_step(
@@ -59,40 +90,46 @@ def per_step(
 
     One dict per step, in cadence file order: ``cadence``, ``step``, ``within_hours``,
     ``after_hours``, ``due`` (= met + late + never), ``met``, ``late``, ``never``,
-    ``met_rate`` (``None`` when nothing was due), ``pending`` and ``never_by_reason``.
+    ``met_rate`` (``None`` when nothing was due), ``pending``, ``unreachable`` and
+    ``never_by_reason``.
     """
     if since >= until:
         raise ValueError(f"SLA window: since ({since.isoformat()}) must be before until")
+    steps = [
+        _DeadlineStep(cadence.id, index, step, step.within - step.after)
+        for cadence in config.cadences
+        for index, step in enumerate(cadence.steps)
+        if step.within is not None
+    ]
+    waiting = _waiting_outcomes(conn, steps, since, until, now)
     out: list[dict[str, Any]] = []
-    for cadence in config.cadences:
-        for index, step in enumerate(cadence.steps):
-            if step.within is None:
-                continue
-            offset = step.within - step.after
-            counts = Counter(_ledger_outcomes(conn, cadence.id, step.id, offset, since, until, now))
-            counts.update(
-                _waiting_outcomes(conn, cadence.id, step.id, index, offset, since, until, now)
-            )
-            met, late = counts.pop("met", 0), counts.pop("late", 0)
-            pending = counts.pop("pending", 0)
-            never_by_reason = {reason: n for reason, n in sorted(counts.items()) if n}
-            never = sum(never_by_reason.values())
-            due = met + late + never
-            out.append(
-                {
-                    "cadence": cadence.id,
-                    "step": step.id,
-                    "within_hours": _hours(step.within),
-                    "after_hours": _hours(step.after),
-                    "due": due,
-                    "met": met,
-                    "late": late,
-                    "never": never,
-                    "met_rate": met / due if due else None,
-                    "pending": pending,
-                    "never_by_reason": never_by_reason,
-                }
-            )
+    for item in steps:
+        step, offset = item.step, item.offset
+        assert step.within is not None
+        counts = Counter(_ledger_outcomes(conn, item.cadence, step.id, offset, since, until, now))
+        counts.update(waiting.get((item.cadence, item.index), {}))
+        met, late = counts.pop("met", 0), counts.pop("late", 0)
+        pending = counts.pop("pending", 0)
+        unreachable = counts.pop("unreachable", 0)
+        never_by_reason = {reason: n for reason, n in sorted(counts.items()) if n}
+        never = sum(never_by_reason.values())
+        due = met + late + never
+        out.append(
+            {
+                "cadence": item.cadence,
+                "step": step.id,
+                "within_hours": _hours(step.within),
+                "after_hours": _hours(step.after),
+                "due": due,
+                "met": met,
+                "late": late,
+                "never": never,
+                "met_rate": met / due if due else None,
+                "pending": pending,
+                "unreachable": unreachable,
+                "never_by_reason": never_by_reason,
+            }
+        )
     return out
 
 
@@ -105,94 +142,100 @@ def _ledger_outcomes(
     until: datetime,
     now: datetime,
 ) -> dict[str, int]:
-    """Occurrences with ledger rows, by outcome (met, late, pending, or a never reason)."""
-    rank = case(
-        *((_touches.c.status == status, n) for status, n in _PRECEDENCE.items() if n),
-        (_touches.c.status.in_(("claimed", "in_flight")), _PRECEDENCE["unconfirmed"]),
-        else_=0,
-    )
-    occurrences = (
-        select(
-            func.min(_touches.c.due_at).label("due_at"),
-            func.min(case((_touches.c.status == "sent", _touches.c.delivery_at))).label(
-                "delivered"
-            ),
-            func.max(rank).label("rank"),
-        )
-        .where(
-            _touches.c.cadence_id == cadence_id,
-            _touches.c.step_id == step_id,
-            _touches.c.due_at >= since - offset,
-            _touches.c.due_at < until - offset,
-            _touches.c.status != "released",
-            not_(_touches.c.idempotency_key.contains("#failed")),
-        )
-        .group_by(_touches.c.enrollment_id, _touches.c.occurrence)
-        .subquery()
-    )
-    waited = _seconds_between(conn, occurrences.c.due_at, occurrences.c.delivered)
+    """Occurrences with ledger rows, by outcome (met, late, pending, or a never reason).
+
+    Only live rows count (a superseded attempt's key is retired), and an occurrence has
+    one live row at most (its idempotency key is unique): no grouping by occurrence.
+    """
+    touches = _touches.c
+    waited = _seconds_between(conn, touches.due_at, touches.delivery_at)
     slack = _SQLITE_SLACK if conn.dialect.name == "sqlite" else 0.0
-    limit = offset.total_seconds() + slack
     outcome = case(
-        (occurrences.c.delivered.is_not(None), case((waited <= limit, "met"), else_="late")),
         (
-            and_(
-                occurrences.c.rank == _PRECEDENCE["unconfirmed"],
-                occurrences.c.due_at > now - offset,
-            ),
-            "pending",
+            touches.status == "sent",
+            case((waited <= offset.total_seconds() + slack, "met"), else_="late"),
         ),
-        *((occurrences.c.rank == n, status) for status, n in _PRECEDENCE.items()),
-        else_="unknown",
-    )
-    rows = conn.execute(select(outcome.label("outcome"), func.count()).group_by(outcome))
-    return {name: count for name, count in rows}
-
-
-def _waiting_outcomes(
-    conn: Connection,
-    cadence_id: str,
-    step_id: str,
-    index: int,
-    offset: timedelta,
-    since: datetime,
-    until: datetime,
-    now: datetime,
-) -> dict[str, int]:
-    """Occurrences without a ledger row: enrollments still (or last) waiting on the step."""
-    has_row = exists().where(
-        _touches.c.enrollment_id == _enrollments.c.id,
-        _touches.c.step_id == step_id,
-        _touches.c.occurrence == _enrollments.c.next_occurrence,
-        _touches.c.status != "released",
-        not_(_touches.c.idempotency_key.contains("#failed")),
-    )
-    after_deadline = _seconds_between(conn, _enrollments.c.step_due_at, _enrollments.c.stopped_at)
-    outcome = case(
-        (_enrollments.c.status == "stopped", "stopped"),
-        (_enrollments.c.step_due_at <= now - offset, "overdue"),
-        else_="pending",
+        (
+            touches.status.in_(("claimed", "in_flight")),
+            case((touches.due_at > now - offset, "pending"), else_="unconfirmed"),
+        ),
+        (and_(touches.status == "task", touches.reason.startswith(NO_CHANNEL)), "unreachable"),
+        else_=touches.status,
     )
     query = (
         select(outcome.label("outcome"), func.count())
         .where(
-            _enrollments.c.cadence_id == cadence_id,
-            _enrollments.c.next_step == index,
-            _enrollments.c.step_due_at >= since - offset,
-            _enrollments.c.step_due_at < until - offset,
-            or_(
-                _enrollments.c.status == "active",
-                # Stopped only after the deadline had passed unsent: that occurrence was owed.
-                and_(
-                    _enrollments.c.status == "stopped",
-                    after_deadline >= offset.total_seconds(),
-                ),
-            ),
-            not_(has_row),
+            touches.cadence_id == cadence_id,
+            touches.step_id == step_id,
+            touches.due_at >= since - offset,
+            touches.due_at < until - offset,
+            touches.status != "released",
+            not_(touches.idempotency_key.contains(RETIRED)),
         )
         .group_by(outcome)
     )
     return {name: count for name, count in conn.execute(query)}
+
+
+def _waiting_outcomes(
+    conn: Connection,
+    steps: list[_DeadlineStep],
+    since: datetime,
+    until: datetime,
+    now: datetime,
+) -> dict[tuple[str, int], dict[str, int]]:
+    """Occurrences without a ledger row: enrollments still (or last) waiting on a step.
+
+    One pass over the enrollments for every step, keyed by (cadence, step index).
+    """
+    if not steps:
+        return {}
+    rows = _enrollments.c
+    at_step = {
+        (item.cadence, item.index): and_(
+            rows.cadence_id == item.cadence, rows.next_step == item.index
+        )
+        for item in steps
+    }
+    after_deadline = _seconds_between(conn, rows.step_due_at, rows.stopped_at)
+    owed = [
+        and_(
+            at_step[item.cadence, item.index],
+            rows.step_due_at >= since - item.offset,
+            rows.step_due_at < until - item.offset,
+            or_(
+                rows.status == "active",
+                # Stopped only after the deadline had passed unsent: that occurrence was owed.
+                and_(rows.status == "stopped", after_deadline >= item.offset.total_seconds()),
+            ),
+        )
+        for item in steps
+    ]
+    # The occurrence's live row has exactly its idempotency key (a superseded attempt's key
+    # carries a suffix): a lookup in the unique index, no table row read.
+    step_id = case(*((at_step[item.cadence, item.index], item.step.id) for item in steps))
+    key = cast(rows.id, String) + ":" + step_id + ":" + cast(rows.next_occurrence, String)
+    has_row = exists().where(_touches.c.idempotency_key == key)
+    outcome = case(
+        (rows.status == "stopped", "stopped"),
+        *(
+            (
+                and_(at_step[item.cadence, item.index], rows.step_due_at <= now - item.offset),
+                "overdue",
+            )
+            for item in steps
+        ),
+        else_="pending",
+    )
+    query = (
+        select(rows.cadence_id, rows.next_step, outcome.label("outcome"), func.count())
+        .where(or_(*owed), not_(has_row))
+        .group_by(rows.cadence_id, rows.next_step, outcome)
+    )
+    out: dict[tuple[str, int], dict[str, int]] = {}
+    for cadence_id, index, name, count in conn.execute(query):
+        out.setdefault((cadence_id, index), {})[name] = count
+    return out
 
 
 def task_backlog(conn: Connection, until: datetime) -> dict[str, Any]:

@@ -6,7 +6,12 @@ the ``field``, e.g. ``personalizations.0.to.0.email``), ``403`` for an unverifie
 ``413`` above 20 MB, and on success ``202`` with an empty body and an ``X-Message-Id``
 header. Every accepted message is recorded per personalization and turned into Event
 Webhook events (``processed`` then ``delivered``, ``bounce`` or ``dropped``) for the test
-to feed back into the engine::
+to feed back into the engine. Delivered mail is then opened and clicked the way senders
+see it since Apple Mail Privacy Protection: drawn from ``seed``, about
+:attr:`FakeSendGrid.OPEN_SHARE` of it gets an ``open``, a third of those within seconds
+of delivery with ``sg_machine_open: true`` (the proxy fetching the pixel), the rest
+minutes to hours later; :attr:`FakeSendGrid.CLICK_SHARE` gets a ``click`` after a human
+open. Opens and clicks are released only once the clock reaches their timestamp::
 
     fake = FakeSendGrid(bouncing={"gone@example.com"})
     with SandboxServer(fake) as server:
@@ -46,7 +51,11 @@ from __future__ import annotations
 import base64
 import copy
 import gzip
+import heapq
+import itertools
 import json
+import math
+import random
 import re
 import secrets
 import uuid
@@ -242,6 +251,18 @@ class FakeSendGrid(FakeProvider):
     CANCEL_CUTOFF: ClassVar[timedelta] = timedelta(minutes=10)
     #: paused messages this long past their ``send_at`` are discarded as Expired
     PAUSE_EXPIRY: ClassVar[timedelta] = timedelta(hours=72)
+    # Engagement, as senders report it since Apple Mail Privacy Protection (2021): opens
+    # include the proxy's prefetches, which SendGrid marks ``sg_machine_open``.
+    #: share of delivered mail that gets an open event (machine or human)
+    OPEN_SHARE: ClassVar[float] = 0.45
+    #: share of those opens that are machine opens (Apple's proxy, seconds after delivery)
+    MACHINE_OPEN_SHARE: ClassVar[float] = 1 / 3
+    #: share of delivered mail that gets a click (always after a human open)
+    CLICK_SHARE: ClassVar[float] = 0.03
+    #: a human open comes this long after delivery at the median (log-normal spread)
+    HUMAN_OPEN_MEDIAN: ClassVar[timedelta] = timedelta(minutes=90)
+    #: the latest a human open comes after delivery
+    HUMAN_OPEN_LATEST: ClassVar[timedelta] = timedelta(days=3)
 
     def __init__(
         self,
@@ -251,9 +272,12 @@ class FakeSendGrid(FakeProvider):
         rate: RateWindow | None = None,
         bouncing: Iterable[str] = (),
         verified_senders: Iterable[str] | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__(clock=clock, rate=rate)
         self.api_key = api_key
+        #: decides which delivered mail is opened or clicked, and when (in delivery order)
+        self.seed = seed
         self.bouncing = {a.lower() for a in bouncing}
         self.verified_senders = (
             None if verified_senders is None else {a.lower() for a in verified_senders}
@@ -272,6 +296,11 @@ class FakeSendGrid(FakeProvider):
         #: batch id -> {"status": "pause" | "cancel", "since": Unix time it was set}
         self.scheduled_sends: dict[str, dict[str, Any]] = {}
         self._held: list[_Held] = []
+        #: opens and clicks not yet due, a heap of (Unix time, order, event) that
+        #: ``deliver_due`` releases from as the clock passes
+        self._engagement: list[tuple[int, int, dict[str, Any]]] = []
+        self._order = itertools.count()
+        self._delivered = 0
         #: dynamic templates by id, as ``GET /v3/templates/{id}`` answers them
         self.templates: dict[str, dict[str, Any]] = {}
         self._webhook_key = ec.generate_private_key(ec.SECP256R1())
@@ -351,6 +380,8 @@ class FakeSendGrid(FakeProvider):
                     send_at = held.message["send_at"]
                     due = send_at if _is_int(send_at) else held.message["received_at"]
                     self._emit(held, max(int(due), int(now)) if held.parked else int(due))
+            while self._engagement and self._engagement[0][0] <= now:
+                self.events.append(heapq.heappop(self._engagement)[2])
 
     def messages_in(self, state: str) -> list[dict[str, Any]]:
         """Accepted messages in ``state``: ``processed`` (handed to delivery, events made),
@@ -1005,8 +1036,52 @@ class FakeSendGrid(FakeProvider):
                 event("processed"),
                 event("bounce", reason="500 unknown recipient", status="5.0.0"),
             ]
+        self._engage(event, at)
         return [event("processed"), event("delivered", response="250 OK")]
 
+    def _engage(self, event: Any, delivered: int) -> None:
+        """Queue the opens and clicks of one delivered recipient, drawn from the seed and
+        the delivery's order (so a replayed run draws the same)."""
+        self._delivered += 1
+        rng = random.Random(f"sendgrid:{self.seed}:{self._delivered}")
+        if rng.random() >= self.OPEN_SHARE:
+            return
+        if rng.random() < self.MACHINE_OPEN_SHARE:
+            at = delivered + rng.randint(1, 20)
+            self._queue(at, event("open", sg_machine_open=True, **_MACHINE_CLIENT, timestamp=at))
+            return
+        median = self.HUMAN_OPEN_MEDIAN.total_seconds()
+        delay = min(
+            rng.lognormvariate(math.log(median), 1.2), self.HUMAN_OPEN_LATEST.total_seconds()
+        )
+        opened = delivered + max(60, int(delay))
+        self._queue(opened, event("open", sg_machine_open=False, **_HUMAN_CLIENT, timestamp=opened))
+        human_opens = self.OPEN_SHARE * (1 - self.MACHINE_OPEN_SHARE)
+        if rng.random() < self.CLICK_SHARE / human_opens:
+            clicked = opened + rng.randint(5, 300)
+            click = event(
+                "click",
+                url=_CLICK_URL,
+                url_offset={"index": 0, "type": "html"},
+                **_HUMAN_CLIENT,
+                timestamp=clicked,
+            )
+            self._queue(clicked, click)
+
+    def _queue(self, at: int, event: dict[str, Any]) -> None:
+        heapq.heappush(self._engagement, (at, next(self._order), event))
+
+
+#: what Apple's Mail Privacy Protection proxy looks like when it fetches the open pixel
+_MACHINE_CLIENT = {"useragent": "Mozilla/5.0", "ip": "17.58.0.1"}
+#: a person reading in a browser
+_HUMAN_CLIENT = {
+    "useragent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
+    "(KHTML, like Gecko) Chrome/120.0 Safari/537.36",
+    "ip": "203.0.113.7",
+}
+#: the link a click names (the fake does not rewrite links; a tracked one is like it)
+_CLICK_URL = "https://careers.example.com/jobs"
 
 _CLAUSE = re.compile(
     r"""\s*(?:(?P<field>to_email|from_email|subject|msg_id|status|template_id)"""

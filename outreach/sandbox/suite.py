@@ -97,6 +97,7 @@ class Sandbox:
             clock=self.clock,
             rate=RateWindow(600, 1.0) if limits else None,
             bouncing=bouncing,
+            seed=seed,
         )
         self.twilio = FakeTwilio(
             account_sid=c.twilio_account_sid,

@@ -12,6 +12,13 @@ is cancelled with ``POST .../Messages/{Sid}.json`` ``Status=canceled``; once its
 has passed on the injected clock it is ``queued`` like an immediate send, and cancelling
 it then answers Twilio's error 30409.
 
+A message that goes out moves on as the clock passes: ``sent`` a second later,
+``delivered`` three seconds after that. Where the send named a ``StatusCallback``, each of
+those changes is a status callback (Twilio's form: ``MessageSid``, ``MessageStatus``,
+``SmsStatus``, ``To``, ``From`` ..., signed with ``X-Twilio-Signature``), posted by
+:meth:`FakeTwilio.post_status_callbacks` or read with
+:meth:`FakeTwilio.drain_status_callbacks`.
+
 The SDK has no base-URL setting; its documented extension point is a custom
 ``http_client`` (twilio-python ``advanced-examples/custom-http-client.md``), so
 :class:`SandboxHttpClient` rewrites ``https://api.twilio.com`` to the sandbox::
@@ -35,6 +42,7 @@ from email.utils import format_datetime
 from typing import Any, ClassVar
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
+import httpx
 from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response as TwilioResponse
 from twilio.request_validator import RequestValidator
@@ -139,6 +147,10 @@ class FakeTwilio(FakeProvider):
     SCHEDULE_MIN_AHEAD: ClassVar[timedelta] = timedelta(minutes=15)
     SCHEDULE_MAX_AHEAD: ClassVar[timedelta] = timedelta(days=35)
     MAX_PAGE_SIZE: ClassVar[int] = 1000
+    #: a message that goes out is ``sent`` (handed to the carrier) this long after
+    SENT_AFTER: ClassVar[timedelta] = timedelta(seconds=1)
+    #: ... and ``delivered`` (the carrier's receipt) this long after going out
+    DELIVERED_AFTER: ClassVar[timedelta] = timedelta(seconds=4)
 
     def __init__(
         self,
@@ -168,6 +180,12 @@ class FakeTwilio(FakeProvider):
         self.messages: list[dict[str, Any]] = []
         self.inbound_messages: list[dict[str, str]] = []
         self._resources: dict[str, dict[str, Any]] = {}
+        #: the entries of :attr:`messages` by SID
+        self._records: dict[str, dict[str, Any]] = {}
+        #: status changes still ahead on the clock: (when, sid, status)
+        self._progress: list[tuple[datetime, str, str]] = []
+        #: status callbacks due and not yet drained: (url, form fields)
+        self._outbox: list[tuple[str, dict[str, str]]] = []
 
     # -- admin (Python, not HTTP) ------------------------------------------------------
 
@@ -220,7 +238,9 @@ class FakeTwilio(FakeProvider):
 
     def send_due(self) -> None:
         """Scheduled messages whose ``SendAt`` has passed on the clock go out: ``queued``,
-        as an immediate send is on creation. Every endpoint calls this first."""
+        as an immediate send is on creation; messages that went out become ``sent`` and
+        then ``delivered`` as the clock passes those moments, each change queueing its
+        status callback. Every endpoint calls this first."""
         now = self.clock.now()
         with self.lock:
             for record in self.messages:
@@ -229,6 +249,73 @@ class FakeTwilio(FakeProvider):
                     resource = self._resources[record["sid"]]
                     resource["status"] = "queued"
                     resource["date_updated"] = _rfc2822(record["send_at"])
+                    self._going_out(record["sid"], record["send_at"])
+            due = sorted(p for p in self._progress if p[0] <= now)
+            if due:
+                self._progress = [p for p in self._progress if p[0] > now]
+                for at, sid, status in due:
+                    self._advance(sid, status, at)
+
+    def drain_status_callbacks(self) -> list[tuple[str, dict[str, str]]]:
+        """The status callbacks due on the clock, oldest first, as ``(url, form fields)``;
+        the list is then emptied."""
+        with self.lock:
+            self.send_due()
+            out, self._outbox = self._outbox, []
+        return out
+
+    def post_status_callbacks(self, client: httpx.Client | None = None) -> list[int]:
+        """POST every due status callback to its URL, signed as Twilio signs it
+        (``X-Twilio-Signature`` with the auth token over the URL and fields); returns the
+        answers' status codes. ``client`` defaults to a fresh :class:`httpx.Client`."""
+        callbacks = self.drain_status_callbacks()
+        own = client is None
+        http = client if client is not None else httpx.Client(timeout=10)
+        try:
+            return [
+                http.post(
+                    url,
+                    data=fields,
+                    headers={"X-Twilio-Signature": self.webhook_signature(url, fields)},
+                ).status_code
+                for url, fields in callbacks
+            ]
+        finally:
+            if own:
+                http.close()
+
+    def _going_out(self, sid: str, at: datetime) -> None:
+        """Queue the status changes of a message that goes out at ``at``."""
+        self._progress.append((at + self.SENT_AFTER, sid, "sent"))
+        self._progress.append((at + self.DELIVERED_AFTER, sid, "delivered"))
+
+    def _advance(self, sid: str, status: str, at: datetime) -> None:
+        resource = self._resources[sid]
+        resource["status"] = status
+        resource["date_updated"] = _rfc2822(at)
+        if status == "sent":
+            resource["date_sent"] = _rfc2822(at)
+        record = self._records[sid]
+        record["status"] = status
+        url = record["status_callback"]
+        if not url:
+            return
+        fields = {
+            "AccountSid": self.account_sid,
+            "ApiVersion": _API,
+            "From": record["from"] or self.from_numbers[0],
+            "MessageSid": sid,
+            "MessageStatus": status,
+            "SmsSid": sid,
+            "SmsStatus": status,
+            "To": record["to"],
+        }
+        if record["messaging_service_sid"]:
+            fields["MessagingServiceSid"] = record["messaging_service_sid"]
+        if status == "delivered":
+            # the carrier's delivery receipt time, as Twilio passes it on (YYMMDDhhmm)
+            fields["RawDlrDoneDate"] = at.astimezone(UTC).strftime("%y%m%d%H%M")
+        self._outbox.append((url, fields))
 
     # -- provider shapes ---------------------------------------------------------------
 
@@ -345,22 +432,24 @@ class FakeTwilio(FakeProvider):
                 "uri": f"{uri}.json",
             }
             self._resources[sid] = resource
-            self.messages.append(
-                {
-                    "sid": sid,
-                    "to": to,
-                    "from": from_ or None,
-                    "messaging_service_sid": service or None,
-                    "body": body,
-                    "media_urls": list(media),
-                    "num_segments": max(1, info.segments),
-                    "encoding": info.encoding,
-                    "status": resource["status"],
-                    "status_callback": form.get("StatusCallback"),
-                    "send_at": send_at,
-                    "date_created": now,
-                }
-            )
+            if send_at is None:
+                self._going_out(sid, now)
+            record = {
+                "sid": sid,
+                "to": to,
+                "from": from_ or None,
+                "messaging_service_sid": service or None,
+                "body": body,
+                "media_urls": list(media),
+                "num_segments": max(1, info.segments),
+                "encoding": info.encoding,
+                "status": resource["status"],
+                "status_callback": form.get("StatusCallback"),
+                "send_at": send_at,
+                "date_created": now,
+            }
+            self.messages.append(record)
+            self._records[sid] = record
             return json_response(resource, 201)
 
     def fetch_message(self, request: Request, account_sid: str, message_sid: str) -> Response:

@@ -98,7 +98,7 @@ def test_preview_json_is_stable_and_documented(cli, tmp_path: Path, database_url
     ]
     ack = plan[0]
     assert ack["timezone"] == "America/New_York" and ack["at"] == "2026-11-03T13:00:00+00:00"
-    assert ack["rule"].startswith("0m after entering applied, within 3d; held by send window")
+    assert ack["rule"].startswith("0m after entering applied, within 2d; held by send window")
     assert plan[1]["timezone"] == "America/Los_Angeles"  # from the phone number
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()

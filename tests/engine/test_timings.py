@@ -29,17 +29,30 @@ def applicant(**extra) -> dict:
     }
 
 
-def test_friday_evening_application_is_acknowledged_on_monday_morning(world: World) -> None:
+def test_friday_evening_application_is_acknowledged_on_saturday_morning(world: World) -> None:
     world.add(applicant(stage="applied", stage_entered_at="2026-11-20T17:00:00-05:00"))
     world.nightly(ny(2026, 11, 21, 2, 0), 3)  # Saturday, Sunday, Monday at 02:00
     (ack,) = world.touches(step_id="acknowledge")
     assert ack.status == "sent" and ack.channel == "email"
-    assert ack.planned_at.astimezone(NY) == ny(2026, 11, 23, 8, 0)
-    assert "late" not in ack.reason  # 63 h over a weekend is inside the 72 h deadline
-    # Saturday's tick defers it for the weekend; Sunday's does not even look at it (it is
-    # not due within its horizon); Monday's schedules it for 08:00.
-    assert [dict(s.total_reasons("deferred")) for s in world.summaries] == [{"weekend": 1}, {}, {}]
-    assert [s.total("sent") for s in world.summaries] == [0, 0, 1]
+    # The step's own window has weekends: 08:00 Saturday, 15 h after the application
+    # (the policy's Monday-to-Friday window would have made it 63 h, past the 48 h).
+    assert ack.planned_at.astimezone(NY) == ny(2026, 11, 21, 8, 0)
+    assert "late" not in ack.reason
+    assert [s.total("sent") for s in world.summaries] == [1, 0, 0]
+
+
+def test_an_evening_interview_before_a_holiday_is_thanked_on_the_holiday(
+    world: World,
+) -> None:
+    # Thanksgiving (a US holiday) is Thursday 26 November 2026.
+    world.add(applicant(stage="interview", stage_entered_at="2026-11-25T18:30:00-05:00"))
+    world.tick(ny(2026, 11, 26, 2, 0))
+    (thanks,) = world.touches(step_id="thank-you")
+    assert thanks.status == "sent"
+    assert thanks.planned_at.astimezone(NY) == ny(2026, 11, 26, 8, 0)
+    # A check-in (no window of its own) still keeps the policy's days and holidays.
+    check_in = world.config.cadence("interview-follow-up").steps[1]
+    assert check_in.send_window is None
 
 
 def test_application_inside_the_window_is_acknowledged_at_once(world: World) -> None:

@@ -8,6 +8,8 @@ are checked after ``process_events``, the step every tick starts with.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
 from typing import Any
 
 import pytest
@@ -269,6 +271,66 @@ def test_a_human_reply_after_an_out_of_office_ends_the_pause(engine, config) -> 
     apply(engine, config)
     (person,) = rows(engine, Person.__table__)
     assert person["paused_until"] is None
+
+
+def receipt_auto_reply(message: dict[str, Any], at: datetime) -> bytes:
+    """A help desk's acknowledgement: automatic (RFC 3834), but no absence."""
+    mail = EmailMessage()
+    mail["From"] = message["to"][0]
+    mail["To"] = message["reply_to"]["email"]
+    mail["Subject"] = "Re: " + message["subject"]
+    mail["Date"] = format_datetime(at)
+    mail["Message-ID"] = make_msgid(domain="example.com")
+    mail["In-Reply-To"] = message["headers"]["Message-ID"]
+    mail["Auto-Submitted"] = "auto-replied"
+    mail.set_content("We have received your request and will get back to you shortly.")
+    return bytes(mail)
+
+
+def test_every_auto_reply_is_an_event_and_only_out_of_office_pauses(engine, config) -> None:
+    first, second = seed(engine, 1), seed(engine, 2)
+    back = datetime(2026, 12, 7, tzinfo=UTC)
+    report = ingest_messages(
+        engine,
+        [
+            raw(receipt_auto_reply(first, NOW - timedelta(hours=1)), "receipt"),
+            raw(out_of_office(second, NOW - timedelta(hours=1), back), "ooo"),
+        ],
+        now=NOW,
+        config=config,
+    )
+    assert report.kinds["auto"] == 2 and report.out_of_office == 1
+    events = rows(engine, Event.__table__)
+    assert [(e["type"], e["person_id"], e["touch_id"]) for e in events] == [
+        ("auto_reply", 1, 1),
+        ("auto_reply", 2, 2),
+    ]
+    receipt, ooo = (e["payload"] for e in events)
+    assert receipt["out_of_office"] is False and "until" not in receipt
+    assert receipt["matched_by"] == "token" and receipt["inbound_id"] == 1
+    assert ooo["out_of_office"] is True and ooo["returns_on"] == "2026-12-07"
+    assert datetime.fromisoformat(ooo["until"]) == datetime(2026, 12, 7, tzinfo=config.policy.zone)
+    apply(engine, config)
+    people = {p["id"]: p for p in rows(engine, Person.__table__)}
+    assert people[1]["paused_until"] is None, "an acknowledgement is no absence"
+    assert people[2]["paused_until"] == datetime(2026, 12, 7, tzinfo=config.policy.zone)
+    # Neither is a reply: nothing stops, no recruiter task, no CRM note.
+    assert {e["status"] for e in rows(engine, Enrollment.__table__)} == {"active"}
+    assert rows(engine, Task.__table__) == [] and rows(engine, WriteBack.__table__) == []
+
+
+def test_an_auto_reply_does_not_end_an_out_of_office_pause(engine, config) -> None:
+    original = seed(engine, 1)
+    ooo = out_of_office(original, NOW - timedelta(hours=5), NOW + timedelta(days=9))
+    ingest_messages(engine, [raw(ooo, "ooo")], now=NOW, config=config)
+    apply(engine, config)
+    (paused,) = rows(engine, Person.__table__)
+    ingest_messages(
+        engine, [raw(receipt_auto_reply(original, NOW), "receipt")], now=NOW, config=config
+    )
+    apply(engine, config)
+    (person,) = rows(engine, Person.__table__)
+    assert person["paused_until"] == paused["paused_until"] is not None
 
 
 def test_a_hard_bounce_suppresses_the_address(engine, config) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sample_report import empty_report, sample_report
 
-from outreach.reports.charts import CHART_NAMES, NO_DATA, ab_status, build_figures
+from outreach.reports.charts import CHART_NAMES, NO_DATA, ab_status, build_figures, p_best_text
 from outreach.reports.stats import wilson
 
 
@@ -84,8 +84,22 @@ def test_ab_panel_shows_each_entry_with_status_and_p_best() -> None:
     assert titles[2] == "applied-acknowledge / check-in · replies · collecting 58/100"
     assert len(fig.data) == 3
     first = report["ab"][0]["arms"]
-    assert list(fig.data[0].text) == [f"P(best) {arm['p_best']:.0%}" for arm in first]
-    assert list(fig.data[1].y)[-1] == "holdout (held back)"
+    assert [arm["p_best"] for arm in first] == [
+        pytest.approx(0, abs=0.01),
+        pytest.approx(1, abs=0.01),
+    ]
+    assert list(fig.data[0].y) == ["a · P(best) < 1 %", "b · P(best) > 99 %"]
+    assert list(fig.data[1].y)[-1].startswith("holdout (held back) · P(best) ")
+
+
+def test_p_best_text_never_rounds_a_live_arm_away() -> None:
+    assert [p_best_text(p) for p in (0.0, 0.004, 0.5, 0.996, 1.0)] == [
+        "0 %",
+        "< 1 %",
+        "50 %",
+        "> 99 %",
+        "100 %",
+    ]
 
 
 def test_ab_status_texts() -> None:

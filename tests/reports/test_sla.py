@@ -83,6 +83,7 @@ class Ledger:
         occurrence: int = 0,
         channel: str | None = "email",
         key: str | None = None,
+        reason: str | None = None,
     ) -> None:
         self.rows += 1
         with self.engine.begin() as conn:
@@ -91,7 +92,7 @@ class Ledger:
             ).one()
             conn.execute(
                 insert(Touch).values(
-                    idempotency_key=key or f"{enrollment}:{step}:{occurrence}#{self.rows}",
+                    idempotency_key=key or f"{enrollment}:{step}:{occurrence}",
                     enrollment_id=enrollment,
                     person_id=person.person_id,
                     cadence_id="c",
@@ -104,6 +105,7 @@ class Ledger:
                     claimed_at=due,
                     sent_at=delivered,
                     delivery_at=delivered,
+                    reason=reason,
                     updated_at=due,
                 )
             )
@@ -139,6 +141,12 @@ def test_sla_counts_occurrences_by_outcome(engine, config) -> None:
     # stopped (a reply) before its deadline: owed nothing; stopped after it: never
     ledger.enrollment(status="stopped", next_step=0, step_due_at=due, stopped_at=due + 10 * H)
     ledger.enrollment(status="stopped", next_step=0, step_due_at=due, stopped_at=due + 50 * H)
+    # no channel may carry it (unsubscribed): a recruiter task, unreachable, not due
+    e13 = ledger.enrollment()
+    ledger.touch(e13, "ack", "task", due, channel=None, reason="no usable channel: email: x")
+    # handed to the recruiter because it was late: never
+    e14 = ledger.enrollment()
+    ledger.touch(e14, "ack", "task", due, channel=None, reason="late (due by ...)")
     # delivered exactly at the deadline: met
     e10 = ledger.enrollment()
     ledger.touch(e10, "ack", "sent", due, delivered=due + 48 * H)
@@ -164,17 +172,19 @@ def test_sla_counts_occurrences_by_outcome(engine, config) -> None:
         "step": "ack",
         "within_hours": 48.0,
         "after_hours": 0.0,
-        "due": 10,
+        "due": 11,
         "met": 3,
         "late": 1,
-        "never": 6,
-        "met_rate": 3 / 10,
+        "never": 7,
+        "met_rate": 3 / 11,
         "pending": 0,
+        "unreachable": 1,
         "never_by_reason": {
             "holdout": 1,
             "overdue": 2,
             "skipped": 1,
             "stopped": 1,
+            "task": 1,
             "unconfirmed": 1,
         },
     }
@@ -192,15 +202,18 @@ def test_sla_pending_before_the_deadline(engine, config) -> None:
     ledger.touch(claimed, "ack", "claimed", D0 + 24 * H)
     sent = ledger.enrollment()
     ledger.touch(sent, "ack", "sent", D0 + 24 * H, delivered=D0 + 30 * H)
+    # recalled for an out-of-office pause and put back in its enrollment: still owed
+    recalled = ledger.enrollment(next_step=0, step_due_at=D0 + 24 * H)
+    ledger.touch(recalled, "ack", "cancelled", D0 + 24 * H, key=f"{recalled}:ack:0#recalled7")
     with engine.connect() as conn:
         before = _by_step(per_step(conn, config, D0, D0 + 10 * 24 * H, D0 + 40 * H))
         after = _by_step(per_step(conn, config, D0, D0 + 10 * 24 * H, D0 + 80 * H))
     ack = before[("c", "ack")]
-    assert (ack["due"], ack["met"], ack["pending"], ack["never"]) == (1, 1, 2, 0)
+    assert (ack["due"], ack["met"], ack["pending"], ack["never"]) == (1, 1, 3, 0)
     ack = after[("c", "ack")]
-    assert (ack["due"], ack["met"], ack["pending"]) == (3, 1, 0)
-    assert ack["never_by_reason"] == {"overdue": 1, "unconfirmed": 1}
-    assert ack["met_rate"] == pytest.approx(1 / 3)
+    assert (ack["due"], ack["met"], ack["pending"]) == (4, 1, 0)
+    assert ack["never_by_reason"] == {"overdue": 2, "unconfirmed": 1}
+    assert ack["met_rate"] == pytest.approx(1 / 4)
 
 
 def test_sla_window_applies_to_the_deadline(engine, config) -> None:
@@ -221,13 +234,8 @@ def test_sla_empty_window(engine, config) -> None:
         rows = per_step(conn, config, D0, D0 + 24 * H, D0 + 24 * H)
     assert [row["step"] for row in rows] == ["ack", "later"]
     for row in rows:
-        assert (row["due"], row["met"], row["late"], row["never"], row["pending"]) == (
-            0,
-            0,
-            0,
-            0,
-            0,
-        )
+        counts = ("due", "met", "late", "never", "pending", "unreachable")
+        assert [row[key] for key in counts] == [0] * len(counts)
         assert row["met_rate"] is None
         assert row["never_by_reason"] == {}
 

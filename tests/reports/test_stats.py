@@ -51,6 +51,13 @@ def test_wilson_agrees_with_statsmodels() -> None:
         assert wilson(successes, n) == pytest.approx((low, high), abs=1e-12)
 
 
+def test_z_test_agrees_with_statsmodels() -> None:
+    proportion = pytest.importorskip("statsmodels.stats.proportion")
+    for arms in ([(100, 1000), (150, 1000)], [(480, 5000), (530, 5200)]):
+        _, expected = proportion.proportions_ztest([s for s, _ in arms], [n for _, n in arms])
+        assert compare(arms) == (pytest.approx(expected, rel=1e-9), "z")
+
+
 def test_two_small_arms_use_fishers_exact_test() -> None:
     # [[8, 2], [1, 5]]: two-sided p = sum of the hypergeometric tables as likely or less.
     p, test = compare([(8, 10), (1, 6)])

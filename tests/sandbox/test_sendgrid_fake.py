@@ -808,3 +808,96 @@ def test_reading_a_template_needs_the_api_key(server, fake) -> None:
     wrong = sendgrid.SendGridAPIClient("SG.wrong", host=server[0].url)
     with pytest.raises(UnauthorizedError):
         wrong.client.templates._(TEMPLATE_ID).get()
+
+
+# -- opens and clicks ------------------------------------------------------------------
+
+
+def engagement_run(seed: int, recipients: int = 2000) -> tuple[FakeSendGrid, list[dict]]:
+    """``recipients`` delivered at NOW, then every open and click a week on."""
+    fake = FakeSendGrid(clock=FixedClock(NOW), seed=seed)
+    server = SandboxServer(fake).start()
+    try:
+        client = sendgrid.SendGridAPIClient(KEY, host=server.url)
+        for start in range(0, recipients, 1000):  # SendGrid's 1,000 personalizations
+            body = mail(categories=["outreach"])
+            body["personalizations"] = [
+                {"to": [{"email": f"p{i}@example.com"}], "custom_args": {"touch_id": str(i + 1)}}
+                for i in range(start, min(start + 1000, recipients))
+            ]
+            assert client.send(body).status_code == 202
+    finally:
+        server.stop()
+    first = fake.drain_events()
+    assert {e["event"] for e in first} == {"processed", "delivered"}  # nothing opened yet
+    fake.clock.set(NOW + timedelta(days=7))
+    return fake, fake.drain_events()
+
+
+def test_delivered_mail_is_opened_and_clicked_in_realistic_shares() -> None:
+    _, later = engagement_run(seed=7)
+    opens = [e for e in later if e["event"] == "open"]
+    clicks = [e for e in later if e["event"] == "click"]
+    assert {e["event"] for e in later} == {"open", "click"}
+    machine = [e for e in opens if e["sg_machine_open"]]
+    assert 0.40 <= len(opens) / 2000 <= 0.50
+    assert 0.28 <= len(machine) / len(opens) <= 0.38
+    assert 0.015 <= len(clicks) / 2000 <= 0.05
+    delivered = int(NOW.timestamp())
+    # A machine open comes within seconds of delivery; a person opens minutes to days later.
+    assert all(1 <= e["timestamp"] - delivered <= 20 for e in machine)
+    human = {e["touch_id"]: e["timestamp"] for e in opens if not e["sg_machine_open"]}
+    assert all(60 <= t - delivered <= 3 * 86400 for t in human.values())
+    # A click follows a human open of the same message.
+    assert all(e["touch_id"] in human and e["timestamp"] > human[e["touch_id"]] for e in clicks)
+    assert len({e["touch_id"] for e in opens}) == len(opens)  # one open per message
+
+
+def test_opens_and_clicks_have_the_published_shape_and_the_custom_args() -> None:
+    published = {e["event"]: set(e) for e in fixture("event_webhook.json")}
+    _, later = engagement_run(seed=7, recipients=200)
+    for event in later:
+        own = set(event) - {"touch_id"}
+        # sg_machine_open is newer than the published example; url_offset is documented.
+        extra = {"open": {"sg_machine_open"}, "click": {"url_offset"}}[event["event"]]
+        assert own == published[event["event"]] | extra, event["event"]
+        assert event["touch_id"] and event["sg_message_id"] and event["sg_event_id"]
+    click = next(e for e in later if e["event"] == "click")
+    assert click["url_offset"] == {"index": 0, "type": "html"}
+
+
+def test_opens_are_drawn_from_the_seed_and_never_in_the_clocks_future() -> None:
+    def drawn(seed: int) -> list[tuple]:
+        _, later = engagement_run(seed, recipients=300)
+        return [
+            (e["event"], e["touch_id"], e["timestamp"], e.get("sg_machine_open")) for e in later
+        ]
+
+    assert drawn(3) == drawn(3)
+    assert drawn(3) != drawn(4)
+
+    fake = FakeSendGrid(clock=FixedClock(NOW), seed=3)
+    server = SandboxServer(fake).start()
+    try:
+        body = mail()
+        body["personalizations"] = [{"to": [{"email": f"p{i}@example.com"}]} for i in range(300)]
+        sendgrid.SendGridAPIClient(KEY, host=server.url).send(body)
+    finally:
+        server.stop()
+    fake.drain_events()
+    seen: list[dict] = []
+    for minutes in (0, 1, 30, 120, 24 * 60, 7 * 24 * 60):
+        now = NOW + timedelta(minutes=minutes)
+        fake.clock.set(now)
+        batch = fake.drain_events()
+        assert all(e["timestamp"] <= now.timestamp() for e in batch)
+        seen.extend(batch)
+    assert len({e["sg_event_id"] for e in seen}) == len(seen) > 0
+    assert {e["event"] for e in seen} >= {"open"}
+
+
+def test_bounced_and_dropped_mail_is_never_opened(fake, client) -> None:
+    for _ in range(30):
+        client.send(mail(to="gone@example.com"))
+    fake.clock.set(NOW + timedelta(days=7))
+    assert {e["event"] for e in fake.drain_events()} == {"processed", "bounce", "dropped"}

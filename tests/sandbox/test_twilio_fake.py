@@ -8,15 +8,23 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 import requests
+from ledger_rows import person_of, point, sent_touch, walkthrough_store
+from sqlalchemy import select
 from twilio.base.exceptions import TwilioRestException
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
+from outreach.cadence import load_cadence_file
 from outreach.clock import FixedClock
+from outreach.paths import default_config_dir
 from outreach.sandbox.base import RateWindow, SandboxServer
 from outreach.sandbox.twilio import FakeTwilio, SandboxHttpClient
+from outreach.serve import make_app
+from outreach.settings import Settings
+from outreach.store.schema import Event
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 FROM = "+15005550006"
@@ -477,3 +485,105 @@ def test_segments_are_counted_gsm7_or_ucs2(fake, client, body, segments, encodin
 
     assert message.num_segments == segments
     assert fake.messages[0]["encoding"] == encoding
+
+
+# -- status callbacks ------------------------------------------------------------------
+
+CALLBACK = "https://engine.example/webhooks/twilio/status"
+
+
+def test_a_sent_message_posts_sent_then_delivered_to_its_status_callback(fake, client) -> None:
+    created = client.messages.create(
+        to=ADA,
+        messaging_service_sid=fake.messaging_service_sid,
+        body="Hi",
+        status_callback=CALLBACK,
+    )
+    client.messages.create(to=ADA, from_=FROM, body="no callback asked")
+    assert fake.drain_status_callbacks() == []  # nothing has happened yet on the clock
+
+    fake.clock.set(NOW + timedelta(seconds=1))
+    [(url, sent)] = fake.drain_status_callbacks()
+    assert url == CALLBACK
+    assert sent == {
+        "AccountSid": fake.account_sid,
+        "ApiVersion": "2010-04-01",
+        "From": FROM,
+        "MessageSid": created.sid,
+        "MessageStatus": "sent",
+        "MessagingServiceSid": fake.messaging_service_sid,
+        "SmsSid": created.sid,
+        "SmsStatus": "sent",
+        "To": ADA,
+    }
+    assert client.messages(created.sid).fetch().status == "sent"
+
+    fake.clock.set(NOW + timedelta(minutes=5))
+    [(_, delivered)] = fake.drain_status_callbacks()
+    assert (delivered["MessageStatus"], delivered["SmsStatus"]) == ("delivered", "delivered")
+    assert delivered["RawDlrDoneDate"] == (NOW + timedelta(seconds=4)).strftime("%y%m%d%H%M")
+    assert client.messages(created.sid).fetch().status == "delivered"
+    assert [m["status"] for m in fake.messages] == ["delivered", "delivered"]
+    assert fake.drain_status_callbacks() == []
+
+
+def test_a_scheduled_message_reports_only_once_it_goes_out_and_a_canceled_one_never(
+    fake, client
+) -> None:
+    def scheduled(hours: int):
+        return client.messages.create(
+            to=ADA,
+            messaging_service_sid=fake.messaging_service_sid,
+            body=f"in {hours}h",
+            send_at=NOW + timedelta(hours=hours),
+            schedule_type="fixed",
+            status_callback=CALLBACK,
+        )
+
+    kept, dropped = scheduled(2), scheduled(3)
+    client.messages(dropped.sid).update(status="canceled")
+    fake.clock.set(NOW + timedelta(hours=1))
+    assert fake.drain_status_callbacks() == []
+    fake.clock.set(NOW + timedelta(days=1))
+    statuses = [(f["MessageSid"], f["MessageStatus"]) for _, f in fake.drain_status_callbacks()]
+    assert statuses == [(kept.sid, "sent"), (kept.sid, "delivered")]
+
+
+def test_status_callbacks_are_posted_signed_and_the_engine_records_delivered(
+    fake, client, engine, tmp_path
+) -> None:
+    """Through the engine's own webhook app: the signature verifies and the touch whose
+    provider message id is the SID gets a ``delivered`` event, once."""
+    config = load_cadence_file(default_config_dir() / "cadences.yaml")
+    walkthrough_store(engine, config, tmp_path, NOW - timedelta(days=1))
+    ann_phone = point(engine, "phone", "+12125550101")
+    created = client.messages.create(
+        to=ann_phone.value,
+        messaging_service_sid=fake.messaging_service_sid,
+        body="Hi Ann",
+        status_callback="https://engine.example/webhooks/twilio/status",
+    )
+    touch = sent_touch(
+        engine,
+        person_of(engine, "c1"),
+        ann_phone.id,
+        "t:sms",
+        at=NOW,
+        channel="sms",
+        provider_message_id=created.sid,
+    )
+    settings = Settings(
+        _env_file=None,
+        OUTREACH_PUBLIC_URL="https://engine.example",
+        TWILIO_ACCOUNT_SID=fake.account_sid,
+        TWILIO_AUTH_TOKEN=fake.auth_token,
+    )
+    app = make_app(engine, settings, config, fake.clock)
+    fake.clock.set(NOW + timedelta(minutes=1))
+    with httpx.Client(transport=httpx.WSGITransport(app=app)) as http:
+        assert fake.post_status_callbacks(http) == [200, 200]
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(Event.type, Event.touch_id, Event.channel).where(Event.type == "delivered")
+        ).all()
+    assert [tuple(r) for r in rows] == [("delivered", touch, "sms")]
