@@ -544,16 +544,16 @@ def report_command(
         err.print(f"wrote the {fmt} report to {target}", highlight=False)
 
 
-def _check_writable(path: Path) -> None:
+def _check_writable(path: Path, option: str = "--out") -> None:
     """Exit 2 now, before any work, when ``path`` cannot be written."""
     if path.is_dir():
-        raise _fail(f"--out {path}: is a folder; give a file name")
+        raise _fail(f"{option} {path}: is a folder; give a file name")
     existed = path.exists()
     try:
         with path.open("a", encoding="utf-8"):
             pass
     except OSError as exc:
-        raise _fail(f"--out {path}: cannot write there ({exc.strerror or exc})") from None
+        raise _fail(f"{option} {path}: cannot write there ({exc.strerror or exc})") from None
     if not existed:
         path.unlink()
 
@@ -936,14 +936,28 @@ def demo_command(
         int, typer.Option("--people", min=50, help="Seeded candidates across the three CRMs.")
     ] = 400,
     seed: Annotated[int, typer.Option("--seed", help="Seed of candidates and the script.")] = 7,
+    report_file: Annotated[
+        Path,
+        typer.Option(
+            "--report",
+            help="Where to write the month's HTML report (self-contained, opens offline).",
+        ),
+    ] = Path("report.html"),
 ) -> None:
     """The whole nightly job against the built-in sandbox: no credentials, no setup.
 
     Starts the five fake providers on loopback, uses a throwaway SQLite database, plays
     NIGHTS nights of sync, run and CRM write-back while the fake CRMs move candidates
-    through stages, then prints what went out, what waited and what came back.
+    through stages, then prints what went out, what waited and what came back, ends with
+    the month's report and writes it as HTML to --report.
     """
     from outreach.demo import Demo, mismatches, render
+    from outreach.reports.render_html import write_html
+
+    _check_writable(report_file, "--report")
+    # The in-process webhook receiver logs every post it takes; the summary says it all.
+    if not log.isEnabledFor(logging.DEBUG):
+        logging.getLogger("outreach.serve").setLevel(logging.WARNING)
 
     progress: Progress | None = None
     task = None
@@ -981,6 +995,15 @@ def demo_command(
         if progress is not None:
             progress.stop()
     render(report, out)
+    try:
+        write_html(report.kpis, report_file)
+    except (InputError, OSError) as exc:
+        raise _fail(f"--report {report_file}: {exc}") from None
+    out.print(
+        f"\nThe report with its charts: {report_file.resolve()} (one file; it opens offline "
+        "in any browser). `outreach report` prints the same for your own store.",
+        highlight=False,
+    )
     if mismatches(report):
         raise typer.Exit(EXIT_PARTIAL)
 

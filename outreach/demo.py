@@ -51,7 +51,8 @@ from outreach.events import (
     ingest_events,
 )
 from outreach.paths import default_config_dir
-from outreach.reports.sla import per_step
+from outreach.reports import build_report
+from outreach.reports.render_table import print_report
 from outreach.sandbox.seed import SeedPerson
 from outreach.sandbox.suite import Sandbox
 from outreach.settings import Settings
@@ -169,6 +170,8 @@ class DemoReport:
     rating_clicks: list[tuple[str, datetime]] = field(default_factory=list)
     #: the report's ``ratings`` object over the demo's month (from the store)
     ratings: dict[str, Any] = field(default_factory=dict)
+    #: the whole report object of the demo's month (:func:`outreach.reports.build_report`)
+    kpis: dict[str, Any] = field(default_factory=dict)
 
 
 class Demo:
@@ -541,12 +544,11 @@ class Demo:
             self._delivery_events(conn)
             self._timelines(conn)
             end = self.start + timedelta(days=self.nights)
-            report.sla = per_step(conn, self.config, self.start, end, end)
-            from outreach.reports.ratings import summarize
-
-            report.ratings = summarize(
-                conn, self.start - timedelta(days=1), self.start + timedelta(days=self.nights)
-            )
+            # The month's report, as `outreach report` would print it; the SLA and ratings
+            # lines of the summary are read from it, so both say the same.
+            report.kpis = build_report(conn, self.config, since=self.start, until=end, now=end)
+            report.sla = report.kpis["sla"]
+            report.ratings = report.kpis["ratings"]
         sendgrid, twilio, hubspot = self.sandbox.sendgrid, self.sandbox.twilio, self.sandbox.hubspot
         # What the providers still deliver: a cancelled scheduled send is not a delivery.
         report.emails_accepted = sum(m.get("state") != "cancelled" for m in sendgrid.messages)
@@ -884,49 +886,6 @@ def render(report: DemoReport, console: Any) -> None:
     )
     console.print(providers)
 
-    deadlines = Table(
-        title="Deadlines per step (the report's SLA, from the ledger: delivered by any "
-        "channel before `within`)",
-        header_style="bold",
-    )
-    for column in ("cadence", "step", "within", "due", "met", "late", "never", "met %"):
-        deadlines.add_column(column, justify="left" if column in ("cadence", "step") else "right")
-    for row in report.sla:
-        never = ", ".join(f"{n} {why}" for why, n in row["never_by_reason"].items())
-        rate = row["met_rate"]
-        deadlines.add_row(
-            row["cadence"],
-            row["step"],
-            f"{row['within_hours']:g} h",
-            str(row["due"]),
-            str(row["met"]),
-            str(row["late"]),
-            f"{row['never']} ({never})" if never else str(row["never"]),
-            "" if rate is None else f"{rate:.0%}",
-        )
-    console.print(deadlines)
-    for what, done, late, total, stage, goal in (
-        ("Acknowledged", report.acknowledged_48h, report.acknowledged_late, report.applications,
-         "applied", "48 h"),
-        ("Thanked", report.thanked_24h, report.thanked_late, report.interviews, "interview",
-         "24 h"),
-    ):  # fmt: skip
-        apart = []
-        if report.not_emailable[stage]:
-            apart.append(f"{report.not_emailable[stage]} of people who may not be emailed")
-        if report.not_recorded[stage]:
-            apart.append(
-                f"{report.not_recorded[stage]} in a CRM without that stage (HubSpot's "
-                "lifecycle has no interview)"
-            )
-        share = f" ({done / total:.0%})" if total else ""
-        console.print(
-            f"Cross-check at SendGrid: {what.lower()} within {goal} of the CRM move: {done} of "
-            f"{total}{share}; {late} later, {total - done - late} not by email"
-            + (f"; set apart: {', '.join(apart)}" if apart else "")
-            + ".",
-            highlight=False,
-        )
     inbound = report.inbound
     back = report.came_back
     console.print(
@@ -974,5 +933,34 @@ def render(report: DemoReport, console: Any) -> None:
         console.print(
             "\nEvery email, SMS and task in the ledger is in the providers' records, and "
             "nothing more.",
+            highlight=False,
+        )
+    if report.kpis:
+        console.print(
+            "\n[bold]The month in figures[/] (what `outreach report` prints, from the ledger "
+            "and the events the providers' webhooks posted):",
+            highlight=False,
+        )
+        print_report(report.kpis, console)
+    for what, done, late, total, stage, goal in (
+        ("Acknowledged", report.acknowledged_48h, report.acknowledged_late, report.applications,
+         "applied", "48 h"),
+        ("Thanked", report.thanked_24h, report.thanked_late, report.interviews, "interview",
+         "24 h"),
+    ):  # fmt: skip
+        apart = []
+        if report.not_emailable[stage]:
+            apart.append(f"{report.not_emailable[stage]} of people who may not be emailed")
+        if report.not_recorded[stage]:
+            apart.append(
+                f"{report.not_recorded[stage]} in a CRM without that stage (HubSpot's "
+                "lifecycle has no interview)"
+            )
+        share = f" ({done / total:.0%})" if total else ""
+        console.print(
+            f"Cross-check at SendGrid: {what.lower()} within {goal} of the CRM move: {done} of "
+            f"{total}{share}; {late} later, {total - done - late} not by email"
+            + (f"; set apart: {', '.join(apart)}" if apart else "")
+            + ".",
             highlight=False,
         )

@@ -294,7 +294,25 @@ def test_outreach_demo_runs_from_the_installed_script(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "Outreach demo" in done.stdout and "nothing more" in done.stdout
     assert "night 6/6" in done.stdout  # plain progress lines when not on a terminal
-    assert list(tmp_path.iterdir()) == []  # nothing left behind
+    # It ends with the report's tables and leaves only the HTML report, and says where.
+    assert "The month in figures" in done.stdout and "response rate" in done.stdout
+    assert list(tmp_path.iterdir()) == [tmp_path / "report.html"]
+    assert str(tmp_path / "report.html") in done.stdout.replace("\n", "")
+    page = (tmp_path / "report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and page.count('data-chart="') >= 6
+
+
+def test_an_unwritable_report_path_stops_the_demo_before_it_plays(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [outreach_script(), "demo", "--report", str(tmp_path / "missing" / "r.html")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "--report" in done.stderr and "cannot write there" in done.stderr
+    assert "night 1/" not in done.stdout and "Traceback" not in done.stderr
 
 
 def test_a_population_too_small_for_the_stories_is_a_clear_error(tmp_path: Path) -> None:
