@@ -360,7 +360,7 @@ class Demo:
             self._plan_clicks(message, person, delivered)
             roll = _share(f"reply:{message['message_id']}:{person.index}")
             for kind, share, after in (
-                ("reply", REPLY_SHARE, timedelta(hours=5)),
+                ("reply", REPLY_SHARE, _reply_delay(message["message_id"])),
                 ("ooo", OOO_SHARE, timedelta(minutes=2)),
                 ("unsubscribe", UNSUBSCRIBE_SHARE, timedelta(hours=3)),
                 ("dsn", DSN_SHARE, timedelta(minutes=10)),
@@ -773,6 +773,13 @@ def _pick_stories(people: Iterable[SeedPerson]) -> list[Story]:
         Story("asks not to be emailed, phone invalid", no_email, "invalid phone"),
         Story("one person in two CRMs", cross, "cross"),
     ]
+
+
+def _reply_delay(message_id: str) -> timedelta:
+    """How long a candidate takes to answer: log-uniform from 30 minutes to 4 days (most
+    answer the same day, some after a weekend), drawn from the message id."""
+    low, high = 0.5, 96.0
+    return timedelta(hours=low * (high / low) ** _share(f"delay:{message_id}"))
 
 
 def _share(text: str) -> float:
