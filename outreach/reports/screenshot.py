@@ -97,8 +97,15 @@ def wait_for_charts(driver, timeout: float) -> int:
     return int(drawn)
 
 
-def screenshot(report: Path, out: Path, width: int = 1280, timeout: float = 60) -> int:
-    """Write a full-page PNG of ``report`` to ``out``; returns the number of charts drawn."""
+def screenshot(
+    report: Path,
+    out: Path,
+    width: int = 1280,
+    timeout: float = 60,
+    max_height: int | None = None,
+) -> int:
+    """Write a full-page PNG of ``report`` to ``out`` (its top ``max_height`` CSS pixels when
+    given); returns the number of charts drawn."""
     report = Path(report).resolve()
     if not report.is_file():
         raise InputError(f"no HTML report at {report}")
@@ -115,9 +122,10 @@ def screenshot(report: Path, out: Path, width: int = 1280, timeout: float = 60) 
             "Emulation.setDeviceMetricsOverride",
             {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
         )
-        shot = driver.execute_cdp_cmd(
-            "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True}
-        )
+        capture: dict[str, object] = {"format": "png", "captureBeyondViewport": True}
+        if max_height is not None and max_height < height:
+            capture["clip"] = {"x": 0, "y": 0, "width": width, "height": max_height, "scale": 1}
+        shot = driver.execute_cdp_cmd("Page.captureScreenshot", capture)
     finally:
         driver.quit()
     try:
@@ -137,11 +145,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path, help="where to write the PNG")
     parser.add_argument("--width", type=int, default=1280, help="page width in CSS pixels")
     parser.add_argument("--timeout", type=float, default=60, help="seconds to wait for the charts")
+    parser.add_argument(
+        "--max-height", type=int, default=None, help="keep only the page's top N CSS pixels"
+    )
     args = parser.parse_args(argv)
     if args.width < 320:
         parser.error(f"--width must be at least 320, got {args.width}")
+    if args.max_height is not None and args.max_height < 100:
+        parser.error(f"--max-height must be at least 100, got {args.max_height}")
     try:
-        drawn = screenshot(args.report, args.out, args.width, args.timeout)
+        drawn = screenshot(args.report, args.out, args.width, args.timeout, args.max_height)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

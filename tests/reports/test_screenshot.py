@@ -35,6 +35,15 @@ def test_writes_a_png_of_the_whole_page(tmp_path: Path, capsys) -> None:
     assert "(6 charts)" in capsys.readouterr().out
 
 
+def test_max_height_keeps_the_top_of_the_page(tmp_path: Path) -> None:
+    browser_or_skip()
+    page = tmp_path / "report.html"
+    write_html(sample_report(), page)
+    out = tmp_path / "top.png"
+    assert main([str(page), str(out), "--width", "1000", "--max-height", "1200"]) == 0
+    assert png_size(out.read_bytes()) == (1000, 1200)
+
+
 def test_a_missing_report_is_exit_2(tmp_path: Path, capsys) -> None:
     assert main([str(tmp_path / "nope.html"), str(tmp_path / "out.png")]) == 2
     assert "no HTML report at" in capsys.readouterr().err
