@@ -10,9 +10,10 @@ over it. The builders run in order on one connection:
 2. :func:`collect_moves`: forward stage changes of the window (``report_moves``).
 3. :func:`collect_touches`: sent touches by ``delivery_at``, failed and ambiguous and
    skipped by ``updated_at``, cancelled by ``planned_at``, holdout rows by ``due_at``,
-   with delivery events, replies and conversions as columns (``report_touches``). SQLite
-   folds them in with ``UPDATE``s after a key-ordered load; PostgreSQL, where an update
-   writes a new version of each row, joins them in while loading.
+   with delivery events, replies and conversions as columns (``report_touches``), joined
+   in while loading (an ``UPDATE`` afterwards would write every row twice). SQLite reads
+   the touches in key order and probes each one's events, moves and replies by index;
+   PostgreSQL hash-joins pre-aggregated events, conversions and replies.
 4. :func:`collect_opt_outs`: each person's latest opt-out or unsubscribe of the window.
 
 Dialect differences (hours between instants, adding hours, quarter-hour buckets) live in
@@ -265,7 +266,7 @@ def collect_moves(work: WorkTables, since: datetime, until: datetime) -> None:
 
 
 def collect_touches(work: WorkTables, since: datetime, until: datetime, now: datetime) -> None:
-    """Fill ``report_touches`` and fold in delivery events, replies and conversions.
+    """Fill ``report_touches`` with delivery events, replies and conversions joined in.
 
     A touch younger than 14 days (before ``now``, or before ``until`` for a past window)
     may still convert: it is ``mature`` (counts in a conversion denominator without
