@@ -11,13 +11,22 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from sqlalchemy import case, func, select
 
 from outreach.cadence import CadenceConfig, Step
 from outreach.reports.query import WorkTables
 
-__all__ = ["ArmCounts", "StepArms", "arm_names", "step_arms", "step_rates"]
+__all__ = [
+    "ArmCounts",
+    "StepArms",
+    "StepCell",
+    "arm_names",
+    "step_arms",
+    "step_cells",
+    "step_rates",
+]
 
 
 @dataclass
@@ -48,28 +57,51 @@ def arm_names(step: Step) -> list[str]:
     return list(string.ascii_lowercase[: 1 + len(step.variants)])
 
 
-def step_arms(work: WorkTables, config: CadenceConfig) -> list[StepArms]:
-    """Arms of every configured step with variants or a holdout, from the window's rows."""
+class StepCell(NamedTuple):
+    """Counts of the window's sent or holdout rows of one (cadence, step, status, channel,
+    variant): rows, rows with a human reply, converted rows, conversion-eligible rows."""
+
+    cadence: str
+    step: str
+    status: str
+    channel: str | None
+    variant: str | None
+    rows: int
+    replied: int
+    converted: int
+    eligible: int
+
+
+def step_cells(work: WorkTables) -> list[StepCell]:
+    """One pass over the work table for both :func:`step_arms` and :func:`step_rates` (the
+    cells are bounded by the cadence file, not by the ledger)."""
     rt = work.touches
     eligible = (rt.c.mature + rt.c.converted) > 0
+    keys = (rt.c.cadence_id, rt.c.step_id, rt.c.status, rt.c.channel, rt.c.variant)
     rows = work.conn.execute(
         select(
-            rt.c.cadence_id,
-            rt.c.step_id,
-            rt.c.status,
-            rt.c.variant,
+            *keys,
             func.count(),
             func.sum(case((rt.c.replies > 0, 1), else_=0)),
             func.sum(rt.c.converted),
             func.sum(case((eligible, 1), else_=0)),
         )
         .where(rt.c.status.in_(("sent", "holdout")))
-        .group_by(rt.c.cadence_id, rt.c.step_id, rt.c.status, rt.c.variant)
+        .group_by(*keys)
     ).all()
-    counts: dict[tuple[str, str, str, str | None], tuple[int, int, int, int]] = {
-        (c, s, status, variant): (int(n), int(r or 0), int(v or 0), int(e or 0))
-        for c, s, status, variant, n, r, v, e in rows
-    }
+    return [
+        StepCell(c, s, status, channel, variant, int(n), int(r or 0), int(v or 0), int(e or 0))
+        for c, s, status, channel, variant, n, r, v, e in rows
+    ]
+
+
+def step_arms(cells: list[StepCell], config: CadenceConfig) -> list[StepArms]:
+    """Arms of every configured step with variants or a holdout, from the window's rows."""
+    counts: dict[tuple[str, str, str, str | None], list[int]] = {}
+    for cell in cells:
+        total = counts.setdefault((cell.cadence, cell.step, cell.status, cell.variant), [0] * 4)
+        for i, value in enumerate((cell.rows, cell.replied, cell.converted, cell.eligible)):
+            total[i] += value
     result = []
     for cadence in config.cadences:
         for step in cadence.steps:
@@ -96,25 +128,20 @@ def step_arms(work: WorkTables, config: CadenceConfig) -> list[StepArms]:
     return result
 
 
-def step_rates(work: WorkTables) -> list[tuple[str, str, str | None, int, int]]:
+def step_rates(cells: list[StepCell]) -> list[tuple[str, str, str | None, int, int]]:
     """``(cadence, step, channel, sent, replied)`` per step (channel None: all channels),
     plus one row per channel for steps sent on more than one."""
-    rt = work.touches
-    rows = work.conn.execute(
-        select(
-            rt.c.cadence_id,
-            rt.c.step_id,
-            rt.c.channel,
-            func.count(),
-            func.sum(case((rt.c.replies > 0, 1), else_=0)),
-        )
-        .where(rt.c.sent == 1)
-        .group_by(rt.c.cadence_id, rt.c.step_id, rt.c.channel)
-        .order_by(rt.c.cadence_id, rt.c.step_id, rt.c.channel)
-    ).all()
+    per_channel: dict[tuple[str, str, str | None], list[int]] = {}
+    for cell in cells:
+        if cell.status == "sent":
+            total = per_channel.setdefault((cell.cadence, cell.step, cell.channel), [0, 0])
+            total[0] += cell.rows
+            total[1] += cell.replied
     per_step: dict[tuple[str, str], list[tuple[str | None, int, int]]] = {}
-    for cadence, step, channel, sent, replied in rows:
-        per_step.setdefault((cadence, step), []).append((channel, int(sent), int(replied or 0)))
+    for (cadence, step, channel), (sent, replied) in sorted(
+        per_channel.items(), key=lambda item: (item[0][0], item[0][1], item[0][2] or "")
+    ):
+        per_step.setdefault((cadence, step), []).append((channel, sent, replied))
     result = []
     for (cadence, step), channels in per_step.items():
         result.append(

@@ -18,7 +18,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from outreach.engine.window import zone_for
 from outreach.errors import InputError
-from outreach.reports.query import WorkTables, hour_bucket
+from outreach.reports.query import QUARTER_SECONDS, WorkTables, quarter_bucket
 from outreach.store.schema import CandidateRecord
 
 __all__ = [
@@ -132,7 +132,8 @@ def heatmap(work: WorkTables, default_timezone: str) -> list[dict[str, Any]]:
 
     The zone is the throttle's (``zone_for``: the record's zone, else the phone's, else the
     policy default). Python resolves each distinct (zone, phone) key once into a small work
-    table; SQL then groups by (zone, UTC hour), bounded by zones x hours, not by touches,
+    table; SQL then groups by (zone, UTC quarter hour: a +5:30 or +5:45 zone changes its local hour
+    at :30 or :45 UTC), bounded by zones x quarters, not by touches,
     and Python converts those buckets (SQLite cannot convert zones).
     """
     rt, conn = work.touches, work.conn
@@ -156,7 +157,7 @@ def heatmap(work: WorkTables, default_timezone: str) -> list[dict[str, Any]]:
     if batch:
         conn.execute(insert(work.zones), batch)
     zones = work.zones
-    bucket = hour_bucket(rt.c.anchor_at, work.dialect)
+    bucket = quarter_bucket(rt.c.anchor_at, work.dialect)
     rows = conn.execute(
         select(
             zones.c.zone,
@@ -171,9 +172,9 @@ def heatmap(work: WorkTables, default_timezone: str) -> list[dict[str, Any]]:
         .group_by(zones.c.zone, bucket)
     )
     cells: dict[tuple[int, int], list[int]] = defaultdict(lambda: [0, 0])
-    for zone_name, hour, sent, replied in rows:
+    for zone_name, quarter, sent, replied in rows:
         zone, _ = zone_for(zone_name, None, default_timezone)
-        local = datetime.strptime(hour, "%Y-%m-%dT%H").replace(tzinfo=UTC).astimezone(zone)
+        local = datetime.fromtimestamp(int(quarter) * QUARTER_SECONDS, UTC).astimezone(zone)
         cell = cells[(local.weekday(), local.hour)]
         cell[0] += sent
         cell[1] += replied or 0

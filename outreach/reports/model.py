@@ -18,7 +18,7 @@ from sqlalchemy import Connection, Engine
 
 from outreach.cadence import CadenceConfig
 from outreach.reports import ab, ratings, sla, stats
-from outreach.reports.arms import step_arms, step_rates
+from outreach.reports.arms import step_arms, step_cells, step_rates
 from outreach.reports.breakdown import heatmap, is_small, parse_by
 from outreach.reports.kpis import extra_totals, people_figures, ttr_buckets
 from outreach.reports.query import (
@@ -135,8 +135,9 @@ def _build(
                         "small": is_small(figures["people_contacted"], min_cell),
                     }
                 )
+        cells_by_step = step_cells(work)
         steps = []
-        for cadence, step, channel, sent, replied in step_rates(work):
+        for cadence, step, channel, sent, replied in step_rates(cells_by_step):
             low, high = stats.wilson(replied, sent)
             steps.append(
                 {
@@ -152,7 +153,7 @@ def _build(
                 }
             )
         ab_entries = []
-        for entry in step_arms(work, config):
+        for entry in step_arms(cells_by_step, config):
             if len(entry.arms) > 1:
                 replies = [ab.Arm(a.variant, a.sent, a.replied) for a in entry.arms]
                 ab_entries.append(

@@ -10,12 +10,13 @@ over it. The builders run in order on one connection:
 2. :func:`collect_moves`: forward stage changes of the window (``report_moves``).
 3. :func:`collect_touches`: sent touches by ``delivery_at``, failed and ambiguous and
    skipped by ``updated_at``, cancelled by ``planned_at``, holdout rows by ``due_at``,
-   with delivery events, replies and conversions as columns (``report_touches``). SQLite
-   folds them in with ``UPDATE``s after a key-ordered load; PostgreSQL, where an update
-   writes a new version of each row, joins them in while loading.
+   with delivery events, replies and conversions as columns (``report_touches``), joined
+   in while loading (an ``UPDATE`` afterwards would write every row twice). SQLite reads
+   the touches in key order and probes each one's events, moves and replies by index;
+   PostgreSQL hash-joins pre-aggregated events, conversions and replies.
 4. :func:`collect_opt_outs`: each person's latest opt-out or unsubscribe of the window.
 
-Dialect differences (hours between instants, adding hours, hour buckets as text) live in
+Dialect differences (hours between instants, adding hours, quarter-hour buckets) live in
 the small helpers at the top.
 """
 
@@ -35,6 +36,7 @@ from sqlalchemy import (
     Table,
     and_,
     case,
+    cast,
     func,
     insert,
     literal,
@@ -42,7 +44,6 @@ from sqlalchemy import (
     or_,
     select,
     text,
-    update,
 )
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -51,15 +52,16 @@ from outreach.store.types import UTCDateTime
 
 __all__ = [
     "CONVERSION_WINDOW",
+    "QUARTER_SECONDS",
     "STAGE_RANK",
     "WorkTables",
     "collect_moves",
     "collect_opt_outs",
     "collect_replies",
     "collect_touches",
-    "hour_bucket",
     "hours_between",
     "plus_hours",
+    "quarter_bucket",
 ]
 
 #: a stage change counts as a conversion when it follows a touch within this
@@ -100,11 +102,18 @@ def plus_hours(instant: ColumnElement[Any], hours: int, dialect: str):
     return instant + literal_column(f"interval '{int(hours)} hours'")
 
 
-def hour_bucket(instant: ColumnElement[Any], dialect: str):
-    """The UTC hour of ``instant`` as text ``YYYY-MM-DDTHH`` (grouped on, then converted)."""
+#: width of a heat map bucket: zones with a :30 or :45 offset (India, Nepal) shift by quarters
+QUARTER_SECONDS = 900
+
+
+def quarter_bucket(instant: ColumnElement[Any], dialect: str):
+    """The UTC quarter hour of ``instant`` as whole seconds since 1970 divided by
+    :data:`QUARTER_SECONDS` (an integer; grouped on, then converted to local time)."""
     if dialect == "sqlite":
-        return func.strftime("%Y-%m-%dT%H", instant)
-    return func.to_char(func.timezone("UTC", instant), literal('YYYY-MM-DD"T"HH24'))
+        return cast(func.strftime("%s", instant), Integer) // QUARTER_SECONDS
+    # date_part is double precision (extract is numeric, several times slower to divide);
+    # stored microseconds stay exact enough that a quarter's boundary is never crossed
+    return func.floor(func.date_part("epoch", instant) / float(QUARTER_SECONDS))
 
 
 def _rank(stage: ColumnElement[Any]):
@@ -190,8 +199,11 @@ class WorkTables:
         self._meta = meta
         meta.create_all(conn)
         if self.dialect == "postgresql":
-            # Sorts and hashes of a million-row window stay in memory (this transaction only).
-            conn.execute(text("SET LOCAL work_mem = '64MB'"))
+            # Sorts and hashes of a million-row window stay in memory (this transaction only;
+            # the server's memory: the per-touch event aggregate spills to disk at 64MB).
+            conn.execute(text("SET LOCAL work_mem = '256MB'"))
+            # JIT compiling these aggregates costs more than it saves at a million rows
+            conn.execute(text("SET LOCAL jit = off"))
 
     def analyze(self, table: Table) -> None:
         """Give PostgreSQL's planner row counts for a filled work table (autovacuum never
@@ -254,7 +266,7 @@ def collect_moves(work: WorkTables, since: datetime, until: datetime) -> None:
 
 
 def collect_touches(work: WorkTables, since: datetime, until: datetime, now: datetime) -> None:
-    """Fill ``report_touches`` and fold in delivery events, replies and conversions.
+    """Fill ``report_touches`` with delivery events, replies and conversions joined in.
 
     A touch younger than 14 days (before ``now``, or before ``until`` for a past window)
     may still convert: it is ``mature`` (counts in a conversion denominator without
@@ -306,41 +318,29 @@ def collect_touches(work: WorkTables, since: datetime, until: datetime, now: dat
         if work.dialect == "sqlite":
             # in key order the rows append to the table's B-tree instead of splitting pages
             rows = rows.order_by(Touch.id)
-        elif status in ("sent", "holdout"):
-            # PostgreSQL writes a new row version for every UPDATE: join the outcomes in
-            # while loading instead of folding them in afterwards.
+        if status in ("sent", "holdout"):
+            # Joined in while loading: an UPDATE afterwards would write every row twice
+            # (and on PostgreSQL leave a dead version of each).
             rows, more = _with_outcomes(work, rows, status, placed, anchor, since, until)
             names += more
         conn.execute(insert(rt).from_select(names, rows))
     # Built after the rows are in: one sort instead of a random insert per row.
     conn.execute(text("CREATE INDEX ix_report_touches_person ON report_touches (person_id)"))
     work.analyze(rt)
-    if work.dialect == "sqlite":
-        _fold_delivery_events(work)
-        _fold_replies(work)
-        _fold_conversions(work)
 
 
 def _with_outcomes(work: WorkTables, rows, status: str, placed, anchor, since, until):
     """``rows`` (touches of ``status`` in the window) joined with their delivery events,
     attributed replies (sent touches) and conversions; returns the select and the names of
     the added columns."""
-    rp = work.replies
-    mv = work.moves
     window = (Touch.status == status, placed >= since, placed < until)
-    horizon = int(CONVERSION_WINDOW.total_seconds() // 3600)
+    if work.dialect == "sqlite":
+        return _sqlite_outcomes(work, rows, status)
+    mv = work.moves
     converting = (
         select(Touch.id.label("touch_id"))
         .join(Enrollment, Enrollment.id == Touch.enrollment_id)
-        .join(
-            mv,
-            and_(
-                mv.c.person_id == Touch.person_id,
-                mv.c.from_stage == Enrollment.trigger_stage,
-                mv.c.at > anchor,
-                mv.c.at <= plus_hours(anchor, horizon, work.dialect),
-            ),
-        )
+        .join(mv, _moved(work, Touch.person_id, Enrollment.trigger_stage, anchor))
         .where(*window)
         .distinct()
         .subquery("converting")
@@ -352,8 +352,77 @@ def _with_outcomes(work: WorkTables, rows, status: str, placed, anchor, since, u
     if status != "sent":
         return rows, names
     per_touch = _delivery_flags(select(Touch.id).where(*window).subquery("window_touches"))
+    answered = _answered(work)
+    rows = (
+        rows.outerjoin(per_touch, per_touch.c.touch_id == Touch.id)
+        .outerjoin(answered, answered.c.touch_id == Touch.id)
+        .add_columns(
+            *(func.coalesce(per_touch.c[name], 0) for name in _DELIVERY_FLAGS),
+            *_reply_columns(work, answered, anchor),
+        )
+    )
+    names += [*_DELIVERY_FLAGS, "replies", "auto_replies", "first_reply_at", "ttr_hours"]
+    return rows, names
+
+
+def _sqlite_outcomes(work: WorkTables, rows, status: str):
+    """SQLite's one pass over the window's rows of ``status`` (ordered by key): each touch
+    probes its events through (touch_id, type), grouped by the key with no sort, then the
+    (person, stage, at) index of the moves once, and its replies."""
+    if status != "sent":
+        converted = _converted(work, Touch.person_id, Enrollment.trigger_stage, Touch.due_at)
+        return rows.add_columns(converted), ["converted"]
+    loaded = (
+        rows.outerjoin(Event, and_(Event.touch_id == Touch.id, Event.type.in_(_DELIVERY_TYPES)))
+        .add_columns(*(value.label(name) for name, value in _flag_aggregates().items()))
+        .group_by(Touch.id)
+        .subquery("loaded")
+    )
+    answered = _answered(work)
+    columns = list(loaded.c)
+    rows = (
+        select(
+            *columns[: -len(_DELIVERY_FLAGS)],
+            _converted(work, loaded.c.person_id, loaded.c.trigger_stage, loaded.c.delivery_at),
+            *columns[-len(_DELIVERY_FLAGS) :],
+            *_reply_columns(work, answered, loaded.c.delivery_at),
+        )
+        # no ORDER BY: the co-routine already yields in key order (one would add a sort)
+        .select_from(loaded.outerjoin(answered, answered.c.touch_id == loaded.c.id))
+    )
+    return rows, [
+        "converted",
+        *_DELIVERY_FLAGS,
+        "replies",
+        "auto_replies",
+        "first_reply_at",
+        "ttr_hours",
+    ]
+
+
+def _moved(work: WorkTables, person, stage, anchor) -> ColumnElement[bool]:
+    """A forward move of ``person`` from ``stage`` within the conversion window after ``anchor``."""
+    mv = work.moves
+    horizon = int(CONVERSION_WINDOW.total_seconds() // 3600)
+    return and_(
+        mv.c.person_id == person,
+        mv.c.from_stage == stage,
+        mv.c.at > anchor,
+        mv.c.at <= plus_hours(anchor, horizon, work.dialect),
+    )
+
+
+def _converted(work: WorkTables, person, stage, anchor):
+    """1 when :func:`_moved` finds a move (one probe of the moves' index), else 0."""
+    moves = select(work.moves.c.event_id).where(_moved(work, person, stage, anchor))
+    return case((moves.exists(), 1), else_=0)
+
+
+def _answered(work: WorkTables):
+    """Attributed replies per touch: human replies, auto-replies, first human reply."""
+    rp = work.replies
     human = rp.c.type == "reply"
-    answered = (
+    return (
         select(
             rp.c.touch_id.label("touch_id"),
             func.sum(case((human, 1), else_=0)).label("replies"),
@@ -364,103 +433,59 @@ def _with_outcomes(work: WorkTables, rows, status: str, placed, anchor, since, u
         .group_by(rp.c.touch_id)
         .subquery("answered")
     )
-    rows = (
-        rows.outerjoin(per_touch, per_touch.c.touch_id == Touch.id)
-        .outerjoin(answered, answered.c.touch_id == Touch.id)
-        .add_columns(
-            *(func.coalesce(per_touch.c[name], 0) for name in _DELIVERY_FLAGS),
-            func.coalesce(answered.c.replies, 0),
-            func.coalesce(answered.c.auto_replies, 0),
-            answered.c.first_reply_at,
-            hours_between(answered.c.first_reply_at, anchor, work.dialect),
-        )
+
+
+def _reply_columns(work: WorkTables, answered, anchor) -> tuple[ColumnElement[Any], ...]:
+    """replies, auto_replies, first_reply_at, ttr_hours of a row joined to ``answered``."""
+    return (
+        func.coalesce(answered.c.replies, 0),
+        func.coalesce(answered.c.auto_replies, 0),
+        answered.c.first_reply_at,
+        hours_between(answered.c.first_reply_at, anchor, work.dialect),
     )
-    names += [*_DELIVERY_FLAGS, "replies", "auto_replies", "first_reply_at", "ttr_hours"]
-    return rows, names
 
 
 #: per-touch columns taken from delivery-side events
 _DELIVERY_FLAGS = ("delivered", "bounced", "opened", "machine_opened", "clicked", "open_events")
 
 
-def _delivery_flags(touches):
-    """Delivery-side events of the touches in ``touches`` (a subquery with an ``id``
-    column), one row per touch with the :data:`_DELIVERY_FLAGS` columns. They count for the
-    touch's window, whenever they arrived."""
+#: the event types the delivery flags are read from
+_DELIVERY_TYPES = ("delivered", "bounce", "open", "click")
+
+
+def _flag_aggregates() -> dict[str, ColumnElement[Any]]:
+    """The :data:`_DELIVERY_FLAGS` as aggregates over ``events`` rows of one touch (0 for a
+    touch without any, as in an outer join)."""
     machine = Event.payload["machine"].as_boolean()
     is_open = Event.type == "open"
 
     def flag(condition: ColumnElement[bool]):
         return func.max(case((condition, 1), else_=0))
 
+    return {
+        "delivered": flag(Event.type == "delivered"),
+        "bounced": flag(Event.type == "bounce"),
+        "opened": flag(and_(is_open, or_(machine.is_(None), machine.is_(False)))),
+        "machine_opened": flag(and_(is_open, machine.is_(True))),
+        "clicked": flag(Event.type == "click"),
+        "open_events": func.sum(case((is_open, 1), else_=0)),
+    }
+
+
+def _delivery_flags(touches):
+    """Delivery-side events of the touches in ``touches`` (a subquery with an ``id``
+    column), one row per touch with the :data:`_DELIVERY_FLAGS` columns. They count for the
+    touch's window, whenever they arrived."""
     return (
         select(
             Event.touch_id.label("touch_id"),
-            flag(Event.type == "delivered").label("delivered"),
-            flag(Event.type == "bounce").label("bounced"),
-            flag(and_(is_open, or_(machine.is_(None), machine.is_(False)))).label("opened"),
-            flag(and_(is_open, machine.is_(True))).label("machine_opened"),
-            flag(Event.type == "click").label("clicked"),
-            func.sum(case((is_open, 1), else_=0)).label("open_events"),
+            *(value.label(name) for name, value in _flag_aggregates().items()),
         )
         .join(touches, touches.c.id == Event.touch_id)
-        .where(Event.type.in_(("delivered", "bounce", "open", "click")))
+        .where(Event.type.in_(_DELIVERY_TYPES))
         .group_by(Event.touch_id)
         .subquery("delivery")
     )
-
-
-def _fold_delivery_events(work: WorkTables) -> None:
-    rt = work.touches
-    per_touch = _delivery_flags(select(rt.c.id).where(rt.c.sent == 1).subquery("sent_rows"))
-    work.conn.execute(
-        update(rt)
-        .where(rt.c.id == per_touch.c.touch_id)
-        .values({name: per_touch.c[name] for name in _DELIVERY_FLAGS})
-    )
-
-
-def _fold_replies(work: WorkTables) -> None:
-    rt, rp = work.touches, work.replies
-    human = rp.c.type == "reply"
-    per_touch = (
-        select(
-            rp.c.touch_id.label("touch_id"),
-            func.sum(case((human, 1), else_=0)).label("replies"),
-            func.sum(case((human, 0), else_=1)).label("auto_replies"),
-            func.min(case((human, rp.c.at), else_=None)).label("first_reply_at"),
-        )
-        .where(rp.c.touch_id.is_not(None))
-        .group_by(rp.c.touch_id)
-        .subquery()
-    )
-    work.conn.execute(
-        update(rt)
-        .where(rt.c.id == per_touch.c.touch_id)
-        .values(
-            replies=per_touch.c.replies,
-            auto_replies=per_touch.c.auto_replies,
-            first_reply_at=per_touch.c.first_reply_at,
-            ttr_hours=hours_between(per_touch.c.first_reply_at, rt.c.anchor_at, work.dialect),
-        )
-    )
-
-
-def _fold_conversions(work: WorkTables) -> None:
-    # Driven by the (few) forward moves, each probing its person's rows of the window.
-    rt, mv = work.touches, work.moves
-    row = rt.alias("converting")
-    horizon = int(CONVERSION_WINDOW.total_seconds() // 3600)
-    converted = select(row.c.id).join(
-        mv,
-        and_(
-            mv.c.person_id == row.c.person_id,
-            mv.c.from_stage == row.c.trigger_stage,
-            mv.c.at > row.c.anchor_at,
-            mv.c.at <= plus_hours(row.c.anchor_at, horizon, work.dialect),
-        ),
-    )
-    work.conn.execute(update(rt).where(rt.c.id.in_(converted)).values(converted=1))
 
 
 def collect_opt_outs(work: WorkTables, since: datetime, until: datetime) -> None:

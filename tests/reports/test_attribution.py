@@ -120,3 +120,18 @@ def test_heatmap_across_daylight_saving_change(engine, config):
     ledger.touch(ledger.enrollment(plain), "s1", datetime(2026, 11, 2, 13, tzinfo=UTC))
     cells = {(c["dow"], c["hour"]): c["sent"] for c in run(engine, config)["heatmap"]}
     assert cells == {(4, 9): 1, (0, 8): 1, (0, 13): 1}
+
+
+def test_heatmap_places_half_and_quarter_hour_zones_in_their_local_hour(engine, config):
+    ledger = ReportLedger(engine)
+    india = ledger.person(timezone="Asia/Kolkata")  # UTC+5:30
+    nepal = ledger.person(timezone="Asia/Kathmandu")  # UTC+5:45
+    # Monday Nov 2: 03:20 UTC is 08:50 in Kolkata, 03:40 UTC is 09:10 there;
+    # 03:10 UTC is 08:55 in Kathmandu, 03:20 UTC is 09:05 there
+    india_enrolled, nepal_enrolled = ledger.enrollment(india), ledger.enrollment(nepal)
+    ledger.touch(india_enrolled, "s1", datetime(2026, 11, 2, 3, 20, tzinfo=UTC))
+    ledger.touch(india_enrolled, "s1", datetime(2026, 11, 2, 3, 40, tzinfo=UTC))
+    ledger.touch(nepal_enrolled, "s1", datetime(2026, 11, 2, 3, 10, tzinfo=UTC))
+    ledger.touch(nepal_enrolled, "s1", datetime(2026, 11, 2, 3, 20, tzinfo=UTC))
+    cells = {(c["dow"], c["hour"]): c["sent"] for c in run(engine, config)["heatmap"]}
+    assert cells == {(0, 8): 2, (0, 9): 2}
