@@ -86,8 +86,10 @@ def _event(
     )
 
 
-def seed(url: str, touches: int) -> None:
-    """Migrate an empty database at ``url`` and load the ledger."""
+def seed(url: str, touches: int, span_days: int = 30) -> None:
+    """Migrate an empty database at ``url`` and load the ledger: people's first touches
+    spread over the ``span_days`` before ``NOW`` (30: the whole ledger is in the default
+    report window, the worst case)."""
     from sqlalchemy import text
 
     from outreach.store import make_engine, upgrade
@@ -99,7 +101,8 @@ def seed(url: str, touches: int) -> None:
     rng = random.Random(14)
     steps = _steps()
     people = max(1, touches // TOUCHES_PER_PERSON)
-    span = (NOW - SINCE).total_seconds()
+    ledger_start = NOW - timedelta(days=span_days)
+    span = (NOW - ledger_start).total_seconds()
     touch_id = 0
     event_ids = itertools.count(1)
     for start in range(0, people, CHUNK):
@@ -114,7 +117,12 @@ def seed(url: str, touches: int) -> None:
             stage = CADENCES[cadence]
             zone = ZONES[person % len(ZONES)]
             rows["people"].append(
-                {"id": person, "global_opt_out": False, "created_at": SINCE, "updated_at": SINCE}
+                {
+                    "id": person,
+                    "global_opt_out": False,
+                    "created_at": ledger_start,
+                    "updated_at": ledger_start,
+                }
             )
             rows["records"].append(
                 {
@@ -129,8 +137,8 @@ def seed(url: str, touches: int) -> None:
                     "owner_id": f"rec-{person % 20}",
                     "tags": TAGS[person % len(TAGS)],
                     "custom": {},
-                    "created_at": SINCE,
-                    "updated_at": SINCE,
+                    "created_at": ledger_start,
+                    "updated_at": ledger_start,
                 }
             )
             rows["enrollments"].append(
@@ -140,15 +148,15 @@ def seed(url: str, touches: int) -> None:
                     "record_id": person,
                     "cadence_id": cadence,
                     "trigger_stage": stage,
-                    "triggered_at": SINCE,
+                    "triggered_at": ledger_start,
                     "status": "active",
                     "next_step": 0,
                     "next_occurrence": 0,
-                    "created_at": SINCE,
-                    "updated_at": SINCE,
+                    "created_at": ledger_start,
+                    "updated_at": ledger_start,
                 }
             )
-            first = SINCE + timedelta(seconds=rng.random() * span * 0.8)
+            first = ledger_start + timedelta(seconds=rng.random() * (span - 6 * 86_400))
             for n in range(TOUCHES_PER_PERSON):
                 touch_id += 1
                 step, arms = steps[cadence][n % len(steps[cadence])]
@@ -267,7 +275,7 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def scenario(touches: int, database: str) -> dict[str, float]:
+def scenario(touches: int, database: str, span_days: int = 30) -> dict[str, float]:
     """Seed a store of ``touches`` and time the report on it in a fresh child process."""
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
@@ -284,7 +292,7 @@ def scenario(touches: int, database: str) -> dict[str, float]:
             url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
         try:
             started = time.perf_counter()
-            seed(url, touches)
+            seed(url, touches, span_days)
             seeded = time.perf_counter() - started
             child = subprocess.run(
                 [sys.executable, __file__, "--report-only", url],
@@ -299,14 +307,15 @@ def scenario(touches: int, database: str) -> dict[str, float]:
                 with admin.connect() as conn:
                     conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
                 admin.dispose()
-    result.update(touches=touches, seed_seconds=seeded, database=database)
+    result.update(touches=touches, seed_seconds=seeded, database=database, span_days=span_days)
     return result
 
 
 def report(result: dict) -> None:
     """Print one scenario's figures."""
     print(
-        f"{result['database']:<10} touches {result['touches']:>9,}: "
+        f"{result['database']:<10} touches {result['touches']:>9,} "
+        f"over {result['span_days']} days: "
         f"report {result['seconds']:.2f} s (this process's CPU {result['cpu_seconds']:.2f} s; "
         f"build + JSON, {result['touches_sent']:,} sent), "
         f"with --by cadence,step,variant {result['seconds_by']:.2f} s "
@@ -321,13 +330,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--touches", type=int)
     parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument(
+        "--span-days",
+        type=int,
+        default=30,
+        help="days the ledger spans before the report's 30-day window ends (30: all of it in "
+        "the window, the worst case; 365: a year of history, the default window holds a month)",
+    )
     parser.add_argument("--report-only", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.report_only:
         print(json.dumps(run_report(args.report_only)))
         return
     sizes = [args.touches] if args.touches else [100_000, 1_000_000]
-    results = [scenario(size, args.database) for size in sizes]
+    if args.span_days < 30:
+        parser.error("--span-days must be at least 30 (the report window)")
+    results = [scenario(size, args.database, args.span_days) for size in sizes]
     for result in results:
         report(result)
     if len(results) == 2:
