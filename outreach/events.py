@@ -774,26 +774,34 @@ def _flush(engine: Engine, batch: list[_Pending], now: datetime, report: IngestR
                 report.unmatched.append(f"{pending.where}: {row}")
             else:
                 rows.append((pending, row))
-        if not rows:
-            return
-        try:
-            with conn.begin_nested():
-                bulk_write(conn, _events, [row for _, row in rows], conflict=("dedupe_key",))
-        except SQLAlchemyError:
-            # Find the rows the database refuses; write the others one by one.
-            for pending, row in rows:
-                try:
-                    with conn.begin_nested():
-                        bulk_write(conn, _events, [row], conflict=("dedupe_key",))
-                except SQLAlchemyError as exc:
-                    report.bad.append(
-                        f"{pending.where}: the database refused the event: "
-                        f"{type(exc.orig or exc).__name__}"
-                    )
-                else:
-                    report.recorded += 1
-        else:
-            report.recorded += len(rows)
+        _write_events(conn, [(pending.where, row) for pending, row in rows], report)
+
+
+def _write_events(
+    conn: Connection,
+    rows: list[tuple[str, dict[str, Any]]],
+    report: IngestReport | DeliveryReport,
+) -> None:
+    """Insert event rows (each with where it came from) in one statement; when the database
+    refuses the batch, row by row, so one bad row is named and the others are kept."""
+    if not rows:
+        return
+    try:
+        with conn.begin_nested():
+            bulk_write(conn, _events, [row for _, row in rows], conflict=("dedupe_key",))
+    except SQLAlchemyError:
+        for where, row in rows:
+            try:
+                with conn.begin_nested():
+                    bulk_write(conn, _events, [row], conflict=("dedupe_key",))
+            except SQLAlchemyError as exc:
+                report.bad.append(
+                    f"{where}: the database refused the event: {type(exc.orig or exc).__name__}"
+                )
+            else:
+                report.recorded += 1
+    else:
+        report.recorded += len(rows)
 
 
 def _list_suppressions(conn: Connection, batch: list[_Pending], now: datetime) -> set[int]:
@@ -1113,22 +1121,4 @@ def _flush_deliveries(
                     },
                 )
             )
-        if not rows:
-            return
-        try:
-            with conn.begin_nested():
-                bulk_write(conn, _events, [row for _, row in rows], conflict=("dedupe_key",))
-        except SQLAlchemyError:
-            # Find the rows the database refuses; write the others one by one.
-            for where, row in rows:
-                try:
-                    with conn.begin_nested():
-                        bulk_write(conn, _events, [row], conflict=("dedupe_key",))
-                except SQLAlchemyError as exc:
-                    report.bad.append(
-                        f"{where}: the database refused the event: {type(exc.orig or exc).__name__}"
-                    )
-                else:
-                    report.recorded += 1
-        else:
-            report.recorded += len(rows)
+        _write_events(conn, rows, report)

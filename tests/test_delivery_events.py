@@ -11,6 +11,7 @@ from ledger_rows import person_of, point, sent_touch, walkthrough_store
 from pydantic import ValidationError
 from sqlalchemy import event as sa_event
 from sqlalchemy import select
+from sqlalchemy.exc import DataError
 from werkzeug.test import Client
 
 from outreach.cadence import load_cadence_file
@@ -251,6 +252,30 @@ def test_one_insert_per_batch(store, touches) -> None:
     work = [k for k in kinds if k not in ("BEGIN", "SAVEPOINT", "RELEASE", "COMMIT")]
     # One read of the stored keys, one of the touches, one insert: no per-item round trip.
     assert work == ["SELECT", "SELECT", "INSERT"]
+
+
+def test_a_row_the_database_refuses_is_named_and_the_rest_of_the_batch_is_kept(
+    store, touches, monkeypatch
+) -> None:
+    import outreach.events as events_module
+
+    real = events_module.bulk_write
+
+    def refusing(conn, table, rows, **kwargs):
+        if any("refuse" in (row.get("dedupe_key") or "") for row in rows):
+            raise DataError("INSERT INTO events", {}, ValueError("value out of range"))
+        return real(conn, table, rows, **kwargs)
+
+    monkeypatch.setattr(events_module, "bulk_write", refusing)
+    ann, at = touches["ann"], NOW - timedelta(hours=1)
+    events = [
+        (f"[{i}]", DeliveryEvent(type="click", channel="email", touch_id=ann, at=at, id=name))
+        for i, name in enumerate(("c0", "refuse", "c2"))
+    ]
+    report = ingest_deliveries(store, events, now=NOW)
+    assert report.recorded == 2
+    assert report.bad == ["[1]: the database refused the event: ValueError"]
+    assert len(stored(store)) == 2
 
 
 def test_delivery_event_rules() -> None:
