@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-__all__ = ["Clock", "FixedClock", "ManualTimer", "SystemClock", "parse_instant"]
+__all__ = ["Clock", "FixedClock", "ManualTimer", "SystemClock", "parse_instant", "parse_iso"]
 
 
 class Clock(Protocol):
@@ -74,8 +74,8 @@ def _aware(at: datetime) -> datetime:
     return at.astimezone(UTC)
 
 
-def parse_instant(text: str) -> datetime:
-    """Parse an ISO-8601 instant; a value without an offset is read as UTC.
+def parse_iso(text: str) -> datetime:
+    """Parse ISO-8601 text (``Z`` for UTC) as written: naive when it has no offset.
 
     Raises ``ValueError`` with the offending text when it is not ISO-8601.
     """
@@ -83,9 +83,16 @@ def parse_instant(text: str) -> datetime:
     if value.endswith(("Z", "z")):
         value = value[:-1] + "+00:00"
     try:
-        parsed = datetime.fromisoformat(value)
+        return datetime.fromisoformat(value)
     except ValueError:
         raise ValueError(
             f"{text!r} is not an ISO-8601 time; use e.g. 2026-11-25T09:00:00-05:00"
         ) from None
-    return _aware(parsed)
+
+
+def parse_instant(text: str) -> datetime:
+    """Parse an ISO-8601 instant; a value without an offset is read as UTC.
+
+    Raises ``ValueError`` with the offending text when it is not ISO-8601.
+    """
+    return _aware(parse_iso(text))

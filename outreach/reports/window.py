@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from outreach.clock import parse_iso
 from outreach.errors import InputError
 
 __all__ = ["DEFAULT_DAYS", "Window", "parse_time", "resolve_window"]
@@ -35,16 +36,12 @@ def parse_time(text: str, option: str) -> datetime:
     >>> parse_time("2026-11-25T09:00:00-05:00", "--since").isoformat()
     '2026-11-25T14:00:00+00:00'
     """
-    value = text.strip()
-    if value.endswith(("Z", "z")):
-        value = value[:-1] + "+00:00"
     try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise InputError(
-            f"{option}: {text!r} is not an ISO-8601 time; use e.g. 2026-11-25T09:00:00-05:00"
-        ) from None
+        parsed = parse_iso(text)
+    except ValueError as exc:
+        raise InputError(f"{option}: {exc}") from None
     if parsed.tzinfo is None or parsed.utcoffset() is None:
+        value = text.strip()
         raise InputError(
             f"{option}: {text!r} has no UTC offset; add one, e.g. {value}Z or {value}-05:00"
         )
