@@ -8,13 +8,15 @@ deadline falls in the report window:
 * **met**: a sent touch (any channel: a fallback keeps the ledger row) delivered
   (``delivery_at``) by the deadline; **late**: delivered after it;
 * **never**: no delivery, by reason: the ledger row's status (``skipped``, ``task``,
-  ``failed``, ``cancelled``, ``holdout``, ``ambiguous``, ``unconfirmed`` for a claim still
+  ``failed``, ``cancelled``, ``ambiguous``, ``unconfirmed`` for a claim still
   open past its deadline), ``overdue`` (an active enrollment still waiting on the step past
   its deadline), ``stopped`` (the enrollment stopped after the deadline passed unsent);
 * **pending**: not delivered yet and the deadline is still ahead of ``now`` (not due);
 * **unreachable**: handed to a recruiter because no channel may carry it (the person
   opted out or unsubscribed, or has no usable address): not due, since sending would
   break DESIGN.md invariant 4; counted apart.
+* **held_out**: kept from the step by its ``holdout`` share (the experiment's no-contact
+  group, nothing was meant to be sent): not due, counted apart.
 
 Rows under a retired key (a killed run's ``released`` claim, a failure re-planned, a touch
 recalled for an out-of-office pause and put back) are superseded attempts, not
@@ -58,7 +60,7 @@ _tasks = Task.__table__
 
 #: the reasons ``never`` is broken down by that come from ledger rows (``overdue`` and
 #: ``stopped`` come from enrollments still or last waiting on the step)
-NEVER_STATUSES = ("failed", "ambiguous", "holdout", "skipped", "cancelled", "task", "unconfirmed")
+NEVER_STATUSES = ("failed", "ambiguous", "skipped", "cancelled", "task", "unconfirmed")
 #: what a superseded attempt's idempotency key carries (``…#released<id>``, ``…#failed<id>``
 #: for a failure re-planned, ``…#recalled<id>`` for a touch recalled for an out-of-office
 #: pause and put back): the occurrence has, or will get, a row under its own key
@@ -90,8 +92,8 @@ def per_step(
 
     One dict per step, in cadence file order: ``cadence``, ``step``, ``within_hours``,
     ``after_hours``, ``due`` (= met + late + never), ``met``, ``late``, ``never``,
-    ``met_rate`` (``None`` when nothing was due), ``pending``, ``unreachable`` and
-    ``never_by_reason``.
+    ``met_rate`` (``None`` when nothing was due), ``pending``, ``unreachable``,
+    ``held_out`` and ``never_by_reason``.
     """
     if since >= until:
         raise ValueError(f"SLA window: since ({since.isoformat()}) must be before until")
@@ -111,6 +113,7 @@ def per_step(
         met, late = counts.pop("met", 0), counts.pop("late", 0)
         pending = counts.pop("pending", 0)
         unreachable = counts.pop("unreachable", 0)
+        held_out = counts.pop("holdout", 0)
         never_by_reason = {reason: n for reason, n in sorted(counts.items()) if n}
         never = sum(never_by_reason.values())
         due = met + late + never
@@ -127,6 +130,7 @@ def per_step(
                 "met_rate": met / due if due else None,
                 "pending": pending,
                 "unreachable": unreachable,
+                "held_out": held_out,
                 "never_by_reason": never_by_reason,
             }
         )
