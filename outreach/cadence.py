@@ -388,6 +388,12 @@ class Step(_Model):
                 "send_window on a step is only for transactional steps (add transactional: "
                 "true, or remove send_window: other touches keep policy.send_window)",
             )
+        if self.holdout and self.transactional:
+            raise PydanticCustomError(
+                "holdout_transactional",
+                "holdout keeps people from a step on purpose, and a transactional step is a "
+                "promised answer (a receipt, a thank-you): remove holdout or transactional",
+            )
         if self.sendgrid_template_id and self.channel not in ("email", "auto"):
             raise PydanticCustomError(
                 "sendgrid_channel",

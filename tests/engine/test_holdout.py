@@ -136,3 +136,10 @@ def test_config_check_bounds_the_holdout(tmp_path: Path, value: int, ok: bool) -
     else:
         with pytest.raises(ConfigError, match=r"cadences\[0\]\.steps\[0\]\.holdout"):
             load_cadence_file(path)
+
+
+def test_config_check_refuses_a_holdout_on_a_transactional_step(tmp_path: Path) -> None:
+    path = tmp_path / "cadences.yaml"
+    path.write_text(HELD.replace("holdout: 50}", "holdout: 10, transactional: true}"))
+    with pytest.raises(ConfigError, match=r"cadences\[0\]\.steps\[0\].*transactional"):
+        load_cadence_file(path)
