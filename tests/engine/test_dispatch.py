@@ -3,16 +3,31 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
+import pytest
+from engine_world import World, write_config
+from sqlalchemy import select
 from stage_data import NOW, config, person
+from tick_world import (
+    ONE_STEP,
+    PERSON,
+    SMALL,
+    CountingSMS,
+    ny,
+)
+from tick_world import (
+    TEMPLATES as TICK_TEMPLATES,
+)
 
 from channels.base import Channel, OutgoingMessage, SendResult
-from outreach.clock import FixedClock
+from outreach.clock import FixedClock, ManualTimer
 from outreach.engine.batch import Pending, outgoing_message
 from outreach.engine.dispatch import Dispatcher
 from outreach.engine.flight import FlightGate
+from outreach.store.schema import Touch
 from outreach.templates import RenderedMessage
 
 
@@ -147,3 +162,120 @@ def test_a_fallback_returned_by_confirm_goes_out_in_the_next_round(tmp_path: Pat
     dispatcher(cfg, Recording(events), events)(pending(cfg, [1]), NOW, confirm)
     # retried at most four rounds in one dispatch
     assert rounds == [[1], [1], [1], [1]]
+
+
+def test_sms_is_handed_over_no_faster_than_the_policy_rate(engine, tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path,
+        SMALL.replace("rate_limits: {linkedin: 1/d}", "rate_limits: {linkedin: 1/d, sms: 2/s}"),
+        TICK_TEMPLATES,
+    )
+    world = World(engine, config, ny(2026, 11, 2, 9, 0))
+    world.sms = CountingSMS()  # type: ignore[assignment]
+    world.add(
+        *[
+            {
+                **PERSON,
+                "external_id": f"p{i}",
+                "email": "",
+                "phone": f"+1 212 555 01{i:02d}",
+                "stage": "applied",
+            }
+            for i in range(7)
+        ]
+    )
+    timer = ManualTimer()
+    summary = world.tick(sleep=timer.sleep, monotonic=timer.monotonic)
+    assert summary.total("sent") == 7
+    # Two a second: never a burst of twenty requests at a 2/s provider limit.
+    assert max(world.sms.batches) <= 2 and sum(world.sms.batches) == 7
+    assert timer.now >= 2.5  # 7 messages at 2/s after a burst of 2
+
+
+def test_claims_of_a_long_paced_dispatch_keep_their_lease(engine, tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path,
+        ONE_STEP.replace("channel: email, fallback: sms", "channel: sms") + "",
+        TICK_TEMPLATES,
+    )
+    world = World(engine, config, ny(2026, 11, 2, 9, 0))
+    wall = FixedClock(datetime(2026, 11, 2, 14, 0, tzinfo=ZoneInfo("UTC")))
+    seen: list[bool] = []
+
+    class SlowSMS(CountingSMS):
+        def send(self, batch):
+            wall.advance(timedelta(minutes=5))  # a slow provider: five minutes a message
+            with world.engine.connect() as conn:
+                leases = (
+                    conn.execute(select(Touch.lease_until).where(Touch.status == "claimed"))
+                    .scalars()
+                    .all()
+                )
+            seen.append(all(lease > wall.now() for lease in leases))
+            return super().send(batch)
+
+    world.sms = SlowSMS()  # type: ignore[assignment]
+    world.add(
+        *[
+            {
+                **PERSON,
+                "external_id": f"p{i}",
+                "email": "",
+                "phone": f"+1 212 555 01{i:02d}",
+                "stage": "applied",
+            }
+            for i in range(8)
+        ]
+    )
+    timer = ManualTimer()
+    world.tick(wall_clock=wall, sleep=timer.sleep, monotonic=timer.monotonic)
+    assert len(world.sms.sent) == 8  # 40 minutes of sending against a 15-minute lease
+    assert all(seen)
+
+
+class CountingEmail(Channel):
+    """Email where ``grouped`` messages share one request (a dynamic template)."""
+
+    name = "email"
+    max_batch = 1000
+
+    def __init__(self, grouped: bool) -> None:
+        self.grouped = grouped
+        self.batches: list[int] = []
+
+    def batch_key(self, message):
+        return ("template",) if self.grouped else ()
+
+    def send(self, batch):
+        self.batches.append(len(batch))
+        return [SendResult.sent(m) for m in batch]
+
+
+@pytest.mark.parametrize(("grouped", "largest"), [(False, 3), (True, 9)])
+def test_requests_are_paced_and_shared_requests_are_not_split(
+    engine, tmp_path: Path, grouped: bool, largest: int
+) -> None:
+    config = write_config(
+        tmp_path,
+        SMALL.replace("rate_limits: {linkedin: 1/d}", "rate_limits: {linkedin: 1/d, email: 3/s}"),
+        TICK_TEMPLATES,
+    )
+    world = World(engine, config, ny(2026, 11, 2, 9, 0))
+    world.email = CountingEmail(grouped)  # type: ignore[assignment]
+    world.add(
+        *[
+            {
+                **PERSON,
+                "external_id": f"p{i}",
+                "email": f"p{i}@example.com",
+                "phone": "",
+                "stage": "applied",
+            }
+            for i in range(9)
+        ]
+    )
+    timer = ManualTimer()
+    world.tick(sleep=timer.sleep, monotonic=timer.monotonic)
+    assert sum(world.email.batches) == 9
+    # One message per request: three at a time at 3/s. One shared request: all nine at once.
+    assert max(world.email.batches) == largest

@@ -7,13 +7,17 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from engine_world import World, write_config
-from sqlalchemy import update
+from sqlalchemy import insert, select, update
+from tick_world import (
+    PERSON,
+    ny,
+)
 
 from outreach.engine.batch import TickSummary, engine_transactions
 from outreach.engine.enroll import process_events
 from outreach.engine.ledger import BatchWriter
 from outreach.engine.plan import claim_due, plan
-from outreach.store.schema import Person
+from outreach.store.schema import Enrollment, Event, Person
 
 NY = ZoneInfo("America/New_York")
 NOW = datetime(2026, 11, 2, 9, 0, tzinfo=NY)
@@ -114,3 +118,54 @@ def test_nothing_due_is_none(engine, tmp_path) -> None:
     world = World(engine, write_config(tmp_path, CONFIG, TEMPLATES), NOW)
     due, items, _, _ = planned(world)
     assert due is None and items == []
+
+
+def test_the_same_application_in_two_crms_runs_the_cadence_once(world: World) -> None:
+    world.add(
+        {**PERSON, "source": "greenhouse", "external_id": "g1", "stage": "Application Review"},
+        {**PERSON, "source": "lever", "external_id": "l1", "stage": "New applicant"},
+    )
+    summary = world.tick(ny(2026, 11, 2, 9, 0))
+    assert summary.enroll.enrolled["application-follow-up"] == 1
+    assert summary.enroll.already_enrolled == 1
+    assert len(world.touches(step_id="acknowledge")) == 1
+
+
+def test_people_merged_while_enrolled_keep_one_enrollment_per_cadence(world: World) -> None:
+    world.add(
+        {**PERSON, "external_id": "a", "phone": "", "stage": "applied"},
+        {**PERSON, "external_id": "b", "email": "other@example.com", "stage": "applied"},
+    )
+    # 02:00: both enrolled as two people; the acknowledgements wait for 08:00.
+    world.tick(ny(2026, 11, 2, 2, 0), horizon=timedelta(hours=1))
+    # A third record carries a's email and b's phone: one person with two enrollments.
+    world.add({**PERSON, "external_id": "c"})
+    world.tick(ny(2026, 11, 2, 9, 0))
+    acks = world.touches(step_id="acknowledge")
+    assert len(acks) == 1
+    with world.engine.connect() as conn:
+        reasons = (
+            conn.execute(select(Enrollment.stop_reason).where(Enrollment.status == "stopped"))
+            .scalars()
+            .all()
+        )
+    assert reasons == ["duplicate: the person runs this cadence already"]
+
+
+def test_global_opt_out_stops_everything_even_tasks(small: World) -> None:
+    small.add({**PERSON, "stage": "applied"})
+    small.tick()
+    with small.engine.begin() as conn:
+        person_id = conn.scalar(select(Person.id))
+        conn.execute(
+            insert(Event).values(
+                type="opt_out",
+                person_id=person_id,
+                at=small.clock.now(),
+                payload={},
+                created_at=small.clock.now(),
+            )
+        )
+    small.nightly(ny(2026, 11, 3, 9, 0), 5)
+    assert [t.step_id for t in small.touches()] == ["one"]
+    assert small.tasks() == []

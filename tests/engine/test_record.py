@@ -6,12 +6,31 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from engine_world import World, write_config
+from sqlalchemy import insert, select, update
 from stage_data import NOW, config, occurrence, person
+from tick_world import (
+    NY,
+    ONE_STEP,
+    PERSON,
+    SMALL,
+    BouncingChannel,
+    CountingSMS,
+    MidFlight,
+    SchedulingBouncer,
+    enrollment_rows,
+    ny,
+)
+from tick_world import (
+    TEMPLATES as TICK_TEMPLATES,
+)
 
+from channels.base import Channel, SendResult
 from outreach.engine.batch import PlannedTouch, TickSummary
 from outreach.engine.ledger import BatchWriter
 from outreach.engine.record import record
 from outreach.engine.route import route_batch
+from outreach.store.schema import ContactPoint, Enrollment, Event, Person, Touch
 from outreach.templates import RenderedMessage
 
 
@@ -80,3 +99,108 @@ def test_an_undecided_occurrence_is_refused_before_anything_is_written(tmp_path:
     with pytest.raises(ValueError, match="has no outcome"):
         record([fine, undecided], writer, None)
     assert writer.touches == [] and writer.enrollments == {}
+
+
+def test_a_permanent_failure_suppresses_and_falls_back(small: World) -> None:
+    small.add({**PERSON, "stage": "applied"})
+    small.email = BouncingChannel()  # type: ignore[assignment]
+    summary = small.tick()
+    (touch,) = small.touches()
+    assert touch.status == "sent" and touch.channel == "sms"
+    assert "sms after email failed: 550 mailbox unknown" in touch.reason
+    assert len(small.sms.sent) == 1 and summary.total("failed") == 0
+    with small.engine.connect() as conn:
+        email = conn.execute(select(ContactPoint).where(ContactPoint.kind == "email")).one()
+        assert email.suppressed and email.suppressed_reason == "bounced"
+
+
+def test_ambiguous_and_failed_are_counted(small: World) -> None:
+    small.add({**PERSON, "stage": "applied"})
+
+    class Flaky(Channel):
+        name = "email"
+        max_batch = 10
+
+        def send(self, batch):
+            return [SendResult.ambiguous(m, "timeout after the request left") for m in batch]
+
+    small.email = Flaky()  # type: ignore[assignment]
+    summary = small.tick()
+    assert summary.total("ambiguous") == 1
+    (touch,) = small.touches()
+    assert touch.status == "ambiguous" and "timeout" in touch.reason
+    with small.engine.begin() as conn:
+        conn.execute(update(Touch).values(status="ambiguous"))
+    assert small.tick().total("sent") == 0
+
+
+def test_a_reply_during_a_failed_send_of_the_last_step_is_not_undone(
+    engine, tmp_path: Path
+) -> None:
+    from outreach.engine.enroll import process_events
+    from outreach.engine.tick import engine_transactions
+
+    world = World(engine, write_config(tmp_path, ONE_STEP, TICK_TEMPLATES), ny(2026, 11, 2, 9, 0))
+    world.add({**PERSON, "stage": "applied"})
+
+    def reply_arrives() -> None:  # another worker applies a reply while the send is out
+        with world.engine.begin() as conn:
+            person = conn.execute(select(Person.id)).scalar_one()
+            conn.execute(
+                insert(Event).values(
+                    type="reply",
+                    channel="email",
+                    person_id=person,
+                    at=world.clock.now(),
+                    payload={},
+                    created_at=world.clock.now(),
+                )
+            )
+        process_events(engine_transactions(world.engine), world.config, world.clock.now())
+
+    world.email = MidFlight(reply_arrives)  # type: ignore[assignment]
+    summary = world.tick()
+    (touch,) = world.touches()
+    assert touch.status == "failed" and "re-planned" not in touch.reason
+    assert summary.total("replanned") == 0
+    assert enrollment_rows(world) == [("completed", 1)]
+    from channels import DryRunChannel
+
+    world.email = DryRunChannel("email")  # type: ignore[assignment]
+    world.tick(ny(2026, 11, 2, 12, 0))
+    assert not world.email.sent  # nothing after the reply
+
+
+def test_a_failed_send_whose_enrollment_moved_on_is_not_marked_re_planned(
+    engine, tmp_path: Path
+) -> None:
+    world = World(engine, write_config(tmp_path, SMALL, TICK_TEMPLATES), ny(2026, 11, 2, 9, 0))
+    world.add({**PERSON, "stage": "applied"})
+
+    def another_worker_moves_it_on() -> None:
+        with world.engine.begin() as conn:
+            conn.execute(update(Enrollment).values(next_step=Enrollment.next_step + 1))
+
+    world.email = MidFlight(another_worker_moves_it_on)  # type: ignore[assignment]
+    summary = world.tick()
+    (touch,) = world.touches()
+    assert touch.status == "failed" and "re-planned" not in touch.reason
+    assert "#" not in touch.idempotency_key and summary.total("replanned") == 0
+
+
+def test_a_fallback_that_cannot_deliver_at_the_planned_time_is_re_planned(
+    engine, tmp_path: Path
+) -> None:
+    world = World(engine, write_config(tmp_path, ONE_STEP, TICK_TEMPLATES), ny(2026, 11, 2, 22, 0))
+    world.add({**PERSON, "stage": "applied"})
+    world.email = SchedulingBouncer()  # type: ignore[assignment]
+    world.sms = CountingSMS()  # type: ignore[assignment]  (sends only when due)
+    world.tick()  # 22:00: email planned for 08:00 tomorrow, refused; SMS cannot wait
+    assert world.sms.sent == []
+    (touch,) = world.touches()
+    assert touch.status == "failed" and "re-planned" in touch.reason
+    world.tick(ny(2026, 11, 3, 8, 30))
+    sms = [t for t in world.touches() if t.status == "sent"]
+    assert [t.channel for t in sms] == ["sms"]
+    (message,) = world.sms.sent
+    assert message.send_at.astimezone(NY).hour >= 8  # inside the window, not at 22:00

@@ -6,7 +6,16 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from engine_world import World, write_config
 from stage_data import NOW, config, occurrence, person
+from tick_world import (
+    PERSON,
+    SMALL,
+    ny,
+)
+from tick_world import (
+    TEMPLATES as TICK_TEMPLATES,
+)
 
 from channels.base import SendResult
 from channels.dryrun import DryRunChannel
@@ -121,3 +130,29 @@ def test_a_fallback_renders_the_same_touch_for_the_next_channel(tmp_path: Path) 
     assert retry.tried == ["email", "sms"] and retry.reason == "sms after email failed: bounced"
     none, later = replies.fallback(retry, bounce, NOW, CHANNELS)
     assert none is None and not later
+
+
+def test_a_missing_variable_skips_the_touch_naming_it(engine, tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path, SMALL.replace("template: t}", "template: broken}", 1), TICK_TEMPLATES
+    )
+    world = World(engine, config, ny(2026, 11, 2, 9, 0))
+    world.add({**PERSON, "stage": "applied"})
+    summary = world.tick()
+    (touch,) = world.touches()
+    assert touch.status == "skipped"
+    assert "candidate.custom.portfolio" in touch.reason and "broken.email.j2" in touch.reason
+    assert summary.total_reasons("skipped") == {"template error": 1}
+    assert not world.email.sent
+    world.add(
+        {
+            **PERSON,
+            "external_id": "p2",
+            "email": "b@example.com",
+            "phone": "",
+            "stage": "applied",
+            "portfolio": "{{ 7*7 }} portfolio",
+        }
+    )
+    world.tick()
+    assert world.email.sent[0].body == "Your {{ 7*7 }} portfolio is great"

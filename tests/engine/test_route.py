@@ -5,11 +5,25 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+from engine_world import World
+from sqlalchemy import insert, select
 from stage_data import NOW, config, occurrence, person
+from tick_world import (
+    PERSON,
+    ny,
+    tick_without_channels,
+)
 
 from channels.base import Channel
 from channels.dryrun import DryRunChannel
-from outreach.engine.route import NO_CHANNEL, can_deliver, fallback_candidates, route_batch
+from outreach.engine.route import (
+    NO_CHANNEL,
+    can_deliver,
+    choose_variant,
+    fallback_candidates,
+    route_batch,
+)
+from outreach.store.schema import ContactPoint, Event, Person
 
 CHANNELS = {"email": DryRunChannel("email"), "sms": DryRunChannel("sms")}
 
@@ -70,3 +84,85 @@ def test_a_fallback_that_cannot_deliver_at_the_planned_time_says_later(tmp_path:
     assert candidates == [] and later
     assert not can_deliver(Immediate(), send_at, NOW) and can_deliver(Immediate(), NOW, NOW)
     assert can_deliver(CHANNELS["sms"], send_at, NOW)
+
+
+def test_no_usable_channel_becomes_a_task_with_the_reason(small: World) -> None:
+    small.add({**PERSON, "stage": "applied", "email": "", "sms_consent": "false"})
+    small.tick()
+    (touch,) = small.touches()
+    assert touch.status == "task"
+    (task,) = small.tasks()
+    assert task.kind == "manual" and task.owner_id == "rec-1"
+    assert "email: no email address" in task.reason and "sms: no SMS consent" in task.reason
+    assert "Suggested message" in task.body
+
+
+def test_a_channel_that_is_off_defers_instead_of_making_tasks(small: World) -> None:
+    small.add({**PERSON, "stage": "applied"})
+    summary = small.tick(ny(2026, 11, 2, 9, 0), **{})
+    assert summary.total("sent") == 1
+    off = World(small.engine, small.config, small.clock.now())
+    off.add(
+        {**PERSON, "external_id": "p2", "email": "bo@example.com", "phone": "", "stage": "applied"}
+    )
+    tick_summary = tick_without_channels(off)
+    assert tick_summary.total_reasons("deferred") == {"channel off": 1}
+    assert off.tasks() == []
+
+
+def test_auto_uses_the_preferred_channel(small: World) -> None:
+    small.add({**PERSON, "stage": "applied", "preferred_channel": "sms"})
+    small.nightly(ny(2026, 11, 2, 9, 0), 3)
+    two = small.touches(step_id="two")[0]
+    assert two.channel == "sms" and "(preferred)" in two.reason
+
+
+def test_sms_needs_a_mobile_number(small: World) -> None:
+    small.add({**PERSON, "stage": "applied", "email": "", "phone": "+1 800 555 0199"})
+    small.tick()
+    (task,) = small.tasks()
+    assert "phone is toll_free, not mobile" in task.reason
+
+
+def test_variants_are_stable_per_person_and_follow_the_weights(default_config) -> None:
+    step = default_config.cadence("interview-follow-up").steps[0]
+    picks = [choose_variant(i, "interview-follow-up", step)[0] for i in range(2000)]
+    assert picks == [choose_variant(i, "interview-follow-up", step)[0] for i in range(2000)]
+    share = picks.count("b") / len(picks)
+    assert 0.45 < share < 0.55
+
+
+def test_reply_stops_and_bounce_moves_to_the_fallback_channel(small: World) -> None:
+    small.add({**PERSON, "stage": "applied"})
+    small.tick()
+    with small.engine.begin() as conn:
+        person_id = conn.scalar(select(Person.id))
+        email_id = conn.scalar(select(ContactPoint.id).where(ContactPoint.kind == "email"))
+        conn.execute(
+            insert(Event).values(
+                type="bounce",
+                channel="email",
+                person_id=person_id,
+                contact_point_id=email_id,
+                at=small.clock.now(),
+                payload={},
+                created_at=small.clock.now(),
+            )
+        )
+    small.tick(ny(2026, 11, 4, 9, 0))
+    two = small.touches(step_id="two")[0]
+    assert two.channel == "sms" and "email suppressed (bounced)" in two.reason
+    with small.engine.begin() as conn:
+        conn.execute(
+            insert(Event).values(
+                type="reply",
+                channel="sms",
+                person_id=person_id,
+                at=small.clock.now(),
+                payload={},
+                created_at=small.clock.now(),
+            )
+        )
+    summary = small.tick(ny(2026, 11, 5, 9, 0))
+    assert summary.enroll.stopped["reply"] == 1
+    assert not small.touches(step_id="three")

@@ -6,11 +6,23 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from engine_world import World, write_config
+from sqlalchemy import func, select
 from stage_data import NOW, NY, config, occurrence, person
+from tick_world import (
+    ONE_STEP,
+    PERSON,
+    ScheduledSMS,
+    ny,
+)
+from tick_world import (
+    TEMPLATES as TICK_TEMPLATES,
+)
 
 from channels.dryrun import DryRunChannel
 from outreach.engine.route import route_batch
 from outreach.engine.throttle import TaskCounts, Throttle, settle, waves
+from outreach.store.schema import Enrollment, Person
 
 CHANNELS = {"email": DryRunChannel("email"), "sms": DryRunChannel("sms")}
 
@@ -154,3 +166,74 @@ def test_an_occurrence_not_routed_is_refused(tmp_path: Path) -> None:
     cfg = config(tmp_path)
     with pytest.raises(ValueError, match="was not routed"):
         Throttle(cfg, CHANNELS, timedelta(hours=24))([occurrence(cfg, person())], NOW, no_tasks)
+
+
+def test_one_person_in_two_crms_and_two_cadences_is_capped_as_one(world: World) -> None:
+    world.add(
+        {**PERSON, "source": "greenhouse", "external_id": "g1", "stage": "Application Review"},
+        {
+            **PERSON,
+            "source": "lever",
+            "external_id": "l1",
+            "stage": "On-site interview",
+            "phone": "",
+        },
+    )
+    with world.engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(Person)) == 1
+        assert conn.scalar(select(func.count()).select_from(Enrollment)) == 0
+    world.nightly(ny(2026, 11, 2, 9, 0), 21)
+    touches = [t for t in world.touches() if t.status in ("sent", "task")]
+    assert {t.cadence_id for t in touches} == {"application-follow-up", "interview-follow-up"}
+    times = [t.planned_at for t in touches]
+    # Invariant 1 for every non-transactional touch, against everything before it: the
+    # transactional answers (acknowledgement, interview thanks) count toward the caps but
+    # are never held by them.
+    checked = 0
+    for index, touch in enumerate(touches):
+        if touch.transactional:
+            continue
+        checked += 1
+        at = touch.planned_at
+        assert all(at - earlier >= timedelta(hours=48) for earlier in times[:index])
+        assert sum(1 for u in times if at - timedelta(days=7) < u <= at) <= 2
+    assert checked >= 2
+    # Both answers went first, at once; the check-ins waited behind them.
+    assert {t.step_id for t in touches[:2]} == {"acknowledge", "thank-you"}
+    assert all(t.transactional for t in touches[:2])
+    assert any(s.total_reasons("deferred").get("min_gap") for s in world.summaries)
+
+
+def test_linkedin_tasks_respect_the_owner_daily_cap(small: World) -> None:
+    people = [
+        {
+            **PERSON,
+            "external_id": f"p{i}",
+            "email": f"p{i}@example.com",
+            "phone": "",
+            "linkedin_url": f"https://www.linkedin.com/in/p{i}",
+            "stage": "applied",
+        }
+        for i in range(2)
+    ]
+    small.add(*people)
+    small.nightly(ny(2026, 11, 2, 9, 0), 12)
+    tasks = [t for t in small.tasks() if t.kind == "linkedin"]
+    assert len(tasks) == 2
+    assert tasks[0].due_at.astimezone(NY).date() != tasks[1].due_at.astimezone(NY).date()
+    assert any(s.total_reasons("deferred").get("task cap") for s in small.summaries)
+
+
+def test_a_touch_due_sooner_than_the_provider_can_schedule_waits(engine, tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path, ONE_STEP.replace("channel: email, fallback: sms", "channel: sms"), TICK_TEMPLATES
+    )
+    world = World(engine, config, ny(2026, 11, 2, 7, 50))
+    world.sms = ScheduledSMS()  # type: ignore[assignment]
+    world.add({**PERSON, "stage": "applied"})
+    summary = world.tick()  # 07:50: the window opens at 08:00, ten minutes away
+    assert world.sms.sent == []
+    assert summary.total_reasons("deferred") == {"sms cannot schedule that soon": 1}
+    world.tick(ny(2026, 11, 2, 8, 5))
+    (message,) = world.sms.sent
+    assert message.send_at.astimezone(NY) >= ny(2026, 11, 2, 8, 0)
