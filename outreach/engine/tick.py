@@ -62,8 +62,9 @@ from outreach.engine.ledger import BatchWriter, count_tasks
 from outreach.engine.liveness import Liveness
 from outreach.engine.plan import claim_due, plan
 from outreach.engine.recall import recall_scheduled
+from outreach.engine.reconcile import reconcile_ambiguous
 from outreach.engine.record import Confirmer, record
-from outreach.engine.recover import reconcile_ambiguous, recover_interrupted
+from outreach.engine.recover import recover_interrupted
 from outreach.engine.render import Renderer
 from outreach.engine.route import route_batch
 from outreach.engine.throttle import TaskCounts, Throttle, settle, waves
