@@ -171,8 +171,12 @@ class Occurrence:
     chosen: Route | None = None
     reasons: list[str] = field(default_factory=list)
     late: bool = False
-    #: ``deferred``, ``holdout``, ``skipped``, ``task`` or ``claimed``; empty while undecided
+    #: ``deferred``, ``holdout``, ``skipped``, ``task``, ``claimed``, or ``ended`` (the plan
+    #: stage stopped the enrollment); empty while undecided
     outcome: str = ""
+    #: the key the step's ``deferred`` or ``skipped`` counter counts it under; the record
+    #: stage counts in planning order, so the summary reads as a sequential walk's would
+    tally: str = ""
     #: why (``skipped``, ``holdout``, ``deferred``), and the new due time of ``deferred``
     reason: str = ""
     defer_until: datetime | None = None
@@ -191,11 +195,14 @@ class Occurrence:
         """The idempotency key: enrollment, step and occurrence."""
         return f"{self.enrollment['id']}:{self.step.id}:{self.occurrence}"
 
-    def decide(self, outcome: str, reason: str = "", until: datetime | None = None) -> None:
+    def decide(
+        self, outcome: str, reason: str = "", until: datetime | None = None, *, tally: str = ""
+    ) -> None:
         """Settle the occurrence's outcome; later stages pass it on untouched."""
         self.outcome = outcome
         self.reason = reason
         self.defer_until = until
+        self.tally = tally
 
 
 @dataclass

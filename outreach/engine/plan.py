@@ -126,8 +126,9 @@ def plan(
 
     An enrollment this tick already deferred is left alone (looking again would decide
     the same); one whose cadence left the cadence file is stopped, one past its last step
-    completed, and every one of a person who opted out of all contact stopped, through
-    ``writer``. Each occurrence gets ``seq``, its place in this order.
+    completed, through ``writer``. Every one of a person who opted out of all contact is
+    stopped too and comes out ``ended`` (the record stage counts it, in order). Each
+    occurrence gets ``seq``, its place in this order.
     """
     order = {cadence.id: index for index, cadence in enumerate(config.cadences)}
     by_person: dict[int, list[dict[str, Any]]] = defaultdict(list)
@@ -166,13 +167,9 @@ def _occurrence(
         return None
     step = cadence.steps[enrollment["next_step"]]
     counts = summary.steps[(cadence.id, step.id)]
-    if person.global_opt_out:
-        writer.end(enrollment, "stopped", "opt_out: person opted out of all contact")
-        counts.skipped["opted out"] += 1
-        return None
     due = enrollment["step_due_at"] or enrollment["next_due_at"]
     not_before = max(due, enrollment["next_due_at"])
-    return Occurrence(
+    occ = Occurrence(
         enrollment,
         person,
         person.record(enrollment["record_id"]),
@@ -184,6 +181,10 @@ def _occurrence(
         counts,
         not_before=not_before,
     )
+    if person.global_opt_out:
+        writer.end(enrollment, "stopped", "opt_out: person opted out of all contact")
+        occ.decide("ended", "opted out", tally="opted out")
+    return occ
 
 
 def priority(

@@ -62,9 +62,14 @@ def record(
     """
     ordered = sorted(items, key=lambda occ: occ.seq)
     for occ in ordered:
-        if occ.outcome not in ("deferred", "holdout", "skipped", "task", "claimed"):
+        if occ.outcome not in ("deferred", "holdout", "skipped", "task", "claimed", "ended"):
             raise ValueError(f"occurrence {occ.key} has no outcome ({occ.outcome!r})")
     for occ in ordered:
+        if occ.tally:
+            tally = occ.counts.deferred if occ.outcome == "deferred" else occ.counts.skipped
+            tally[occ.tally] += 1
+        if occ.outcome == "ended":
+            continue  # the plan stage ended its enrollment already
         if occ.outcome == "deferred":
             assert occ.defer_until is not None
             writer.defer(occ.enrollment, occ.defer_until, occ.reason)
@@ -79,6 +84,7 @@ def record(
         assert occ.template is not None and occ.variant is not None
         contact_id = chosen.contact.id if chosen.contact else None
         if occ.outcome == "task":
+            occ.counts.tasks += 1
             writer.task(
                 occ,
                 occ.kind,

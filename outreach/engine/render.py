@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["Renderer"]
 
 #: outcomes a rendered occurrence can have
-_DECIDED = ("deferred", "holdout", "skipped", "task", "claimed")
+_DECIDED = ("deferred", "holdout", "skipped", "task", "claimed", "ended")
 
 
 class Renderer:
@@ -105,15 +105,13 @@ class Renderer:
         except TemplateUnavailable as exc:
             # Nothing leaves unchecked: the step waits until SendGrid serves its template.
             reason = f"template {exc.template}: {exc.reason}"
-            occ.decide("deferred", reason, now + REPLAN_AFTER)
-            occ.counts.deferred[reason] += 1
+            occ.decide("deferred", reason, now + REPLAN_AFTER, tally=reason)
             return
         except TemplateRenderError as exc:
             where = f"{exc.template}:{exc.line}" if exc.line else exc.template
             reason = f"template {where}: {exc.reason}"
-            occ.decide("skipped", reason)
+            occ.decide("skipped", reason, tally="template error")
             occ.journal_rule = f"{occ.rule}; {reason}"
-            occ.counts.skipped["template error"] += 1
             return
         occ.kind, occ.template, occ.variant, occ.rating_token = (
             kind,
@@ -123,7 +121,6 @@ class Renderer:
         )
         if kind in TASK_CHANNELS or kind == "manual":
             occ.decide("task")
-            occ.counts.tasks += 1
         else:
             occ.decide("claimed")
 

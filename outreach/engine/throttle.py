@@ -160,6 +160,8 @@ class Throttle:
     ) -> list[Occurrence]:
         """Throttle each occurrence of ``items`` (see the class docstring); return them."""
         for occ in items:
+            if occ.outcome:
+                continue  # decided upstream (an enrollment the plan stage ended)
             if occ.route is None:
                 raise ValueError(f"occurrence {occ.key} was not routed")
             self._one(occ, now, count_tasks)
@@ -167,7 +169,6 @@ class Throttle:
 
     def _one(self, occ: Occurrence, now: datetime, count_tasks: CountTasks) -> None:
         person, cadence, step, enrollment = occ.person, occ.cadence, occ.step, occ.enrollment
-        counts = occ.counts
         zone = person.zone
         assert zone is not None
         assert occ.not_before is not None and occ.route is not None
@@ -181,8 +182,7 @@ class Throttle:
             assert person.paused_until is not None
             if person.paused_until > now + self.horizon:
                 reason = f"out of office until {person.paused_until:%Y-%m-%d}"
-                occ.decide("deferred", reason, person.paused_until)
-                counts.deferred["out of office"] += 1
+                occ.decide("deferred", reason, person.paused_until, tally="out of office")
                 return
             not_before = person.paused_until
         the_route = occ.route
@@ -207,20 +207,17 @@ class Throttle:
             # have gone, and the enrollment moves on as if it had.
             if at > now + self.horizon:
                 reason = reasons[0] if reasons else "not due yet"
-                occ.decide("deferred", reason, at)
-                counts.deferred[reason] += 1
+                occ.decide("deferred", reason, at, tally=reason)
                 return
             why = f"holdout: {step.holdout}% of enrollments get no touch on this step"
             occ.at = at
             occ.rule = rule(cadence, step, enrollment, reasons, Route(None, None, why), False, None)
-            occ.decide("holdout", why)
-            counts.skipped["holdout"] += 1
+            occ.decide("holdout", why, tally="holdout")
             return
         if the_route.blocked_by_off_channel:
             # Not the person's fault: wait for the channel rather than hand it to a recruiter.
             retry, _ = calendar.next_allowed(max(at, now + timedelta(days=1)), zone)
-            occ.decide("deferred", "channel off", retry)
-            counts.deferred["channel off"] += 1
+            occ.decide("deferred", "channel off", retry, tally="channel off")
             return
         if the_route.channel in TASK_CHANNELS:
             owner = occ.record.get("owner_id")
@@ -235,15 +232,13 @@ class Throttle:
             if now < at < now + channel.min_schedule_ahead:
                 # Too soon for the provider to schedule, too early to send: wait for it.
                 reason = f"{the_route.channel} cannot schedule that soon"
-                occ.decide("deferred", reason, at)
-                counts.deferred[reason] += 1
+                occ.decide("deferred", reason, at, tally=reason)
                 return
         if at > now + ahead:
             reason = reasons[0] if reasons else "not due yet"
             if at <= now + self.horizon and channel is not None:
                 reason = f"{the_route.channel} cannot schedule ahead"
-            occ.decide("deferred", reason, at)
-            counts.deferred[reason] += 1
+            occ.decide("deferred", reason, at, tally=reason)
             return
 
         due = occ.due
@@ -258,8 +253,7 @@ class Throttle:
             reason = (
                 f"late: due by {deadline:%Y-%m-%d %H:%M} UTC, first allowed {at:%Y-%m-%d %H:%M} UTC"
             )
-            occ.decide("skipped", reason)
-            counts.skipped["late"] += 1
+            occ.decide("skipped", reason, tally="late")
             return
         if late and step.on_late == "task":
             assert deadline is not None

@@ -84,6 +84,27 @@ def test_outcomes_are_written_in_planning_order(tmp_path: Path) -> None:
     assert isinstance(summary.journal[0], PlannedTouch)
 
 
+def test_tallies_are_counted_in_planning_order(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    writer = BatchWriter(NOW, "run-1", NOW)
+    late = decided(cfg, person(2), "skipped", seq=1)
+    late.tally = "late"
+    gap = decided(cfg, person(3), "deferred", seq=2)
+    gap.tally = "min_gap"
+    off = decided(cfg, person(1), "deferred", seq=0)
+    off.tally = "channel off"
+    opted = decided(cfg, person(4), "claimed", seq=3)
+    opted.decide("ended", "opted out", tally="opted out")
+    counts = late.counts
+    for occ in (gap, off, opted):
+        occ.counts = counts  # one step: one counter, as in a tick
+    record([late, gap, opted, off], writer, None)
+    assert list(counts.deferred.items()) == [("channel off", 1), ("min_gap", 1)]
+    assert list(counts.skipped.items()) == [("late", 1), ("opted out", 1)]
+    # an ended occurrence writes nothing more: the plan stage ended its enrollment
+    assert [row["person_id"] for row in writer.touches] == [2]
+
+
 def test_no_journal_without_a_summary(tmp_path: Path) -> None:
     cfg = config(tmp_path)
     writer = BatchWriter(NOW, "run-1", NOW)
