@@ -48,7 +48,7 @@ from outreach.engine.enroll import EnrollStats, process_events
 from outreach.engine.flight import FlightGate, NotInFlight
 from outreach.engine.liveness import Liveness
 from outreach.engine.people import PersonState, history_window, load_people
-from outreach.engine.ratelimit import RateLimiter
+from outreach.engine.ratelimit import LimiterFactory, in_process_limiters
 from outreach.engine.recall import RecallSummary, recall_scheduled
 from outreach.engine.recover import RecoverySummary, reconcile_ambiguous, recover_interrupted
 from outreach.engine.route import (
@@ -278,6 +278,7 @@ class Tick:
         mail_domain: str | None = None,
         liveness: Liveness | None = None,
         public_url: str | None = None,
+        limiters: LimiterFactory | None = None,
     ) -> None:
         self.config = config
         #: OUTREACH_PUBLIC_URL: where a touch's rating links point (``outreach serve``);
@@ -315,8 +316,10 @@ class Tick:
         self._claimed_at = self.wall_clock.now()
         self._still_due = False
         self._order = {cadence.id: index for index, cadence in enumerate(config.cadences)}
+        # Per process by default; shared by all workers when given (see shared_limits).
+        make_limiter = limiters or in_process_limiters(monotonic=monotonic, sleep=sleep)
         self.limiters = {
-            name: RateLimiter(rate, sleep=sleep, monotonic=monotonic)
+            name: make_limiter(name, rate)
             for name, channel in self.channels.items()
             if channel.paced and (rate := _rate(config, channel)) is not None
         }
@@ -842,7 +845,7 @@ class Tick:
                     members = list(group)
                     size = channel.max_batch
                     if limiter is not None and not key:
-                        size = max(1, min(size, int(limiter.rate)))
+                        size = max(1, min(size, limiter.chunk))
                     for start in range(0, len(members), size):
                         chunk = members[start : start + size]
                         self._renew_leases(pending)
