@@ -1032,6 +1032,16 @@ def run_command(
             "provider rate limits; prints each one's summary and their totals.",
         ),
     ] = 1,
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            "--batch-size",
+            min=1,
+            help="Due enrollments claimed at a time. A worker sends what it claimed at the "
+            "channels' rate before it claims more: smaller batches share paced work "
+            "between --workers sooner.",
+        ),
+    ] = 2000,
     worker_of: Annotated[int | None, typer.Option("--worker-of", min=1, hidden=True)] = None,
     summary_out: Annotated[Path | None, typer.Option("--summary-out", hidden=True)] = None,
 ) -> None:
@@ -1063,7 +1073,7 @@ def run_command(
         # Replies first, once for all workers: nobody is sent a touch after answering.
         mailbox_ok = _poll_replies(engine, settings, config, clock)
         engine.dispose()
-        code = _run_workers(workers, now, horizon)
+        code = _run_workers(workers, now, horizon, batch_size)
         raise typer.Exit(max(code, EXIT_PARTIAL if not mailbox_ok else EXIT_OK))
     if not settings.public_url:
         from outreach.templates import NO_PUBLIC_URL, steps_needing_public_url
@@ -1090,6 +1100,7 @@ def run_command(
             mail_domain=_mail_domain(settings),
             public_url=settings.public_url,
             limiters=limits,
+            batch_size=batch_size,
         )
     finally:
         for channel in channels.values():
@@ -1167,7 +1178,7 @@ def _summary_counts(summary, faults: dict[str, str]) -> dict[str, Any]:
     return counts
 
 
-def _run_workers(workers: int, now: str | None, horizon: str) -> int:
+def _run_workers(workers: int, now: str | None, horizon: str, batch_size: int) -> int:
     """Run ``workers`` ``outreach run`` processes at once; print theirs and the totals.
 
     Each worker is a normal run on the shared database (claims with SKIP LOCKED, shared
@@ -1178,6 +1189,7 @@ def _run_workers(workers: int, now: str | None, horizon: str) -> int:
     import tempfile
 
     args = [sys.executable, "-m", "outreach", "run", "--horizon", horizon]
+    args += ["--batch-size", str(batch_size)]
     if now is not None:
         args += ["--now", now]
     with tempfile.TemporaryDirectory(prefix="outreach-workers-") as tmp:

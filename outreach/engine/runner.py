@@ -42,6 +42,7 @@ def run_tick(
     mail_domain: str | None = None,
     public_url: str | None = None,
     limiters: LimiterFactory | None = None,
+    batch_size: int = 2000,
 ) -> TickSummary:
     """Run one tick. A dry run uses stand-in channels and rolls every write back.
 
@@ -49,7 +50,8 @@ def run_tick(
     ``limiters`` makes the channels' rate limiters: by default each process paces itself;
     workers sharing a database pass :func:`outreach.engine.shared_limits.limiters_for`'s
     factory, so the providers' limits hold for all of them together. A dry run sends
-    nothing and takes no shared slots.
+    nothing and takes no shared slots. ``batch_size`` is how many due enrollments one
+    claim takes: workers sharing a paced channel share the work batch by batch.
     """
     dialect = engine.dialect.name
     if not dry_run:
@@ -66,6 +68,7 @@ def run_tick(
             liveness=liveness_for(engine),
             public_url=public_url,
             limiters=limiters,
+            batch_size=batch_size,
         )
         return tick.run()
     with engine.connect() as conn:

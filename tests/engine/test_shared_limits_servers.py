@@ -27,7 +27,7 @@ from throwaway_db import BACKEND, POSTGRES_URL
 from outreach.clock import ManualTimer
 from outreach.engine.limits_pg import PostgresBuckets
 from outreach.engine.limits_redis import RedisBuckets
-from outreach.engine.ratelimit import slot_interval
+from outreach.engine.ratelimit import DEFAULT_JITTER, slot_interval
 from outreach.engine.shared_limits import (
     BucketStore,
     BucketUnavailable,
@@ -154,7 +154,8 @@ def test_postgres_unreachable_mid_run_falls_back(engine, database_url: str) -> N
         limiter.acquire()
         assert "postgresql" in limits.faults["sms"]
         # 10/s alone (20/s over 2 workers), after the window and the workers' slots.
-        assert timer.now - before == pytest.approx(1.1 + 2 * 1.1 / 20 + 1.1 / 10)
+        span = 1 + DEFAULT_JITTER  # the window, with its margin
+        assert timer.now - before == pytest.approx(span + 2 * span / 20 + span / 10)
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
@@ -227,7 +228,8 @@ def test_redis_unreachable_mid_run_falls_back(tmp_path) -> None:
         sms.acquire()
         sms.acquire()
         # 2/s alone (8/s over 4 workers), after the window and the workers' slots.
-        assert timer.now - before == pytest.approx(1.1 + 4 * 1.1 / 8 + 1.1 / 2)
+        span = 1 + DEFAULT_JITTER  # the window, with its margin
+        assert timer.now - before == pytest.approx(span + 4 * span / 8 + span / 2)
         # 2/s over 4 workers leaves none: this worker stops sending email.
         with pytest.raises(BucketUnavailable, match="stopped sending"):
             email.acquire()
