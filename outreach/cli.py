@@ -1088,6 +1088,8 @@ def run_command(
     mailbox_ok = dry_run or worker_of is not None or _poll_replies(engine, settings, config, clock)
     channels = {} if dry_run else _live_channels(settings, config, clock)
     limits = None if dry_run else _limiters(engine, settings, worker_of or 1)
+    from outreach.engine.shared_limits import BucketUnavailable
+
     try:
         summary = run_tick(
             engine,
@@ -1102,6 +1104,11 @@ def run_command(
             limiters=limits,
             batch_size=batch_size,
         )
+    except BucketUnavailable as exc:
+        # A shared rate limit is out of reach and this worker has no safe share of it: it
+        # stops; what it claimed and did not send is released by the next run.
+        err.print(f"[red]stopped:[/] {exc}", highlight=False)
+        raise typer.Exit(EXIT_PARTIAL) from None
     finally:
         for channel in channels.values():
             close = getattr(channel, "close", None)

@@ -9,6 +9,7 @@ themselves are tested on real servers in ``test_shared_limits_servers.py``.
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -316,3 +317,44 @@ def test_the_factory_prefers_redis_when_it_is_set(tmp_path) -> None:
     with pytest.raises(ValueError):
         limiters_for(engine, redis_url="http://not-redis")
     engine.dispose()
+
+
+def test_a_worker_that_stops_leaves_its_claims_to_the_next_run(world: World) -> None:
+    # 1/s over 4 workers has no safe share: once the store is down this worker's tick
+    # ends with the error; nothing was lost, and the next run sends every touch once.
+    timer = ManualTimer()
+    store = LocalStore(timer)
+    world.sms = PacedSms()  # type: ignore[assignment]
+    world.add(
+        *(
+            {
+                "external_id": f"s{i}",
+                "phone": f"+1 212 555 01{i:02d}",
+                "sms_consent": "true",
+                "preferred_channel": "sms",
+                "stage": "applied",
+                "timezone": "America/New_York",
+            }
+            for i in range(5)
+        )
+    )
+    limits = SharedLimits(store, workers=4, monotonic=timer.monotonic, sleep=timer.sleep)
+    limiter = limits("sms", 1.0)
+    limiter.acquire()
+    store.down = True
+    at = datetime(2026, 11, 3, 9, 0, tzinfo=ZoneInfo("America/New_York"))
+    with pytest.raises(BucketUnavailable, match="stopped sending"):
+        world.tick(at, sleep=timer.sleep, monotonic=timer.monotonic, limiters=lambda n, r: limiter)
+    assert world.sms.requests == []
+    # The next run (past the dead run's lease), with the store back: all five, once each.
+    store.down = False
+    world.tick(
+        at + timedelta(minutes=20),
+        sleep=timer.sleep,
+        monotonic=timer.monotonic,
+        limiters=SharedLimits(store, monotonic=timer.monotonic, sleep=timer.sleep),
+    )
+    assert world.sms.requests == [1, 1, 1, 1, 1]
+    statuses = Counter(t.status for t in world.touches())
+    assert statuses["sent"] == 5
+    assert not statuses["claimed"] and not statuses["in_flight"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 from collections import Counter
@@ -70,8 +71,8 @@ def twilio() -> Iterator[tuple[FakeTwilio, str]]:
         yield fake, server.url
 
 
-def _seed(engine, folder: Path) -> Path:
-    (folder / "templates").mkdir()
+def _seed(engine, folder: Path, people: int = PEOPLE) -> Path:
+    (folder / "templates").mkdir(parents=True)
     (folder / "templates" / "t.sms.j2").write_text(
         "Hi {{ candidate.first_name }}, thanks for applying to {{ company.name }}."
     )
@@ -93,11 +94,20 @@ def _seed(engine, folder: Path) -> Path:
             default_region="US",
             canonical_stage=config.canonical_stage,
         )
-        for i in range(PEOPLE)
+        for i in range(people)
     ]
     with engine.begin() as conn:
         upsert_candidates(conn, records, NOW)
     return cadence_file
+
+
+def _twilio_env(fake: FakeTwilio, url: str) -> dict[str, str]:
+    return {
+        "TWILIO_ACCOUNT_SID": fake.account_sid,
+        "TWILIO_AUTH_TOKEN": fake.auth_token,
+        "TWILIO_FROM_NUMBER": FROM_NUMBER,
+        "TWILIO_BASE_URL": url,
+    }
 
 
 def _run_workers(
@@ -109,10 +119,7 @@ def _run_workers(
         **{k: v for k, v in os.environ.items() if not k.startswith(_PREFIXES)},
         "OUTREACH_DATABASE_URL": database_url,
         "OUTREACH_CONFIG": str(cadence_file),
-        "TWILIO_ACCOUNT_SID": fake.account_sid,
-        "TWILIO_AUTH_TOKEN": fake.auth_token,
-        "TWILIO_FROM_NUMBER": FROM_NUMBER,
-        "TWILIO_BASE_URL": url,
+        **_twilio_env(fake, url),
         **extra,
     }
     command = [sys.executable, "-m", "outreach", "run", "--now", NOW.isoformat()]
@@ -195,3 +202,24 @@ def test_workers_refuse_a_dry_run(cli) -> None:
 
 def test_workers_must_be_at_least_one(cli) -> None:
     assert cli("run", "--workers", "0").exit_code == 2
+
+
+def test_an_unreachable_redis_falls_back_and_says_so(engine, cli, twilio, tmp_path: Path) -> None:
+    # A run on its own (any database) whose OUTREACH_REDIS_URL answers nothing: it warns
+    # and paces itself at the whole limit (it counts as the only worker); all are sent.
+    fake, url = twilio
+    cadence_file = _seed(engine, tmp_path / "job", people=8)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    env = {
+        "OUTREACH_CONFIG": str(cadence_file),
+        "OUTREACH_REDIS_URL": f"redis://:hunter2@127.0.0.1:{closed}/0",
+        **_twilio_env(fake, url),
+    }
+    result = cli("run", "--now", NOW.isoformat(), env=env)
+    assert result.exit_code == 0, result.output
+    assert "rate limit sms:" in result.output
+    assert "redis: ConnectionError" in result.output
+    assert "hunter2" not in result.output
+    assert len(fake.messages) == 8
