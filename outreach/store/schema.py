@@ -466,7 +466,8 @@ class RateBucket(Base):
     """A provider rate limit shared by every worker on this database: its next free slot.
 
     ``tat`` is in seconds since the epoch on the database server's clock; see
-    :mod:`outreach.engine.limits_pg`.
+    :mod:`outreach.engine.limits_pg`. UNLOGGED on PostgreSQL (migration 0007): a crash
+    only resets the buckets to idle.
     """
 
     __tablename__ = "rate_buckets"

@@ -125,6 +125,12 @@ def test_factory_picks_postgres_for_a_postgres_store(engine) -> None:
     limits = limiters_for(engine, workers=2)
     assert isinstance(limits, SharedLimits)
     assert (limits.backend, limits.workers) == ("postgresql", 2)
+    # Unlogged: a reservation waits for no WAL flush.
+    with engine.connect() as conn:
+        persistence = conn.execute(
+            text("SELECT relpersistence FROM pg_class WHERE relname = 'rate_buckets'")
+        ).scalar_one()
+    assert persistence == "u"
 
 
 @pytest.mark.postgres
