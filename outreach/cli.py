@@ -1042,7 +1042,16 @@ def run_command(
             "between --workers sooner.",
         ),
     ] = 2000,
-    worker_of: Annotated[int | None, typer.Option("--worker-of", min=1, hidden=True)] = None,
+    worker_of: Annotated[
+        int | None,
+        typer.Option(
+            "--worker-of",
+            min=1,
+            help="This run is one of N started separately (cron on N machines): should the "
+            "shared rate limits become unreachable, it keeps to 1/N of each.",
+        ),
+    ] = None,
+    spawned: Annotated[bool, typer.Option("--spawned", hidden=True)] = False,
     summary_out: Annotated[Path | None, typer.Option("--summary-out", hidden=True)] = None,
 ) -> None:
     """One tick: enroll, plan, throttle, route, send, and print a summary."""
@@ -1085,7 +1094,7 @@ def run_command(
             )
     # Replies first: a candidate who answered overnight is not sent the next touch (a
     # worker of --workers leaves that to the command that started it).
-    mailbox_ok = dry_run or worker_of is not None or _poll_replies(engine, settings, config, clock)
+    mailbox_ok = dry_run or spawned or _poll_replies(engine, settings, config, clock)
     channels = {} if dry_run else _live_channels(settings, config, clock)
     limits = None if dry_run else _limiters(engine, settings, worker_of or 1)
     from outreach.engine.shared_limits import BucketUnavailable
@@ -1208,6 +1217,7 @@ def _run_workers(workers: int, now: str | None, horizon: str, batch_size: int) -
                 *args,
                 "--worker-of",
                 str(workers),
+                "--spawned",
                 "--summary-out",
                 str(folder / f"{index}.json"),
             ]
