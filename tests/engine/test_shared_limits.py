@@ -106,7 +106,7 @@ def test_slot_limiter_paces_each_request_to_its_own_slot() -> None:
 @settings(max_examples=100, deadline=None)
 @given(
     rate=st.integers(1, 200),
-    jitter=st.floats(0.0, 0.3),
+    jitter=st.floats(0.01, 0.3),  # with no margin at all, float rounding decides
     gaps=st.lists(st.floats(0, 0.5), min_size=1, max_size=300),
     delays=st.lists(st.floats(0, 1), min_size=300, max_size=300),
 )
