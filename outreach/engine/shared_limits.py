@@ -19,9 +19,9 @@ for the rest of the run, paces itself with an in-process :class:`SlotLimiter` at
 share, ``floor(rate / workers)`` per second (``workers``: how many ``outreach run
 --workers N`` started, or ``--worker-of N`` for runs started separately; else 1), after
 first waiting out one window plus the slots the other workers may still hold (one request
-each), so no window holds both shared and fallback slots. The workers' shares add up to no more than the
-limit. Where the share is zero (a limit of 1/s over 4 workers), it stops sending
-instead: ``acquire`` raises :class:`BucketUnavailable`, the tick ends, and what it had
+each), so no window holds both shared and fallback slots. The workers' shares add up to
+no more than the limit. Where the share is zero (a limit of 1/s over 4 workers), it stops
+sending instead: ``acquire`` raises :class:`BucketUnavailable`, the tick ends, and what it had
 claimed but not sent is due again at the next run. It never goes back to the shared
 bucket within the run: its own fallback slots are not recorded there.
 
