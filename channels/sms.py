@@ -281,6 +281,11 @@ class TwilioSMS(Channel):
             problems.append("max_attempts, workers and max_segments must be at least 1")
         if problems:
             raise ConfigError("the Twilio SMS channel cannot start", problems)
+        # The SDK imports its API modules on a client's first use. Done here, that does not
+        # fall between a message's rate-limit slot and its request, where the late request
+        # would bunch with later ones at the provider.
+        import twilio.rest.api.v2010.account.message  # noqa: F401
+
         self._account_sid = account_sid
         self._auth_token = auth_token
         # A Messaging Service picks the sender itself and is the only way to schedule.

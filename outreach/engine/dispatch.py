@@ -28,7 +28,7 @@ from outreach.cadence import CadenceConfig
 from outreach.clock import Clock
 from outreach.engine.batch import Pending, Transactions
 from outreach.engine.flight import FlightGate, NotInFlight
-from outreach.engine.ratelimit import RateLimiter
+from outreach.engine.ratelimit import LimiterFactory, in_process_limiters
 from outreach.store.schema import Touch
 
 __all__ = ["Confirm", "Dispatcher", "channel_rate"]
@@ -57,6 +57,7 @@ class Dispatcher:
         *,
         sleep: Callable[[float], None] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
+        limiters: LimiterFactory | None = None,
     ) -> None:
         self.channels = channels
         self.transaction = transaction
@@ -66,8 +67,10 @@ class Dispatcher:
         #: when the claims being dispatched were last leased (the claim sets it)
         self.claimed_at = wall_clock.now()
         self.gate = FlightGate(self._mark_in_flight)
+        # Per process by default; shared by all workers when given (see shared_limits).
+        make_limiter = limiters or in_process_limiters(monotonic=monotonic, sleep=sleep)
         self.limiters = {
-            name: RateLimiter(rate, sleep=sleep, monotonic=monotonic)
+            name: make_limiter(name, rate)
             for name, channel in channels.items()
             if channel.paced and (rate := channel_rate(config, channel)) is not None
         }
@@ -98,7 +101,7 @@ class Dispatcher:
                     members = list(group)
                     size = channel.max_batch
                     if limiter is not None and not key:
-                        size = max(1, min(size, int(limiter.rate)))
+                        size = max(1, min(size, limiter.chunk))
                     for start in range(0, len(members), size):
                         chunk = members[start : start + size]
                         self.renew_leases(pending)
