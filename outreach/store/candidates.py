@@ -338,21 +338,7 @@ def upsert_candidates(conn: Connection, batch: Sequence[CandidateIn], now: datet
                 now_value,
             )
         )
-    conn.exec_driver_sql(
-        _insert_sql(
-            conn.dialect.name,
-            conn.dialect.paramstyle,
-            "candidate_records",
-            _RECORD_COLUMNS,
-            ("source", "external_id"),
-            tuple(
-                (name, f"excluded.{name}")
-                for name in _RECORD_COLUMNS
-                if name not in ("source", "external_id", "created_at")
-            ),
-        ),
-        params,
-    )
+    _insert_rows(conn, "candidate_records", _RECORD_COLUMNS, params, *_RECORD_CONFLICT)
     id_of = _record_ids(conn, records)
     stats.record_ids = [id_of[record.key] for record in records]
 
@@ -373,10 +359,7 @@ def upsert_candidates(conn: Connection, batch: Sequence[CandidateIn], now: datet
             )
         )
     if events:
-        conn.exec_driver_sql(
-            _insert_sql(conn.dialect.name, conn.dialect.paramstyle, "events", _EVENT_COLUMNS),
-            events,
-        )
+        _insert_rows(conn, "events", _EVENT_COLUMNS, events)
 
     _upsert_contacts(conn, records, tokens, person_ids, consent_times, now)
     # Only a phone with two holders in sight (or one a merge touched) can change its flag.
@@ -438,7 +421,17 @@ _EVENT_COLUMNS = (
 _JSON_COLUMNS = frozenset({"tags", "custom", "payload"})
 
 
-@lru_cache(maxsize=16)
+_RECORD_CONFLICT = (
+    ("source", "external_id"),
+    tuple(
+        (name, f"excluded.{name}")
+        for name in _RECORD_COLUMNS
+        if name not in ("source", "external_id", "created_at")
+    ),
+)
+
+
+@lru_cache(maxsize=64)
 def _insert_sql(
     dialect: str,
     paramstyle: str,
@@ -447,9 +440,8 @@ def _insert_sql(
     conflict: tuple[str, ...] = (),
     update: tuple[tuple[str, str], ...] = (),
 ) -> str:
-    """``INSERT INTO table (columns) VALUES (...)``, with ``ON CONFLICT (conflict) DO
-    UPDATE SET column = expression`` when given, rendered once per dialect: the hot
-    statements of a batch go to the driver's ``executemany`` with prebuilt tuples."""
+    """``INSERT INTO table (columns) VALUES (...)``, and ``ON CONFLICT (conflict) DO
+    UPDATE SET column = expression`` when given; rendered once per dialect."""
     if dialect not in ("sqlite", "postgresql"):
         raise NotImplementedError(f"bulk writes are not supported on {dialect}")
     marker = "?" if paramstyle == "qmark" else "%s"
@@ -460,6 +452,19 @@ def _insert_sql(
         sets = ", ".join(f"{name} = {expression}" for name, expression in update)
         sql += f" ON CONFLICT ({', '.join(conflict)}) DO UPDATE SET {sets}"
     return sql
+
+
+def _insert_rows(
+    conn: Connection,
+    table: str,
+    columns: tuple[str, ...],
+    rows: Sequence[tuple[Any, ...]],
+    conflict: tuple[str, ...] = (),
+    update: tuple[tuple[str, str], ...] = (),
+) -> None:
+    """Insert prebuilt driver tuples in one ``executemany``."""
+    dialect, paramstyle = conn.dialect.name, conn.dialect.paramstyle
+    conn.exec_driver_sql(_insert_sql(dialect, paramstyle, table, columns, conflict, update), rows)
 
 
 # Cached: a batch carries the same few instants (its `now`, an import's entry times).
@@ -837,15 +842,10 @@ def _upsert_contacts(
             contacts[key] = contact
     if not contacts:
         return
-    conn.exec_driver_sql(
-        _insert_sql(
-            conn.dialect.name,
-            conn.dialect.paramstyle,
-            "contact_points",
-            _CONTACT_COLUMNS,
-            ("person_id", "kind", "value"),
-            tuple(_CONTACT_UPDATE.items()),
-        ),
+    _insert_rows(
+        conn,
+        "contact_points",
+        _CONTACT_COLUMNS,
         [
             (
                 person_id,
@@ -876,6 +876,8 @@ def _upsert_contacts(
                 suppressed_at,
             ) in contacts.values()
         ],
+        ("person_id", "kind", "value"),
+        tuple(_CONTACT_UPDATE.items()),
     )
 
 
