@@ -23,7 +23,7 @@ import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -526,15 +526,37 @@ def _select_in(
 def _existing_records(
     conn: Connection, records: Sequence[CandidateIn]
 ) -> dict[tuple[str, str], dict[str, Any]]:
-    return _by_key(
-        conn,
-        records,
-        _records.c.person_id,
-        _records.c.stage,
-        _records.c.stage_entered_at,
-        _records.c.sms_consent,
-        _records.c.sms_consent_at,
-    )
+    """Stored records of the batch by ``(source, external_id)``: what the upsert compares."""
+    by_source: dict[str, list[str]] = defaultdict(list)
+    for record in records:
+        by_source[record.source].append(record.external_id)
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for source, ids in by_source.items():
+        for external_id, person_id, stage, entered, consent, consent_at in _select_in(
+            conn,
+            "SELECT external_id, person_id, stage, stage_entered_at, sms_consent, "
+            f"sms_consent_at FROM {_records.name} "
+            "WHERE source = {marker} AND external_id IN ({into})",
+            ids,
+            source,
+        ):
+            found[(source, external_id)] = {
+                "person_id": person_id,
+                "stage": stage,
+                "stage_entered_at": _read_instant(entered),
+                "sms_consent": None if consent is None else bool(consent),
+                "sms_consent_at": _read_instant(consent_at),
+            }
+    return found
+
+
+def _read_instant(value: datetime | str | None) -> datetime | None:
+    """A stored instant as an aware UTC datetime, as :class:`UTCDateTime` reads it (SQLite
+    hands back text, PostgreSQL an aware datetime)."""
+    if value is None:
+        return None
+    parsed = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 def _record_ids(conn: Connection, records: Sequence[CandidateIn]) -> dict[tuple[str, str], int]:
@@ -551,26 +573,6 @@ def _record_ids(conn: Connection, records: Sequence[CandidateIn]) -> dict[tuple[
             source,
         ):
             found[(source, external_id)] = record_id
-    return found
-
-
-def _by_key(
-    conn: Connection, records: Sequence[CandidateIn], *columns: Any
-) -> dict[tuple[str, str], dict[str, Any]]:
-    """Stored records by ``(source, external_id)``: one query per source and chunk."""
-    by_source: dict[str, list[str]] = defaultdict(list)
-    for record in records:
-        by_source[record.source].append(record.external_id)
-    found: dict[tuple[str, str], dict[str, Any]] = {}
-    for source, ids in by_source.items():
-        for chunk in _chunks(ids, _LOOKUP_CHUNK):
-            result = conn.execute(
-                select(_records.c.external_id, *columns).where(
-                    _records.c.source == source, _records.c.external_id.in_(chunk)
-                )
-            )
-            for row in result.mappings():
-                found[(source, row["external_id"])] = dict(row)
     return found
 
 
