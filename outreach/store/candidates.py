@@ -520,7 +520,7 @@ def _select_in(
     marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     for chunk in _chunks(values, _LOOKUP_CHUNK):
         statement = sql.format(marker=marker, into=", ".join([marker] * len(chunk)))
-        yield from conn.exec_driver_sql(statement, (*before, *chunk))
+        yield from conn.exec_driver_sql(statement, (*before, *chunk)).all()
 
 
 def _existing_records(
