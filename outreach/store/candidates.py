@@ -191,9 +191,11 @@ def upsert_candidates(conn: Connection, batch: Sequence[CandidateIn], now: datet
     cleared here.
     """
     stats = UpsertStats()
-    records = list({r.key: r for r in batch}.values())
+    latest = {(r.source, r.external_id): r for r in batch}
+    records = list(latest.values())
     if not records:
         return stats
+    keys = list(latest)
 
     tokens = [_tokens(record) for record in records]
     existing = _existing_records(conn, records)
@@ -208,10 +210,10 @@ def upsert_candidates(conn: Connection, batch: Sequence[CandidateIn], now: datet
         for token in found:
             seen[token] += 1
     alone = [
-        record.key not in existing
+        key not in existing
         and all(seen[token] == 1 and token not in owners for token in found)
         and (record.phone is None or record.phone.e164 not in holders)
-        for record, found in zip(records, tokens, strict=True)
+        for key, record, found in zip(keys, records, tokens, strict=True)
     ]
     uf = _UnionFind()
     # phone -> [(node, name key, has email)] of the batch's records and stored holders
@@ -221,7 +223,7 @@ def upsert_candidates(conn: Connection, batch: Sequence[CandidateIn], now: datet
             continue
         node = ("r", index)
         uf.find(node)
-        row = existing.get(record.key)
+        row = existing.get(keys[index])
         if row is not None:
             uf.union(node, ("p", row["person_id"]))
         for token in tokens[index]:
@@ -282,7 +284,7 @@ def upsert_candidates(conn: Connection, batch: Sequence[CandidateIn], now: datet
     changed: dict[int, dict[str, Any]] = {}
     for index, record in enumerate(records):
         person_id = person_of_root[roots[index]]
-        old = existing.get(record.key)
+        old = existing.get(keys[index])
         entered = record.stage_entered_at
         consent_at = None
         if record.sms_consent is not None:
@@ -340,7 +342,7 @@ def upsert_candidates(conn: Connection, batch: Sequence[CandidateIn], now: datet
         )
     _insert_rows(conn, "candidate_records", _RECORD_COLUMNS, params, *_RECORD_CONFLICT)
     id_of = _record_ids(conn, records)
-    stats.record_ids = [id_of[record.key] for record in records]
+    stats.record_ids = [id_of[key] for key in keys]
 
     events: list[tuple[Any, ...]] = []
     for index, change in changed.items():
@@ -350,7 +352,7 @@ def upsert_candidates(conn: Connection, batch: Sequence[CandidateIn], now: datet
             (
                 "stage_change",
                 person_ids[index],
-                id_of[record.key],
+                id_of[keys[index]],
                 record.source,
                 record.external_id,
                 instant(entered_at[index]),
