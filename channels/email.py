@@ -59,14 +59,12 @@ import threading
 import time
 import urllib.error
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 from python_http_client.exceptions import HTTPError
-from sendgrid import SendGridAPIClient
 
 from channels.base import (
     Channel,
@@ -78,6 +76,8 @@ from channels.base import (
     ReconcileResult,
     SendResult,
 )
+from channels.pool import WorkerPool
+from channels.sendgrid_http import sendgrid_client
 from connectors.http import retry_after_seconds
 from outreach.clock import Clock, SystemClock
 from outreach.errors import (
@@ -187,11 +187,28 @@ class _Halt:
 
 
 class _ClientPool:
-    """SDK clients lent to one request at a time, created on demand and kept for reuse."""
+    """SDK clients lent to one request at a time, created on demand and kept for reuse
+    (each keeps its connection alive: see :mod:`channels.sendgrid_http`)."""
 
     def __init__(self, factory: Callable[[], Any]) -> None:
         self._factory = factory
         self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def close(self) -> None:
+        """Close the idle clients' connections (best effort; a later borrow opens anew)."""
+        while True:
+            try:
+                client = self._idle.get_nowait()
+            except queue.Empty:
+                return
+            close = getattr(
+                getattr(getattr(client, "client", None), "_transport", None), "close", None
+            )
+            if close is not None:
+                try:
+                    close()
+                except Exception as exc:  # closing is best effort; the others still close
+                    log.warning("closing a SendGrid connection failed (%s)", type(exc).__name__)
 
     @contextmanager
     def borrow(self) -> Iterator[Any]:
@@ -279,8 +296,9 @@ class SendGridEmail(Channel):
         if client is not None:
             self._clients = _ClientPool(lambda: client)
         else:
-            self._clients = _ClientPool(lambda: SendGridAPIClient(api_key, host=host))
+            self._clients = _ClientPool(lambda: sendgrid_client(api_key, host))
         self._unsubscribe = f"<mailto:{from_email}?subject=unsubscribe>"
+        self._workers = WorkerPool(self.workers, "sendgrid")
 
     def __repr__(self) -> str:
         return f"SendGridEmail(from_email={self.from_email!r})"  # never the key
@@ -350,13 +368,15 @@ class SendGridEmail(Channel):
         # The first request goes alone: a wrong key then costs one request, not `workers`.
         results.extend(self._deliver(requests[0], now, halt))
         if len(requests) > 1:
-            with ThreadPoolExecutor(
-                max_workers=min(self.workers, len(requests) - 1),
-                thread_name_prefix="sendgrid",
-            ) as pool:
-                for done in pool.map(lambda r: self._deliver(r, now, halt), requests[1:]):
-                    results.extend(done)
+            for done in self._workers.map(lambda r: self._deliver(r, now, halt), requests[1:]):
+                results.extend(done)
         return results
+
+    def close(self) -> None:
+        """Stop the worker threads and close the kept-alive connections; safe to call
+        again, and a later ``send`` starts afresh."""
+        self._workers.close()
+        self._clients.close()
 
     def _deliver(
         self,
