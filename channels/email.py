@@ -76,7 +76,7 @@ from channels.base import (
     ReconcileResult,
     SendResult,
 )
-from channels.pool import WorkerPool
+from channels.pool import Departures, WorkerPool
 from channels.sendgrid_http import sendgrid_client
 from connectors.http import retry_after_seconds
 from outreach.clock import Clock, SystemClock
@@ -172,13 +172,28 @@ class _Slots:
 
 
 class _Halt:
-    """Set once a request of the batch met a configuration error; later requests stop."""
+    """Set once a request of the batch met a configuration error; later requests stop.
+    Also records each request in flight before it is made (the engine's ``departing``)."""
 
-    def __init__(self, departing: Departing | None = None) -> None:
+    def __init__(
+        self,
+        departing: Departing | None = None,
+        requests: Sequence[Sequence[OutgoingMessage]] = (),
+        window: int = 1,
+    ) -> None:
         self._lock = threading.Lock()
         self.reason: str | None = None
-        #: the engine's hook, called right before each request of the batch
+        #: the engine's hook, called right before the requests of the batch are made
         self.departing = departing
+        self._departures = Departures(departing, requests, window) if departing else None
+
+    def depart(self, messages: Sequence[OutgoingMessage], index: int | None) -> None:
+        """Return once ``messages`` (request ``index`` of the batch) are in flight; raise
+        when they are not (the request must not be made)."""
+        if self._departures is not None and index is not None:
+            self._departures.depart(index)
+        elif self.departing is not None:
+            self.departing(messages)
 
     def set(self, reason: str) -> None:
         with self._lock:
@@ -364,11 +379,14 @@ class SendGridEmail(Channel):
                 requests.append(members[start : start + self.max_batch])
         if not requests:
             return results
-        halt = _Halt(departing)
+        halt = _Halt(departing, requests, self.workers)
         # The first request goes alone: a wrong key then costs one request, not `workers`.
-        results.extend(self._deliver(requests[0], now, halt))
+        results.extend(self._deliver(requests[0], now, halt, index=0))
         if len(requests) > 1:
-            for done in self._workers.map(lambda r: self._deliver(r, now, halt), requests[1:]):
+            numbered = list(enumerate(requests))[1:]
+            for done in self._workers.map(
+                lambda item: self._deliver(item[1], now, halt, index=item[0]), numbered
+            ):
                 results.extend(done)
         return results
 
@@ -385,8 +403,12 @@ class SendGridEmail(Channel):
         halt: _Halt,
         *,
         resend: bool = True,
+        index: int | None = None,
     ) -> list[SendResult]:
-        """Send ``messages`` as one request; map the outcome to one result per message."""
+        """Send ``messages`` as one request; map the outcome to one result per message.
+
+        ``index``: the request's place in the ``send`` call (its in-flight record is made
+        with its window's); None: recorded on its own (a re-send)."""
         if halt.reason is not None:
             return [SendResult.failed(m, halt.reason, permanent=False) for m in messages]
         batch_id: str | None = None
@@ -419,7 +441,7 @@ class SendGridEmail(Channel):
             return [SendResult.failed(m, reason, permanent=False) for m in messages]
         if halt.departing is not None:
             try:
-                halt.departing(messages)
+                halt.depart(messages, index)
             except Exception as exc:  # not recorded as in flight: the request is not made
                 return [SendResult.failed(m, str(exc), permanent=False) for m in messages]
         try:

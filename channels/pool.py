@@ -1,4 +1,5 @@
-"""A channel's worker threads, kept between ``send`` calls.
+"""A channel's worker threads, kept between ``send`` calls, and the in-flight records
+they wait for (:class:`Departures`).
 
 A channel sends the requests of one ``send`` on at most ``workers`` threads at once (the
 concurrency each provider is asked to bear). Starting those threads anew for every call
@@ -15,11 +16,11 @@ Example::
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
-__all__ = ["WorkerPool"]
+__all__ = ["Departures", "WorkerPool"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -55,3 +56,54 @@ class WorkerPool:
             executor, self._executor = self._executor, None
         if executor is not None:
             executor.shutdown(wait=True)
+
+
+class Departures:
+    """Records the requests of one ``send`` in flight a window at a time, ahead of the
+    workers that make them.
+
+    The engine must have a request's touches committed ``in_flight`` before the request
+    leaves (``departing``). Calling it once per request costs a transaction per message;
+    with ``workers`` requests in the air at once, their touches may as well be recorded
+    together: when a worker needs request ``i`` recorded and it is not yet, the requests
+    ``i`` to ``i + window - 1`` (in the order the workers take them) are recorded in one
+    call. A kill then leaves at most ``window`` touches in flight whose request had not
+    left yet, as concurrency already leaves ``workers`` whose answer was lost: both are
+    reconciled with the provider, never re-sent blindly. The first request is recorded
+    alone, since it goes alone (a wrong key costs one request).
+
+    Example::
+
+        departures = Departures(departing, requests, window=8)
+        departures.depart(5)   # returns once request 5 is in flight; raises otherwise
+    """
+
+    def __init__(
+        self,
+        departing: Callable[[list[Any]], None],
+        requests: Sequence[Sequence[Any]],
+        window: int,
+    ) -> None:
+        self._departing = departing
+        self._requests = requests
+        self._window = max(1, window)
+        self._lock = threading.Lock()
+        self._recorded = 0  # requests [0, _recorded) have been handed to ``departing``
+        self._errors: list[tuple[int, int, Exception]] = []
+
+    def depart(self, index: int) -> None:
+        """Return once request ``index`` is recorded in flight; raise what ``departing``
+        raised for its window (the request must then not be made)."""
+        with self._lock:
+            while index >= self._recorded:
+                start = self._recorded
+                end = min(len(self._requests), start + (1 if start == 0 else self._window))
+                messages = [m for request in self._requests[start:end] for m in request]
+                self._recorded = end
+                try:
+                    self._departing(messages)
+                except Exception as exc:
+                    self._errors.append((start, end, exc))
+            for start, end, exc in self._errors:
+                if start <= index < end:
+                    raise exc

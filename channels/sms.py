@@ -97,7 +97,7 @@ from channels.base import (
     body_digest,
 )
 from channels.keepalive import KeepAlive, NotConnected, NotWritten
-from channels.pool import WorkerPool
+from channels.pool import Departures, WorkerPool
 from connectors.http import retry_after_seconds
 from outreach.clock import Clock, SystemClock
 from outreach.errors import (
@@ -330,13 +330,28 @@ class _Refused(PermanentError):
 
 
 class _Halt:
-    """Set once a batch hits a configuration failure: the rest fails without requests."""
+    """Set once a batch hits a configuration failure: the rest fails without requests.
+    Also records each request in flight before it is made (the engine's ``departing``)."""
 
-    def __init__(self, departing: Departing | None = None) -> None:
+    def __init__(
+        self,
+        departing: Departing | None = None,
+        requests: Sequence[Sequence[OutgoingMessage]] = (),
+        window: int = 1,
+    ) -> None:
         self._lock = threading.Lock()
         self.reason: str | None = None
-        #: the engine's hook, called right before each request of the batch
+        #: the engine's hook, called right before the requests of the batch are made
         self.departing = departing
+        self._departures = Departures(departing, requests, window) if departing else None
+
+    def depart(self, messages: Sequence[OutgoingMessage], index: int | None) -> None:
+        """Return once ``messages`` (request ``index`` of the batch) are in flight; raise
+        when they are not (the request must not be made)."""
+        if self._departures is not None and index is not None:
+            self._departures.depart(index)
+        elif self.departing is not None:
+            self.departing(messages)
 
     def stop(self, reason: str) -> None:
         """Remember the first configuration failure's reason."""
@@ -360,7 +375,9 @@ class TwilioSMS(Channel):
     """
 
     name: ClassVar[str] = "sms"
-    max_batch: ClassVar[int] = 20
+    #: messages per ``send`` call: the engine confirms each call's results in one transaction,
+    #: and the workers idle while it does, so a call should keep them busy for a while
+    max_batch: ClassVar[int] = 100
     rate_per_second: ClassVar[float | None] = None
     max_schedule_ahead: ClassVar[timedelta] = timedelta(0)
     #: a scheduled message can be canceled while its status is ``scheduled``; Twilio
@@ -379,7 +396,7 @@ class TwilioSMS(Channel):
         max_segments: int = 3,
         timeout: float = 10.0,
         max_attempts: int = 4,
-        workers: int = 4,
+        workers: int = 8,
         clock: Clock | None = None,
         sleep: Callable[[float], None] = time.sleep,
         http_client: HttpClient | None = None,
@@ -441,12 +458,15 @@ class TwilioSMS(Channel):
                 results.append(refusal)
             else:
                 pending.append(message)
-        halt = _Halt(departing)
-        if pending and not self._verified:
-            results.append(self._send_one(pending[0], halt))
-            pending = pending[1:]
-        if pending:
-            results.extend(self._workers.map(lambda m: self._send_one(m, halt), pending))
+        halt = _Halt(departing, [[m] for m in pending], self.workers)
+        numbered = list(enumerate(pending))
+        if numbered and not self._verified:
+            results.append(self._send_one(numbered[0][1], halt, 0))
+            numbered = numbered[1:]
+        if numbered:
+            results.extend(
+                self._workers.map(lambda item: self._send_one(item[1], halt, item[0]), numbered)
+            )
         return results
 
     def close(self) -> None:
@@ -524,8 +544,9 @@ class TwilioSMS(Channel):
             retry_after=ahead.total_seconds(),
         )
 
-    def _send_one(self, message: OutgoingMessage, halt: _Halt) -> SendResult:
-        """Send one message; whatever happens, return its result (nothing escapes)."""
+    def _send_one(self, message: OutgoingMessage, halt: _Halt, index: int) -> SendResult:
+        """Send one message (``index`` of the batch); whatever happens, return its result
+        (nothing escapes)."""
         if halt.reason is not None:
             return SendResult.failed(message, halt.reason, permanent=False)
         try:
@@ -539,7 +560,7 @@ class TwilioSMS(Channel):
                 permanent=False,
             )
         try:
-            return self._deliver(sender, message, halt)
+            return self._deliver(sender, message, halt, index)
         except Exception as exc:  # after the request may have gone: ambiguous
             name = type(exc).__name__
             log.warning("unexpected %s from the Twilio SDK for touch %s", name, message.touch_id)
@@ -547,7 +568,9 @@ class TwilioSMS(Channel):
         finally:
             self._idle.put(sender)
 
-    def _deliver(self, sender: _Sender, message: OutgoingMessage, halt: _Halt) -> SendResult:
+    def _deliver(
+        self, sender: _Sender, message: OutgoingMessage, halt: _Halt, index: int
+    ) -> SendResult:
         """Create the message, retrying in-process what provably was not processed."""
         error: OutreachError | None = None
         for attempt in range(1, self.max_attempts + 1):
@@ -560,7 +583,8 @@ class TwilioSMS(Channel):
             params = self._params(message, now)
             if halt.departing is not None:
                 try:
-                    halt.departing([message])
+                    # The first attempt's record is made with its window's; a retry's alone.
+                    halt.depart([message], index if attempt == 1 else None)
                 except Exception as exc:  # not recorded as in flight: no request is made
                     return SendResult.failed(message, str(exc), permanent=False)
             try:
