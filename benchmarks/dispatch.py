@@ -27,6 +27,7 @@ import cProfile
 import multiprocessing
 import os
 import pstats
+import queue
 import resource
 import sys
 import tempfile
@@ -378,7 +379,13 @@ def run(rows: list[tuple[int, str]], recruiters: int = 1, profile: bool = False)
     out = ctx.Queue()
     process = ctx.Process(target=_scenario, args=(rows, recruiters, out, profile))
     process.start()
-    figures = out.get()  # before join: a large item would block the child's exit
+    while True:  # before join: a large item would block the child's exit
+        try:
+            figures = out.get(timeout=1.0)
+            break
+        except queue.Empty:
+            if not process.is_alive():
+                raise RuntimeError(f"the scenario failed (exit code {process.exitcode})") from None
     process.join()
     if process.exitcode != 0:
         raise RuntimeError(f"the scenario failed (exit code {process.exitcode})")

@@ -379,7 +379,7 @@ class SendGridEmail(Channel):
                 requests.append(members[start : start + self.max_batch])
         if not requests:
             return results
-        halt = _Halt(departing, requests, self.workers)
+        halt = _Halt(departing, requests, 2 * self.workers)
         # The first request goes alone: a wrong key then costs one request, not `workers`.
         results.extend(self._deliver(requests[0], now, halt, index=0))
         if len(requests) > 1:

@@ -67,10 +67,11 @@ class Departures:
     with ``workers`` requests in the air at once, their touches may as well be recorded
     together: when a worker needs request ``i`` recorded and it is not yet, the requests
     ``i`` to ``i + window - 1`` (in the order the workers take them) are recorded in one
-    call. A kill then leaves at most ``window`` touches in flight whose request had not
-    left yet, as concurrency already leaves ``workers`` whose answer was lost: both are
-    reconciled with the provider, never re-sent blindly. The first request is recorded
-    alone, since it goes alone (a wrong key costs one request).
+    call. The channels use a window of twice their workers: a kill then leaves at most
+    that many requests in flight that had not left yet, besides the ``workers`` whose
+    answer was lost; all of them are reconciled with the provider (which finds the
+    first kind absent, so they are sent then), never re-sent blindly. The first request
+    is recorded alone, since it goes alone (a wrong key costs one request).
 
     Example::
 

@@ -458,7 +458,7 @@ class TwilioSMS(Channel):
                 results.append(refusal)
             else:
                 pending.append(message)
-        halt = _Halt(departing, [[m] for m in pending], self.workers)
+        halt = _Halt(departing, [[m] for m in pending], 2 * self.workers)
         numbered = list(enumerate(pending))
         if numbered and not self._verified:
             results.append(self._send_one(numbered[0][1], halt, 0))
