@@ -58,6 +58,7 @@ Reasons never carry phone numbers (Twilio's messages echo the ``To`` number) or 
 from __future__ import annotations
 
 import base64
+import functools
 import http.client
 import json
 import logging
@@ -215,7 +216,9 @@ class _KeepAliveHttp(HttpClient):
         target = urlsplit(base_url.rstrip("/"))
         target.port  # noqa: B018 - a malformed port raises here, before any request
         self._scheme, self._netloc, self._prefix = target.scheme, target.netloc, target.path
-        self._transport = KeepAlive(ssl_context=_requests_trust())
+        self._transport = KeepAlive(
+            ssl_context=_requests_trust() if target.scheme == "https" else None
+        )
         self.last_headers: dict[str, str] = {}
 
     def request(  # type: ignore[override]
@@ -294,9 +297,11 @@ def _form(values: dict[str, object] | None) -> str:
     return urlencode(pairs)
 
 
+@functools.cache
 def _requests_trust() -> ssl.SSLContext | None:
     """The CA bundle ``requests`` would verify Twilio with (REQUESTS_CA_BUNDLE,
-    CURL_CA_BUNDLE or certifi's), as an SSL context; None when there is none to read."""
+    CURL_CA_BUNDLE or certifi's), as an SSL context; None when there is none to read.
+    Read once per process: loading the bundle takes longer than many requests."""
     bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
     try:
         bundle = bundle or requests.certs.where()
