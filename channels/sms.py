@@ -216,9 +216,8 @@ class _KeepAliveHttp(HttpClient):
         target = urlsplit(base_url.rstrip("/"))
         target.port  # noqa: B018 - a malformed port raises here, before any request
         self._scheme, self._netloc, self._prefix = target.scheme, target.netloc, target.path
-        self._transport = KeepAlive(
-            ssl_context=_requests_trust() if target.scheme == "https" else None
-        )
+        trust = _requests_trust() if target.scheme == "https" else None
+        self._transport = KeepAlive(ssl_context=trust)
         self.last_headers: dict[str, str] = {}
 
     def request(  # type: ignore[override]
