@@ -70,7 +70,7 @@ import ssl
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
@@ -218,7 +218,7 @@ class _KeepAliveHttp(HttpClient):
         self._scheme, self._netloc, self._prefix = target.scheme, target.netloc, target.path
         trust = _requests_trust() if target.scheme == "https" else None
         self._transport = KeepAlive(ssl_context=trust)
-        self.last_headers: dict[str, str] = {}
+        self.last_headers: Mapping[str, str] = {}
 
     def request(  # type: ignore[override]
         self,
@@ -243,7 +243,7 @@ class _KeepAliveHttp(HttpClient):
                 {"method": method.upper(), "url": url, "params": params, "headers": headers}
             )
         answer = self._transport.request(method.upper(), target, body, sent_headers, timeout)
-        self.last_headers = dict(answer.headers.items())
+        self.last_headers = answer.headers  # read only on errors: not copied
         text = answer.body.decode(answer.headers.get_content_charset() or "utf-8", "replace")
         return TwilioResponse(answer.status, text, self.last_headers)
 
