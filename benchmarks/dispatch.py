@@ -1,10 +1,12 @@
 """Benchmark: one tick dispatching through the real SendGrid and Twilio channels to loopback fakes.
 
-Run: ``python benchmarks/dispatch.py [--dynamic 100000] [--rendered 10000] [--quick]``
+Run: ``python benchmarks/dispatch.py [--dynamic 100000] [--rendered 10000] [--quick]
+[--profile-rendered N]``
 
-The fakes run in their own process (as the providers are other machines), the engine in
-another, and the store is seeded by a third, so the engine's peak RSS is the tick's alone.
-Two figures:
+Each fake runs in a process of its own (the providers are other machines), the engine in
+another, and the store is seeded by yet another, so the engine's peak RSS is the tick's
+alone. First line: the machine's cores and load average, since every figure below is
+shared with whatever else runs. Two figures:
 
 1. **Dynamic template** (``--dynamic``): that many candidates due for an email step with a
    ``sendgrid_template_id``. The channel groups them by (template, cadence, step, sender,
@@ -14,8 +16,12 @@ Two figures:
    recruiters (each a sender of its own, so a group of its own) to show the cost of that.
 2. **Locally rendered** (``--rendered``): half due for an email step (Jinja subject and body,
    one request each), half for an SMS step (one request each), in one tick. Prints
-   messages/s per channel (inside ``send``) and through the tick, and what the fakes
-   received next to the ledger's ``sent`` counts; exits non-zero when they differ.
+   messages/s per channel (inside ``send``) and through the tick, what the fakes
+   received next to the ledger's ``sent`` counts (exits non-zero when they differ), and
+   the CPU each message cost the engine and each fake (robust to a loaded machine, where
+   messages/s is not). Then a separate, smaller pass (``--profile-rendered``, default a
+   fifth) runs under cProfile in every engine thread (per-thread CPU time, so idle
+   workers do not count) and prints the top five functions.
 
 ``--quick`` runs 10,000 and 2,000 instead of 100,000 and 10,000.
 """
