@@ -1,17 +1,22 @@
-"""Fast bulk writes straight to the DB-API driver for the hot import and sync paths.
+"""Fast bulk reads and writes straight to the DB-API driver for the hot paths.
 
 SQLAlchemy Core spends most of a bulk INSERT turning each row's values into parameters.
 For the few statements that carry every imported row, :func:`bulk_write` renders the SQL
 once (``INSERT ... ON CONFLICT ... DO UPDATE``, which SQLite and PostgreSQL spell the same)
 and hands plain tuples to the driver's ``executemany``, converting values with one cheap
 function per column chosen from the column's type.
+
+Reading a tick's batch is the same story the other way round: :func:`select_by_ids` runs one
+statement per batch of ids and returns the driver's plain tuples, and :func:`instant_reader`
+and :func:`json_reader` turn the few columns that need it into what the ORM types return
+(aware UTC datetimes, parsed JSON).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -19,7 +24,7 @@ from sqlalchemy import JSON, Boolean, Connection, Table
 
 from outreach.store.types import UTCDateTime, sqlite_text
 
-__all__ = ["bulk_update", "bulk_write"]
+__all__ = ["bulk_update", "bulk_write", "instant_reader", "json_reader", "select_by_ids"]
 
 
 # Cached: a batch carries the same few instants (its `now`) on most rows.
@@ -138,3 +143,74 @@ def _params(
             values[index] = convert(values[index])
         params.append(tuple(values))
     return params
+
+
+def select_by_ids(
+    conn: Connection,
+    sql: str,
+    ids: Sequence[int],
+    params: Sequence[Any] = (),
+    *,
+    chunk: int = 5000,
+) -> list[tuple[Any, ...]]:
+    """The rows of ``sql`` for ``ids``, as the driver's tuples, ``chunk`` ids per statement.
+
+    ``sql`` uses ``?`` for its parameters (``params``, bound first) and ends with the
+    ``{ids}`` condition on an integer column, e.g. ``... WHERE status = ? AND person_id
+    {ids}``: ``IN (?, ...)`` on SQLite, ``= ANY(%s)`` (one array parameter) on PostgreSQL.
+    Values come back as the driver reads them: see :func:`instant_reader`.
+    """
+    if not ids:
+        return []
+    postgres = conn.dialect.name == "postgresql"
+    if postgres:
+        text = sql.replace("?", "%s").replace("{ids}", "= ANY(%s)")
+    rows: list[tuple[Any, ...]] = []
+    for start in range(0, len(ids), chunk):
+        part = [int(i) for i in ids[start : start + chunk]]
+        if postgres:
+            bound: tuple[Any, ...] = (*params, part)
+        else:
+            text = sql.replace("{ids}", f"IN ({', '.join('?' * len(part))})")
+            bound = (*params, *part)
+        result = conn.exec_driver_sql(text, bound)
+        # The driver's own tuples: SQLAlchemy's Row objects cost more than the query here.
+        rows.extend(result.cursor.fetchall())
+        result.close()
+    return rows
+
+
+def _sqlite_instant_in(value: str | datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    parsed = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def _pg_instant_in(value: datetime | None) -> datetime | None:
+    return None if value is None else value.astimezone(UTC)
+
+
+def instant_reader(conn: Connection) -> Callable[[Any], datetime | None]:
+    """Reads a driver's instant as :class:`~outreach.store.types.UTCDateTime` returns it:
+    aware, in UTC (SQLite stores UTC text; PostgreSQL's ``timestamptz`` comes back aware)."""
+    return _sqlite_instant_in if conn.dialect.name == "sqlite" else _pg_instant_in
+
+
+def _json_in(value: str | None) -> Any:
+    if value is None:
+        return None
+    # Most records carry no tags and no custom fields: skip the parser for those.
+    if value == "[]":
+        return []
+    if value == "{}":
+        return {}
+    return json.loads(value)
+
+
+def json_reader(conn: Connection) -> Callable[[Any], Any]:
+    """Reads a driver's JSON value as SQLAlchemy's ``JSON`` type returns it (SQLite stores
+    text; psycopg parses PostgreSQL's ``json`` itself)."""
+    return _json_in if conn.dialect.name == "sqlite" else _identity
