@@ -18,6 +18,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, Connection, Table
@@ -136,9 +137,18 @@ def _params(
         for index, convert in enumerate(_converter(column, dialect) for column in columns)
         if convert is not _identity
     ]
+    if len(names) == 1:
+        (name,) = names
+        if not converted:
+            return [(row[name],) for row in rows]
+        convert = converted[0][1]
+        return [(convert(row[name]),) for row in rows]
+    pick = itemgetter(*names)
+    if not converted:
+        return [pick(row) for row in rows]
     params = []
     for row in rows:
-        values = [row[name] for name in names]
+        values = list(pick(row))
         for index, convert in converted:
             values[index] = convert(values[index])
         params.append(tuple(values))
