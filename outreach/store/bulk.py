@@ -21,11 +21,18 @@ from functools import lru_cache
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Connection, Table
+from sqlalchemy import JSON, Boolean, Connection, Select, Table
 
 from outreach.store.types import UTCDateTime, sqlite_text
 
-__all__ = ["bulk_update", "bulk_write", "instant_reader", "json_reader", "select_by_ids"]
+__all__ = [
+    "bulk_update",
+    "bulk_write",
+    "instant_reader",
+    "json_reader",
+    "select_by_ids",
+    "select_dicts",
+]
 
 
 # Cached: a batch carries the same few instants (its `now`) on most rows.
@@ -224,3 +231,41 @@ def json_reader(conn: Connection) -> Callable[[Any], Any]:
     """Reads a driver's JSON value as SQLAlchemy's ``JSON`` type returns it (SQLite stores
     text; psycopg parses PostgreSQL's ``json`` itself)."""
     return _json_in if conn.dialect.name == "sqlite" else _identity
+
+
+def _sqlite_bool_in(value: int | None) -> bool | None:
+    return None if value is None else bool(value)
+
+
+def select_dicts(conn: Connection, statement: Select[Any]) -> list[dict[str, Any]]:
+    """The rows of a Core ``SELECT`` as dicts by column name, read from the driver's tuples.
+
+    Values are what SQLAlchemy's types return (aware UTC instants, parsed JSON, booleans),
+    converted only for the columns whose type needs it: the same as
+    ``[dict(row) for row in conn.execute(statement).mappings()]`` at a fraction of its cost
+    for the batches a tick reads.
+    """
+    columns = list(statement.selected_columns)
+    names = [column.key for column in columns]
+    converters = []
+    sqlite = conn.dialect.name == "sqlite"
+    for name, column in zip(names, columns, strict=True):
+        kind = column.type
+        if isinstance(kind, UTCDateTime):
+            converters.append((name, instant_reader(conn)))
+        elif isinstance(kind, JSON):
+            converters.append((name, json_reader(conn)))
+        elif isinstance(kind, Boolean) and sqlite:
+            converters.append((name, _sqlite_bool_in))
+    result = conn.execute(statement)
+    try:
+        rows = result.cursor.fetchall()
+    finally:
+        result.close()
+    out = []
+    for row in rows:
+        values = dict(zip(names, row, strict=True))
+        for name, convert in converters:
+            values[name] = convert(values[name])
+        out.append(values)
+    return out
