@@ -75,15 +75,24 @@ def bulk_write(
     *,
     conflict: Sequence[str] = (),
     update: Mapping[str, str] | None = None,
-) -> None:
-    """Insert ``rows`` (all with the same keys) into ``table`` in one ``executemany``.
+    returning: Sequence[str] = (),
+) -> list[tuple[Any, ...]]:
+    """Insert ``rows`` (all with the same keys) into ``table`` in a constant number of
+    statements; return the ``returning`` columns of the rows written.
 
     ``conflict`` names the unique columns; ``update`` maps columns to SQL expressions
     for ``ON CONFLICT (...) DO UPDATE SET column = expression`` (``excluded.<column>`` is
-    the incoming value). Without ``update`` a conflict is left alone (``DO NOTHING``).
+    the incoming value). Without ``update`` a conflict is left alone (``DO NOTHING``), and
+    a row left alone is not returned.
+
+    SQLite takes one ``executemany`` (rows ``VALUES`` lists of up to 32,766 parameters when
+    ``returning``: its ``executemany`` drops returned rows). PostgreSQL takes the columns as
+    arrays, ``INSERT ... SELECT * FROM unnest(...)``: one statement the server plans once,
+    instead of one execution per row; an upsert (``update``) stays one execution per row
+    there, since one statement may not update a row twice and a batch may hold it twice.
     """
     if not rows:
-        return
+        return []
     dialect = conn.dialect.name
     if dialect not in ("sqlite", "postgresql"):
         raise NotImplementedError(f"bulk writes are not supported on {dialect}")
@@ -96,15 +105,36 @@ def bulk_write(
             placeholders.append(f"CAST({marker} AS JSON)")
         else:
             placeholders.append(marker)
-    sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join(placeholders)})"
+    head = f"INSERT INTO {table.name} ({', '.join(names)}) "
+    tail = ""
     if conflict:
-        sql += f" ON CONFLICT ({', '.join(conflict)}) "
+        tail += f" ON CONFLICT ({', '.join(conflict)}) "
         if update:
             sets = ", ".join(f"{name} = {expression}" for name, expression in update.items())
-            sql += f"DO UPDATE SET {sets}"
+            tail += f"DO UPDATE SET {sets}"
         else:
-            sql += "DO NOTHING"
-    conn.exec_driver_sql(sql, _params(rows, names, columns, dialect))
+            tail += "DO NOTHING"
+    if returning:
+        tail += f" RETURNING {', '.join(returning)}"
+    params = _params(rows, names, columns, dialect)
+    if dialect == "postgresql" and not update:
+        arrays = ", ".join(_pg_array(conn, column) for column in columns)
+        result = conn.exec_driver_sql(
+            f"{head}SELECT * FROM unnest({arrays}){tail}", _columns_of(params, len(names))
+        )
+        return [tuple(row) for row in result.fetchall()] if returning else []
+    group = f"({', '.join(placeholders)})"
+    if not returning:
+        conn.exec_driver_sql(f"{head}VALUES {group}{tail}", params)
+        return []
+    out: list[tuple[Any, ...]] = []
+    per = max(1, _MAX_PARAMETERS // len(names))
+    for start in range(0, len(params), per):
+        chunk = params[start : start + per]
+        sql = f"{head}VALUES {', '.join([group] * len(chunk))}{tail}"
+        result = conn.exec_driver_sql(sql, tuple(value for row in chunk for value in row))
+        out.extend(tuple(row) for row in result.fetchall())
+    return out
 
 
 def bulk_update(
@@ -114,25 +144,55 @@ def bulk_update(
     *,
     key: str = "id",
 ) -> None:
-    """``UPDATE table SET ... WHERE key = ...`` for every row, in one ``executemany``.
+    """``UPDATE table SET ... WHERE key = ...`` for every row, in one statement.
 
     All rows carry the same columns; ``key`` names the column that identifies a row.
+    SQLite takes one ``executemany``; PostgreSQL one ``UPDATE ... FROM unnest(...)`` with
+    the columns as arrays when no key repeats (else one execution per row, in order, as
+    on SQLite: a later row for the same key wins).
     """
     if not rows:
         return
     dialect = conn.dialect.name
     names = [name for name in rows[0] if name != key]
     marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    sets = []
+    order = [*names, key]
+    columns = [table.c[n] for n in order]
+    params = _params(rows, order, columns, dialect)
+    if dialect == "postgresql" and len({row[key] for row in rows}) == len(rows):
+        arrays = ", ".join(_pg_array(conn, column) for column in columns)
+        sets = ", ".join(f"{name} = v.{name}" for name in names)
+        conn.exec_driver_sql(
+            f"UPDATE {table.name} SET {sets} FROM unnest({arrays}) AS v({', '.join(order)}) "
+            f"WHERE {table.name}.{key} = v.{key}",
+            _columns_of(params, len(order)),
+        )
+        return
+    sets_list = []
     for name in names:
         column = table.c[name]
         if dialect == "postgresql" and isinstance(column.type, JSON):
-            sets.append(f"{name} = CAST({marker} AS JSON)")
+            sets_list.append(f"{name} = CAST({marker} AS JSON)")
         else:
-            sets.append(f"{name} = {marker}")
-    sql = f"UPDATE {table.name} SET {', '.join(sets)} WHERE {key} = {marker}"
-    order = [*names, key]
-    conn.exec_driver_sql(sql, _params(rows, order, [table.c[n] for n in order], dialect))
+            sets_list.append(f"{name} = {marker}")
+    sql = f"UPDATE {table.name} SET {', '.join(sets_list)} WHERE {key} = {marker}"
+    conn.exec_driver_sql(sql, params)
+
+
+#: SQLite's limit of parameters in one statement (SQLITE_MAX_VARIABLE_NUMBER since 3.32)
+_MAX_PARAMETERS = 32766
+
+
+def _pg_array(conn: Connection, column: Any) -> str:
+    """One column's parameter as a typed PostgreSQL array (``CAST(%s AS INTEGER[])``)."""
+    return f"CAST(%s AS {column.type.compile(dialect=conn.dialect)}[])"
+
+
+def _columns_of(params: list[tuple[Any, ...]], width: int) -> tuple[list[Any], ...]:
+    """Row tuples turned into one list per column (the arrays ``unnest`` reads)."""
+    if not params:
+        return tuple([] for _ in range(width))
+    return tuple(list(column) for column in zip(*params, strict=True))
 
 
 def _params(

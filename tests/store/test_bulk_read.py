@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 
 from outreach.engine.people import COUNTED_STATUSES, load_people
-from outreach.store.bulk import bulk_write, select_by_ids, select_dicts
+from outreach.store.bulk import bulk_update, bulk_write, select_by_ids, select_dicts
 from outreach.store.schema import CandidateRecord, ContactPoint, Enrollment, Person, Touch
 from outreach.store.suppressions import suppressed_points
 
@@ -227,3 +227,91 @@ def test_load_people_reads_what_sqlalchemy_reads(engine) -> None:
     assert people[3].current_stage == "interview"
     assert people[1].contact("phone").value == "+14155550100"
     assert people[2].contact("email").suppressed
+
+
+def test_bulk_write_returns_the_rows_it_wrote_and_not_those_left_alone(engine) -> None:
+    with engine.begin() as conn:
+        _seed(conn)
+        rows = [
+            {
+                "idempotency_key": key,
+                "enrollment_id": 1,
+                "person_id": 1,
+                "cadence_id": "c",
+                "step_id": "t",
+                "occurrence": 0,
+                "status": "claimed",
+                "transactional": False,
+                "due_at": NOW,
+                "planned_at": NOW,
+                "claimed_at": NOW,
+                "updated_at": NOW,
+            }
+            # "1:s:0" exists already (the seed's); "new-1" is given twice
+            for key in ("new-1", "1:s:0", "new-2", "new-1")
+        ]
+        written = bulk_write(
+            conn, _touches, rows, conflict=("idempotency_key",), returning=("id", "idempotency_key")
+        )
+        assert sorted(key for _id, key in written) == ["new-1", "new-2"]
+        stored = dict(
+            conn.execute(
+                select(_touches.c.idempotency_key, _touches.c.id).where(
+                    _touches.c.idempotency_key.in_(["new-1", "new-2"])
+                )
+            ).all()
+        )
+        assert {key: id_ for id_, key in written} == stored
+
+
+def test_bulk_write_returning_crosses_statement_chunks(engine) -> None:
+    many = 20_000  # SQLite: 4 columns, 8,191 rows per statement
+    with engine.begin() as conn:
+        rows = [
+            {"id": i, "global_opt_out": i % 3 == 0, "created_at": NOW, "updated_at": NOW}
+            for i in range(1, many + 1)
+        ]
+        written = bulk_write(conn, _people, rows, conflict=("id",), returning=("id",))
+        assert sorted(id_ for (id_,) in written) == list(range(1, many + 1))
+        again = bulk_write(conn, _people, rows[:10], conflict=("id",), returning=("id",))
+        assert again == []
+        opted = conn.execute(select(_people.c.id).where(_people.c.global_opt_out.is_(True)))
+        assert len(opted.all()) == many // 3
+
+
+def test_bulk_update_sets_every_row_and_a_repeated_key_takes_the_last(engine) -> None:
+    with engine.begin() as conn:
+        _seed(conn)
+        later = NOW + timedelta(days=2)
+        rows = [
+            {"id": 1, "status": "stopped", "next_due_at": None, "defer_reason": "x"},
+            {"id": 2, "status": "active", "next_due_at": later, "defer_reason": None},
+        ]
+
+        bulk_update(conn, _enrollments, rows)
+        got = {
+            row.id: (row.status, row.next_due_at, row.defer_reason)
+            for row in conn.execute(select(_enrollments).where(_enrollments.c.id.in_([1, 2])))
+        }
+        assert got == {1: ("stopped", None, "x"), 2: ("active", later, None)}
+        bulk_update(
+            conn,
+            _enrollments,
+            [
+                {"id": 3, "defer_reason": "first"},
+                {"id": 3, "defer_reason": "second"},
+                {"id": 4, "defer_reason": None},
+            ],
+        )
+        reasons = dict(
+            conn.execute(
+                select(_enrollments.c.id, _enrollments.c.defer_reason).where(
+                    _enrollments.c.id.in_([3, 4])
+                )
+            ).all()
+        )
+        assert reasons == {3: "second", 4: None}
+        records = [{"id": 10, "tags": ["a", "b"], "custom": {"k": [1, 2]}}]
+        bulk_update(conn, _records, records)
+        row = conn.execute(select(_records.c.tags, _records.c.custom).where(_records.c.id == 10))
+        assert tuple(row.one()) == (["a", "b"], {"k": [1, 2]})
