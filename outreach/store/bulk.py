@@ -184,8 +184,11 @@ _MAX_PARAMETERS = 32766
 
 
 def _pg_array(conn: Connection, column: Any) -> str:
-    """One column's parameter as a typed PostgreSQL array (``CAST(%s AS INTEGER[])``)."""
-    return f"CAST(%s AS {column.type.compile(dialect=conn.dialect)}[])"
+    """One column's parameter as a typed PostgreSQL array (``CAST(%b AS INTEGER[])``).
+
+    ``%b``: psycopg sends the list in binary, several times faster than quoting every
+    element into an array literal."""
+    return f"CAST(%b AS {column.type.compile(dialect=conn.dialect)}[])"
 
 
 def _columns_of(params: list[tuple[Any, ...]], width: int) -> tuple[list[Any], ...]:
@@ -241,7 +244,7 @@ def select_by_ids(
         return []
     postgres = conn.dialect.name == "postgresql"
     if postgres:
-        text = sql.replace("?", "%s").replace("{ids}", "= ANY(%s)")
+        text = sql.replace("?", "%s").replace("{ids}", "= ANY(%b)")
     rows: list[tuple[Any, ...]] = []
     for start in range(0, len(ids), chunk):
         part = [int(i) for i in ids[start : start + chunk]]
