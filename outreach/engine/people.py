@@ -130,6 +130,9 @@ class PersonState:
     @property
     def current_stage(self) -> str | None:
         """The stage of the most recently entered record."""
+        if len(self.records) == 1:
+            (only,) = self.records
+            return only["stage"] if only["stage"] and only["stage_entered_at"] else None
         staged = [r for r in self.records if r["stage"] and r["stage_entered_at"]]
         return max(staged, key=lambda r: r["stage_entered_at"])["stage"] if staged else None
 
