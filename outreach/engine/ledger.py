@@ -226,20 +226,16 @@ class BatchWriter:
         """Write the batch; return the claims this run won, ready for their channels."""
         ids: dict[str, int] = {}
         if self.touches:
-            bulk_write(conn, _touches, self.touches, conflict=("idempotency_key",))
-            keys = [row["idempotency_key"] for row in self.touches]
-            # Only rows this run wrote: a conflicting claim by another worker keeps its run id.
-            for start in range(0, len(keys), 500):
-                chunk = keys[start : start + 500]
-                ids.update(
-                    (key, id_)
-                    for id_, key in conn.execute(
-                        select(_touches.c.id, _touches.c.idempotency_key).where(
-                            _touches.c.idempotency_key.in_(chunk),
-                            _touches.c.run_id == self.run_id,
-                        )
-                    )
-                )
+            # Only rows this statement wrote: a conflicting claim (another worker's) is left
+            # alone and not returned, so it is not dispatched here.
+            written = bulk_write(
+                conn,
+                _touches,
+                self.touches,
+                conflict=("idempotency_key",),
+                returning=("id", "idempotency_key"),
+            )
+            ids.update((key, id_) for id_, key in written)
         tasks = [
             {
                 **{k: v for k, v in task.items() if k not in ("key", "external_id")},
@@ -249,16 +245,9 @@ class BatchWriter:
             if task["key"] in ids
         ]
         if tasks:
-            bulk_write(conn, _tasks, tasks)
+            task_ids = dict(bulk_write(conn, _tasks, tasks, returning=("touch_id", "id")))
             owed = [t for t in self.tasks if t["key"] in ids and t["source"] in CRM_SOURCES]
             if owed:
-                task_ids = dict(
-                    conn.execute(
-                        select(_tasks.c.touch_id, _tasks.c.id).where(
-                            _tasks.c.touch_id.in_([ids[t["key"]] for t in owed])
-                        )
-                    ).all()
-                )
                 bulk_write(
                     conn,
                     _write_backs,

@@ -27,12 +27,15 @@ from outreach.cadence import CadenceConfig
 from outreach.engine.batch import Occurrence, TickSummary
 from outreach.engine.ledger import BatchWriter
 from outreach.engine.people import PersonState, history_window, load_people
+from outreach.store.bulk import select_dicts
 from outreach.store.schema import Enrollment, Person
 
 __all__ = ["DueBatch", "claim_due", "plan", "priority", "without_duplicates"]
 
 _enrollments = Enrollment.__table__
 _people = Person.__table__
+#: what the tick reads of an enrollment (its own timestamps are written, never read)
+_COLUMNS = [c for c in _enrollments.c if c.name not in ("created_at", "updated_at")]
 
 
 @dataclass
@@ -57,7 +60,7 @@ def claim_due(
 ) -> DueBatch | None:
     """Lock and load the next batch due before ``limit``; None when nothing is left."""
     query = (
-        select(_enrollments)
+        select(*_COLUMNS)
         .where(_enrollments.c.status == "active", _enrollments.c.next_due_at <= limit)
         .order_by(_enrollments.c.next_due_at, _enrollments.c.id)
         .limit(batch_size)
@@ -73,7 +76,7 @@ def claim_due(
         query = query.where(_enrollments.c.person_id.in_(person_ids))
     if postgres:
         query = query.with_for_update(skip_locked=True)
-    due = [dict(row) for row in conn.execute(query).mappings()]
+    due = select_dicts(conn, query)
     if not due:
         return None
     new_cursor = (due[-1]["next_due_at"], due[-1]["id"])
@@ -99,10 +102,11 @@ def claim_due(
     )
     if postgres:
         query = query.with_for_update(skip_locked=True)
-    for row in conn.execute(query.with_only_columns(_enrollments.c.id, _enrollments.c.person_id)):
+    also = query.with_only_columns(_enrollments.c.id, _enrollments.c.person_id)
+    for row in conn.execute(also).all():
         if row.id not in seen:
-            extra = conn.execute(select(_enrollments).where(_enrollments.c.id == row.id))
-            enrollments.append(dict(extra.mappings().one()))
+            extra = select_dicts(conn, select(*_COLUMNS).where(_enrollments.c.id == row.id))
+            enrollments.append(extra[0])
             seen.add(row.id)
     policy = config.policy
     people = load_people(
@@ -140,7 +144,9 @@ def plan(
         if person is None:
             continue
         enrollments = without_duplicates(enrollments, writer)
-        for enrollment in sorted(enrollments, key=lambda e: priority(e, person, config, order)):
+        if len(enrollments) > 1:
+            enrollments = sorted(enrollments, key=lambda e: priority(e, person, config, order))
+        for enrollment in enrollments:
             if enrollment["id"] in deferred:
                 continue
             occ = _occurrence(enrollment, person, config, writer, summary)

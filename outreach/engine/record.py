@@ -185,15 +185,15 @@ class Confirmer:
         suppress: list[dict[str, Any]] = []
         for item, result in results:
             counts = summary.steps[(item.cadence.id, item.step.id)]
+            # The ledger holds this message's channel, contact point and digest already
+            # (written by its claim, or by the confirm that handed it to this channel):
+            # only a fallback below changes them.
             row = {
                 "b_id": item.touch_id,
                 "status": result.status,
-                "channel": item.message.channel,
-                "contact_point_id": item.contact_id,
                 "provider_message_id": result.provider_message_id,
                 "recall_ref": result.recall_ref,
                 "reason": "; ".join(r for r in (item.reason, result.reason) if r) or None,
-                "body_digest": digest(item.message),
                 "sent_at": now if result.status == "sent" else None,
                 "delivery_at": (
                     max(now, item.message.send_at) if result.status == "sent" else None
@@ -283,8 +283,14 @@ class Confirmer:
                 row["reason"] = f"{row['reason']}; re-planned for a later run"
                 row["idempotency_key"] = f"{item.message.idempotency_key}#failed{item.touch_id}"
                 counts.replanned += 1
-            renamed = [row for row in updates if "idempotency_key" in row]
-            for group in (renamed, [row for row in updates if "idempotency_key" not in row]):
+            # One statement per shape of row (bulk_update wants the same columns in each);
+            # re-planned touches (renamed) first, as ever.
+            shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+            for row in updates:
+                shapes.setdefault(tuple(row), []).append(row)
+            for _shape, group in sorted(
+                shapes.items(), key=lambda kv: "idempotency_key" not in kv[0]
+            ):
                 bulk_update(conn, _touches, [{"id": row.pop("b_id"), **row} for row in group])
             bulk_write(conn, _write_backs, notes, conflict=("touch_id", "kind"))
         return again

@@ -54,6 +54,7 @@ from outreach.engine.batch import (
     TickSummary,
     Transactions,
     engine_transactions,
+    fewer_collections,
     nested_transactions,
 )
 from outreach.engine.dispatch import Dispatcher
@@ -173,7 +174,7 @@ class Tick:
 
     def run(self) -> TickSummary:
         """Run the tick once; return its summary."""
-        with self.liveness.hold(self.run_id):
+        with self.liveness.hold(self.run_id), fewer_collections():
             return self._run()
 
     def _run(self) -> TickSummary:

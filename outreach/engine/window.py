@@ -31,6 +31,8 @@ from outreach.cadence import Policy, SendWindow, Step, StepWindow
 __all__ = ["SendCalendar", "zone_for"]
 
 _MAX_DAYS = 400
+#: answers a calendar remembers before it starts afresh (a tick asks about a few instants)
+_ANSWERS_KEPT = 65536
 
 
 class SendCalendar:
@@ -50,6 +52,9 @@ class SendCalendar:
             else None
         )
         self._holiday_cache: dict[date, bool] = {}
+        # Answers by (instant, zone): in a tick most due touches are overdue, so they ask
+        # about the same `now` in the same few zones.
+        self._answers: dict[tuple[datetime, ZoneInfo], tuple[datetime, str | None]] = {}
 
     @classmethod
     def for_step(cls, policy: Policy, step: Step, default: SendCalendar) -> SendCalendar:
@@ -75,6 +80,16 @@ class SendCalendar:
         The reason is ``None`` when ``at`` is allowed, else ``holiday``, ``weekend`` (a day
         outside ``send_window.days``) or ``send window`` (outside the hours).
         """
+        key = (at, zone)
+        known = self._answers.get(key)
+        if known is None:
+            if len(self._answers) >= _ANSWERS_KEPT:
+                self._answers.clear()
+            known = self._answers[key] = self._next_allowed(at, zone)
+        # An allowed instant is answered with the caller's own object (its tzinfo too).
+        return (at, known[1]) if known[0] == at else known
+
+    def _next_allowed(self, at: datetime, zone: ZoneInfo) -> tuple[datetime, str | None]:
         # A clock set back across midnight shows the day before again, so that day's hours
         # may still lie ahead of `at`; reasons are given from `at`'s own day on.
         day = at.astimezone(zone).date() - timedelta(days=1)

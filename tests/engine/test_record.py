@@ -25,7 +25,7 @@ from tick_world import (
     TEMPLATES as TICK_TEMPLATES,
 )
 
-from channels.base import Channel, SendResult
+from channels.base import Channel, SendResult, body_digest
 from outreach.engine.batch import PlannedTouch, TickSummary
 from outreach.engine.ledger import BatchWriter
 from outreach.engine.record import record
@@ -133,6 +133,32 @@ def test_a_permanent_failure_suppresses_and_falls_back(small: World) -> None:
     with small.engine.connect() as conn:
         email = conn.execute(select(ContactPoint).where(ContactPoint.kind == "email")).one()
         assert email.suppressed and email.suppressed_reason == "bounced"
+
+
+def test_the_ledger_names_the_channel_contact_and_digest_a_touch_went_out_with(
+    small: World,
+) -> None:
+    """A confirm writes only what changed; the row still says what was sent, and where."""
+    small.add({**PERSON, "stage": "applied"})
+    small.tick()
+    (touch,) = small.touches()
+    (email,) = small.email.sent
+    with small.engine.connect() as conn:
+        point = conn.execute(select(ContactPoint).where(ContactPoint.kind == "email")).one()
+    assert (touch.status, touch.channel, touch.contact_point_id) == ("sent", "email", point.id)
+    assert touch.body_digest == body_digest("email", email.subject, email.body)
+
+
+def test_after_a_fallback_the_ledger_names_the_sms_its_phone_and_digest(small: World) -> None:
+    small.add({**PERSON, "stage": "applied"})
+    small.email = BouncingChannel()  # type: ignore[assignment]
+    small.tick()
+    (touch,) = small.touches()
+    (sms,) = small.sms.sent
+    with small.engine.connect() as conn:
+        phone = conn.execute(select(ContactPoint).where(ContactPoint.kind == "phone")).one()
+    assert (touch.status, touch.channel, touch.contact_point_id) == ("sent", "sms", phone.id)
+    assert touch.body_digest == body_digest("sms", None, sms.body)
 
 
 def test_ambiguous_and_failed_are_counted(small: World) -> None:

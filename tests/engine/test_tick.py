@@ -6,6 +6,7 @@ test_render, test_dispatch, test_record.
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 from engine_world import World
@@ -76,3 +77,21 @@ def test_enrollments_store_the_next_due_time(world: World) -> None:
             select(Enrollment).where(Enrollment.cadence_id == "application-follow-up")
         ).one()
     assert row.next_step == 1 and row.next_due_at == ny(2026, 11, 9, 9, 0)
+
+
+def test_a_tick_collects_garbage_less_often_and_restores_the_threshold(world: World) -> None:
+    """The collector's first threshold is raised while the tick runs (it allocates and
+    frees many small objects per touch), and is as it was afterwards."""
+    world.add({**PERSON, "stage": "applied"})
+    seen: list[int] = []
+    send = world.email.send
+
+    def watching(batch, **kwargs):
+        seen.append(gc.get_threshold()[0])
+        return send(batch, **kwargs)
+
+    world.email.send = watching  # type: ignore[method-assign]
+    before = gc.get_threshold()
+    world.tick()
+    assert seen and min(seen) >= 50_000
+    assert gc.get_threshold() == before

@@ -268,6 +268,37 @@ def test_random_windows_near_a_shift_agree_with_the_oracle(
     assert (why is None) == (placed == due)
 
 
+@settings(max_examples=100, deadline=None)
+@given(
+    questions=st.lists(
+        st.tuples(
+            st.integers(0, len(SHIFTS) - 1),
+            st.integers(-36 * 60 * 60, 36 * 60 * 60),
+            st.sampled_from([UTC, NY, LONDON, SANTIAGO]),
+        ),
+        min_size=1,
+        max_size=30,
+    ),
+    repeat=st.integers(1, 3),
+)
+def test_one_calendar_asked_again_answers_as_a_fresh_one(
+    questions: list[tuple[int, int, object]], repeat: int
+) -> None:
+    """The calendar remembers its answers; asked again, in any order, for the same instant
+    written in another zone, it answers what a calendar asked once does, object for object
+    when the instant is allowed."""
+    kept = calendar("09:00", "17:00", ["mon", "tue", "wed", "thu", "fri"], "US")
+    for _ in range(repeat):
+        for which, seconds, shown_in in questions:
+            zone, shift = SHIFTS[which]
+            due = (shift + timedelta(seconds=seconds)).astimezone(shown_in)
+            fresh = calendar("09:00", "17:00", ["mon", "tue", "wed", "thu", "fri"], "US")
+            placed, why = kept.next_allowed(due, zone)
+            assert (placed, why) == fresh.next_allowed(due, zone)
+            if why is None:
+                assert placed is due
+
+
 # -- through the engine --------------------------------------------------------------------
 
 SPRING_NIGHT = """\
