@@ -288,7 +288,7 @@ def candidates_command(
     ] = None,
 ) -> None:
     """People in the store, with their stage and contact points."""
-    from outreach.people import explain_person, iter_people
+    from outreach.people_listing import explain_person, iter_people
 
     if stage is not None and stage not in CANONICAL_STAGES:
         raise _fail(f"--stage {stage!r} is not a stage; use one of {', '.join(CANONICAL_STAGES)}")

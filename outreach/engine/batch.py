@@ -29,7 +29,7 @@ from sqlalchemy import Connection, Engine
 from channels.base import OutgoingMessage, body_digest
 from outreach.cadence import Cadence, Step
 from outreach.engine.enroll import EnrollStats
-from outreach.engine.people import PersonState
+from outreach.engine.person_state import PersonState
 from outreach.engine.recall import RecallSummary
 from outreach.engine.recover import RecoverySummary
 from outreach.engine.route import Route

@@ -26,7 +26,7 @@ from sqlalchemy import Connection, and_, or_, select
 from outreach.cadence import CadenceConfig
 from outreach.engine.batch import Occurrence, TickSummary
 from outreach.engine.ledger import BatchWriter
-from outreach.engine.people import PersonState, history_window, load_people
+from outreach.engine.person_state import PersonState, history_window, load_people
 from outreach.store.bulk import select_dicts
 from outreach.store.schema import Enrollment, Person
 

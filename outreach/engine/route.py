@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from outreach.cadence import TASK_CHANNELS, CadenceConfig, Step
 from outreach.contacts import SMS_CAPABLE_TYPES
-from outreach.engine.people import Contact, PersonState
+from outreach.engine.person_state import Contact, PersonState
 from outreach.templates import Vars, touch_vars
 
 if TYPE_CHECKING:

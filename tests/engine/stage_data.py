@@ -11,7 +11,7 @@ from engine_world import write_config
 
 from outreach.cadence import CadenceConfig
 from outreach.engine.batch import Occurrence, StepCounts
-from outreach.engine.people import Contact, PersonState
+from outreach.engine.person_state import Contact, PersonState
 
 NY = ZoneInfo("America/New_York")
 #: a Tuesday, 09:00 in New York

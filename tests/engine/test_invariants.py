@@ -30,7 +30,7 @@ from throwaway_db import BACKEND, throwaway_database
 from window_oracle import inside, wall_clock
 
 from outreach.cadence import format_duration
-from outreach.engine.people import COUNTED_STATUSES
+from outreach.engine.person_state import COUNTED_STATUSES
 from outreach.store import make_engine, upgrade
 from outreach.store.schema import CandidateRecord
 

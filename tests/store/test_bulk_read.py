@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
-from outreach.engine.people import COUNTED_STATUSES, load_people
+from outreach.engine.person_state import COUNTED_STATUSES, load_people
 from outreach.store.bulk import bulk_update, bulk_write, select_by_ids, select_dicts
 from outreach.store.schema import CandidateRecord, ContactPoint, Enrollment, Person, Touch
 from outreach.store.suppressions import suppressed_points
