@@ -15,13 +15,16 @@ Example::
 
 from __future__ import annotations
 
+import threading
 import types
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jinja2
+import jinja2.bccache
+from jinja2.runtime import new_context
 from jinja2.sandbox import SandboxedEnvironment
 from jinja2.utils import missing
 
@@ -45,8 +48,12 @@ class Vars(dict):
 
     Keys whose value is ``None`` or an empty string are left out, so that a value missing
     in the CRM is *undefined* in the template (an error unless the template says
-    ``| default(...)``), never the text ``None``.
+    ``| default(...)``), never the text ``None``. Slotted (no instance ``__dict__``), so
+    the sandbox knows every attribute a ``Vars`` has from its type alone and looks a
+    template's ``candidate.first_name`` up as an item without trying an attribute first.
     """
+
+    __slots__ = ("hints", "label")
 
     def __init__(
         self,
@@ -54,18 +61,23 @@ class Vars(dict):
         values: Mapping[str, Any] | None = None,
         hints: Mapping[str, str] | None = None,
     ) -> None:
-        super().__init__(
-            (key, value)
-            for key, value in (values or {}).items()
-            if value is not None and value != ""
-        )
+        if values:
+            super().__init__(
+                {key: value for key, value in values.items() if value is not None and value != ""}
+            )
         self.label = label
         #: why a key may be missing and how to fix it, added to the undefined error
-        self.hints = dict(hints or {})
+        self.hints: Mapping[str, str] = dict(hints) if hints else _NO_HINTS
+
+
+#: the hints of a ``Vars`` without any: one read-only mapping shared by all of them
+_NO_HINTS: Mapping[str, str] = types.MappingProxyType({})
 
 
 class _AnyCustom(Vars):
     """Sample custom fields for ``config check``: every name has a plausible value."""
+
+    __slots__ = ()
 
     def __missing__(self, key: str) -> str:
         return f"sample {key}"
@@ -86,6 +98,102 @@ class _StrictUndefined(jinja2.StrictUndefined):
             message = f"variable '{label}.{self._undefined_name}' is undefined"
             return f"{message}: {hint}" if hint else message
         return super()._undefined_message
+
+
+#: a type whose attribute names the sandbox has not looked at yet
+_UNPLANNED = object()
+
+
+def _attribute_names(cls: type) -> frozenset[str] | None:
+    """Every attribute an instance of ``cls`` can have, when its type alone says so.
+
+    That holds for a ``dict`` (or a slotted subclass) without ``__getattr__`` or a
+    ``__getattribute__`` of its own: ``getattr`` finds exactly the names of its class and
+    bases. For anything else (an instance ``__dict__``, custom lookups) ``None``.
+    """
+    if not issubclass(cls, dict) or cls.__dictoffset__ != 0:
+        return None
+    if cls.__getattribute__ is not dict.__getattribute__ or hasattr(cls, "__getattr__"):
+        return None
+    return frozenset(dir(cls))
+
+
+class _Sandbox(SandboxedEnvironment):
+    """The sandbox, with the same answers and fewer questions per attribute.
+
+    Jinja's sandbox resolves ``candidate.first_name`` by trying the *attribute* first
+    (an ``AttributeError`` raised and caught for every variable of a mapping), then the
+    item; a found attribute is checked with :meth:`is_safe_attribute`. Two shortcuts give
+    the very same result:
+
+    * for a mapping whose attributes its type fully describes (see
+      :func:`_attribute_names`), a name that is not one of them cannot be an attribute,
+      so it goes straight to the item (or undefined); any other name (``items``,
+      ``__class__``, ``label``) takes the sandbox's own path and its checks;
+    * whether an attribute is safe depends only on the object's type and the name (see
+      ``jinja2.sandbox.is_internal_attribute``), so the decision is kept per pair.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._attribute_names: dict[type, frozenset[str] | None] = {}
+        self._safe: dict[tuple[type, str], bool] = {}
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        """``obj.attribute`` from a template: item first where that cannot differ."""
+        cls = type(obj)
+        names = self._attribute_names.get(cls, _UNPLANNED)
+        if names is _UNPLANNED:
+            names = self._attribute_names[cls] = _attribute_names(cls)
+        if names is not None and attribute not in names:  # type: ignore[operator]
+            try:
+                return obj[attribute]
+            except (TypeError, LookupError):
+                return self.undefined(obj=obj, name=attribute)
+        return super().getattr(obj, attribute)
+
+    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+        """The sandbox's decision, remembered per (type, name): it depends on nothing else."""
+        key = (type(obj), attr)
+        safe = self._safe.get(key)
+        if safe is None:
+            safe = self._safe[key] = super().is_safe_attribute(obj, attr, value)
+        return safe
+
+
+class _CompiledTemplates(jinja2.BytecodeCache):
+    """Compiled templates kept in memory for the process, across template stores.
+
+    A tick makes its own :class:`TemplateStore`; this cache spares it compiling the same
+    sources again. Jinja keys each entry by the template's name and file and checks it
+    against a checksum of the source it just read, so an edited template is compiled
+    afresh by the next store, never served stale.
+    """
+
+    #: entries kept (oldest dropped first): many more than a template folder holds
+    MAX_ENTRIES = 2048
+
+    def __init__(self) -> None:
+        self._code: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+
+    def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        """Fill ``bucket`` with the code stored under its key, if any."""
+        code = self._code.get(bucket.key)
+        if code is not None:
+            bucket.bytecode_from_string(code)
+
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        """Keep ``bucket``'s freshly compiled code."""
+        code = bucket.bytecode_to_string()
+        with self._lock:
+            self._code.pop(bucket.key, None)
+            while len(self._code) >= self.MAX_ENTRIES:
+                del self._code[next(iter(self._code))]
+            self._code[bucket.key] = code
+
+
+_COMPILED = _CompiledTemplates()
 
 
 class TemplateRenderError(Exception):
@@ -118,17 +226,35 @@ def plain_context(context: Mapping[str, Any]) -> dict[str, Any]:
     Missing values stay missing, as in local templates, so a Handlebars ``{{#if}}`` or
     default works the same way.
     """
+    return _plain(context)
 
-    def plain(value: Any) -> Any:
-        if isinstance(value, Mapping):
-            return {str(k): plain(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple, set)):
-            return [plain(v) for v in value]
-        if value is None or isinstance(value, (str, int, float, bool)):
-            return value
-        return str(value)
 
-    return plain(context)
+#: value types :func:`_plain` keeps as they are, looked up by exact type before the
+#: slower ``isinstance`` checks (a subclass still gets them, with the same answer)
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _plain(value: Any) -> Any:
+    if type(value) in _SCALARS:
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    """A template as one store renders it: compiled once, its globals flattened once."""
+
+    filename: str
+    template: jinja2.Template
+    #: the template's globals (a ``ChainMap`` over the environment's) as one plain dict,
+    #: what ``Template.new_context`` copies for every render; the store never changes them
+    globals: dict[str, Any]
 
 
 class TemplateStore:
@@ -142,7 +268,7 @@ class TemplateStore:
     def __init__(self, directory: Path, dynamic: Any | None = None) -> None:
         self.directory = Path(directory)
         self.dynamic = dynamic
-        self.env = SandboxedEnvironment(
+        self.env = _Sandbox(
             loader=jinja2.FileSystemLoader(str(self.directory)),
             undefined=_StrictUndefined,
             autoescape=False,
@@ -150,7 +276,10 @@ class TemplateStore:
             trim_blocks=True,
             lstrip_blocks=True,
             auto_reload=False,
+            bytecode_cache=_COMPILED,
         )
+        #: templates loaded by this store, by (name, kind): read from disk once per store
+        self._compiled: dict[tuple[str, str], _Compiled] = {}
 
     @staticmethod
     def kind_for(channel: str) -> str:
@@ -185,7 +314,8 @@ class TemplateStore:
         data = plain_context(context)
         if self.dynamic is not None:
             self.dynamic.check(provider_template, data)
-        if self.exists(name, kind):
+        # A template this store has loaded exists; asking the file system is for the rest.
+        if (name, kind) in self._compiled or self.exists(name, kind):
             rendered = self.render(name, kind, context)
             return RenderedMessage(
                 rendered.template, kind, rendered.body, rendered.subject, data=data
@@ -198,6 +328,33 @@ class TemplateStore:
         Raises :class:`TemplateRenderError` naming the template, the line and the
         missing variable; a partial message is never returned.
         """
+        compiled = self._compiled.get((name, kind)) or self._load(name, kind)
+        return self._render(compiled, kind, context)
+
+    def render_many(
+        self, name: str, kind: str, contexts: Iterable[Mapping[str, Any]]
+    ) -> list[RenderedMessage | TemplateRenderError]:
+        """Render one template for many contexts: the message or the error, item by item.
+
+        The same result as :meth:`render` for each context, in order, with the template
+        looked up once. An error belongs to its item alone (DESIGN.md invariant 7): it is
+        returned in that item's place, and the others are rendered.
+        """
+        try:
+            compiled = self._compiled.get((name, kind)) or self._load(name, kind)
+        except TemplateRenderError as exc:
+            return [TemplateRenderError(exc.template, exc.reason, exc.line) for _ in contexts]
+        render = self._render
+        results: list[RenderedMessage | TemplateRenderError] = []
+        for context in contexts:
+            try:
+                results.append(render(compiled, kind, context))
+            except TemplateRenderError as exc:
+                results.append(exc)
+        return results
+
+    def _load(self, name: str, kind: str) -> _Compiled:
+        """Load and compile template ``name`` for ``kind`` (raises ``TemplateRenderError``)."""
         filename = self.filename(name, kind)
         try:
             template = self.env.get_template(filename)
@@ -207,19 +364,37 @@ class TemplateStore:
             raise TemplateRenderError(
                 filename, f"syntax error: {exc.message}", exc.lineno
             ) from None
+        compiled = _Compiled(filename, template, dict(template.globals))
+        self._compiled[(name, kind)] = compiled
+        return compiled
+
+    def _render(
+        self, compiled: _Compiled, kind: str, context: Mapping[str, Any]
+    ) -> RenderedMessage:
+        """What ``Template.render`` does, without re-reading the template's globals."""
+        template = compiled.template
+        env = self.env
         try:
-            text = template.render(context)
+            try:
+                # As Template.new_context: a fresh dict of globals and variables per render.
+                ctx = new_context(
+                    env, template.name, template.blocks, context, False, compiled.globals
+                )
+                text = "".join(template.root_render_func(ctx))
+            except Exception:
+                # Jinja rewrites the traceback so template frames carry the template's line.
+                env.handle_exception()
         except jinja2.UndefinedError as exc:
             raise TemplateRenderError(
-                filename, exc.message or str(exc), _line(exc, template)
+                compiled.filename, exc.message or str(exc), _line(exc, template)
             ) from None
         except jinja2.TemplateError as exc:
-            raise TemplateRenderError(filename, str(exc), _line(exc, template)) from None
+            raise TemplateRenderError(compiled.filename, str(exc), _line(exc, template)) from None
         except (TypeError, ValueError, ArithmeticError) as exc:
             raise TemplateRenderError(
-                filename, f"{type(exc).__name__}: {exc}", _line(exc, template)
+                compiled.filename, f"{type(exc).__name__}: {exc}", _line(exc, template)
             ) from None
-        return _split(filename, kind, text)
+        return _split(compiled.filename, kind, text)
 
 
 def _line(exc: BaseException, template: jinja2.Template) -> int | None:
