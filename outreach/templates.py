@@ -24,7 +24,6 @@ from typing import Any
 
 import jinja2
 import jinja2.bccache
-from jinja2.runtime import new_context
 from jinja2.sandbox import SandboxedEnvironment
 from jinja2.utils import missing
 
@@ -62,16 +61,23 @@ class Vars(dict):
         hints: Mapping[str, str] | None = None,
     ) -> None:
         if values:
-            super().__init__(
-                {key: value for key, value in values.items() if value is not None and value != ""}
-            )
+            found = values.values()
+            # Most records have every field: then the values are taken as they are.
+            if None in found or "" in found:
+                values = {k: v for k, v in values.items() if v is not None and v != ""}
+            _dict_init(self, values)
         self.label = label
         #: why a key may be missing and how to fix it, added to the undefined error
-        self.hints: Mapping[str, str] = dict(hints) if hints else _NO_HINTS
+        self.hints: Mapping[str, str] = (
+            _NO_HINTS if not hints else hints if type(hints) is _ReadOnly else dict(hints)
+        )
 
 
-#: the hints of a ``Vars`` without any: one read-only mapping shared by all of them
-_NO_HINTS: Mapping[str, str] = types.MappingProxyType({})
+_ReadOnly = types.MappingProxyType
+_dict_init = dict.__init__
+#: the hints of a ``Vars`` without any: one read-only mapping shared by all of them (a
+#: read-only mapping given as hints is shared too, not copied)
+_NO_HINTS: Mapping[str, str] = _ReadOnly({})
 
 
 class _AnyCustom(Vars):
@@ -295,8 +301,8 @@ class TemplateStore:
         return self.directory / self.filename(name, kind)
 
     def exists(self, name: str, kind: str) -> bool:
-        """Whether the template file exists."""
-        return self.path_for(name, kind).is_file()
+        """Whether the template file exists (one this store has loaded does, without asking)."""
+        return (name, kind) in self._compiled or self.path_for(name, kind).is_file()
 
     def render_for_step(
         self, name: str, kind: str, context: Mapping[str, Any], provider_template: str | None
@@ -314,8 +320,7 @@ class TemplateStore:
         data = plain_context(context)
         if self.dynamic is not None:
             self.dynamic.check(provider_template, data)
-        # A template this store has loaded exists; asking the file system is for the rest.
-        if (name, kind) in self._compiled or self.exists(name, kind):
+        if self.exists(name, kind):
             rendered = self.render(name, kind, context)
             return RenderedMessage(
                 rendered.template, kind, rendered.body, rendered.subject, data=data
@@ -371,14 +376,22 @@ class TemplateStore:
     def _render(
         self, compiled: _Compiled, kind: str, context: Mapping[str, Any]
     ) -> RenderedMessage:
-        """What ``Template.render`` does, without re-reading the template's globals."""
+        """Render ``compiled`` with ``context`` and split off the subject or title."""
+        return _split(compiled.filename, kind, self._text(compiled, context))
+
+    def _text(self, compiled: _Compiled, context: Mapping[str, Any]) -> str:
+        """What ``Template.render`` returns, without re-reading the template's globals."""
         template = compiled.template
         env = self.env
         try:
             try:
                 # As Template.new_context: a fresh dict of globals and variables per render.
-                ctx = new_context(
-                    env, template.name, template.blocks, context, False, compiled.globals
+                ctx = env.context_class(
+                    env,
+                    {**compiled.globals, **context},
+                    template.name,
+                    template.blocks,
+                    compiled.globals,
                 )
                 text = "".join(template.root_render_func(ctx))
             except Exception:
@@ -394,7 +407,7 @@ class TemplateStore:
             raise TemplateRenderError(
                 compiled.filename, f"{type(exc).__name__}: {exc}", _line(exc, template)
             ) from None
-        return _split(compiled.filename, kind, text)
+        return text
 
 
 def _line(exc: BaseException, template: jinja2.Template) -> int | None:
@@ -419,7 +432,7 @@ def _split(filename: str, kind: str, text: str) -> RenderedMessage:
         subject = first[len("Subject:") :].strip()
         if not subject:
             raise TemplateRenderError(filename, "the subject line is empty", 1)
-        return RenderedMessage(filename, kind, rest.strip("\n").strip(), subject=subject)
+        return RenderedMessage(filename, kind, rest.strip(), subject=subject)
     if kind == "task":
         first, _, rest = text.partition("\n")
         if first.startswith("Title:"):
@@ -446,8 +459,11 @@ def touch_vars(cadence: str, step: str, variant: str, rating_urls: list[str] | N
     return Vars(
         "touch",
         {"cadence": cadence, "step": step, "variant": variant, "rating_urls": rating_urls},
-        hints={"rating_urls": NO_PUBLIC_URL},
+        hints=_TOUCH_HINTS,
     )
+
+
+_TOUCH_HINTS: Mapping[str, str] = _ReadOnly({"rating_urls": NO_PUBLIC_URL})
 
 
 def sample_context(company_name: str, public_url: str | None = SAMPLE_PUBLIC_URL) -> dict[str, Any]:

@@ -150,36 +150,52 @@ def build_context(
     ``touch.rating_urls``; without it (no ``OUTREACH_PUBLIC_URL``) a template that uses it
     fails to render with a message that names the variable to set.
     """
-    email = person.contact("email")
-    phone = person.contact("phone")
-    linkedin = person.contact("linkedin")
+    email, phone, linkedin = _best_contacts(person.contacts)
+    get = record.get
     candidate = Vars(
         "candidate",
         {
-            "first_name": record.get("first_name"),
-            "last_name": record.get("last_name"),
+            "first_name": get("first_name"),
+            "last_name": get("last_name"),
             "email": email.value if email else None,
             "phone": phone.value if phone else None,
             "linkedin_url": linkedin.value if linkedin else None,
-            "source": record.get("source"),
-            "stage": record.get("stage"),
-            "tags": list(record.get("tags") or []),
+            "source": get("source"),
+            "stage": get("stage"),
+            "tags": list(get("tags") or []),
         },
     )
-    candidate["custom"] = Vars("candidate.custom", record.get("custom") or {})
+    candidate["custom"] = Vars("candidate.custom", get("custom") or {})
     return {
         "candidate": candidate,
-        "job": Vars(
-            "job", {"title": record.get("job_title"), "department": record.get("job_department")}
-        ),
+        "job": Vars("job", {"title": get("job_title"), "department": get("job_department")}),
         "recruiter": Vars(
             "recruiter",
             {
-                "name": record.get("recruiter_name"),
-                "email": record.get("recruiter_email"),
-                "phone": record.get("recruiter_phone"),
+                "name": get("recruiter_name"),
+                "email": get("recruiter_email"),
+                "phone": get("recruiter_phone"),
             },
         ),
         "company": Vars("company", {"name": config.company.name}),
         "touch": touch_vars(cadence_id, step_id, variant, rating_urls),
     }
+
+
+def _best_contacts(
+    contacts: list[Contact],
+) -> tuple[Contact | None, Contact | None, Contact | None]:
+    """The email, phone and LinkedIn contact :meth:`PersonState.contact` picks, in one pass.
+
+    The same order (unsuppressed, then valid, then newest id; the first of equals), without
+    a filtered, sorted list per kind for every touch.
+    """
+    best: dict[str, Contact] = {}
+    keys: dict[str, tuple[bool, bool, int]] = {}
+    for contact in contacts:
+        kind = contact.kind
+        key = (not contact.suppressed, contact.valid, contact.id)
+        if kind not in keys or key > keys[kind]:
+            best[kind] = contact
+            keys[kind] = key
+    return best.get("email"), best.get("phone"), best.get("linkedin")
