@@ -34,14 +34,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.profiling import print_top, profiled, top_functions  # noqa: E402
-from outreach.cadence import TASK_CHANNELS, CadenceConfig, Step, load_cadence_file  # noqa: E402
-from outreach.dynamic_templates import DynamicTemplate, DynamicTemplateCheck  # noqa: E402
-from outreach.engine.people import Contact, PersonState  # noqa: E402
-from outreach.engine.route import build_context, choose_variant, route  # noqa: E402
-from outreach.paths import default_config_dir  # noqa: E402
-from outreach.ratings import rating_urls  # noqa: E402
-from outreach.templates import RenderedMessage, TemplateRenderError, TemplateStore  # noqa: E402
+from benchmarks.profiling import print_top, profiled, top_functions
+from outreach.cadence import TASK_CHANNELS, CadenceConfig, Step, load_cadence_file
+from outreach.dynamic_templates import DynamicTemplate, DynamicTemplateCheck
+from outreach.engine.people import Contact, PersonState
+from outreach.engine.route import build_context, choose_variant, route
+from outreach.paths import default_config_dir
+from outreach.ratings import rating_urls
+from outreach.templates import RenderedMessage, TemplateRenderError, TemplateStore
 
 NOW = datetime(2026, 11, 3, 14, 0, tzinfo=UTC)
 PUBLIC_URL = "https://outreach.northwind.example"
