@@ -124,6 +124,9 @@ def _attribute_names(cls: type) -> frozenset[str] | None:
     return frozenset(dir(cls))
 
 
+_VARS_ATTRIBUTES = _attribute_names(Vars)
+
+
 class _Sandbox(SandboxedEnvironment):
     """The sandbox, with the same answers and fewer questions per attribute.
 
@@ -148,9 +151,12 @@ class _Sandbox(SandboxedEnvironment):
     def getattr(self, obj: Any, attribute: str) -> Any:
         """``obj.attribute`` from a template: item first where that cannot differ."""
         cls = type(obj)
-        names = self._attribute_names.get(cls, _UNPLANNED)
-        if names is _UNPLANNED:
-            names = self._attribute_names[cls] = _attribute_names(cls)
+        if cls is Vars:  # nearly every lookup: the template variables themselves
+            names = _VARS_ATTRIBUTES
+        else:
+            names = self._attribute_names.get(cls, _UNPLANNED)
+            if names is _UNPLANNED:
+                names = self._attribute_names[cls] = _attribute_names(cls)
         if names is not None and attribute not in names:  # type: ignore[operator]
             try:
                 return obj[attribute]
@@ -286,6 +292,7 @@ class TemplateStore:
         )
         #: templates loaded by this store, by (name, kind): read from disk once per store
         self._compiled: dict[tuple[str, str], _Compiled] = {}
+        self._exists: dict[tuple[str, str], bool] = {}
 
     @staticmethod
     def kind_for(channel: str) -> str:
@@ -301,8 +308,16 @@ class TemplateStore:
         return self.directory / self.filename(name, kind)
 
     def exists(self, name: str, kind: str) -> bool:
-        """Whether the template file exists (one this store has loaded does, without asking)."""
-        return (name, kind) in self._compiled or self.path_for(name, kind).is_file()
+        """Whether the template file exists.
+
+        Asked once per store: a store (one tick) sees the folder as it first found it, as
+        it renders each template as it first read it.
+        """
+        found = self._exists.get((name, kind))
+        if found is None:
+            found = (name, kind) in self._compiled or self.path_for(name, kind).is_file()
+            self._exists[(name, kind)] = found
+        return found
 
     def render_for_step(
         self, name: str, kind: str, context: Mapping[str, Any], provider_template: str | None

@@ -191,11 +191,13 @@ def _best_contacts(
     a filtered, sorted list per kind for every touch.
     """
     best: dict[str, Contact] = {}
-    keys: dict[str, tuple[bool, bool, int]] = {}
     for contact in contacts:
         kind = contact.kind
-        key = (not contact.suppressed, contact.valid, contact.id)
-        if kind not in keys or key > keys[kind]:
+        held = best.get(kind)
+        if held is None or (not contact.suppressed, contact.valid, contact.id) > (
+            not held.suppressed,
+            held.valid,
+            held.id,
+        ):
             best[kind] = contact
-            keys[kind] = key
     return best.get("email"), best.get("phone"), best.get("linkedin")
