@@ -52,6 +52,7 @@ log = logging.getLogger("outreach.ratings")
 RATING_PATH = "/r/<token>/<score>"
 #: the scores a candidate can give, worst to best
 SCORES = (1, 2, 3, 4, 5)
+_SCORE_TEXTS = tuple(str(score) for score in SCORES)
 LABELS = {1: "Very poor", 2: "Poor", 3: "Okay", 4: "Good", 5: "Excellent"}
 #: what a rating token may look like (token_urlsafe's alphabet, the column's length)
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{16,40}")
@@ -77,8 +78,7 @@ def new_rating_token() -> str:
 
 def rating_urls(public_url: str, token: str) -> list[str]:
     """The five one-click links of a touch, score 1 first (``rating_urls[n - 1]``)."""
-    base = public_url.rstrip("/")
-    return [f"{base}/r/{token}/{score}" for score in SCORES]
+    return list(map(f"{public_url.rstrip('/')}/r/{token}/".__add__, _SCORE_TEXTS))
 
 
 def valid_token(token: str) -> bool:

@@ -24,6 +24,12 @@ from typing import Any
 
 import jinja2
 import jinja2.bccache
+import jinja2.filters
+import jinja2.tests
+from jinja2 import nodes
+from jinja2.compiler import CodeGenerator, Frame, optimizeconst
+from jinja2.nodes import EvalContext
+from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
 from jinja2.utils import missing
 
@@ -61,11 +67,10 @@ class Vars(dict):
         hints: Mapping[str, str] | None = None,
     ) -> None:
         if values:
-            found = values.values()
-            # Most records have every field: then the values are taken as they are.
-            if None in found or "" in found:
-                values = {k: v for k, v in values.items() if v is not None and v != ""}
-            _dict_init(self, values)
+            for key, value in values.items():
+                # A string is kept when it is not empty (the common case, tested first).
+                if value if type(value) is str else value is not None and value != "":
+                    self[key] = value
         self.label = label
         #: why a key may be missing and how to fix it, added to the undefined error
         self.hints: Mapping[str, str] = (
@@ -74,7 +79,6 @@ class Vars(dict):
 
 
 _ReadOnly = types.MappingProxyType
-_dict_init = dict.__init__
 #: the hints of a ``Vars`` without any: one read-only mapping shared by all of them (a
 #: read-only mapping given as hints is shared too, not copied)
 _NO_HINTS: Mapping[str, str] = _ReadOnly({})
@@ -127,8 +131,97 @@ def _attribute_names(cls: type) -> frozenset[str] | None:
 _VARS_ATTRIBUTES = _attribute_names(Vars)
 
 
+class _CodeGenerator(CodeGenerator):
+    """Jinja's code generator, with the commonest expressions written inline.
+
+    A template reads its variables through a Python call each: ``environment.getattr``
+    for ``candidate.first_name``, the ``default`` filter, the ``defined`` test. For the
+    cases below the generated code does the same thing in the template's own frame, and
+    everything else is generated as Jinja generates it:
+
+    * ``x.name``, when ``name`` is not an attribute of :class:`Vars`: if ``x`` is a
+      ``Vars`` (exactly) holding ``name``, that item; else the sandbox's ``getattr``, as
+      before (attributes, checks, undefined);
+    * ``value | default`` and ``value | default(constant)`` (Jinja's own filter, without
+      its ``boolean`` argument): the constant when the value is undefined, else the value;
+    * ``value is defined`` (Jinja's own test): whether the value is not undefined.
+
+    The value is evaluated once, in the same order, and a default that is not a constant
+    still goes through the filter (its argument is evaluated even when unused).
+    """
+
+    def visit_Template(self, node: nodes.Template, frame: Frame | None = None) -> None:
+        """The template module, which also imports :class:`Vars` for the inline lookups."""
+        self.writeline(f"from {__name__} import Vars as {_VARS_NAME}")
+        super().visit_Template(node, frame)
+
+    @optimizeconst
+    def visit_Getattr(self, node: nodes.Getattr, frame: Frame) -> None:
+        """``x.name``: the item of a ``Vars`` inline, anything else as Jinja does it."""
+        if self.environment.is_async or node.attr in _VARS_ATTRIBUTES:
+            super().visit_Getattr(node, frame)
+            return
+        name = repr(node.attr)
+        self.write(f"({_VALUE}[{name}] if type({_VALUE} := ")
+        self.visit(node.node, frame)
+        self.write(
+            f") is {_VARS_NAME} and {name} in {_VALUE} else environment.getattr({_VALUE}, {name}))"
+        )
+
+    @optimizeconst
+    def visit_Filter(self, node: nodes.Filter, frame: Frame) -> None:
+        """``value | default(constant)`` inline; every other filter as Jinja does it."""
+        if (
+            node.name != "default"
+            or self.environment.is_async
+            or self.environment.filters.get("default") is not jinja2.filters.do_default
+            or node.node is None
+            or node.kwargs
+            or node.dyn_args is not None
+            or node.dyn_kwargs is not None
+            or len(node.args) > 1
+            or (node.args and not isinstance(node.args[0], nodes.Const))
+        ):
+            super().visit_Filter(node, frame)
+            return
+        self.write("(")
+        if node.args:
+            self.visit(node.args[0], frame)
+        else:
+            self.write("''")
+        self.write(f" if isinstance({_VALUE} := ")
+        self.visit(node.node, frame)
+        self.write(f", Undefined) else {_VALUE})")
+
+    @optimizeconst
+    def visit_Test(self, node: nodes.Test, frame: Frame) -> None:
+        """``value is defined`` inline; every other test as Jinja does it."""
+        if (
+            node.name != "defined"
+            or self.environment.is_async
+            or self.environment.tests.get("defined") is not jinja2.tests.test_defined
+            or node.args
+            or node.kwargs
+            or node.dyn_args is not None
+            or node.dyn_kwargs is not None
+        ):
+            super().visit_Test(node, frame)
+            return
+        self.write("(not isinstance(")
+        self.visit(node.node, frame)
+        self.write(", Undefined))")
+
+
+#: names in generated template code: no template variable compiles to them (Jinja
+#: prefixes those with ``l_``), and Jinja's own names look different
+_VARS_NAME = "_outreach_vars_type"
+_VALUE = "_outreach_value"
+
+
 class _Sandbox(SandboxedEnvironment):
     """The sandbox, with the same answers and fewer questions per attribute.
+
+    Its templates are compiled by :class:`_CodeGenerator`.
 
     Jinja's sandbox resolves ``candidate.first_name`` by trying the *attribute* first
     (an ``AttributeError`` raised and caught for every variable of a mapping), then the
@@ -142,6 +235,8 @@ class _Sandbox(SandboxedEnvironment):
     * whether an attribute is safe depends only on the object's type and the name (see
       ``jinja2.sandbox.is_internal_attribute``), so the decision is kept per pair.
     """
+
+    code_generator_class = _CodeGenerator
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -267,6 +362,34 @@ class _Compiled:
     #: the template's globals (a ``ChainMap`` over the environment's) as one plain dict,
     #: what ``Template.new_context`` copies for every render; the store never changes them
     globals: dict[str, Any]
+    #: their names, which a render context carries (Jinja only reads them)
+    globals_keys: set[str]
+    #: the template's autoescape setting, as ``EvalContext`` works it out
+    autoescape: Any
+
+    def context(self, env: jinja2.Environment, variables: Mapping[str, Any]) -> Context:
+        """The render context ``Template.new_context(variables)`` makes, made directly.
+
+        The same fields with the same values (a test compares them): a fresh parent of
+        globals and variables, fresh locals, exports, block lists and evaluation context.
+        Jinja's constructors recompute the per-template parts each time; here they are
+        worked out once, which matters when a template is rendered for every touch.
+        """
+        eval_ctx = _new_object(EvalContext)
+        eval_ctx.__dict__ = {"environment": env, "autoescape": self.autoescape, "volatile": False}
+        blocks = self.template.blocks
+        context = _new_object(env.context_class)
+        context.__dict__ = {
+            "parent": {**self.globals, **variables},
+            "vars": {},
+            "environment": env,
+            "eval_ctx": eval_ctx,
+            "exported_vars": set(),
+            "name": self.template.name,
+            "globals_keys": self.globals_keys,
+            "blocks": {name: [block] for name, block in blocks.items()} if blocks else {},
+        }
+        return context
 
 
 class TemplateStore:
@@ -384,7 +507,15 @@ class TemplateStore:
             raise TemplateRenderError(
                 filename, f"syntax error: {exc.message}", exc.lineno
             ) from None
-        compiled = _Compiled(filename, template, dict(template.globals))
+        autoescape = self.env.autoescape
+        globals_ = dict(template.globals)
+        compiled = _Compiled(
+            filename,
+            template,
+            globals_,
+            set(globals_),
+            autoescape(template.name) if callable(autoescape) else autoescape,
+        )
         self._compiled[(name, kind)] = compiled
         return compiled
 
@@ -400,14 +531,7 @@ class TemplateStore:
         env = self.env
         try:
             try:
-                # As Template.new_context: a fresh dict of globals and variables per render.
-                ctx = env.context_class(
-                    env,
-                    {**compiled.globals, **context},
-                    template.name,
-                    template.blocks,
-                    compiled.globals,
-                )
+                ctx = compiled.context(env, context)
                 text = "".join(template.root_render_func(ctx))
             except Exception:
                 # Jinja rewrites the traceback so template frames carry the template's line.
@@ -436,6 +560,25 @@ def _line(exc: BaseException, template: jinja2.Template) -> int | None:
     return line
 
 
+_new_object = object.__new__
+
+
+def _message(
+    template: str,
+    kind: str,
+    body: str,
+    subject: str | None = None,
+    title: str | None = None,
+    data: dict[str, Any] | None = None,
+) -> RenderedMessage:
+    """``RenderedMessage(...)`` without the frozen dataclass's per-field ``__setattr__``."""
+    message = _new_object(RenderedMessage)
+    message.__dict__.update(
+        template=template, kind=kind, body=body, subject=subject, title=title, data=data
+    )
+    return message
+
+
 def _split(filename: str, kind: str, text: str) -> RenderedMessage:
     text = text.strip("\n")
     if kind == "email":
@@ -447,15 +590,13 @@ def _split(filename: str, kind: str, text: str) -> RenderedMessage:
         subject = first[len("Subject:") :].strip()
         if not subject:
             raise TemplateRenderError(filename, "the subject line is empty", 1)
-        return RenderedMessage(filename, kind, rest.strip(), subject=subject)
+        return _message(filename, kind, rest.strip(), subject=subject)
     if kind == "task":
         first, _, rest = text.partition("\n")
         if first.startswith("Title:"):
-            return RenderedMessage(
-                filename, kind, rest.strip(), title=first[len("Title:") :].strip()
-            )
-        return RenderedMessage(filename, kind, text.strip(), title=None)
-    return RenderedMessage(filename, kind, text.strip())
+            return _message(filename, kind, rest.strip(), title=first[len("Title:") :].strip())
+        return _message(filename, kind, text.strip(), title=None)
+    return _message(filename, kind, text.strip())
 
 
 #: why ``touch.rating_urls`` can be missing, said wherever a template needs it

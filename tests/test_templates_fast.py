@@ -3,6 +3,7 @@ Jinja's own sandbox rendering (``Template.render`` in a plain ``SandboxedEnviron
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from outreach.engine.people import Contact, PersonState
 from outreach.engine.route import _best_contacts, build_context
 from outreach.paths import default_config_dir
 from outreach.templates import (
+    RenderedMessage,
     TemplateRenderError,
     TemplateStore,
     Vars,
@@ -265,3 +267,36 @@ def test_vars_leave_out_none_and_empty_strings_only() -> None:
     assert Vars("v", None) == {} and Vars("v").label == "v"
     hinted = Vars("v", {}, hints={"a": "why"})
     assert hinted.hints == {"a": "why"} and Vars("v").hints == {}
+
+
+def test_the_render_context_has_the_fields_and_values_jinja_gives_it() -> None:
+    store = TemplateStore(CONFIG.template_dir)
+    variables = sample_context("Northwind")
+    for name, kind in (("checking_in", "email"), ("feedback_request", "email")):
+        compiled = store._load(name, kind)
+        ours = vars(compiled.context(store.env, variables))
+        jinjas = vars(compiled.template.new_context(variables))
+        assert ours.keys() == jinjas.keys()
+        for field in ours.keys() - {"eval_ctx", "environment"}:
+            assert ours[field] == jinjas[field], field
+        assert ours["environment"] is jinjas["environment"]
+        assert vars(ours["eval_ctx"]) == vars(jinjas["eval_ctx"])
+        assert type(ours["eval_ctx"]) is type(jinjas["eval_ctx"])
+        # fresh per render: a template's {% set %} must not reach the next one
+        again = vars(compiled.context(store.env, variables))
+        for field in ("parent", "vars", "exported_vars", "eval_ctx"):
+            assert again[field] is not ours[field]
+
+
+def test_a_message_made_fast_is_the_frozen_dataclass_it_always_was() -> None:
+    store = TemplateStore(CONFIG.template_dir)
+    message = store.render("checking_in", "email", sample_context("Northwind"))
+    assert type(message) is RenderedMessage
+    assert message == RenderedMessage(
+        message.template, "email", message.body, message.subject, None, None
+    )
+    assert hash(message) == hash(
+        RenderedMessage(message.template, "email", message.body, message.subject)
+    )
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        message.body = "changed"  # type: ignore[misc]
