@@ -30,7 +30,7 @@ from jinja2 import nodes
 from jinja2.compiler import CodeGenerator, Frame, optimizeconst
 from jinja2.nodes import EvalContext
 from jinja2.runtime import Context
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.sandbox import SandboxedEnvironment, modifies_known_mutable
 from jinja2.utils import missing
 
 from outreach.errors import ConfigError
@@ -260,11 +260,19 @@ class _Sandbox(SandboxedEnvironment):
         return super().getattr(obj, attribute)
 
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
-        """The sandbox's decision, remembered per (type, name): it depends on nothing else."""
+        """The sandbox's decision, remembered per (type, name): it depends on nothing else.
+
+        One more refusal: a template cannot change its variables (``candidate.update``,
+        ``job.pop``: the methods ``ImmutableSandboxedEnvironment`` refuses, for ``Vars``
+        alone), so variables that many touches share stay as they were built.
+        """
         key = (type(obj), attr)
         safe = self._safe.get(key)
         if safe is None:
-            safe = self._safe[key] = super().is_safe_attribute(obj, attr, value)
+            safe = super().is_safe_attribute(obj, attr, value) and not (
+                isinstance(obj, Vars) and modifies_known_mutable(obj, attr)
+            )
+            self._safe[key] = safe
         return safe
 
 
@@ -611,14 +619,35 @@ SAMPLE_PUBLIC_URL = "https://outreach.example.com"
 
 def touch_vars(cadence: str, step: str, variant: str, rating_urls: list[str] | None = None) -> Vars:
     """The ``touch`` variables: cadence, step, variant and, when known, ``rating_urls``
-    (five one-click links, ``touch.rating_urls[0]`` scores 1, ``[4]`` scores 5)."""
-    return Vars(
-        "touch",
-        {"cadence": cadence, "step": step, "variant": variant, "rating_urls": rating_urls},
-        hints=_TOUCH_HINTS,
-    )
+    (five one-click links, ``touch.rating_urls[0]`` scores 1, ``[4]`` scores 5).
+
+    The part without links is made once per (cadence, step, variant) and shared when
+    there are no links (templates cannot change their variables); with links, a touch
+    gets a copy with its own.
+    """
+    key = (cadence, step, variant)
+    part = _TOUCH_PARTS.get(key)
+    if part is None:
+        part = Vars("touch", {"cadence": cadence, "step": step, "variant": variant}, _TOUCH_HINTS)
+        if _TEXT.issuperset(map(type, key)):
+            if len(_TOUCH_PARTS) >= 10_000:
+                _TOUCH_PARTS.clear()
+            _TOUCH_PARTS[key] = part
+    if rating_urls is None or (type(rating_urls) is str and not rating_urls):
+        return part
+    made = _new_dict(Vars)
+    _dict_update(made, part)
+    made.label = "touch"
+    made.hints = _TOUCH_HINTS
+    if rating_urls != "":
+        made["rating_urls"] = rating_urls
+    return made
 
 
+_TOUCH_PARTS: dict[tuple[Any, ...], Vars] = {}
+_TEXT = frozenset({str, type(None)})
+_new_dict = dict.__new__
+_dict_update = dict.update
 _TOUCH_HINTS: Mapping[str, str] = _ReadOnly({"rating_urls": NO_PUBLIC_URL})
 
 

@@ -300,3 +300,42 @@ def test_a_message_made_fast_is_the_frozen_dataclass_it_always_was() -> None:
     )
     with pytest.raises(dataclasses.FrozenInstanceError):
         message.body = "changed"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ job.update(title='changed') }}",
+        "{{ job.pop('title') }}",
+        "{{ job.setdefault('team', 'x') }}",
+        "{{ job.clear() }}",
+        "{{ company.popitem() }}",
+        "{{ candidate.custom.update(note='x') }}",
+    ],
+)
+def test_templates_cannot_change_their_variables(tmp_path: Path, source: str) -> None:
+    # Jobs, recruiters and the company are shared by every touch that has them: a
+    # template that could change them would change the next person's message.
+    (tmp_path / "mutate.sms.j2").write_text(source)
+    person, record = people(1)[0]
+    record.update(job_title="Data Engineer", first_name="Ann")
+    first = build_context(person, record, CONFIG, cadence_id="c", step_id="s", variant="a")
+    with pytest.raises(TemplateRenderError, match="unsafe"):
+        TemplateStore(tmp_path).render("mutate", "sms", first)
+    second = build_context(person, record, CONFIG, cadence_id="c", step_id="s", variant="a")
+    assert second["job"] is first["job"] and second["job"]["title"] == "Data Engineer"
+    assert second["company"] == {"name": CONFIG.company.name}
+
+
+def test_shared_variables_are_only_text(tmp_path: Path) -> None:
+    person, record = people(1)[0]
+    record.update(job_title="Data Engineer", job_department=None, recruiter_name=None)
+    one = build_context(person, record, CONFIG, cadence_id="c", step_id="s", variant="a")
+    two = build_context(person, dict(record), CONFIG, cadence_id="c", step_id="t", variant="b")
+    assert one["job"] is two["job"] and one["job"] == {"title": "Data Engineer"}
+    assert one["touch"] is not two["touch"] and one["candidate"] is not two["candidate"]
+    odd = dict(record, job_title=1)
+    other = dict(record, job_title=True)
+    a = build_context(person, odd, CONFIG, cadence_id="c", step_id="s", variant="a")
+    b = build_context(person, other, CONFIG, cadence_id="c", step_id="s", variant="a")
+    assert a["job"]["title"] is 1 and b["job"]["title"] is True  # noqa: F632
