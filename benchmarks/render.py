@@ -1,6 +1,7 @@
 """Benchmark: the render stage, as the tick calls it, over the shipped templates.
 
-Run: ``python benchmarks/render.py`` (100,000 touches) or ``--touches N``.
+Run: ``python benchmarks/render.py`` (100,000 touches, best of 3 passes) or
+``--touches N --passes P``.
 
 Builds N realistic people and records in memory (some fields missing, custom fields on
 some, email always, a phone on most, mobile and consenting on many, LinkedIn on half),
@@ -239,6 +240,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--touches", type=int, default=100_000)
     parser.add_argument("--profile-touches", type=int, default=20_000)
+    parser.add_argument("--passes", type=int, default=3, help="timed passes (the best counts)")
     args = parser.parse_args()
     config = load_cadence_file(default_config_dir() / "cadences.yaml")
     started = time.perf_counter()
@@ -247,16 +249,23 @@ def main() -> None:
     store = TemplateStore(config.template_dir, dynamic_check())
     run(store, config, touches[:2000])  # compiles the templates, reads the dynamic one
     print(f"machine: {machine()}")
-    started, cpu_started = time.perf_counter(), time.process_time()
-    outcomes = run(store, config, touches)
-    elapsed = time.perf_counter() - started
-    cpu = time.process_time() - cpu_started
+    passes = []
+    for _ in range(args.passes):
+        started, cpu_started = time.perf_counter(), time.process_time()
+        outcomes = run(store, config, touches)
+        passes.append((time.perf_counter() - started, time.process_time() - cpu_started))
+    # The best pass: on a shared machine the others include other processes' turns.
+    elapsed, cpu = min(passes)
     rate = len(touches) / elapsed
     kinds = Counter((t.channel or "manual", t.provider_template is not None) for t in touches)
     print(
         f"render stage: {len(touches):,} touches in {elapsed:.2f} s = {rate:,.0f} messages/s "
         f"({elapsed / len(touches) * 1e6:.1f} µs each; target >= {TARGET:,}/s: "
         f"{'met' if rate >= TARGET else 'NOT met'})  (people made in {made:.1f} s, untimed)"
+    )
+    print(
+        f"  best of {len(passes)} passes; all: "
+        + ", ".join(f"{len(touches) / wall:,.0f}/s" for wall, _ in passes)
     )
     # On a shared machine the wall clock counts other processes' turns too.
     print(

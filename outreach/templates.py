@@ -462,7 +462,8 @@ class TemplateStore:
         ``TemplateUnavailable``).
         """
         if kind != "email" or not provider_template:
-            return self.render(name, kind, context)
+            compiled = self._compiled.get((name, kind)) or self._load(name, kind)
+            return _split(compiled.filename, kind, self._text(compiled, context))
         data = plain_context(context)
         if self.dynamic is not None:
             self.dynamic.check(provider_template, data)
@@ -480,7 +481,7 @@ class TemplateStore:
         missing variable; a partial message is never returned.
         """
         compiled = self._compiled.get((name, kind)) or self._load(name, kind)
-        return self._render(compiled, kind, context)
+        return _split(compiled.filename, kind, self._text(compiled, context))
 
     def render_many(
         self, name: str, kind: str, contexts: Iterable[Mapping[str, Any]]
@@ -581,10 +582,22 @@ def _message(
 ) -> RenderedMessage:
     """``RenderedMessage(...)`` without the frozen dataclass's per-field ``__setattr__``."""
     message = _new_object(RenderedMessage)
-    message.__dict__.update(
-        template=template, kind=kind, body=body, subject=subject, title=title, data=data
+    _set_attribute(
+        message,
+        "__dict__",
+        {
+            "template": template,
+            "kind": kind,
+            "body": body,
+            "subject": subject,
+            "title": title,
+            "data": data,
+        },
     )
     return message
+
+
+_set_attribute = object.__setattr__
 
 
 def _split(filename: str, kind: str, text: str) -> RenderedMessage:
