@@ -25,6 +25,7 @@ from typing import Any
 import jinja2
 import jinja2.bccache
 import jinja2.filters
+import jinja2.meta
 import jinja2.tests
 from jinja2 import nodes
 from jinja2.compiler import CodeGenerator, Frame, optimizeconst
@@ -142,12 +143,14 @@ class _CodeGenerator(CodeGenerator):
     * ``x.name``, when ``name`` is not an attribute of :class:`Vars`: if ``x`` is a
       ``Vars`` (exactly) holding ``name``, that item; else the sandbox's ``getattr``, as
       before (attributes, checks, undefined);
-    * ``value | default`` and ``value | default(constant)`` (Jinja's own filter, without
-      its ``boolean`` argument): the constant when the value is undefined, else the value;
+    * ``value | default`` and ``value | default(other)`` (Jinja's own filter, without its
+      ``boolean`` argument): ``other`` when the value is undefined, else the value;
     * ``value is defined`` (Jinja's own test): whether the value is not undefined.
 
-    The value is evaluated once, in the same order, and a default that is not a constant
-    still goes through the filter (its argument is evaluated even when unused).
+    * ``a ~ b`` (no autoescape): the pieces as strings, joined, as ``str_join`` does.
+
+    Every value is evaluated once and in the same order; a default that is not a constant
+    is evaluated even when unused, as the filter's argument is.
     """
 
     def visit_Template(self, node: nodes.Template, frame: Frame | None = None) -> None:
@@ -180,9 +183,16 @@ class _CodeGenerator(CodeGenerator):
             or node.dyn_args is not None
             or node.dyn_kwargs is not None
             or len(node.args) > 1
-            or (node.args and not isinstance(node.args[0], nodes.Const))
         ):
             super().visit_Filter(node, frame)
+            return
+        if node.args and not isinstance(node.args[0], nodes.Const):
+            # The filter gets its argument evaluated (an undefined one raises): so here.
+            self.write(f"({_PAIR}[1] if isinstance(({_PAIR} := (")
+            self.visit(node.node, frame)
+            self.write(", ")
+            self.visit(node.args[0], frame)
+            self.write(f"))[0], Undefined) else {_PAIR}[0])")
             return
         self.write("(")
         if node.args:
@@ -192,6 +202,18 @@ class _CodeGenerator(CodeGenerator):
         self.write(f" if isinstance({_VALUE} := ")
         self.visit(node.node, frame)
         self.write(f", Undefined) else {_VALUE})")
+
+    @optimizeconst
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        """``a ~ b``: what Jinja's ``str_join`` does, without calling it."""
+        if frame.eval_ctx.volatile or frame.eval_ctx.autoescape:
+            super().visit_Concat(node, frame)
+            return
+        self.write("''.join(map(str, (")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write(")))")
 
     @optimizeconst
     def visit_Test(self, node: nodes.Test, frame: Frame) -> None:
@@ -216,6 +238,7 @@ class _CodeGenerator(CodeGenerator):
 #: prefixes those with ``l_``), and Jinja's own names look different
 _VARS_NAME = "_outreach_vars_type"
 _VALUE = "_outreach_value"
+_PAIR = "_outreach_pair"
 
 
 class _Sandbox(SandboxedEnvironment):
@@ -309,6 +332,8 @@ class _CompiledTemplates(jinja2.BytecodeCache):
 
 
 _COMPILED = _CompiledTemplates()
+#: per (file, source, global names): whether the template reads only its variables
+_VARIABLES_ONLY: dict[tuple[str, str, frozenset[str]], bool] = {}
 
 
 class TemplateRenderError(Exception):
@@ -374,12 +399,17 @@ class _Compiled:
     globals_keys: set[str]
     #: the template's autoescape setting, as ``EvalContext`` works it out
     autoescape: Any
+    #: the template reads no global (``range``, ``namespace``, ...) and includes, imports
+    #: or extends no other template: its context's parent can be the variables themselves
+    #: (Jinja never writes to a parent), not a copy merged with the globals
+    variables_only: bool
 
     def context(self, env: jinja2.Environment, variables: Mapping[str, Any]) -> Context:
         """The render context ``Template.new_context(variables)`` makes, made directly.
 
         The same fields with the same values (a test compares them): a fresh parent of
-        globals and variables, fresh locals, exports, block lists and evaluation context.
+        globals and variables (the variables themselves for a template that reads no
+        global), fresh locals, exports, block lists and evaluation context.
         Jinja's constructors recompute the per-template parts each time; here they are
         worked out once, which matters when a template is rendered for every touch.
         """
@@ -388,7 +418,9 @@ class _Compiled:
         blocks = self.template.blocks
         context = _new_object(env.context_class)
         context.__dict__ = {
-            "parent": {**self.globals, **variables},
+            "parent": variables
+            if self.variables_only and type(variables) is dict
+            else {**self.globals, **variables},
             "vars": {},
             "environment": env,
             "eval_ctx": eval_ctx,
@@ -524,9 +556,29 @@ class TemplateStore:
             globals_,
             set(globals_),
             autoescape(template.name) if callable(autoescape) else autoescape,
+            self._reads_variables_only(filename, globals_),
         )
         self._compiled[(name, kind)] = compiled
         return compiled
+
+    def _reads_variables_only(self, filename: str, globals_: Mapping[str, Any]) -> bool:
+        """Whether the template reads no global and uses no other template (see
+        ``_Compiled.variables_only``); worked out once per source text in the process."""
+        source = self.env.loader.get_source(self.env, filename)[0]  # type: ignore[union-attr]
+        key = (filename, source, frozenset(globals_))
+        found = _VARIABLES_ONLY.get(key)
+        if found is None:
+            tree = self.env.parse(source, filename)
+            # Every name the template mentions (meta.find_undeclared_variables leaves the
+            # environment's globals out, so it cannot tell), and any template it uses.
+            names = {node.name for node in tree.find_all(nodes.Name)}
+            found = not (
+                names & globals_.keys() or list(jinja2.meta.find_referenced_templates(tree))
+            )
+            if len(_VARIABLES_ONLY) >= _CompiledTemplates.MAX_ENTRIES:
+                _VARIABLES_ONLY.clear()
+            _VARIABLES_ONLY[key] = found
+        return found
 
     def _render(
         self, compiled: _Compiled, kind: str, context: Mapping[str, Any]

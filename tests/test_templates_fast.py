@@ -277,15 +277,39 @@ def test_the_render_context_has_the_fields_and_values_jinja_gives_it() -> None:
         ours = vars(compiled.context(store.env, variables))
         jinjas = vars(compiled.template.new_context(variables))
         assert ours.keys() == jinjas.keys()
-        for field in ours.keys() - {"eval_ctx", "environment"}:
+        for field in ours.keys() - {"eval_ctx", "environment", "parent"}:
             assert ours[field] == jinjas[field], field
+        # A template that reads no global resolves its names in the variables themselves.
+        assert compiled.variables_only
+        assert ours["parent"] is variables
+        assert {k: jinjas["parent"][k] for k in variables} == variables
         assert ours["environment"] is jinjas["environment"]
         assert vars(ours["eval_ctx"]) == vars(jinjas["eval_ctx"])
         assert type(ours["eval_ctx"]) is type(jinjas["eval_ctx"])
         # fresh per render: a template's {% set %} must not reach the next one
         again = vars(compiled.context(store.env, variables))
-        for field in ("parent", "vars", "exported_vars", "eval_ctx"):
+        for field in ("vars", "exported_vars", "eval_ctx"):
             assert again[field] is not ours[field]
+
+
+def test_templates_that_read_globals_or_other_templates_get_them(tmp_path: Path) -> None:
+    (tmp_path / "globals.sms.j2").write_text(
+        "{% for i in range(3) %}{{ i }}{% endfor %}{% set ns = namespace(n=job.title) %}"
+        "{{ ns.n }}{% include 'part.sms.j2' %}"
+    )
+    (tmp_path / "part.sms.j2").write_text("{{ range(2) | list }} {{ job.title }}")
+    (tmp_path / "plain.sms.j2").write_text("{{ job.title }}")
+    context = {"job": Vars("job", {"title": "Engineer"})}
+    store = TemplateStore(tmp_path)
+    for name in ("globals", "part", "plain"):
+        expected = plain_jinja(tmp_path).get_template(f"{name}.sms.j2").render(context)
+        assert store.render(name, "sms", context).body == expected.strip()
+    assert not store._load("globals", "sms").variables_only
+    assert not store._load("part", "sms").variables_only
+    assert store._load("plain", "sms").variables_only
+    with_parent = vars(store._load("globals", "sms").context(store.env, context))
+    assert with_parent["parent"]["range"] is store.env.globals["range"]
+    assert with_parent["parent"]["job"] is context["job"]
 
 
 def test_a_message_made_fast_is_the_frozen_dataclass_it_always_was() -> None:
@@ -339,3 +363,39 @@ def test_shared_variables_are_only_text(tmp_path: Path) -> None:
     a = build_context(person, odd, CONFIG, cadence_id="c", step_id="s", variant="a")
     b = build_context(person, other, CONFIG, cadence_id="c", step_id="s", variant="a")
     assert a["job"]["title"] is 1 and b["job"]["title"] is True  # noqa: F632
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ job.title | default(company.nme ~ 'x') }}",
+        "{{ job.nope | default(company.name ~ '!') }}",
+        "{{ job.nope | default(job.nope2 | default('deep')) }}",
+        "{{ (job.title ~ '-' ~ candidate.first_name) | default('x') }}",
+        "{{ job.title | default }}|{{ job.nope | default }}|{{ job.empty | default('e', true) }}",
+        "{{ candidate.tags | join(',') }} {{ 'x' ~ 1 ~ none ~ job.title }}",
+        "{% if job.nope is defined %}a{% else %}b{% endif %}{{ job is defined }}",
+        "{{ job.title is defined and job.title ~ '!' }}{{ job.nope is defined }}",
+        "{{ job.nope ~ 'x' }}",
+        "{{ candidate.custom.deep.er | default('none') }}",
+        "{% set t = job.title %}{{ t ~ t | default('x') }}{{ job['title'] }}",
+    ],
+)
+def test_inline_expressions_match_plain_jinja(tmp_path: Path, source: str) -> None:
+    (tmp_path / "expr.sms.j2").write_text(source)
+    context = {
+        "candidate": Vars(
+            "candidate",
+            {"first_name": "Ann", "tags": ["a", "b"], "custom": Vars("candidate.custom", {})},
+        ),
+        "job": Vars("job", {"title": "Engineer"}),
+        "company": Vars("company", {"name": "Northwind"}),
+    }
+    try:
+        expected = plain_jinja(tmp_path).get_template("expr.sms.j2").render(context)
+    except jinja2.TemplateError as exc:
+        with pytest.raises(TemplateRenderError) as info:
+            TemplateStore(tmp_path).render("expr", "sms", context)
+        assert info.value.reason == (exc.message if hasattr(exc, "message") else str(exc))
+        return
+    assert TemplateStore(tmp_path).render("expr", "sms", context).body == expected.strip()
