@@ -62,7 +62,7 @@ def seed(path: Path, enrolled: int, due: int) -> None:
         )
         db.executemany(
             "INSERT INTO contact_points (id, person_id, kind, value, valid, suppressed, "
-            "created_at, updated_at) VALUES (?, ?, 'email', ?, 1, 0, ?, ?)",
+            "shared, created_at, updated_at) VALUES (?, ?, 'email', ?, 1, 0, 0, ?, ?)",
             ((i, i, f"p{i}@example.com", now, now) for i in ids),
         )
         # Due people are spread over the id range, so the due rows are not one block.

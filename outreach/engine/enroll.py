@@ -28,17 +28,17 @@ Events are processed in id order, in batches, each batch in one transaction with
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
+from sqlalchemy import Connection, and_, func, or_, select, update
 
 from outreach.cadence import CadenceConfig
-from outreach.store import suppressions as suppression_list
-from outreach.store.bulk import bulk_update, bulk_write
+from outreach.engine.enroll_write import chunks as _chunks
+from outreach.engine.enroll_write import write_changes
 from outreach.store.schema import ContactPoint, Enrollment, Event, Person, Touch
 
 __all__ = ["EnrollStats", "process_events"]
@@ -341,128 +341,9 @@ class _Batch:
             for cid in ids
         )
 
-    # -- writing -------------------------------------------------------------------------
-
     def write(self) -> None:
-        """Every change of the batch, one statement per kind."""
-        bulk_write(
-            self.conn,
-            _enrollments,
-            self.new_rows,
-            conflict=("record_id", "cadence_id", "triggered_at"),
-        )
-        bulk_update(
-            self.conn,
-            _enrollments,
-            [
-                {
-                    "id": enrollment_id,
-                    "status": "stopped",
-                    "stop_reason": reason,
-                    "stopped_at": self.now,
-                    "next_due_at": None,
-                    "updated_at": self.now,
-                }
-                for enrollment_id, reason in self.ends.items()
-            ],
-        )
-        bulk_update(self.conn, _people, self.opt_outs)
-        ended = [pid for pid, until in self.pauses.items() if until is None]
-        for chunk in _chunks(sorted(ended)):
-            self.conn.execute(
-                update(_people)
-                .where(_people.c.id.in_(chunk), _people.c.paused_until.is_not(None))
-                .values(paused_until=None, pause_reason=None, updated_at=self.now)
-            )
-        pauses = [
-            {"b_id": pid, "until": until, "why": f"out of office until {until:%Y-%m-%d}"}
-            for pid, until in self.pauses.items()
-            if until is not None
-        ]
-        if pauses:
-            # A pause only ever grows: an earlier notice does not shorten a later one.
-            self.conn.execute(
-                update(_people)
-                .where(
-                    _people.c.id == bindparam("b_id"),
-                    or_(
-                        _people.c.paused_until.is_(None),
-                        _people.c.paused_until < bindparam("until"),
-                    ),
-                )
-                .values(
-                    paused_until=bindparam("until"),
-                    pause_reason=bindparam("why"),
-                    updated_at=self.now,
-                ),
-                pauses,
-            )
-        if self.suppressions:
-            # Suppression is sticky and the first reason stays: only points not yet suppressed.
-            self.conn.execute(
-                update(_contacts)
-                .where(_contacts.c.id == bindparam("b_id"), _contacts.c.suppressed.is_(False))
-                .values(
-                    suppressed=True,
-                    suppressed_reason=bindparam("reason"),
-                    suppressed_at=bindparam("at"),
-                    updated_at=bindparam("now"),
-                ),
-                [
-                    {k: item[k] for k in ("b_id", "reason", "at", "now")}
-                    for item in self.suppressions
-                ],
-            )
-        self._list()
-
-    def _list(self) -> None:
-        """Put what this batch suppressed on the suppression list (by address), and apply
-        the list to everyone who has those addresses."""
-        wanted: dict[int, list[dict[str, Any]]] = defaultdict(list)
-        for item in self.suppressions:
-            wanted[item["b_id"]].append(item)
-        entries: list[dict[str, Any]] = []
-        for chunk in _chunks(sorted(wanted)):
-            for cid, kind, value in self.conn.execute(
-                select(_contacts.c.id, _contacts.c.kind, _contacts.c.value).where(
-                    _contacts.c.id.in_(chunk)
-                )
-            ):
-                entries.extend(
-                    {
-                        "kind": kind,
-                        "value": value,
-                        "scope": suppression_list.scope_for(item["type"], kind),
-                        "reason": item["reason"],
-                        "source": item["source"],
-                        "at": item["at"],
-                    }
-                    for item in wanted[cid]
-                )
-        # A global opt-out: whoever has one of these email addresses later is this person.
-        opted = sorted({row["id"] for row in self.opt_outs})
-        when = {row["id"]: row["opted_out_at"] for row in self.opt_outs}
-        for chunk in _chunks(opted):
-            for person_id, value in self.conn.execute(
-                select(_contacts.c.person_id, _contacts.c.value).where(
-                    _contacts.c.person_id.in_(chunk), _contacts.c.kind == "email"
-                )
-            ):
-                entries.append(
-                    {
-                        "kind": "email",
-                        "value": value,
-                        "scope": "all",
-                        "reason": "opted out",
-                        "source": "events",
-                        "at": when[person_id],
-                    }
-                )
-        if not entries:
-            return
-        suppression_list.record(self.conn, entries, self.now)
-        people = suppression_list.holders(self.conn, {(e["kind"], e["value"]) for e in entries})
-        suppression_list.apply_to_people(self.conn, people, self.now)
+        """Every change of the batch, one statement per kind (see :mod:`.enroll_write`)."""
+        write_changes(self)
 
 
 def _until(value: Any) -> datetime | None:
@@ -479,11 +360,6 @@ def _until(value: Any) -> datetime | None:
 
 def _utc(at: datetime) -> datetime:
     return at.astimezone(UTC)
-
-
-def _chunks(ids: list[int], size: int = 500) -> Iterator[list[int]]:
-    for start in range(0, len(ids), size):
-        yield ids[start : start + size]
 
 
 def _stop_on(config: CadenceConfig, cadence_id: str) -> list[str]:

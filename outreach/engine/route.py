@@ -4,20 +4,43 @@
 then ``policy.channel_order``; a fixed channel may name a ``fallback``. A channel is usable
 only with a valid, unsuppressed contact point (and SMS consent and a mobile-capable number
 for SMS). Every decision carries its reason.
+
+This module is also the tick's route stage (:func:`route_batch`, at the end): each planned
+occurrence gets its channel and contact point; after a permanent failure,
+:func:`fallback_candidates` lists the next channels the step allows. Invariant carried: an
+opted-out, unsubscribed, bounced or STOPped contact point, or SMS without consent, is never
+chosen (invariant 4).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from outreach.cadence import TASK_CHANNELS, CadenceConfig, Step
 from outreach.contacts import SMS_CAPABLE_TYPES
 from outreach.engine.people import Contact, PersonState
 from outreach.templates import Vars, touch_vars
 
-__all__ = ["NO_CHANNEL", "Route", "build_context", "choose_variant", "held_out", "route", "usable"]
+if TYPE_CHECKING:
+    from channels.base import Channel
+    from outreach.engine.batch import Occurrence
+
+__all__ = [
+    "NO_CHANNEL",
+    "Route",
+    "build_context",
+    "can_deliver",
+    "choose_variant",
+    "fallback_candidates",
+    "held_out",
+    "route",
+    "route_batch",
+    "usable",
+]
 
 #: how the reason of a touch no channel may carry begins (opted out, unsubscribed, no
 #: address): it becomes a recruiter task, and the SLA report counts it as unreachable
@@ -233,3 +256,62 @@ def _best_contacts(
         ):
             best[kind] = contact
     return best.get("email"), best.get("phone"), best.get("linkedin")
+
+
+# -- the tick's route stage ------------------------------------------------------------------
+
+
+def route_batch(
+    items: list[Occurrence], config: CadenceConfig, available: set[str]
+) -> list[Occurrence]:
+    """The route stage: each occurrence's channel among the ``available`` ones; return them.
+
+    Routing reads only the person's contact points and consent, which a tick does not
+    change while it decides, so the whole batch is routed at once.
+    """
+    for occ in items:
+        occ.route = route(occ.step, occ.person, config, available)
+    return items
+
+
+def can_deliver(channel: Channel, send_at: datetime, now: datetime) -> bool:
+    """Whether ``channel`` can deliver at ``send_at``: now when due, else by scheduling."""
+    ahead = send_at - now
+    if ahead <= timedelta(0):
+        return True
+    return channel.min_schedule_ahead <= ahead <= channel.max_schedule_ahead
+
+
+def fallback_candidates(
+    step: Step,
+    person: PersonState,
+    config: CadenceConfig,
+    channels: Mapping[str, Channel],
+    tried: list[str],
+    send_at: datetime,
+    now: datetime,
+) -> tuple[list[tuple[str, Contact]], bool]:
+    """The channels a failed touch may try next, in order, with their contact points.
+
+    Only message channels that are on, not tried yet, usable for the person and able to
+    deliver at ``send_at``. The flag says a usable channel exists that cannot deliver at
+    that instant (it cannot schedule that far ahead, or that soon): the occurrence is then
+    re-planned rather than sent at the wrong time.
+    """
+    if step.channel == "auto":
+        order = list(config.policy.channel_order)
+    else:
+        order = [step.channel] + ([step.fallback] if step.fallback else [])
+    later = False
+    out: list[tuple[str, Contact]] = []
+    for name in order:
+        if name in tried or name in TASK_CHANNELS or name not in channels:
+            continue
+        contact, _why = usable(name, person, config)
+        if contact is None:
+            continue
+        if not can_deliver(channels[name], send_at, now):
+            later = True
+            continue
+        out.append((name, contact))
+    return out, later

@@ -26,7 +26,7 @@ from engine_world import World, write_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, inspect, select, text
-from throwaway_db import throwaway_database
+from throwaway_db import BACKEND, throwaway_database
 from window_oracle import inside, wall_clock
 
 from outreach.cadence import format_duration
@@ -192,6 +192,9 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     """One migrated database for every example of the module."""
     with throwaway_database(tmp_path_factory.mktemp("invariants")) as url:
         engine = make_engine(url)
+        # The suite's two passes (SQLite, PostgreSQL) each check the invariants on their own
+        # database: a pass that silently fell back to the other one would prove nothing.
+        assert engine.dialect.name == BACKEND
         upgrade(engine)
         yield engine
         engine.dispose()

@@ -15,8 +15,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from engine_world import World, write_config
 from sqlalchemy import select
-from test_tick import PERSON, SMALL, TEMPLATES
 from throwaway_db import BACKEND
+from tick_world import PERSON, SMALL, TEMPLATES
 
 from channels import DryRunChannel
 from channels.base import Channel, Departing, Inquiry, OutgoingMessage, ReconcileResult
