@@ -11,12 +11,13 @@ engine's own :func:`outreach.engine.route.route` and ``choose_variant`` (routing
 timed). A tenth of the email touches go to a SendGrid dynamic template, so its per-touch
 data and the check against the template's variables are rendering too.
 
-Then, in one process, it times what the tick does per touch to render it: the rating
-links, :func:`outreach.engine.route.build_context`, and
-:meth:`outreach.templates.TemplateStore.render_for_step` (email, SMS), ``render`` of the
-task template (LinkedIn, call), or the suggested message of a manual task. It prints
-messages/s (target: >= 50,000), the machine (cores, load) and a profile of the top five
-functions from a separate, smaller pass under cProfile.
+Then, in one process, it times the tick's render stage itself,
+:class:`outreach.engine.render.Renderer`, on batches of 2,000 routed and throttled
+occurrences (the tick's batch size): per occurrence the variant, the rating token and
+links, :func:`outreach.engine.route.build_context` and the message
+(:meth:`outreach.templates.TemplateStore.render_for_step`) or the recruiter task. It
+prints messages/s (target: >= 50,000), the machine (cores, load, a speed yardstick) and a
+profile of the top five functions from a separate, smaller pass under cProfile.
 """
 
 from __future__ import annotations
@@ -32,23 +33,25 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.profiling import print_top, profiled, top_functions
-from outreach.cadence import TASK_CHANNELS, CadenceConfig, Step, load_cadence_file
+from outreach.cadence import Cadence, CadenceConfig, Step, load_cadence_file
 from outreach.dynamic_templates import DynamicTemplate, DynamicTemplateCheck
+from outreach.engine.batch import Occurrence, StepCounts
 from outreach.engine.people import Contact, PersonState
-from outreach.engine.route import build_context, choose_variant, route
+from outreach.engine.render import Renderer
+from outreach.engine.route import Route, route
 from outreach.paths import default_config_dir
-from outreach.ratings import rating_urls
-from outreach.templates import RenderedMessage, TemplateRenderError, TemplateStore
+from outreach.templates import TemplateStore
 
 NOW = datetime(2026, 11, 3, 14, 0, tzinfo=UTC)
 PUBLIC_URL = "https://outreach.northwind.example"
 DYNAMIC_ID = "d-0123456789abcdef0123456789abcdef"
 TARGET = 50_000
+#: occurrences per batch, as the tick claims them (``Tick.batch_size``)
+BATCH = 2000
 
 FIRST = ["Ann", "Bo", "Chidi", "Dana", "Émile", "Farah", "Goran", "Hana", "Ines", "Jun"]
 LAST = ["Lee", "Okafor", "Novak", "García", "Nguyen", "Smith", "Kowalski", "Haddad"]
@@ -68,19 +71,13 @@ HIGHLIGHTS = ["your work on streaming pipelines", "the open-source scheduler you
 
 
 @dataclass(frozen=True)
-class Touch:
-    """One due touch after routing: what the render stage gets."""
+class Due:
+    """One due step occurrence after routing: what the throttle stage hands to rendering."""
 
     person: PersonState
-    record: dict[str, Any]
-    cadence_id: str
+    cadence: Cadence
     step: Step
-    channel: str | None
-    reason: str
-    variant: str
-    template: str
-    rating_token: str
-    provider_template: str | None
+    route: Route
 
 
 def make_person(index: int, rng: random.Random) -> PersonState:
@@ -129,73 +126,61 @@ def make_person(index: int, rng: random.Random) -> PersonState:
     return PersonState(index, False, [record], contacts)
 
 
-def make_touches(config: CadenceConfig, count: int, seed: int = 15) -> list[Touch]:
-    """``count`` due touches over every step of the cadence file, routed by the engine."""
+def make_due(config: CadenceConfig, count: int, seed: int = 15) -> list[Due]:
+    """``count`` due occurrences over every step of the cadence file, routed by the engine.
+
+    Every tenth step that sends email uses a SendGrid dynamic template (the step as the
+    cadence file would give it with ``sendgrid_template_id``).
+    """
     rng = random.Random(seed)
-    steps = [(cadence.id, step) for cadence in config.cadences for step in cadence.steps]
-    dynamic = {(cadence_id, step.id) for cadence_id, step in steps[::10] if step.channel == "email"}
+    steps = []
+    for cadence in config.cadences:
+        for step in cadence.steps:
+            if step.channel == "email" and len(steps) % 10 == 0:
+                step = step.model_copy(update={"sendgrid_template_id": DYNAMIC_ID})
+            steps.append((cadence, step))
     available = {"email", "sms"}
-    touches = []
+    due = []
     for index in range(1, count + 1):
         person = make_person(index, rng)
-        cadence_id, step = rng.choice(steps)
-        the_route = route(step, person, config, available)
-        variant, template = choose_variant(person.id, cadence_id, step)
-        touches.append(
-            Touch(
-                person,
-                person.records[0],
-                cadence_id,
-                step,
-                the_route.channel,
-                the_route.reason,
-                variant,
-                template,
-                f"{index:022d}",
-                DYNAMIC_ID if (cadence_id, step.id) in dynamic else None,
+        cadence, step = rng.choice(steps)
+        due.append(Due(person, cadence, step, route(step, person, config, available)))
+    return due
+
+
+def batches(due: list[Due], size: int = BATCH) -> list[list[Occurrence]]:
+    """Fresh occurrences for one pass, in the tick's batches, as throttling leaves them."""
+    out: list[list[Occurrence]] = []
+    for start in range(0, len(due), size):
+        batch = []
+        for seq, item in enumerate(due[start : start + size], start=start):
+            occ = Occurrence(
+                {"id": seq + 1, "person_id": item.person.id, "next_occurrence": 0},
+                item.person,
+                item.person.records[0],
+                item.cadence,
+                item.step,
+                0,
+                NOW,
+                NOW,
+                StepCounts(),
+                rule="due now",
+                seq=seq,
             )
-        )
-    return touches
+            occ.route = occ.chosen = item.route
+            batch.append(occ)
+        out.append(batch)
+    return out
 
 
-def render_touch(
-    store: TemplateStore, config: CadenceConfig, touch: Touch
-) -> RenderedMessage | tuple[str, str]:
-    """Render one touch as the tick does: a message for a channel, (title, body) for a task."""
-    context = build_context(
-        touch.person,
-        touch.record,
-        config,
-        cadence_id=touch.cadence_id,
-        step_id=touch.step.id,
-        variant=touch.variant,
-        rating_urls=rating_urls(PUBLIC_URL, touch.rating_token),
-    )
-    kind = touch.channel or "manual"
-    if kind in TASK_CHANNELS:
-        rendered = store.render(touch.template, "task", context)
-        return rendered.title or "task", rendered.body
-    if kind == "manual":
-        for fallback_kind in ("email", "sms", "task"):
-            if store.exists(touch.template, fallback_kind):
-                rendered = store.render(touch.template, fallback_kind, context)
-                return rendered.title or "manual", f"{touch.reason}\n\n{rendered.body}"
-        return "manual", touch.reason
-    return store.render_for_step(
-        touch.template, TemplateStore.kind_for(kind), context, touch.provider_template
-    )
-
-
-def run(store: TemplateStore, config: CadenceConfig, touches: list[Touch]) -> Counter[str]:
-    """Render every touch; count outcomes (a template error is an outcome, not a crash)."""
+def run(renderer: Renderer, work: list[list[Occurrence]]) -> Counter[str]:
+    """Render every batch through the stage; count the outcomes."""
+    for batch in work:
+        renderer(batch, NOW)
     outcomes: Counter[str] = Counter()
-    for touch in touches:
-        try:
-            render_touch(store, config, touch)
-        except TemplateRenderError as exc:
-            outcomes[f"error: {exc.reason[:60]}"] += 1
-        else:
-            outcomes[touch.channel or "manual"] += 1
+    for batch in work:
+        for occ in batch:
+            outcomes[f"{occ.outcome} {occ.kind or occ.tally}"] += 1
     return outcomes
 
 
@@ -244,46 +229,53 @@ def main() -> None:
     args = parser.parse_args()
     config = load_cadence_file(default_config_dir() / "cadences.yaml")
     started = time.perf_counter()
-    touches = make_touches(config, args.touches)
+    due = make_due(config, args.touches)
     made = time.perf_counter() - started
-    store = TemplateStore(config.template_dir, dynamic_check())
-    run(store, config, touches[:2000])  # compiles the templates, reads the dynamic one
+    renderer = Renderer(
+        config, TemplateStore(config.template_dir, dynamic_check()), public_url=PUBLIC_URL
+    )
+    run(renderer, batches(due[:2000]))  # compiles the templates, reads the dynamic one
     print(f"machine: {machine()}")
     passes = []
     for _ in range(args.passes):
+        work = batches(due)  # fresh occurrences, untimed
         started, cpu_started = time.perf_counter(), time.process_time()
-        outcomes = run(store, config, touches)
+        for batch in work:
+            renderer(batch, NOW)
         passes.append((time.perf_counter() - started, time.process_time() - cpu_started))
+    outcomes = Counter(f"{occ.outcome} {occ.kind or occ.tally}" for batch in work for occ in batch)
     # The best pass: on a shared machine the others include other processes' turns.
     elapsed, cpu = min(passes)
-    rate = len(touches) / elapsed
-    kinds = Counter((t.channel or "manual", t.provider_template is not None) for t in touches)
+    rate = len(due) / elapsed
     print(
-        f"render stage: {len(touches):,} touches in {elapsed:.2f} s = {rate:,.0f} messages/s "
-        f"({elapsed / len(touches) * 1e6:.1f} µs each; target >= {TARGET:,}/s: "
+        f"render stage: {len(due):,} occurrences in {elapsed:.2f} s = {rate:,.0f} messages/s "
+        f"({elapsed / len(due) * 1e6:.1f} µs each; target >= {TARGET:,}/s: "
         f"{'met' if rate >= TARGET else 'NOT met'})  (people made in {made:.1f} s, untimed)"
     )
     print(
         f"  best of {len(passes)} passes; all: "
-        + ", ".join(f"{len(touches) / wall:,.0f}/s" for wall, _ in passes)
+        + ", ".join(f"{len(due) / wall:,.0f}/s" for wall, _ in passes)
     )
     # On a shared machine the wall clock counts other processes' turns too.
     print(
-        f"  CPU time of this process: {cpu:.2f} s = {len(touches) / cpu:,.0f} messages/s "
+        f"  CPU time of this process: {cpu:.2f} s = {len(due) / cpu:,.0f} messages/s "
         f"per CPU-second ({cpu / elapsed:.0%} of the wall time on a core)"
     )
+    kinds = Counter(
+        (d.route.channel or "manual", d.step.sendgrid_template_id is not None) for d in due
+    )
     print(
-        "  touches: "
+        "  routed: "
         + ", ".join(
             f"{channel}{' (dynamic template)' if dynamic else ''} {count:,}"
             for (channel, dynamic), count in sorted(kinds.items(), key=lambda kv: -kv[1])
         )
     )
     print("  outcomes: " + ", ".join(f"{k} {v:,}" for k, v in outcomes.most_common()))
-    sample = touches[: args.profile_touches]
+    sample = batches(due[: args.profile_touches])
     with profiled() as profile:
-        run(store, config, sample)
-    print_top(top_functions(profile), f"render stage, {len(sample):,} touches")
+        run(renderer, sample)
+    print_top(top_functions(profile), f"render stage, {args.profile_touches:,} occurrences")
 
 
 if __name__ == "__main__":
