@@ -1,10 +1,12 @@
 """Benchmark: one tick dispatching through the real SendGrid and Twilio channels to loopback fakes.
 
-Run: ``python benchmarks/dispatch.py [--dynamic 100000] [--rendered 10000] [--quick]``
+Run: ``python benchmarks/dispatch.py [--dynamic 100000] [--rendered 10000] [--quick]
+[--profile-rendered N]``
 
-The fakes run in their own process (as the providers are other machines), the engine in
-another, and the store is seeded by a third, so the engine's peak RSS is the tick's alone.
-Two figures:
+Each fake runs in a process of its own (the providers are other machines), the engine in
+another, and the store is seeded by yet another, so the engine's peak RSS is the tick's
+alone. First line: the machine's cores and load average, since every figure below is
+shared with whatever else runs. Two figures:
 
 1. **Dynamic template** (``--dynamic``): that many candidates due for an email step with a
    ``sendgrid_template_id``. The channel groups them by (template, cadence, step, sender,
@@ -14,8 +16,12 @@ Two figures:
    recruiters (each a sender of its own, so a group of its own) to show the cost of that.
 2. **Locally rendered** (``--rendered``): half due for an email step (Jinja subject and body,
    one request each), half for an SMS step (one request each), in one tick. Prints
-   messages/s per channel (inside ``send``) and through the tick, and what the fakes
-   received next to the ledger's ``sent`` counts; exits non-zero when they differ.
+   messages/s per channel (inside ``send``) and through the tick, what the fakes
+   received next to the ledger's ``sent`` counts (exits non-zero when they differ), and
+   the CPU each message cost the engine and each fake (robust to a loaded machine, where
+   messages/s is not). Then a separate, smaller pass (``--profile-rendered``, default a
+   fifth) runs under cProfile in every engine thread (per-thread CPU time, so idle
+   workers do not count) and prints the top five functions.
 
 ``--quick`` runs 10,000 and 2,000 instead of 100,000 and 10,000.
 """
@@ -23,16 +29,25 @@ Two figures:
 from __future__ import annotations
 
 import argparse
+import cProfile
 import multiprocessing
+import os
+import pstats
+import queue
 import resource
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.profiling import print_top, top_functions
 
 NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)  # Wednesday 10:00 in New York
 KEY = "SG.sandbox-key"
@@ -131,42 +146,47 @@ def _seed(url: str, cadence_file: Path, rows: list[tuple[int, str]], recruiters:
     engine.dispose()
 
 
-def _serve(ready: Any, ask: Any) -> None:
-    """Both fakes on loopback in this process; their counts when asked."""
+def _serve(which: str, ready: Any, ask: Any) -> None:
+    """One fake (``sendgrid`` or ``twilio``) on loopback in this process; its counts when
+    asked. Each provider is a machine of its own, so each fake is a process of its own."""
     from outreach.clock import FixedClock
     from outreach.sandbox.base import SandboxServer
     from outreach.sandbox.sendgrid import FakeSendGrid
     from outreach.sandbox.twilio import FakeTwilio
 
-    sendgrid = FakeSendGrid(api_key=KEY, clock=FixedClock(NOW))
-    # The offer step's dynamic template: the engine reads it to check each touch's data.
-    sendgrid.add_template(
-        TEMPLATE_ID,
-        subject="News for {{candidate.first_name}}",
-        html_content="<p>Hi {{candidate.first_name}}, from {{company.name}}</p>",
-    )
-    twilio = FakeTwilio(clock=FixedClock(NOW))
-    for fake in (sendgrid, twilio):
-        fake.log_bodies = False
-    servers = [SandboxServer(sendgrid).start(), SandboxServer(twilio).start()]
-    ready.put((servers[0].url, servers[1].url, twilio.account_sid, twilio.auth_token))
-    ask.get()  # wait for the engine to finish
-    with sendgrid.lock, twilio.lock:
-        ready.put(
-            {
-                "mail_requests": len(sendgrid.mail_requests),
-                "personalizations": sorted(
-                    len(r["body"]["personalizations"]) for r in sendgrid.mail_requests
-                ),
-                "email_received": len(sendgrid.messages),
-                "email_ids": {m["message_id"] for m in sendgrid.messages},
-                "email_touches": len({m["custom_args"].get("touch_id") for m in sendgrid.messages}),
-                "sms_received": len(twilio.messages),
-                "sms_ids": {m["sid"] for m in twilio.messages},
-            }
+    fake: Any
+    if which == "sendgrid":
+        fake = FakeSendGrid(api_key=KEY, clock=FixedClock(NOW))
+        # The offer step's dynamic template: the engine reads it to check each touch's data.
+        fake.add_template(
+            TEMPLATE_ID,
+            subject="News for {{candidate.first_name}}",
+            html_content="<p>Hi {{candidate.first_name}}, from {{company.name}}</p>",
         )
-    for server in servers:
-        server.stop()
+    else:
+        fake = FakeTwilio(clock=FixedClock(NOW))
+    fake.log_bodies = False
+    server = SandboxServer(fake).start()
+    ready.put((server.url, getattr(fake, "account_sid", None), getattr(fake, "auth_token", None)))
+    ask.get()  # wait for the engine to finish
+    with fake.lock:
+        if which == "sendgrid":
+            counts = {
+                "mail_requests": len(fake.mail_requests),
+                "personalizations": sorted(
+                    len(r["body"]["personalizations"]) for r in fake.mail_requests
+                ),
+                "email_received": len(fake.messages),
+                "email_ids": {m["message_id"] for m in fake.messages},
+                "email_touches": len({m["custom_args"].get("touch_id") for m in fake.messages}),
+            }
+        else:
+            counts = {
+                "sms_received": len(fake.messages),
+                "sms_ids": {m["sid"] for m in fake.messages},
+            }
+    ready.put(counts)
+    server.stop()
 
 
 def _timed(send: Callable[..., Any], spent: list[float]) -> Callable[..., Any]:
@@ -180,8 +200,60 @@ def _timed(send: Callable[..., Any], spent: list[float]) -> Callable[..., Any]:
     return wrapper
 
 
-def _scenario(rows: list[tuple[int, str]], recruiters: int, out: Any) -> None:
-    """Seed, start the fakes, time one tick (this process is the engine); put the figures."""
+def _cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used so far (Linux ``/proc``)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class _ThreadProfiles:
+    """cProfile in every thread started while it is on (the channels' worker threads) and
+    in this one: the dispatch's work is spread over them."""
+
+    def __init__(self) -> None:
+        self.profiles: list[cProfile.Profile] = []
+
+    def __enter__(self) -> _ThreadProfiles:
+        def start(frame: Any, event: str, arg: Any) -> None:
+            sys.setprofile(None)
+            profile = cProfile.Profile(time.thread_time)
+            self.profiles.append(profile)
+            profile.enable()
+
+        threading.setprofile(start)
+        main = cProfile.Profile(time.thread_time)
+        self.profiles.append(main)
+        main.enable()
+        self._main = main
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._main.disable()
+        threading.setprofile(None)  # type: ignore[arg-type]
+
+    def merged(self) -> Any:
+        """All threads' statistics, in the shape :func:`top_functions` reads."""
+        stats = pstats.Stats(self.profiles[0])
+        for profile in self.profiles[1:]:
+            stats.add(profile)
+
+        class Merged:
+            def __init__(self) -> None:
+                self.stats = stats.stats  # type: ignore[attr-defined]
+
+            def create_stats(self) -> None:
+                pass
+
+        return Merged()
+
+
+def _scenario(rows: list[tuple[int, str]], recruiters: int, out: Any, profile: bool) -> None:
+    """Seed, start the fakes, time one tick (this process is the engine); put the figures.
+    With ``profile``, the tick runs under cProfile (every thread) and its top functions
+    are put instead of timings worth quoting."""
     from sqlalchemy import func, select
 
     from channels.email import SendGridEmail
@@ -204,10 +276,14 @@ def _scenario(rows: list[tuple[int, str]], recruiters: int, out: Any) -> None:
             raise RuntimeError(f"seeding failed (exit code {seeder.exitcode})")
         seeded = time.perf_counter() - seeding
 
-        ready, ask = ctx.Queue(), ctx.Queue()
-        fakes = ctx.Process(target=_serve, args=(ready, ask), daemon=True)
-        fakes.start()
-        sendgrid_url, twilio_url, account_sid, auth_token = ready.get(timeout=60)
+        fakes = {}
+        for which in ("sendgrid", "twilio"):
+            ready, ask = ctx.Queue(), ctx.Queue()
+            process = ctx.Process(target=_serve, args=(which, ready, ask), daemon=True)
+            process.start()
+            fakes[which] = (process, ready, ask, ready.get(timeout=60))
+        sendgrid_url = fakes["sendgrid"][3][0]
+        twilio_url, account_sid, auth_token = fakes["twilio"][3]
 
         config = load_cadence_file(cadence_file)
         clock = FixedClock(NOW)
@@ -227,11 +303,24 @@ def _scenario(rows: list[tuple[int, str]], recruiters: int, out: Any) -> None:
             engine_transactions(engine),
             dialect=engine.dialect.name,
         )
+        fake_cpu = {which: _cpu_seconds(f[0].pid) for which, f in fakes.items()}
+        engine_cpu = time.process_time()
         started = time.perf_counter()
-        summary = tick.run()
+        profiles = _ThreadProfiles() if profile else None
+        if profiles is not None:
+            with profiles:
+                summary = tick.run()
+                email.close()
+                sms.close()
+        else:
+            summary = tick.run()
         elapsed = time.perf_counter() - started
+        engine_cpu = time.process_time() - engine_cpu
+        fake_cpu = {which: _cpu_seconds(f[0].pid) - fake_cpu[which] for which, f in fakes.items()}
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        email.close()
         sms.close()
+        top = top_functions(profiles.merged()) if profiles is not None else []
 
         with engine.connect() as conn:
             ledger = Counter(
@@ -251,9 +340,11 @@ def _scenario(rows: list[tuple[int, str]], recruiters: int, out: Any) -> None:
                 )
             }
         engine.dispose()
-        ask.put("stats")
-        served = ready.get(timeout=120)
-        fakes.join(timeout=30)
+        served: dict[str, Any] = {}
+        for process, ready, ask, _ in fakes.values():
+            ask.put("stats")
+            served.update(ready.get(timeout=120))
+            process.join(timeout=30)
 
     email_ids, sms_ids = served.pop("email_ids"), served.pop("sms_ids")
     out.put(
@@ -261,6 +352,10 @@ def _scenario(rows: list[tuple[int, str]], recruiters: int, out: Any) -> None:
             "candidates": len(rows),
             "seed_seconds": seeded,
             "seconds": elapsed,
+            "engine_cpu": engine_cpu,
+            "sendgrid_cpu": fake_cpu["sendgrid"],
+            "twilio_cpu": fake_cpu["twilio"],
+            "top": top,
             "email_seconds": email_time[0],
             "sms_seconds": sms_time[0],
             "rss_before_mb": rss_before,
@@ -284,13 +379,19 @@ def _scenario(rows: list[tuple[int, str]], recruiters: int, out: Any) -> None:
     )
 
 
-def run(rows: list[tuple[int, str]], recruiters: int = 1) -> dict[str, Any]:
+def run(rows: list[tuple[int, str]], recruiters: int = 1, profile: bool = False) -> dict[str, Any]:
     """Run one scenario in a fresh engine process; return its figures."""
     ctx = multiprocessing.get_context("fork")
     out = ctx.Queue()
-    process = ctx.Process(target=_scenario, args=(rows, recruiters, out))
+    process = ctx.Process(target=_scenario, args=(rows, recruiters, out, profile))
     process.start()
-    figures = out.get()  # before join: a large item would block the child's exit
+    while True:  # before join: a large item would block the child's exit
+        try:
+            figures = out.get(timeout=1.0)
+            break
+        except queue.Empty:
+            if not process.is_alive():
+                raise RuntimeError(f"the scenario failed (exit code {process.exitcode})") from None
     process.join()
     if process.exitcode != 0:
         raise RuntimeError(f"the scenario failed (exit code {process.exitcode})")
@@ -323,11 +424,19 @@ def main(argv: list[str] | None = None) -> int:
         help="recruiters (senders) the dynamic-template candidates are spread over",
     )
     parser.add_argument("--quick", action="store_true", help="10,000 / 2,000 for a fast check")
+    parser.add_argument(
+        "--profile-rendered",
+        type=int,
+        default=None,
+        help="candidates of the profiled pass of the rendered scenario (default a fifth; 0 skips)",
+    )
     args = parser.parse_args(argv)
     dynamic = args.dynamic if args.dynamic is not None else (10_000 if args.quick else 100_000)
     rendered = args.rendered if args.rendered is not None else (2_000 if args.quick else 10_000)
     ok = True
 
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"machine: {os.cpu_count()} cores, load average {load} (1, 5, 15 min) at the start")
     print("| benchmark | figure |")
     print("| --- | --- |")
     if dynamic:
@@ -401,9 +510,23 @@ def main(argv: list[str] | None = None) -> int:
                 f"{b['unknown_ids']}, deferred {b['deferred']}, skipped {b['skipped']}"
             )
         _row(
+            "  CPU per message",
+            f"engine {b['engine_cpu'] / total * 1e6:,.0f} µs (tick and channels, "
+            f"{b['engine_cpu'] / b['seconds']:.0%} of a core); fakes: SendGrid "
+            f"{b['sendgrid_cpu'] / max(emails, 1) * 1e6:,.0f} µs per email, Twilio "
+            f"{b['twilio_cpu'] / max(texts, 1) * 1e6:,.0f} µs per SMS",
+        )
+        _row(
             "  seeding (not timed)",
             f"{rendered:,} candidates imported in {b['seed_seconds']:.1f} s",
         )
+        size = args.profile_rendered if args.profile_rendered is not None else rendered // 5
+        if size:
+            profiled_rows = [(i, "applied" if i % 2 == 0 else "screening") for i in range(size)]
+            print_top(
+                run(profiled_rows, profile=True)["top"],
+                f"locally rendered, {size:,} candidates, every engine thread",
+            )
     return 0 if ok else 1
 
 

@@ -59,14 +59,12 @@ import threading
 import time
 import urllib.error
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 from python_http_client.exceptions import HTTPError
-from sendgrid import SendGridAPIClient
 
 from channels.base import (
     Channel,
@@ -78,6 +76,8 @@ from channels.base import (
     ReconcileResult,
     SendResult,
 )
+from channels.pool import Departures, WorkerPool
+from channels.sendgrid_http import sendgrid_client
 from connectors.http import retry_after_seconds
 from outreach.clock import Clock, SystemClock
 from outreach.errors import (
@@ -172,13 +172,28 @@ class _Slots:
 
 
 class _Halt:
-    """Set once a request of the batch met a configuration error; later requests stop."""
+    """Set once a request of the batch met a configuration error; later requests stop.
+    Also records each request in flight before it is made (the engine's ``departing``)."""
 
-    def __init__(self, departing: Departing | None = None) -> None:
+    def __init__(
+        self,
+        departing: Departing | None = None,
+        requests: Sequence[Sequence[OutgoingMessage]] = (),
+        window: int = 1,
+    ) -> None:
         self._lock = threading.Lock()
         self.reason: str | None = None
-        #: the engine's hook, called right before each request of the batch
+        #: the engine's hook, called right before the requests of the batch are made
         self.departing = departing
+        self._departures = Departures(departing, requests, window) if departing else None
+
+    def depart(self, messages: Sequence[OutgoingMessage], index: int | None) -> None:
+        """Return once ``messages`` (request ``index`` of the batch) are in flight; raise
+        when they are not (the request must not be made)."""
+        if self._departures is not None and index is not None:
+            self._departures.depart(index)
+        elif self.departing is not None:
+            self.departing(messages)
 
     def set(self, reason: str) -> None:
         with self._lock:
@@ -187,11 +202,28 @@ class _Halt:
 
 
 class _ClientPool:
-    """SDK clients lent to one request at a time, created on demand and kept for reuse."""
+    """SDK clients lent to one request at a time, created on demand and kept for reuse
+    (each keeps its connection alive: see :mod:`channels.sendgrid_http`)."""
 
     def __init__(self, factory: Callable[[], Any]) -> None:
         self._factory = factory
         self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def close(self) -> None:
+        """Close the idle clients' connections (best effort; a later borrow opens anew)."""
+        while True:
+            try:
+                client = self._idle.get_nowait()
+            except queue.Empty:
+                return
+            close = getattr(
+                getattr(getattr(client, "client", None), "_transport", None), "close", None
+            )
+            if close is not None:
+                try:
+                    close()
+                except Exception as exc:  # closing is best effort; the others still close
+                    log.warning("closing a SendGrid connection failed (%s)", type(exc).__name__)
 
     @contextmanager
     def borrow(self) -> Iterator[Any]:
@@ -279,8 +311,9 @@ class SendGridEmail(Channel):
         if client is not None:
             self._clients = _ClientPool(lambda: client)
         else:
-            self._clients = _ClientPool(lambda: SendGridAPIClient(api_key, host=host))
+            self._clients = _ClientPool(lambda: sendgrid_client(api_key, host))
         self._unsubscribe = f"<mailto:{from_email}?subject=unsubscribe>"
+        self._workers = WorkerPool(self.workers, "sendgrid")
 
     def __repr__(self) -> str:
         return f"SendGridEmail(from_email={self.from_email!r})"  # never the key
@@ -346,17 +379,22 @@ class SendGridEmail(Channel):
                 requests.append(members[start : start + self.max_batch])
         if not requests:
             return results
-        halt = _Halt(departing)
+        halt = _Halt(departing, requests, 2 * self.workers)
         # The first request goes alone: a wrong key then costs one request, not `workers`.
-        results.extend(self._deliver(requests[0], now, halt))
+        results.extend(self._deliver(requests[0], now, halt, index=0))
         if len(requests) > 1:
-            with ThreadPoolExecutor(
-                max_workers=min(self.workers, len(requests) - 1),
-                thread_name_prefix="sendgrid",
-            ) as pool:
-                for done in pool.map(lambda r: self._deliver(r, now, halt), requests[1:]):
-                    results.extend(done)
+            numbered = list(enumerate(requests))[1:]
+            for done in self._workers.map(
+                lambda item: self._deliver(item[1], now, halt, index=item[0]), numbered
+            ):
+                results.extend(done)
         return results
+
+    def close(self) -> None:
+        """Stop the worker threads and close the kept-alive connections; safe to call
+        again, and a later ``send`` starts afresh."""
+        self._workers.close()
+        self._clients.close()
 
     def _deliver(
         self,
@@ -365,8 +403,12 @@ class SendGridEmail(Channel):
         halt: _Halt,
         *,
         resend: bool = True,
+        index: int | None = None,
     ) -> list[SendResult]:
-        """Send ``messages`` as one request; map the outcome to one result per message."""
+        """Send ``messages`` as one request; map the outcome to one result per message.
+
+        ``index``: the request's place in the ``send`` call (its in-flight record is made
+        with its window's); None: recorded on its own (a re-send)."""
         if halt.reason is not None:
             return [SendResult.failed(m, halt.reason, permanent=False) for m in messages]
         batch_id: str | None = None
@@ -399,7 +441,7 @@ class SendGridEmail(Channel):
             return [SendResult.failed(m, reason, permanent=False) for m in messages]
         if halt.departing is not None:
             try:
-                halt.departing(messages)
+                halt.depart(messages, index)
             except Exception as exc:  # not recorded as in flight: the request is not made
                 return [SendResult.failed(m, str(exc), permanent=False) for m in messages]
         try:

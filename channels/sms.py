@@ -57,19 +57,24 @@ Reasons never carry phone numbers (Twilio's messages echo the ``To`` number) or 
 
 from __future__ import annotations
 
+import base64
+import functools
+import http.client
+import json
 import logging
 import math
+import os
 import queue
 import re
 import ssl
 import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -92,6 +97,8 @@ from channels.base import (
     SendResult,
     body_digest,
 )
+from channels.keepalive import KeepAlive, NotConnected, NotWritten
+from channels.pool import Departures, WorkerPool
 from connectors.http import retry_after_seconds
 from outreach.clock import Clock, SystemClock
 from outreach.errors import (
@@ -143,6 +150,7 @@ _CONFIG_CODES = {
 _BEFORE_SENDING = frozenset(
     {
         ("requests.sessions", "prepare_request"),
+        ("channels.sms", "_prepare"),
         ("http.client", "putrequest"),
         ("http.client", "putheader"),
     }
@@ -193,6 +201,116 @@ class _TwilioHttp(TwilioHttpClient):
         self.session.close()
 
 
+class _KeepAliveHttp(HttpClient):
+    """The SDK's HTTP client on a kept-alive connection (:mod:`channels.keepalive`), sending
+    ``*.twilio.com`` requests to ``base_url``; used when no proxy applies to it.
+
+    The request is what ``TwilioHttpClient`` sends through ``requests`` (form-encoded
+    ``data``, or JSON where the SDK says so; ``params`` in the query; Basic auth in
+    Latin-1; no redirects followed, nothing retried); only the transport is leaner. The
+    headers of the last response are kept for ``Retry-After``.
+    """
+
+    def __init__(self, base_url: str, *, timeout: float) -> None:
+        super().__init__(logging.getLogger("twilio.http_client"), False, timeout)
+        target = urlsplit(base_url.rstrip("/"))
+        target.port  # noqa: B018 - a malformed port raises here, before any request
+        self._scheme, self._netloc, self._prefix = target.scheme, target.netloc, target.path
+        trust = _requests_trust() if target.scheme == "https" else None
+        self._transport = KeepAlive(ssl_context=trust)
+        self.last_headers: Mapping[str, str] = {}
+
+    def request(  # type: ignore[override]
+        self,
+        method: str,
+        url: str,
+        params: dict[str, object] | None = None,
+        data: dict[str, object] | None = None,
+        headers: dict[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        timeout: float | None = None,
+        allow_redirects: bool = False,
+    ) -> TwilioResponse:
+        """Send one request; raise as :class:`channels.keepalive.KeepAlive` does."""
+        self.last_headers = {}
+        if timeout is None:
+            timeout = self.timeout
+        elif timeout <= 0:
+            raise ValueError(timeout)
+        target, body, sent_headers = self._prepare(method, url, params, data, headers, auth)
+        if self.logger.isEnabledFor(logging.INFO):
+            self.log_request(
+                {"method": method.upper(), "url": url, "params": params, "headers": headers}
+            )
+        answer = self._transport.request(method.upper(), target, body, sent_headers, timeout)
+        self.last_headers = answer.headers  # read only on errors: not copied
+        text = answer.body.decode(answer.headers.get_content_charset() or "utf-8", "replace")
+        return TwilioResponse(answer.status, text, self.last_headers)
+
+    def _prepare(
+        self,
+        method: str,
+        url: str,
+        params: dict[str, object] | None,
+        data: dict[str, object] | None,
+        headers: dict[str, str] | None,
+        auth: tuple[str, str] | None,
+    ) -> tuple[str, bytes | None, dict[str, str]]:
+        """The URL, body and headers, as ``requests`` prepares them; raising here proves
+        nothing was sent."""
+        parts = urlsplit(url)
+        if parts.hostname and (
+            parts.hostname == "twilio.com" or parts.hostname.endswith(".twilio.com")
+        ):
+            parts = urlsplit(
+                urlunsplit((self._scheme, self._netloc, self._prefix + parts.path, parts.query, ""))
+            )
+        query = "&".join(q for q in (parts.query, _form(params)) if q)
+        target = urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
+        sent = dict(headers or {})
+        body: bytes | None = None
+        if sent.get("Content-Type") in ("application/json", "application/scim+json"):
+            body = json.dumps(data).encode("utf-8") if data is not None else None
+        elif data:
+            body = _form(data).encode("ascii")
+            sent.setdefault("Content-Type", "application/x-www-form-urlencoded")
+        if auth is not None:
+            user, password = (v.encode("latin-1") if isinstance(v, str) else v for v in auth)
+            sent["Authorization"] = "Basic " + base64.b64encode(user + b":" + password).decode()
+        return target, body, sent
+
+    def close(self) -> None:
+        """Close the kept-alive connection."""
+        self._transport.close()
+
+
+def _form(values: dict[str, object] | None) -> str:
+    """``values`` form-encoded as ``requests`` does: lists repeat the key, None is left out."""
+    if not values:
+        return ""
+    pairs = []
+    for key, value in values.items():
+        for item in value if isinstance(value, list | tuple) else (value,):
+            if item is not None:
+                pairs.append((key, item))
+    return urlencode(pairs)
+
+
+@functools.cache
+def _requests_trust() -> ssl.SSLContext | None:
+    """The CA bundle ``requests`` would verify Twilio with (REQUESTS_CA_BUNDLE,
+    CURL_CA_BUNDLE or certifi's), as an SSL context; None when there is none to read.
+    Read once per process: loading the bundle takes longer than many requests."""
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    try:
+        bundle = bundle or requests.certs.where()
+        if os.path.isdir(bundle):
+            return ssl.create_default_context(capath=bundle)
+        return ssl.create_default_context(cafile=bundle)
+    except (OSError, ssl.SSLError):
+        return None
+
+
 @dataclass
 class _Sender:
     """One SDK client and its HTTP client, used by one thread at a time."""
@@ -216,13 +334,28 @@ class _Refused(PermanentError):
 
 
 class _Halt:
-    """Set once a batch hits a configuration failure: the rest fails without requests."""
+    """Set once a batch hits a configuration failure: the rest fails without requests.
+    Also records each request in flight before it is made (the engine's ``departing``)."""
 
-    def __init__(self, departing: Departing | None = None) -> None:
+    def __init__(
+        self,
+        departing: Departing | None = None,
+        requests: Sequence[Sequence[OutgoingMessage]] = (),
+        window: int = 1,
+    ) -> None:
         self._lock = threading.Lock()
         self.reason: str | None = None
-        #: the engine's hook, called right before each request of the batch
+        #: the engine's hook, called right before the requests of the batch are made
         self.departing = departing
+        self._departures = Departures(departing, requests, window) if departing else None
+
+    def depart(self, messages: Sequence[OutgoingMessage], index: int | None) -> None:
+        """Return once ``messages`` (request ``index`` of the batch) are in flight; raise
+        when they are not (the request must not be made)."""
+        if self._departures is not None and index is not None:
+            self._departures.depart(index)
+        elif self.departing is not None:
+            self.departing(messages)
 
     def stop(self, reason: str) -> None:
         """Remember the first configuration failure's reason."""
@@ -246,7 +379,9 @@ class TwilioSMS(Channel):
     """
 
     name: ClassVar[str] = "sms"
-    max_batch: ClassVar[int] = 20
+    #: messages per ``send`` call: the engine confirms each call's results in one transaction,
+    #: and the workers idle while it does, so a call should keep them busy for a while
+    max_batch: ClassVar[int] = 100
     rate_per_second: ClassVar[float | None] = None
     max_schedule_ahead: ClassVar[timedelta] = timedelta(0)
     #: a scheduled message can be canceled while its status is ``scheduled``; Twilio
@@ -265,7 +400,7 @@ class TwilioSMS(Channel):
         max_segments: int = 3,
         timeout: float = 10.0,
         max_attempts: int = 4,
-        workers: int = 4,
+        workers: int = 8,
         clock: Clock | None = None,
         sleep: Callable[[float], None] = time.sleep,
         http_client: HttpClient | None = None,
@@ -281,6 +416,11 @@ class TwilioSMS(Channel):
             problems.append("max_attempts, workers and max_segments must be at least 1")
         if problems:
             raise ConfigError("the Twilio SMS channel cannot start", problems)
+        # The SDK imports its API modules on a client's first use. Done here, that does not
+        # fall between a message's rate-limit slot and its request, where the late request
+        # would bunch with later ones at the provider.
+        import twilio.rest.api.v2010.account.message  # noqa: F401
+
         self._account_sid = account_sid
         self._auth_token = auth_token
         # A Messaging Service picks the sender itself and is the only way to schedule.
@@ -303,6 +443,7 @@ class TwilioSMS(Channel):
         self._sleep = sleep
         self._http_client = http_client
         self._idle: queue.LifoQueue[_Sender] = queue.LifoQueue()
+        self._workers = WorkerPool(self.workers, "twilio-sms")
         # Until a request has been answered with the credentials accepted, a batch sends
         # its first message alone, so bad credentials cost one request, not one per worker.
         self._verified = False
@@ -326,23 +467,24 @@ class TwilioSMS(Channel):
                 results.append(refusal)
             else:
                 pending.append(message)
-        halt = _Halt(departing)
-        if pending and not self._verified:
-            results.append(self._send_one(pending[0], halt))
-            pending = pending[1:]
-        if pending:
-            with ThreadPoolExecutor(
-                max_workers=min(self.workers, len(pending)), thread_name_prefix="twilio-sms"
-            ) as pool:
-                results.extend(pool.map(lambda m: self._send_one(m, halt), pending))
+        halt = _Halt(departing, [[m] for m in pending], 2 * self.workers)
+        numbered = list(enumerate(pending))
+        if numbered and not self._verified:
+            results.append(self._send_one(numbered[0][1], halt, 0))
+            numbered = numbered[1:]
+        if numbered:
+            results.extend(
+                self._workers.map(lambda item: self._send_one(item[1], halt, item[0]), numbered)
+            )
         return results
 
     def close(self) -> None:
         """Close the idle clients' connections; safe to call again, and never raises.
 
         Each closed client leaves the pool, so a second call finds nothing to close; a
-        later ``send`` opens new clients.
+        later ``send`` opens new clients (and worker threads).
         """
+        self._workers.close()
         while True:
             try:
                 sender = self._idle.get_nowait()
@@ -411,8 +553,9 @@ class TwilioSMS(Channel):
             retry_after=ahead.total_seconds(),
         )
 
-    def _send_one(self, message: OutgoingMessage, halt: _Halt) -> SendResult:
-        """Send one message; whatever happens, return its result (nothing escapes)."""
+    def _send_one(self, message: OutgoingMessage, halt: _Halt, index: int) -> SendResult:
+        """Send one message (``index`` of the batch); whatever happens, return its result
+        (nothing escapes)."""
         if halt.reason is not None:
             return SendResult.failed(message, halt.reason, permanent=False)
         try:
@@ -426,7 +569,7 @@ class TwilioSMS(Channel):
                 permanent=False,
             )
         try:
-            return self._deliver(sender, message, halt)
+            return self._deliver(sender, message, halt, index)
         except Exception as exc:  # after the request may have gone: ambiguous
             name = type(exc).__name__
             log.warning("unexpected %s from the Twilio SDK for touch %s", name, message.touch_id)
@@ -434,7 +577,9 @@ class TwilioSMS(Channel):
         finally:
             self._idle.put(sender)
 
-    def _deliver(self, sender: _Sender, message: OutgoingMessage, halt: _Halt) -> SendResult:
+    def _deliver(
+        self, sender: _Sender, message: OutgoingMessage, halt: _Halt, index: int
+    ) -> SendResult:
         """Create the message, retrying in-process what provably was not processed."""
         error: OutreachError | None = None
         for attempt in range(1, self.max_attempts + 1):
@@ -447,7 +592,8 @@ class TwilioSMS(Channel):
             params = self._params(message, now)
             if halt.departing is not None:
                 try:
-                    halt.departing([message])
+                    # The first attempt's record is made with its window's; a retry's alone.
+                    halt.depart([message], index if attempt == 1 else None)
                 except Exception as exc:  # not recorded as in flight: no request is made
                     return SendResult.failed(message, str(exc), permanent=False)
             try:
@@ -735,8 +881,10 @@ class TwilioSMS(Channel):
         if self._http_client is not None:
             # One injected client only; with workers == 1 it is idle whenever we get here.
             http: HttpClient = self._http_client
-        else:
+        elif _proxied(self.base_url):
             http = _TwilioHttp(self.base_url, timeout=self.timeout)
+        else:
+            http = _KeepAliveHttp(self.base_url, timeout=self.timeout)
         return _Sender(Client(self._account_sid, self._auth_token, http_client=http), http)
 
     def _clean(self, text: str) -> str:
@@ -746,22 +894,43 @@ class TwilioSMS(Channel):
         return _PHONE.sub("<number>", text)
 
 
+def _proxied(base_url: str) -> bool:
+    """Whether a proxy from the environment applies to ``base_url`` (then ``requests``,
+    which honours it, sends; the keep-alive client does not speak to proxies)."""
+    proxies = urllib.request.getproxies()
+    if not proxies:
+        return False
+    return not urllib.request.proxy_bypass(urlsplit(base_url).hostname or "")
+
+
 def _translate(exc: Exception, *, retry_after: float | None = None) -> OutreachError:
-    """Turn an SDK or ``requests`` exception into the engine's error tree."""
+    """Turn an SDK, ``requests`` or keep-alive transport exception into the error tree."""
     if isinstance(exc, TwilioRestException | TwilioServiceException):
         return _translate_answer(exc, retry_after)
     name = type(exc).__name__
+    if isinstance(exc, NotConnected):
+        cause = type(exc.__cause__).__name__ if exc.__cause__ is not None else name
+        return RetryableError(
+            f"twilio: cannot connect ({cause}); nothing was sent", provider=PROVIDER
+        )
+    if isinstance(exc, NotWritten):
+        # As with requests: a connection lost while writing is not told apart from a lost
+        # answer, so it stays ambiguous.
+        return AmbiguousError(
+            f"twilio: the request failed after it may have been sent ({name}); not retried",
+            provider=PROVIDER,
+        )
     if isinstance(exc, requests.ConnectTimeout) or _not_connected(exc):
         return RetryableError(
             f"twilio: cannot connect ({name}); nothing was sent", provider=PROVIDER
         )
-    if isinstance(exc, requests.Timeout):
+    if isinstance(exc, requests.Timeout | TimeoutError):
         return AmbiguousError(
             f"twilio: no answer within the timeout after the request was sent ({name}); "
             "it may have been processed, not retried",
             provider=PROVIDER,
         )
-    if isinstance(exc, requests.RequestException):
+    if isinstance(exc, requests.RequestException | OSError | http.client.HTTPException):
         return AmbiguousError(
             f"twilio: the request failed after it may have been sent ({name}); not retried",
             provider=PROVIDER,

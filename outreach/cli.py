@@ -1023,6 +1023,36 @@ def run_command(
             "time (a nightly job: 24h).",
         ),
     ] = "24h",
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Start N worker processes sharing the database (PostgreSQL only) and the "
+            "provider rate limits; prints each one's summary and their totals.",
+        ),
+    ] = 1,
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            "--batch-size",
+            min=1,
+            help="Due enrollments claimed at a time. A worker sends what it claimed at the "
+            "channels' rate before it claims more: smaller batches share paced work "
+            "between --workers sooner.",
+        ),
+    ] = 2000,
+    worker_of: Annotated[
+        int | None,
+        typer.Option(
+            "--worker-of",
+            min=1,
+            help="This run is one of N started separately (cron on N machines): should the "
+            "shared rate limits become unreachable, it keeps to 1/N of each.",
+        ),
+    ] = None,
+    spawned: Annotated[bool, typer.Option("--spawned", hidden=True)] = False,
+    summary_out: Annotated[Path | None, typer.Option("--summary-out", hidden=True)] = None,
 ) -> None:
     """One tick: enroll, plan, throttle, route, send, and print a summary."""
     from outreach.cadence import parse_duration
@@ -1032,10 +1062,28 @@ def run_command(
         window = parse_duration(horizon)
     except Exception:
         raise _fail(f"--horizon {horizon!r} is not a duration; use e.g. 24h, 30m, 2d") from None
+    if workers > 1 and dry_run:
+        raise _fail(
+            "--workers with --dry-run: a dry run writes nothing, so workers cannot share "
+            "the work; run the dry run without --workers"
+        )
     settings = _settings()
     clock = _clock(now)
     config = _config(settings)
     engine = _engine(settings)
+    if workers > 1:
+        if engine.dialect.name != "postgresql":
+            raise _fail(
+                f"--workers {workers} needs PostgreSQL: OUTREACH_DATABASE_URL is "
+                f"{engine.dialect.name}, which takes one writer at a time, so more workers "
+                "would only wait for each other; run without --workers, or set "
+                "OUTREACH_DATABASE_URL=postgresql+psycopg://…"
+            )
+        # Replies first, once for all workers: nobody is sent a touch after answering.
+        mailbox_ok = _poll_replies(engine, settings, config, clock)
+        engine.dispose()
+        code = _run_workers(workers, now, horizon, batch_size)
+        raise typer.Exit(max(code, EXIT_PARTIAL if not mailbox_ok else EXIT_OK))
     if not settings.public_url:
         from outreach.templates import NO_PUBLIC_URL, steps_needing_public_url
 
@@ -1044,9 +1092,13 @@ def run_command(
                 f"[yellow]note:[/] {', '.join(needing)} use touch.rating_urls, but {NO_PUBLIC_URL}",
                 highlight=False,
             )
-    # Replies first: a candidate who answered overnight is not sent the next touch.
-    mailbox_ok = dry_run or _poll_replies(engine, settings, config, clock)
+    # Replies first: a candidate who answered overnight is not sent the next touch (a
+    # worker of --workers leaves that to the command that started it).
+    mailbox_ok = dry_run or spawned or _poll_replies(engine, settings, config, clock)
     channels = {} if dry_run else _live_channels(settings, config, clock)
+    limits = None if dry_run else _limiters(engine, settings, worker_of or 1)
+    from outreach.engine.shared_limits import BucketUnavailable
+
     try:
         summary = run_tick(
             engine,
@@ -1058,13 +1110,30 @@ def run_command(
             reply_to=settings.reply_to,
             mail_domain=_mail_domain(settings),
             public_url=settings.public_url,
+            limiters=limits,
+            batch_size=batch_size,
         )
+    except BucketUnavailable as exc:
+        # A shared rate limit is out of reach and this worker has no safe share of it: it
+        # stops; what it claimed and did not send is released by the next run.
+        err.print(f"[red]stopped:[/] {exc}", highlight=False)
+        raise typer.Exit(EXIT_PARTIAL) from None
     finally:
         for channel in channels.values():
             close = getattr(channel, "close", None)
             if close is not None:
                 close()
+        close_limits = getattr(limits, "close", None)
+        if close_limits is not None:
+            close_limits()
     _print_summary(summary, dry_run=dry_run)
+    faults: dict[str, str] = getattr(limits, "faults", {})
+    for bucket, why in faults.items():
+        err.print(
+            f"[yellow]rate limit {bucket}:[/] the shared bucket was unreachable ({why}); "
+            f"this worker paced {bucket} alone at 1/{worker_of or 1} of the limit",
+            highlight=False,
+        )
     problems = (
         summary.total("failed")
         + summary.total("ambiguous")
@@ -1093,8 +1162,103 @@ def run_command(
         # A CRM refusing the token or a note that failed is worth a look: partial, exit 1.
         problems += len(written.failed) + len(written.blocked) + sum(written.retrying.values())
     problems += summary.total_reasons("skipped").get("template error", 0)
+    if summary_out is not None:
+        summary_out.write_text(json.dumps(_summary_counts(summary, faults)), encoding="utf-8")
     if problems:
         raise typer.Exit(EXIT_PARTIAL)
+
+
+def _limiters(engine, settings: Settings, workers: int) -> Any:
+    """The channels' rate limiters: shared by all workers on PostgreSQL or Redis."""
+    from outreach.engine.shared_limits import limiters_for
+
+    redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
+    try:
+        return limiters_for(engine, redis_url=redis_url, workers=workers)
+    except ValueError:
+        # The URL itself is never echoed: it may carry a password.
+        raise _fail(
+            "OUTREACH_REDIS_URL is not a Redis URL; use e.g. redis://127.0.0.1:6379/0"
+        ) from None
+
+
+_COUNTS = ("sent", "tasks", "failed", "ambiguous", "replanned")
+
+
+def _summary_counts(summary, faults: dict[str, str]) -> dict[str, Any]:
+    """What a worker of ``--workers`` reports to the command that started it."""
+    counts: dict[str, Any] = {name: summary.total(name) for name in _COUNTS}
+    counts["deferred"] = sum(summary.total_reasons("deferred").values())
+    counts["skipped"] = sum(summary.total_reasons("skipped").values())
+    counts["rate_limit_faults"] = faults
+    return counts
+
+
+def _run_workers(workers: int, now: str | None, horizon: str, batch_size: int) -> int:
+    """Run ``workers`` ``outreach run`` processes at once; print theirs and the totals.
+
+    Each worker is a normal run on the shared database (claims with SKIP LOCKED, shared
+    rate limits); the exit code is the worst of theirs: 2 if any found bad input, else 1
+    if any had a partial failure or died.
+    """
+    import subprocess
+    import tempfile
+
+    args = [sys.executable, "-m", "outreach", "run", "--horizon", horizon]
+    args += ["--batch-size", str(batch_size)]
+    if now is not None:
+        args += ["--now", now]
+    with tempfile.TemporaryDirectory(prefix="outreach-workers-") as tmp:
+        folder = Path(tmp)
+        procs = []
+        for index in range(workers):
+            files = [open(folder / f"{index}.{kind}", "w+b") for kind in ("out", "err")]  # noqa: SIM115
+            command = [
+                *args,
+                "--worker-of",
+                str(workers),
+                "--spawned",
+                "--summary-out",
+                str(folder / f"{index}.json"),
+            ]
+            procs.append((subprocess.Popen(command, stdout=files[0], stderr=files[1]), files))
+        try:
+            codes = [proc.wait() for proc, _ in procs]
+        except BaseException:
+            for proc, _ in procs:
+                proc.terminate()
+            for proc, _ in procs:
+                proc.wait()
+            raise
+        totals: dict[str, int] = dict.fromkeys((*_COUNTS, "deferred", "skipped"), 0)
+        reported = 0
+        for index, ((_proc, files), code) in enumerate(zip(procs, codes, strict=True)):
+            out.print(f"[bold]worker {index + 1}/{workers}[/] (exit {code})", highlight=False)
+            for handle, console in zip(files, (out, err), strict=True):
+                handle.seek(0)
+                text = handle.read().decode("utf-8", "replace").rstrip()
+                handle.close()
+                if text:
+                    console.print(text, highlight=False, markup=False)
+            summary_file = folder / f"{index}.json"
+            if summary_file.exists():
+                reported += 1
+                counts = json.loads(summary_file.read_text(encoding="utf-8"))
+                for name in totals:
+                    totals[name] += int(counts.get(name, 0))
+    out.print(
+        f"[bold]{workers} workers[/] (exit codes {', '.join(map(str, codes))}"
+        + (f"; {workers - reported} reported no summary" if reported < workers else "")
+        + "): "
+        + ", ".join(f"{name} {totals[name]}" for name in ("sent", "tasks", "deferred"))
+        + f", skipped {totals['skipped']}, failed {totals['failed']}"
+        + (f" ({totals['replanned']} re-planned for a later run)" if totals["replanned"] else "")
+        + f", ambiguous {totals['ambiguous']}",
+        highlight=False,
+    )
+    if any(code == EXIT_BAD_INPUT for code in codes):
+        return EXIT_BAD_INPUT
+    return EXIT_PARTIAL if any(codes) or reported < workers else EXIT_OK
 
 
 def _mail_domain(settings: Settings) -> str | None:

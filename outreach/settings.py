@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     imap_folder: str = Field(default="INBOX", validation_alias=AliasChoices("OUTREACH_IMAP_FOLDER"))
     imap_ssl: bool = Field(default=True, validation_alias=AliasChoices("OUTREACH_IMAP_SSL"))
 
+    #: where the provider rate limits shared by all workers live (may carry a password)
+    redis_url: SecretStr | None = _env("OUTREACH_REDIS_URL")
+
     twilio_account_sid: str | None = _env("TWILIO_ACCOUNT_SID")
     twilio_auth_token: SecretStr | None = _env("TWILIO_AUTH_TOKEN")
     twilio_from_number: str | None = _env("TWILIO_FROM_NUMBER")

@@ -69,6 +69,8 @@ def engine_transactions(engine: Engine) -> Transactions:
             with conn.begin():
                 yield conn
 
+    # Each transaction is a connection of its own: safe from several threads at once.
+    transaction.concurrent = True  # type: ignore[attr-defined]
     return transaction
 
 

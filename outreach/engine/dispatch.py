@@ -3,23 +3,30 @@
 :class:`Dispatcher` groups a batch of :class:`~outreach.engine.batch.Pending` touches by
 channel and by what can share one provider request (up to the channel's batch), paces
 them with the channel's rate limiter, and marks each request's touches ``in_flight`` in a
-short transaction of its own immediately before the request leaves; each chunk's results
-go to the record stage (:class:`~outreach.engine.record.Confirmer`) as soon as it returns.
+short transaction (shared by the requests a channel's workers are about to make) before
+the request leaves; each chunk's results go to the record stage
+(:class:`~outreach.engine.record.Confirmer`) as soon as it returns. Each channel sends on
+a lane of its own (:class:`~outreach.engine.flight.ChannelLanes`), so SendGrid and Twilio
+work side by side while this thread confirms.
 
 Invariant carried: a touch is ``in_flight`` (committed) before its request leaves, so a
 crash leaves it ambiguous (reconciled, never re-sent blindly) or still ``claimed`` (it
 never left: released and sent at the next run); a channel that raises or returns no
-result makes its touches ambiguous, never lost (invariant 2). What is in flight at any
-moment is one chunk. Messages go no faster than the policy's and the provider's rate.
+result makes its touches ambiguous, never lost (invariant 2). What is sent but not yet
+confirmed at any moment is at most two chunks per channel (one being confirmed, one being
+sent). Messages go no faster than the policy's and the provider's rate: a channel's
+limiter is only ever called from its own lane.
 """
 
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import update
 
@@ -27,8 +34,8 @@ from channels.base import Channel, OutgoingMessage, SendResult
 from outreach.cadence import CadenceConfig
 from outreach.clock import Clock
 from outreach.engine.batch import Pending, Transactions
-from outreach.engine.flight import FlightGate, NotInFlight
-from outreach.engine.ratelimit import RateLimiter
+from outreach.engine.flight import ChannelLanes, FlightGate, NotInFlight
+from outreach.engine.ratelimit import LimiterFactory, in_process_limiters
 from outreach.store.schema import Touch
 
 __all__ = ["Confirm", "Dispatcher", "channel_rate"]
@@ -57,6 +64,7 @@ class Dispatcher:
         *,
         sleep: Callable[[float], None] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
+        limiters: LimiterFactory | None = None,
     ) -> None:
         self.channels = channels
         self.transaction = transaction
@@ -66,46 +74,80 @@ class Dispatcher:
         #: when the claims being dispatched were last leased (the claim sets it)
         self.claimed_at = wall_clock.now()
         self.gate = FlightGate(self._mark_in_flight)
+        # Per process by default; shared by all workers when given (see shared_limits).
+        make_limiter = limiters or in_process_limiters(monotonic=monotonic, sleep=sleep)
+        #: whether ``transaction`` may be used from several threads at once (each a
+        #: connection of its own): then the channels send side by side
+        self.concurrent = bool(getattr(transaction, "concurrent", False))
+        self._renewing = threading.Lock()
         self.limiters = {
-            name: RateLimiter(rate, sleep=sleep, monotonic=monotonic)
+            name: make_limiter(name, rate)
             for name, channel in channels.items()
             if channel.paced and (rate := channel_rate(config, channel)) is not None
         }
 
     def __call__(self, pending: list[Pending], now: datetime, confirm: Confirm) -> None:
-        """Send ``pending`` channel by channel, chunk by chunk; ``confirm`` each chunk.
+        """Send ``pending`` chunk by chunk, each channel on a lane of its own; ``confirm``
+        each chunk on this thread as it comes back.
 
         ``confirm`` writes a chunk's results and returns the touches to try again on
         another channel (a fallback); they go out in the next round, up to four rounds.
+        Channels send side by side (:class:`~outreach.engine.flight.ChannelLanes`, one
+        chunk ahead of the confirms) when the transactions may be used from several
+        threads (``concurrent``); otherwise one chunk after the other, as a dry run's
+        single connection requires.
         """
         rounds = 0
         while pending and rounds < 4:
             rounds += 1
-            by_channel: dict[str, list[Pending]] = defaultdict(list)
-            for item in pending:
-                by_channel[item.message.channel].append(item)
-            again: list[Pending] = []
-            for name, items in by_channel.items():
-                channel = self.channels[name]
-                limiter = self.limiters.get(name)
-                # Messages that can share a provider request go out in the same chunks, up
-                # to the channel's batch; a message that is a request of its own (an empty
-                # key) is handed over no faster than the rate, so a 1/s policy is 1/s.
-                items.sort(key=lambda item, ch=channel: ch.batch_key(item.message))
-                for key, group in itertools.groupby(
-                    items, key=lambda item, ch=channel: ch.batch_key(item.message)
-                ):
-                    members = list(group)
-                    size = channel.max_batch
-                    if limiter is not None and not key:
-                        size = max(1, min(size, int(limiter.rate)))
-                    for start in range(0, len(members), size):
-                        chunk = members[start : start + size]
-                        self.renew_leases(pending)
-                        # Confirmed chunk by chunk: what is in flight at any moment (and
-                        # would be ambiguous after a kill) is one chunk, not the batch.
-                        again.extend(confirm(self._send(channel, chunk), now))
-            pending = again
+            lanes = self._lanes(pending)
+
+            def send(name: str, chunk: list[Pending], pending: list[Pending] = pending) -> Any:
+                with self._renewing:
+                    self.renew_leases(pending)
+                return self._send(self.channels[name], chunk)
+
+            def confirmed(name: str, results: list[tuple[Pending, SendResult]]) -> list[Pending]:
+                return confirm(results, now)
+
+            if self.concurrent:
+                outputs = ChannelLanes(send, confirmed).run(lanes)
+            else:
+                outputs = [
+                    confirmed(name, send(name, chunk))
+                    for name, chunks in lanes.items()
+                    for chunk in chunks
+                ]
+            pending = [item for output in outputs for item in output]
+
+    def _lanes(self, pending: list[Pending]) -> dict[str, list[list[Pending]]]:
+        """Each channel's chunks, in the order they go out.
+
+        Messages that can share a provider request go out in the same chunks, up to the
+        channel's batch; a message that is a request of its own (an empty key) is handed
+        over no faster than the rate, so a 1/s policy is 1/s. Confirmed chunk by chunk:
+        what is in flight at any moment (and would be ambiguous after a kill) is a chunk
+        per channel, and one more sent ahead.
+        """
+        by_channel: dict[str, list[Pending]] = defaultdict(list)
+        for item in pending:
+            by_channel[item.message.channel].append(item)
+        lanes: dict[str, list[list[Pending]]] = {}
+        for name, items in by_channel.items():
+            channel = self.channels[name]
+            limiter = self.limiters.get(name)
+            items.sort(key=lambda item, ch=channel: ch.batch_key(item.message))
+            chunks: list[list[Pending]] = []
+            for key, group in itertools.groupby(
+                items, key=lambda item, ch=channel: ch.batch_key(item.message)
+            ):
+                members = list(group)
+                size = channel.max_batch
+                if limiter is not None and not key:
+                    size = max(1, min(size, limiter.chunk))
+                chunks.extend(members[i : i + size] for i in range(0, len(members), size))
+            lanes[name] = chunks
+        return lanes
 
     def renew_leases(self, pending: list[Pending]) -> None:
         """Keep the claims of a long, paced dispatch from expiring while it still sends.

@@ -15,10 +15,12 @@ Example::
 
 from __future__ import annotations
 
+import queue
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
-__all__ = ["FlightGate", "NotInFlight"]
+__all__ = ["ChannelLanes", "FlightGate", "NotInFlight"]
 
 
 class NotInFlight(Exception):
@@ -93,3 +95,83 @@ class FlightGate:
     def _outcome(ticket: _Ticket) -> None:
         if ticket.error is not None:
             raise ticket.error
+
+
+class ChannelLanes:
+    """Sends each channel's chunks on a thread of its own while the caller confirms.
+
+    The tick used to send a chunk, confirm it, then send the next, one channel after the
+    other: the provider idled while the ledger was written, and SendGrid idled while
+    Twilio worked. Here every channel (``lanes``: name -> its chunks, in order) gets a
+    sender thread that hands its results to the calling thread, which confirms them one
+    chunk at a time, in the order they finish. A lane sends at most ``ahead`` chunks
+    beyond those confirmed, so what is sent but not yet confirmed (and would be reconciled
+    after a kill) stays bounded; confirms stay on the caller's thread, which owns the
+    summary and the ledger writes.
+
+    ``send(name, chunk)`` runs on the lane's thread and must return, never raise (the
+    tick's ``_send`` turns any channel failure into results); ``confirm(name, results)``
+    runs on the calling thread. :meth:`run` returns the confirms' outputs in the order
+    they were made.
+
+    Example::
+
+        outputs = ChannelLanes(send, confirm).run({"email": [c1, c2], "sms": [c3]})
+    """
+
+    def __init__(
+        self,
+        send: Callable[[str, Any], Any],
+        confirm: Callable[[str, Any], Any],
+        *,
+        ahead: int = 1,
+    ) -> None:
+        self._send = send
+        self._confirm = confirm
+        self._ahead = max(0, ahead)
+
+    def run(self, lanes: Mapping[str, Sequence[Any]]) -> list[Any]:
+        """Send every lane's chunks, confirm each result; the confirms' outputs."""
+        busy = {name: chunks for name, chunks in lanes.items() if chunks}
+        if len(busy) <= 1 and self._ahead == 0:
+            return [self._confirm(n, self._send(n, c)) for n, cs in busy.items() for c in cs]
+        done: queue.SimpleQueue[tuple[str, Any, BaseException | None]] = queue.SimpleQueue()
+        credits = {name: threading.Semaphore(1 + self._ahead) for name in busy}
+        stop = threading.Event()
+
+        def lane(name: str, chunks: Sequence[Any]) -> None:
+            for chunk in chunks:
+                credits[name].acquire()
+                if stop.is_set():
+                    break
+                try:
+                    done.put((name, self._send(name, chunk), None))
+                except BaseException as exc:  # handed to the caller, which re-raises
+                    done.put((name, None, exc))
+                    return
+
+        threads = [
+            threading.Thread(target=lane, args=(name, chunks), name=f"lane-{name}", daemon=True)
+            for name, chunks in busy.items()
+        ]
+        for thread in threads:
+            thread.start()
+        outputs: list[Any] = []
+        remaining = sum(len(chunks) for chunks in busy.values())
+        try:
+            while remaining:
+                name, results, error = done.get()
+                if error is not None:
+                    raise error
+                remaining -= 1
+                try:
+                    outputs.append(self._confirm(name, results))
+                finally:
+                    credits[name].release()
+        finally:
+            stop.set()
+            for semaphore in credits.values():
+                semaphore.release()
+            for thread in threads:
+                thread.join()
+        return outputs

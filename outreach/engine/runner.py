@@ -12,6 +12,7 @@ from channels.dryrun import DryRunChannel
 from outreach.cadence import CadenceConfig
 from outreach.clock import Clock, FixedClock
 from outreach.engine.liveness import liveness_for
+from outreach.engine.ratelimit import LimiterFactory
 from outreach.engine.tick import (
     PlannedTouch,
     Tick,
@@ -40,10 +41,17 @@ def run_tick(
     reply_to: str | None = None,
     mail_domain: str | None = None,
     public_url: str | None = None,
+    limiters: LimiterFactory | None = None,
+    batch_size: int = 2000,
 ) -> TickSummary:
     """Run one tick. A dry run uses stand-in channels and rolls every write back.
 
     ``public_url`` (OUTREACH_PUBLIC_URL) is where the touches' rating links point.
+    ``limiters`` makes the channels' rate limiters: by default each process paces itself;
+    workers sharing a database pass :func:`outreach.engine.shared_limits.limiters_for`'s
+    factory, so the providers' limits hold for all of them together. A dry run sends
+    nothing and takes no shared slots. ``batch_size`` is how many due enrollments one
+    claim takes: workers sharing a paced channel share the work batch by batch.
     """
     dialect = engine.dialect.name
     if not dry_run:
@@ -59,6 +67,8 @@ def run_tick(
             mail_domain=mail_domain,
             liveness=liveness_for(engine),
             public_url=public_url,
+            limiters=limiters,
+            batch_size=batch_size,
         )
         return tick.run()
     with engine.connect() as conn:

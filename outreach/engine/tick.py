@@ -61,6 +61,7 @@ from outreach.engine.enroll import process_events
 from outreach.engine.ledger import BatchWriter, count_tasks
 from outreach.engine.liveness import Liveness
 from outreach.engine.plan import claim_due, plan
+from outreach.engine.ratelimit import LimiterFactory
 from outreach.engine.recall import recall_scheduled
 from outreach.engine.reconcile import reconcile_ambiguous
 from outreach.engine.record import Confirmer, record
@@ -114,6 +115,7 @@ class Tick:
         mail_domain: str | None = None,
         liveness: Liveness | None = None,
         public_url: str | None = None,
+        limiters: LimiterFactory | None = None,
     ) -> None:
         self.config = config
         #: OUTREACH_REPLY_TO: each email's Reply-To is its plus-addressed form with the
@@ -151,6 +153,7 @@ class Tick:
             lease,
             sleep=sleep,
             monotonic=monotonic,
+            limiters=limiters,
         )
         self.limiters = self._dispatcher.limiters
         # Enrollments this tick already deferred: looking again would decide the same.

@@ -30,10 +30,10 @@ from typing import Any, ClassVar
 
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 from outreach.clock import Clock, SystemClock
+from outreach.sandbox.server import KeepAliveServer
 
 __all__ = [
     "FAULT_HEADER",
@@ -240,6 +240,9 @@ class FakeProvider:
             [Rule(r.path, endpoint=r, methods=[r.method]) for r in self.routes],
             strict_slashes=False,
         )
+        # Routes match on path and method only, so one adapter serves every request
+        # (binding one per request costs more than the match).
+        self._adapter = self._map.bind("sandbox")
 
     # -- to override -------------------------------------------------------------------
 
@@ -273,9 +276,8 @@ class FakeProvider:
 
     def handle(self, request: Request) -> Response:
         """Route, authorise, meter, inject faults, call the endpoint, log."""
-        adapter = self._map.bind_to_environ(request.environ)
         try:
-            route, values = adapter.match()
+            route, values = self._adapter.match(request.path, request.method)
         except MethodNotAllowed:
             return json_response({"message": "Method Not Allowed"}, 405)
         except NotFound:
@@ -335,27 +337,20 @@ def _seconds(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:.3f}"
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        pass
-
-    def log(self, type: str, message: str, *args: Any) -> None:
-        if type == "error":
-            super().log(type, message, *args)
-
-
 @dataclass
 class SandboxServer:
     """Serve a WSGI app (a fake, or a dispatcher of several) on loopback in a thread.
 
     ``port=0`` picks a free port; :attr:`url` is the base URL once started. Use it as a
-    context manager, or call :meth:`start` and :meth:`stop`.
+    context manager, or call :meth:`start` and :meth:`stop`. Connections are kept alive
+    between requests (:class:`outreach.sandbox.server.KeepAliveServer`), as the providers'
+    own servers keep them: an SDK that reuses its connections pays no handshake per call.
     """
 
     app: Callable[..., Any]
     host: str = "127.0.0.1"
     port: int = 0
-    _server: BaseWSGIServer | None = field(default=None, init=False, repr=False)
+    _server: KeepAliveServer | None = field(default=None, init=False, repr=False)
     _thread: threading.Thread | None = field(default=None, init=False, repr=False)
 
     @property
@@ -367,9 +362,7 @@ class SandboxServer:
 
     def start(self) -> SandboxServer:
         """Bind and serve in a daemon thread."""
-        self._server = make_server(
-            self.host, self.port, self.app, threaded=True, request_handler=_QuietHandler
-        )
+        self._server = KeepAliveServer((self.host, self.port), self.app)
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.05},
@@ -384,6 +377,7 @@ class SandboxServer:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+            self._server.close_connections()
             self._server = None
         if self._thread is not None:
             self._thread.join(timeout=5)

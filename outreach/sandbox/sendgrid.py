@@ -929,11 +929,14 @@ class FakeSendGrid(FakeProvider):
     # -- acceptance ------------------------------------------------------------------------
 
     def _accept(self, message_id: str, body: dict[str, Any]) -> None:
+        # ``body`` came from json.loads: each record gets its own copy of the parts it keeps
+        # (tests and the engine's readers may change one), made by _json_copy, which knows
+        # JSON values are trees and needs none of deepcopy's bookkeeping.
         now = int(self.clock.now().timestamp())
         categories = list(body.get("categories") or [])
         batch_id = body.get("batch_id")
         with self.lock:
-            self.mail_requests.append({"message_id": message_id, "body": copy.deepcopy(body)})
+            self.mail_requests.append({"message_id": message_id, "body": _json_copy(body)})
             serial = 0
             for i, p in enumerate(body["personalizations"]):
                 send_at = p.get("send_at", body.get("send_at"))
@@ -944,15 +947,15 @@ class FakeSendGrid(FakeProvider):
                     "bcc": [r["email"] for r in p.get("bcc", [])],
                     "subject": p.get("subject", body.get("subject")),
                     "template_id": body.get("template_id"),
-                    "dynamic_template_data": copy.deepcopy(p.get("dynamic_template_data")),
+                    "dynamic_template_data": _json_copy(p.get("dynamic_template_data")),
                     "custom_args": {**body.get("custom_args", {}), **p.get("custom_args", {})},
                     "categories": categories,
                     "send_at": send_at,
-                    "asm": copy.deepcopy(body.get("asm")),
+                    "asm": _json_copy(body.get("asm")),
                     "headers": {**body.get("headers", {}), **p.get("headers", {})},
                     "from": dict(p.get("from", body["from"])),
-                    "reply_to": copy.deepcopy(body.get("reply_to")),
-                    "content": copy.deepcopy(body.get("content")),
+                    "reply_to": _json_copy(body.get("reply_to")),
+                    "content": _json_copy(body.get("content")),
                     "batch_id": batch_id,
                     "received_at": now,
                     "state": "scheduled" if batch_id else "processed",
@@ -1153,6 +1156,15 @@ def _json_body(request: Request) -> dict[str, Any] | None:
     except ValueError:
         return None
     return body if isinstance(body, dict) else None
+
+
+def _json_copy(value: Any) -> Any:
+    """A deep copy of a JSON value (dicts, lists and scalars, no shared parts)."""
+    if type(value) is dict:
+        return {key: _json_copy(item) for key, item in value.items()}
+    if type(value) is list:
+        return [_json_copy(item) for item in value]
+    return value
 
 
 def _sandbox_mode(body: dict[str, Any]) -> bool:

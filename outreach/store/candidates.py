@@ -18,18 +18,19 @@ before the batch commits.
 
 from __future__ import annotations
 
+import json
 import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 
 from outreach.records import CandidateIn
-from outreach.store.bulk import bulk_update, bulk_write
+from outreach.store.bulk import bulk_update
 from outreach.store.schema import (
     CandidateRecord,
     ContactPoint,
@@ -41,6 +42,7 @@ from outreach.store.schema import (
     Touch,
 )
 from outreach.store.suppressions import apply_to_people
+from outreach.store.types import sqlite_text
 
 __all__ = [
     "UpsertStats",
@@ -68,6 +70,8 @@ _PERSON_TABLES = (
 #: tables that name a contact point (repointed when two people's points become one)
 _POINT_TABLES = (Touch.__table__, Event.__table__, InboundMessage.__table__)
 _LOOKUP_CHUNK = 500
+#: people inserted per statement (SQLAlchemy's own page size for such inserts)
+_PEOPLE_CHUNK = 1000
 _SUPPRESSION = ("suppressed", "suppressed_reason", "suppressed_at")
 _CONSENT = ("sms_consent", "consent_at", "consent_source")
 
@@ -187,25 +191,44 @@ def upsert_candidates(conn: Connection, batch: Sequence[CandidateIn], now: datet
     cleared here.
     """
     stats = UpsertStats()
-    records = list({r.key: r for r in batch}.values())
+    latest = {(r.source, r.external_id): r for r in batch}
+    records = list(latest.values())
     if not records:
         return stats
+    keys = list(latest)
 
+    tokens = [_tokens(record) for record in records]
     existing = _existing_records(conn, records)
-    owners = _existing_owners(conn, records)
+    owners = _existing_owners(conn, tokens)
     holders = _phone_holders(conn, records)
 
-    # People: one union-find component per human in this batch.
+    # People: one union-find component per human in this batch. A record that shares
+    # nothing with any other record, stored or in the batch (the usual case of a new
+    # import), is a component of its own and skips the union-find.
+    seen: dict[tuple[str, str], int] = defaultdict(int)
+    for found in tokens:
+        for token in found:
+            seen[token] += 1
+    alone = [
+        key not in existing
+        and all(seen[token] == 1 and token not in owners for token in found)
+        and (record.phone is None or record.phone.e164 not in holders)
+        for key, record, found in zip(keys, records, tokens, strict=True)
+    ]
     uf = _UnionFind()
     # phone -> [(node, name key, has email)] of the batch's records and stored holders
     by_phone: dict[str, list[tuple[Any, tuple[str, str] | None, bool]]] = defaultdict(list)
     for index, record in enumerate(records):
+        if alone[index]:
+            continue
         node = ("r", index)
         uf.find(node)
-        row = existing.get(record.key)
+        row = existing.get(keys[index])
         if row is not None:
             uf.union(node, ("p", row["person_id"]))
-        for token in _identity_tokens(record):
+        for token in tokens[index]:
+            if token[0] == "phone":
+                continue
             uf.union(node, ("c", *token))
             for owner in owners.get(token, ()):
                 uf.union(("c", *token), ("p", owner))
@@ -223,24 +246,25 @@ def upsert_candidates(conn: Connection, batch: Sequence[CandidateIn], now: datet
 
     person_of_root: dict[Any, int] = {}
     merges: list[tuple[int, int]] = []  # (loser, winner)
-    needs_person: list[Any] = []
     for root, nodes in components.items():
         persons = sorted(node[1] for node in nodes if node[0] == "p")
         if persons:
             winner = persons[0]
             person_of_root[root] = winner
             merges.extend((loser, winner) for loser in persons[1:])
-        else:
+    # Components without a stored person get new people, in the order of their records.
+    roots: list[Any] = []
+    needs_person: list[Any] = []
+    for index in range(len(records)):
+        root = ("r", index) if alone[index] else uf.find(("r", index))
+        roots.append(root)
+        if root not in person_of_root:
+            person_of_root[root] = -1
             needs_person.append(root)
-
     if needs_person:
-        result = conn.execute(
-            # New people are blank rows, so any id can go to any component: no need to
-            # ask for RETURNING in parameter order (which SQLite can only do row by row).
-            insert(_people).returning(_people.c.id),
-            [{"global_opt_out": False, "created_at": now, "updated_at": now} for _ in needs_person],
-        )
-        for root, new_id in zip(needs_person, result.scalars(), strict=True):
+        for root, new_id in zip(
+            needs_person, _new_people(conn, len(needs_person), now), strict=True
+        ):
             person_of_root[root] = new_id
 
     merged_phones: set[str] = set()
@@ -248,13 +272,19 @@ def upsert_candidates(conn: Connection, batch: Sequence[CandidateIn], now: datet
         merged_phones = _merge_people(conn, merges, now)
         stats.merged += len(merges)
 
-    # Records.
-    rows: list[dict[str, Any]] = []
-    events: list[dict[str, Any]] = []
-    changed_keys: dict[tuple[str, str], dict[str, Any]] = {}
+    # Records, as the driver's parameter tuples in _RECORD_COLUMNS order.
+    sqlite = conn.dialect.name == "sqlite"
+    instant = _sqlite_instant if sqlite else _pg_instant
+    flag = _sqlite_bool if sqlite else _same
+    now_value = instant(now)
+    params: list[tuple[Any, ...]] = []
+    person_ids: list[int] = []
+    entered_at: list[datetime | None] = []
+    consent_times: list[datetime | None] = []
+    changed: dict[int, dict[str, Any]] = {}
     for index, record in enumerate(records):
-        person_id = person_of_root[uf.find(("r", index))]
-        old = existing.get(record.key)
+        person_id = person_of_root[roots[index]]
+        old = existing.get(keys[index])
         entered = record.stage_entered_at
         consent_at = None
         if record.sms_consent is not None:
@@ -269,149 +299,304 @@ def upsert_candidates(conn: Connection, batch: Sequence[CandidateIn], now: datet
             stats.new += 1
             if record.stage is not None:
                 entered = entered or now
-                changed_keys[record.key] = {"from": None, "to": record.stage}
+                changed[index] = {"from": None, "to": record.stage}
         else:
             stats.updated += 1
             if old["stage"] != record.stage:
                 entered = entered or now
-                changed_keys[record.key] = {"from": old["stage"], "to": record.stage}
+                changed[index] = {"from": old["stage"], "to": record.stage}
             else:
                 entered = old["stage_entered_at"] or entered or (now if record.stage else None)
-        rows.append(
-            {
-                "person_id": person_id,
-                "source": record.source,
-                "external_id": record.external_id,
-                "first_name": record.first_name,
-                "last_name": record.last_name,
-                "email": record.email,
-                "phone": record.phone.e164 if record.phone else None,
-                "linkedin_url": record.linkedin_url,
-                "source_stage": record.source_stage,
-                "stage": record.stage,
-                "stage_entered_at": entered,
-                "timezone": record.timezone,
-                "job_title": record.job_title,
-                "job_department": record.job_department,
-                "recruiter_name": record.recruiter_name,
-                "recruiter_email": record.recruiter_email,
-                "recruiter_phone": record.recruiter_phone,
-                "owner_id": record.owner_id,
-                "preferred_channel": record.preferred_channel,
-                "sms_consent": record.sms_consent,
-                "sms_consent_at": consent_at,
-                "tags": record.tags,
-                "custom": record.custom,
-                "source_updated_at": record.source_updated_at,
-                "created_at": now,
-                "updated_at": now,
-            }
+        person_ids.append(person_id)
+        entered_at.append(entered)
+        consent_times.append(consent_at)
+        params.append(
+            (
+                person_id,
+                record.source,
+                record.external_id,
+                record.first_name,
+                record.last_name,
+                record.email,
+                record.phone.e164 if record.phone else None,
+                record.linkedin_url,
+                record.source_stage,
+                record.stage,
+                instant(entered),
+                record.timezone,
+                record.job_title,
+                record.job_department,
+                record.recruiter_name,
+                record.recruiter_email,
+                record.recruiter_phone,
+                record.owner_id,
+                record.preferred_channel,
+                flag(record.sms_consent),
+                instant(consent_at),
+                _json_list(record.tags),
+                _json_object(record.custom),
+                instant(record.source_updated_at),
+                now_value,
+                now_value,
+            )
         )
-
-    updatable = [c for c in rows[0] if c not in ("source", "external_id", "created_at")]
-    bulk_write(
-        conn,
-        _records,
-        rows,
-        conflict=("source", "external_id"),
-        update={name: f"excluded.{name}" for name in updatable},
-    )
+    _insert_rows(conn, "candidate_records", _RECORD_COLUMNS, params, *_RECORD_CONFLICT)
     id_of = _record_ids(conn, records)
-    stats.record_ids = [id_of[record.key] for record in records]
+    stats.record_ids = [id_of[key] for key in keys]
 
-    for record, row in zip(records, rows, strict=True):
-        change = changed_keys.get(record.key)
-        if change is None:
-            continue
-        record_id = id_of[record.key]
+    events: list[tuple[Any, ...]] = []
+    for index, change in changed.items():
+        record = records[index]
         stats.stage_changes += 1
         events.append(
-            {
-                "type": "stage_change",
-                "channel": None,
-                "person_id": row["person_id"],
-                "record_id": record_id,
-                "source": record.source,
-                "external_id": record.external_id,
-                "at": row["stage_entered_at"],
-                "payload": {**change, "source_stage": record.source_stage},
-                "created_at": now,
-            }
+            (
+                "stage_change",
+                person_ids[index],
+                id_of[keys[index]],
+                record.source,
+                record.external_id,
+                instant(entered_at[index]),
+                json.dumps({**change, "source_stage": record.source_stage}, separators=(",", ":")),
+                now_value,
+            )
         )
     if events:
-        bulk_write(conn, _events, events)
+        _insert_rows(conn, "events", _EVENT_COLUMNS, events)
 
-    _upsert_contacts(conn, records, rows, now)
+    _upsert_contacts(conn, records, tokens, person_ids, consent_times, now)
     # Only a phone with two holders in sight (or one a merge touched) can change its flag.
     phone_people: dict[str, set[int]] = defaultdict(set)
-    for record, row in zip(records, rows, strict=True):
+    for record, person_id in zip(records, person_ids, strict=True):
         if record.phone is not None:
-            phone_people[record.phone.e164].add(row["person_id"])
+            phone_people[record.phone.e164].add(person_id)
     for phone, found in holders.items():
         for node, _, _ in found:
             phone_people[phone].add(person_of_root.get(uf.find(node), node[1]))
     suspects = {phone for phone, people in phone_people.items() if len(people) > 1}
     _flag_shared(conn, suspects | merged_phones, now)
-    apply_to_people(conn, sorted({row["person_id"] for row in rows}), now)
+    apply_to_people(conn, sorted(set(person_ids)), now)
     return stats
+
+
+#: the columns of a candidate record as :func:`upsert_candidates` writes them, in order
+_RECORD_COLUMNS = (
+    "person_id",
+    "source",
+    "external_id",
+    "first_name",
+    "last_name",
+    "email",
+    "phone",
+    "linkedin_url",
+    "source_stage",
+    "stage",
+    "stage_entered_at",
+    "timezone",
+    "job_title",
+    "job_department",
+    "recruiter_name",
+    "recruiter_email",
+    "recruiter_phone",
+    "owner_id",
+    "preferred_channel",
+    "sms_consent",
+    "sms_consent_at",
+    "tags",
+    "custom",
+    "source_updated_at",
+    "created_at",
+    "updated_at",
+)
+
+
+#: the columns of a stage change event as :func:`upsert_candidates` writes them, in order
+_EVENT_COLUMNS = (
+    "type",
+    "person_id",
+    "record_id",
+    "source",
+    "external_id",
+    "at",
+    "payload",
+    "created_at",
+)
+_JSON_COLUMNS = frozenset({"tags", "custom", "payload"})
+
+
+_RECORD_CONFLICT = (
+    ("source", "external_id"),
+    tuple(
+        (name, f"excluded.{name}")
+        for name in _RECORD_COLUMNS
+        if name not in ("source", "external_id", "created_at")
+    ),
+)
+
+
+@lru_cache(maxsize=64)
+def _insert_sql(
+    dialect: str,
+    paramstyle: str,
+    table: str,
+    columns: tuple[str, ...],
+    conflict: tuple[str, ...] = (),
+    update: tuple[tuple[str, str], ...] = (),
+) -> str:
+    """``INSERT INTO table (columns) VALUES (...)``, and ``ON CONFLICT (conflict) DO
+    UPDATE SET column = expression`` when given; rendered once per dialect."""
+    if dialect not in ("sqlite", "postgresql"):
+        raise NotImplementedError(f"bulk writes are not supported on {dialect}")
+    marker = "?" if paramstyle == "qmark" else "%s"
+    json_marker = f"CAST({marker} AS JSON)" if dialect == "postgresql" else marker
+    values = ", ".join(json_marker if name in _JSON_COLUMNS else marker for name in columns)
+    sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({values})"
+    if conflict:
+        sets = ", ".join(f"{name} = {expression}" for name, expression in update)
+        sql += f" ON CONFLICT ({', '.join(conflict)}) DO UPDATE SET {sets}"
+    return sql
+
+
+def _insert_rows(
+    conn: Connection,
+    table: str,
+    columns: tuple[str, ...],
+    rows: Sequence[tuple[Any, ...]],
+    conflict: tuple[str, ...] = (),
+    update: tuple[tuple[str, str], ...] = (),
+) -> None:
+    """Insert prebuilt driver tuples in one ``executemany``."""
+    dialect, paramstyle = conn.dialect.name, conn.dialect.paramstyle
+    conn.exec_driver_sql(_insert_sql(dialect, paramstyle, table, columns, conflict, update), rows)
+
+
+# Cached: a batch carries the same few instants (its `now`, an import's entry times).
+_sqlite_instant = lru_cache(maxsize=8192)(sqlite_text)
+
+
+def _pg_instant(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise ValueError(f"naive datetime {value!r} cannot be stored; give it a time zone")
+    return value
+
+
+def _sqlite_bool(value: bool | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _json_list(value: list[Any]) -> str:
+    return json.dumps(value, separators=(",", ":")) if value else "[]"
+
+
+def _json_object(value: dict[str, Any]) -> str:
+    return json.dumps(value, separators=(",", ":")) if value else "{}"
+
+
+def _new_people(conn: Connection, count: int, now: datetime) -> list[int]:
+    """Insert ``count`` blank people; their ids (in no particular order: blank rows)."""
+    sqlite = conn.dialect.name == "sqlite"
+    marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    at = _sqlite_instant(now) if sqlite else now
+    ids: list[int] = []
+    for start in range(0, count, _PEOPLE_CHUNK):
+        size = min(_PEOPLE_CHUNK, count - start)
+        row = f"({marker}, {marker}, {marker})"
+        result = conn.exec_driver_sql(
+            f"INSERT INTO {_people.name} (global_opt_out, created_at, updated_at) "
+            f"VALUES {', '.join([row] * size)} RETURNING id",
+            tuple(value for _ in range(size) for value in (0 if sqlite else False, at, at)),
+        )
+        ids.extend(result.scalars())
+    return ids
+
+
+def _select_in(
+    conn: Connection, sql: str, values: Sequence[Any], *before: Any
+) -> Iterable[tuple[Any, ...]]:
+    """Rows of ``sql`` (its ``{in}`` an IN list) for ``values``, in chunks, straight from
+    the driver: no statement to compile per chunk. ``before`` are the parameters that come
+    ahead of the IN list."""
+    marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    for chunk in _chunks(values, _LOOKUP_CHUNK):
+        statement = sql.format(marker=marker, into=", ".join([marker] * len(chunk)))
+        yield from conn.exec_driver_sql(statement, (*before, *chunk)).all()
 
 
 def _existing_records(
     conn: Connection, records: Sequence[CandidateIn]
 ) -> dict[tuple[str, str], dict[str, Any]]:
-    return _by_key(
-        conn,
-        records,
-        _records.c.person_id,
-        _records.c.stage,
-        _records.c.stage_entered_at,
-        _records.c.sms_consent,
-        _records.c.sms_consent_at,
-    )
-
-
-def _record_ids(conn: Connection, records: Sequence[CandidateIn]) -> dict[tuple[str, str], int]:
-    return {key: row["id"] for key, row in _by_key(conn, records, _records.c.id).items()}
-
-
-def _by_key(
-    conn: Connection, records: Sequence[CandidateIn], *columns: Any
-) -> dict[tuple[str, str], dict[str, Any]]:
-    """Stored records by ``(source, external_id)``: one query per source and chunk."""
+    """Stored records of the batch by ``(source, external_id)``: what the upsert compares."""
     by_source: dict[str, list[str]] = defaultdict(list)
     for record in records:
         by_source[record.source].append(record.external_id)
     found: dict[tuple[str, str], dict[str, Any]] = {}
     for source, ids in by_source.items():
-        for chunk in _chunks(ids, _LOOKUP_CHUNK):
-            result = conn.execute(
-                select(_records.c.external_id, *columns).where(
-                    _records.c.source == source, _records.c.external_id.in_(chunk)
-                )
-            )
-            for row in result.mappings():
-                found[(source, row["external_id"])] = dict(row)
+        for external_id, person_id, stage, entered, consent, consent_at in _select_in(
+            conn,
+            "SELECT external_id, person_id, stage, stage_entered_at, sms_consent, "
+            f"sms_consent_at FROM {_records.name} "
+            "WHERE source = {marker} AND external_id IN ({into})",
+            ids,
+            source,
+        ):
+            found[(source, external_id)] = {
+                "person_id": person_id,
+                "stage": stage,
+                "stage_entered_at": _read_instant(entered),
+                "sms_consent": None if consent is None else bool(consent),
+                "sms_consent_at": _read_instant(consent_at),
+            }
+    return found
+
+
+def _read_instant(value: datetime | str | None) -> datetime | None:
+    """A stored instant as an aware UTC datetime, as :class:`UTCDateTime` reads it (SQLite
+    hands back text, PostgreSQL an aware datetime)."""
+    if value is None:
+        return None
+    parsed = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def _record_ids(conn: Connection, records: Sequence[CandidateIn]) -> dict[tuple[str, str], int]:
+    by_source: dict[str, list[str]] = defaultdict(list)
+    for record in records:
+        by_source[record.source].append(record.external_id)
+    found: dict[tuple[str, str], int] = {}
+    for source, ids in by_source.items():
+        for external_id, record_id in _select_in(
+            conn,
+            f"SELECT external_id, id FROM {_records.name} "
+            "WHERE source = {marker} AND external_id IN ({into})",
+            ids,
+            source,
+        ):
+            found[(source, external_id)] = record_id
     return found
 
 
 def _existing_owners(
-    conn: Connection, records: Sequence[CandidateIn]
+    conn: Connection, tokens: Sequence[list[tuple[str, str]]]
 ) -> dict[tuple[str, str], set[int]]:
     """Who holds each email address and LinkedIn profile of the batch already."""
     by_kind: dict[str, set[str]] = defaultdict(set)
-    for record in records:
-        for kind, value in _identity_tokens(record):
-            by_kind[kind].add(value)
+    for found in tokens:
+        for kind, value in found:
+            if kind != "phone":
+                by_kind[kind].add(value)
     owners: dict[tuple[str, str], set[int]] = defaultdict(set)
     for kind, values in by_kind.items():
-        for chunk in _chunks(sorted(values), _LOOKUP_CHUNK):
-            result = conn.execute(
-                select(_contacts.c.value, _contacts.c.person_id).where(
-                    _contacts.c.kind == kind, _contacts.c.value.in_(chunk)
-                )
-            )
-            for value, person_id in result:
-                owners[(kind, value)].add(person_id)
+        for value, person_id in _select_in(
+            conn,
+            f"SELECT value, person_id FROM {_contacts.name} "
+            "WHERE kind = {marker} AND value IN ({into})",
+            sorted(values),
+            kind,
+        ):
+            owners[(kind, value)].add(person_id)
     return owners
 
 
@@ -423,24 +608,15 @@ def _phone_holders(
     keys = {record.key for record in records}
     phones = sorted({record.phone.e164 for record in records if record.phone is not None})
     holders: dict[str, list[tuple[Any, tuple[str, str] | None, bool]]] = defaultdict(list)
-    for chunk in _chunks(phones, _LOOKUP_CHUNK):
-        result = conn.execute(
-            select(
-                _records.c.source,
-                _records.c.external_id,
-                _records.c.phone,
-                _records.c.person_id,
-                _records.c.first_name,
-                _records.c.last_name,
-                _records.c.email,
-            ).where(_records.c.phone.in_(chunk))
-        )
-        for row in result:
-            if (row.source, row.external_id) in keys:
-                continue  # the batch says what this record is now
-            holders[row.phone].append(
-                (("p", row.person_id), name_key(row.first_name, row.last_name), bool(row.email))
-            )
+    for source, external_id, phone, person_id, first_name, last_name, email in _select_in(
+        conn,
+        "SELECT source, external_id, phone, person_id, first_name, last_name, email "
+        f"FROM {_records.name} WHERE phone IN ({{into}})",
+        phones,
+    ):
+        if (source, external_id) in keys:
+            continue  # the batch says what this record is now
+        holders[phone].append((("p", person_id), name_key(first_name, last_name), bool(email)))
     return holders
 
 
@@ -591,67 +767,135 @@ _CONSENT_WINS = (
 )
 
 
+#: the columns of a contact point as :func:`_upsert_contacts` writes them, in order
+_CONTACT_COLUMNS = (
+    "person_id",
+    "kind",
+    "value",
+    "phone_type",
+    "sms_consent",
+    "consent_at",
+    "consent_source",
+    "valid",
+    "shared",
+    "suppressed",
+    "suppressed_reason",
+    "suppressed_at",
+    "created_at",
+    "updated_at",
+)
+#: what an incoming contact point changes on a stored one
+_CONTACT_UPDATE = {
+    "phone_type": "COALESCE(excluded.phone_type, contact_points.phone_type)",
+    **{
+        name: f"CASE WHEN {_CONSENT_WINS} THEN excluded.{name} ELSE contact_points.{name} END"
+        for name in _CONSENT
+    },
+    "suppressed": "CASE WHEN contact_points.suppressed THEN contact_points.suppressed "
+    "ELSE excluded.suppressed END",
+    "suppressed_reason": "CASE WHEN contact_points.suppressed "
+    "THEN contact_points.suppressed_reason ELSE excluded.suppressed_reason END",
+    "suppressed_at": "CASE WHEN contact_points.suppressed "
+    "THEN contact_points.suppressed_at ELSE excluded.suppressed_at END",
+    "updated_at": "excluded.updated_at",
+}
+
+
 def _upsert_contacts(
     conn: Connection,
     records: Sequence[CandidateIn],
-    rows: Sequence[dict[str, Any]],
+    tokens: Sequence[list[tuple[str, str]]],
+    person_ids: Sequence[int],
+    consent_times: Sequence[datetime | None],
     now: datetime,
 ) -> None:
-    contacts: dict[tuple[int, str, str], dict[str, Any]] = {}
-    for record, row in zip(records, rows, strict=True):
-        for kind, value in _tokens(record):
+    """Write the contact points of the batch's records, one row per (person, address).
+
+    Two records of one person with the same address make one row: the newer consent
+    statement wins (a withdrawal a tie), and a suppression stays.
+    """
+    sqlite = conn.dialect.name == "sqlite"
+    instant = _sqlite_instant if sqlite else _pg_instant
+    flag = _sqlite_bool if sqlite else _same
+    yes, no, now_value = flag(True), flag(False), instant(now)
+    contacts: dict[tuple[int, str, str], tuple[Any, ...]] = {}
+    for record, found, person_id, consent_at in zip(
+        records, tokens, person_ids, consent_times, strict=True
+    ):
+        for kind, value in found:
             phone = kind == "phone"
             opted_out = kind == "email" and record.email_opt_out
-            contact = {
-                "person_id": row["person_id"],
-                "kind": kind,
-                "value": value,
-                "phone_type": record.phone.type if phone and record.phone else None,
-                "sms_consent": row["sms_consent"] if phone else None,
-                "consent_at": row["sms_consent_at"] if phone else None,
-                "consent_source": record.source
-                if phone and row["sms_consent"] is not None
-                else None,
-                "valid": True,
-                "shared": False,
+            consent = record.sms_consent if phone else None
+            contact = (
+                person_id,
+                kind,
+                value,
+                record.phone.type if phone and record.phone else None,
+                consent,
+                consent_at if phone else None,
+                record.source if consent is not None else None,
                 # An opt-out the CRM reports is recorded; nothing here ever clears one.
-                "suppressed": opted_out,
-                "suppressed_reason": "opted out (CRM)" if opted_out else None,
-                "suppressed_at": now if opted_out else None,
-                "created_at": now,
-                "updated_at": now,
-            }
-            key = (row["person_id"], kind, value)
+                opted_out,
+                "opted out (CRM)" if opted_out else None,
+                now if opted_out else None,
+            )
+            key = (person_id, kind, value)
             previous = contacts.get(key)
             if previous is not None:
-                if not _consent_wins(contact["sms_consent"], contact["consent_at"], previous):
-                    contact.update({k: previous[k] for k in _CONSENT})
-                if previous["suppressed"] and not contact["suppressed"]:
-                    contact.update({k: previous[k] for k in _SUPPRESSION})
+                contact = _fold_contact(previous, contact)
             contacts[key] = contact
     if not contacts:
         return
-    bulk_write(
+    _insert_rows(
         conn,
-        _contacts,
-        list(contacts.values()),
-        conflict=("person_id", "kind", "value"),
-        update={
-            "phone_type": "COALESCE(excluded.phone_type, contact_points.phone_type)",
-            **{
-                name: f"CASE WHEN {_CONSENT_WINS} THEN excluded.{name} "
-                f"ELSE contact_points.{name} END"
-                for name in _CONSENT
-            },
-            "suppressed": "CASE WHEN contact_points.suppressed THEN contact_points.suppressed "
-            "ELSE excluded.suppressed END",
-            "suppressed_reason": "CASE WHEN contact_points.suppressed "
-            "THEN contact_points.suppressed_reason ELSE excluded.suppressed_reason END",
-            "suppressed_at": "CASE WHEN contact_points.suppressed "
-            "THEN contact_points.suppressed_at ELSE excluded.suppressed_at END",
-            "updated_at": "excluded.updated_at",
-        },
+        "contact_points",
+        _CONTACT_COLUMNS,
+        [
+            (
+                person_id,
+                kind,
+                value,
+                phone_type,
+                flag(consent),
+                instant(consent_at),
+                consent_source,
+                yes,  # valid
+                no,  # shared
+                flag(suppressed),
+                suppressed_reason,
+                instant(suppressed_at),
+                now_value,
+                now_value,
+            )
+            for (
+                person_id,
+                kind,
+                value,
+                phone_type,
+                consent,
+                consent_at,
+                consent_source,
+                suppressed,
+                suppressed_reason,
+                suppressed_at,
+            ) in contacts.values()
+        ],
+        ("person_id", "kind", "value"),
+        tuple(_CONTACT_UPDATE.items()),
     )
+
+
+def _fold_contact(previous: tuple[Any, ...], contact: tuple[Any, ...]) -> tuple[Any, ...]:
+    """One point from two records of one person with the same address: the later record's,
+    keeping the earlier one's consent when it is newer (a withdrawal wins a tie) and its
+    suppression when the later has none."""
+    merged = list(contact)
+    current = {"sms_consent": previous[4], "consent_at": previous[5]}
+    if not _consent_wins(contact[4], contact[5], current):
+        merged[4:7] = previous[4:7]
+    if previous[7] and not contact[7]:
+        merged[7:10] = previous[7:10]
+    return tuple(merged)
 
 
 def _flag_shared(conn: Connection, phones: set[str], now: datetime) -> None:

@@ -20,6 +20,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Date,
+    Double,
     ForeignKey,
     Index,
     Integer,
@@ -40,6 +41,7 @@ __all__ = [
     "InboundMessage",
     "MailboxState",
     "Person",
+    "RateBucket",
     "Recall",
     "Suppression",
     "SyncState",
@@ -458,3 +460,17 @@ class WriteBack(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class RateBucket(Base):
+    """A provider rate limit shared by every worker on this database: its next free slot.
+
+    ``tat`` is in seconds since the epoch on the database server's clock; see
+    :mod:`outreach.engine.limits_pg`. UNLOGGED on PostgreSQL (migration 0007): a crash
+    only resets the buckets to idle.
+    """
+
+    __tablename__ = "rate_buckets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tat: Mapped[float] = mapped_column(Double, nullable=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import threading
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -279,3 +281,52 @@ def test_requests_are_paced_and_shared_requests_are_not_split(
     assert sum(world.email.batches) == 9
     # One message per request: three at a time at 3/s. One shared request: all nine at once.
     assert max(world.email.batches) == largest
+
+
+class OnLane(Recording):
+    """Records the thread each send ran on."""
+
+    def __init__(self, name: str, events: list) -> None:
+        super().__init__(events)
+        self.name = name  # type: ignore[misc]
+
+    def send(self, batch: Sequence[OutgoingMessage]) -> list[SendResult]:
+        self.events.append((self.name, threading.current_thread().name))
+        return super().send(batch)
+
+
+@pytest.mark.parametrize("concurrent", [True, False])
+def test_channels_send_on_lanes_of_their_own_when_transactions_allow(
+    tmp_path: Path, concurrent: bool
+) -> None:
+    cfg = config(tmp_path)
+    events: list = []
+    confirms: list = []
+
+    def transactions(immediate: bool = True):
+        raise AssertionError("the stage opened a transaction it did not need")
+
+    if concurrent:
+        transactions.concurrent = True  # type: ignore[attr-defined]
+    channels = {"email": OnLane("email", events), "sms": OnLane("sms", events)}
+    stage = Dispatcher(cfg, channels, transactions, "run-1", FixedClock(NOW), timedelta(minutes=15))
+    stage.gate = FlightGate(lambda ids: ids)
+    work = pending(cfg, range(1, 6)) + [
+        dataclasses.replace(item, message=dataclasses.replace(item.message, channel="sms"))
+        for item in pending(cfg, range(6, 9))
+    ]
+
+    def confirm(results, now):
+        confirms.append((threading.current_thread().name, sorted(i.touch_id for i, _ in results)))
+        return []
+
+    stage(work, NOW, confirm)
+
+    threads = {(name, thread) for name, thread in events if name in ("email", "sms")}
+    caller = threading.current_thread().name
+    if concurrent:
+        assert threads == {("email", "lane-email"), ("sms", "lane-sms")}
+    else:
+        assert threads == {("email", caller), ("sms", caller)}
+    assert {thread for thread, _ in confirms} == {caller}
+    assert sorted(i for _, ids in confirms for i in ids) == list(range(1, 9))

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from outreach.engine.flight import FlightGate, NotInFlight
+from outreach.engine.flight import ChannelLanes, FlightGate, NotInFlight
 
 
 def test_one_caller_commits_its_own_ids() -> None:
@@ -65,3 +65,74 @@ def test_a_failed_commit_fails_the_group_and_the_next_caller_tries_again() -> No
         gate.mark([1])
     gate.mark([1])
     assert calls == [[1], [1]]
+
+
+# -- lanes: each channel sends on its own thread, the caller confirms ---------------------
+
+
+def test_lanes_send_every_chunk_and_confirm_each_on_the_calling_thread() -> None:
+    caller = threading.get_ident()
+    sent: list[tuple[str, int, int]] = []
+    confirmed: list[tuple[str, list[int]]] = []
+
+    def send(name: str, chunk: list[int]) -> list[int]:
+        sent.append((name, chunk[0], threading.current_thread().name))
+        return [x * 10 for x in chunk]
+
+    def confirm(name: str, results: list[int]) -> int:
+        assert threading.get_ident() == caller
+        confirmed.append((name, results))
+        return len(results)
+
+    lanes = {"email": [[1, 2], [3]], "sms": [[4], [5, 6], [7]], "off": []}
+    outputs = ChannelLanes(send, confirm).run(lanes)
+
+    assert sorted(outputs) == [1, 1, 1, 2, 2]
+    assert sorted(confirmed) == [
+        ("email", [10, 20]),
+        ("email", [30]),
+        ("sms", [40]),
+        ("sms", [50, 60]),
+        ("sms", [70]),
+    ]
+    # each lane in its own order, on a thread of its own
+    assert [c for n, c, _ in sent if n == "email"] == [1, 3]
+    assert [c for n, c, _ in sent if n == "sms"] == [4, 5, 7]
+    assert {(n, t) for n, _, t in sent} == {("email", "lane-email"), ("sms", "lane-sms")}
+
+
+def test_a_lane_sends_at_most_one_chunk_beyond_those_confirmed() -> None:
+    second_sent = threading.Event()
+    sent: list[int] = []
+    seen_while_confirming: list[list[int]] = []
+
+    def send(name: str, chunk: int) -> int:
+        sent.append(chunk)
+        if chunk == 1:
+            second_sent.set()
+        return chunk
+
+    def confirm(name: str, chunk: int) -> int:
+        if chunk == 0:
+            # while the first is being confirmed the lane sends the second, not a third
+            assert second_sent.wait(30)
+            seen_while_confirming.append(list(sent))
+        return chunk
+
+    assert ChannelLanes(send, confirm, ahead=1).run({"sms": [0, 1, 2, 3]}) == [0, 1, 2, 3]
+    assert seen_while_confirming == [[0, 1]]
+
+
+def test_a_failed_confirm_stops_the_lanes_and_is_raised() -> None:
+    sent: list[int] = []
+
+    def send(name: str, chunk: int) -> int:
+        sent.append(chunk)
+        return chunk
+
+    def confirm(name: str, chunk: int) -> int:
+        raise OSError("database is locked")
+
+    with pytest.raises(OSError, match="database is locked"):
+        ChannelLanes(send, confirm).run({"sms": list(range(50))})
+    assert len(sent) <= 3  # the lane stopped instead of sending everything
