@@ -19,6 +19,7 @@ the latest score per touch, never clicks.
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 import secrets
@@ -37,6 +38,7 @@ __all__ = [
     "SCORES",
     "RatingOutcome",
     "new_rating_token",
+    "new_rating_tokens",
     "page",
     "parse_score",
     "rating_urls",
@@ -52,6 +54,7 @@ log = logging.getLogger("outreach.ratings")
 RATING_PATH = "/r/<token>/<score>"
 #: the scores a candidate can give, worst to best
 SCORES = (1, 2, 3, 4, 5)
+_SCORE_TEXTS = tuple(str(score) for score in SCORES)
 LABELS = {1: "Very poor", 2: "Poor", 3: "Okay", 4: "Good", 5: "Excellent"}
 #: what a rating token may look like (token_urlsafe's alphabet, the column's length)
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{16,40}")
@@ -75,10 +78,19 @@ def new_rating_token() -> str:
     return secrets.token_urlsafe(16)
 
 
+def new_rating_tokens(count: int) -> list[str]:
+    """``count`` fresh rating tokens, each as :func:`new_rating_token` makes one, from one
+    read of the system's randomness for all of them (a batch of touches at once)."""
+    raw = secrets.token_bytes(16 * count)
+    return [
+        base64.urlsafe_b64encode(raw[start : start + 16]).rstrip(b"=").decode("ascii")
+        for start in range(0, 16 * count, 16)
+    ]
+
+
 def rating_urls(public_url: str, token: str) -> list[str]:
     """The five one-click links of a touch, score 1 first (``rating_urls[n - 1]``)."""
-    base = public_url.rstrip("/")
-    return [f"{base}/r/{token}/{score}" for score in SCORES]
+    return list(map(f"{public_url.rstrip('/')}/r/{token}/".__add__, _SCORE_TEXTS))
 
 
 def valid_token(token: str) -> bool:

@@ -17,7 +17,13 @@ from outreach.clock import FixedClock
 from outreach.engine.enroll import process_events
 from outreach.engine.tick import engine_transactions
 from outreach.paths import default_config_dir
-from outreach.ratings import new_rating_token, rating_urls, record_rating
+from outreach.ratings import (
+    new_rating_token,
+    new_rating_tokens,
+    rating_urls,
+    record_rating,
+    valid_token,
+)
 from outreach.serve import make_app
 from outreach.settings import Settings
 from outreach.store.schema import Event, Touch
@@ -233,3 +239,9 @@ def test_served_over_a_socket_the_access_log_hides_the_token(store, config, capl
     assert "GET /r/…/5 200" in caplog.text
     assert TOKEN not in caplog.text
     assert [e.payload for e in ratings(store)] == [{"score": 5}]
+
+
+def test_tokens_made_for_a_batch_have_the_shape_of_single_ones() -> None:
+    tokens = new_rating_tokens(1000)
+    assert len(set(tokens)) == 1000 and new_rating_tokens(0) == []
+    assert all(valid_token(token) and len(token) == len(new_rating_token()) for token in tokens)

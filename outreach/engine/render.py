@@ -29,7 +29,7 @@ from outreach.engine.batch import (
     person_name,
 )
 from outreach.engine.route import Route, build_context, choose_variant, fallback_candidates
-from outreach.ratings import new_rating_token, rating_urls
+from outreach.ratings import new_rating_tokens, rating_urls
 from outreach.templates import TemplateRenderError, TemplateStore
 
 if TYPE_CHECKING:
@@ -70,21 +70,23 @@ class Renderer:
         that cannot be checked yet). One already decided upstream passes untouched; one
         not throttled (no final route) raises ``ValueError``.
         """
+        todo = []
         for occ in items:
             if occ.outcome in _DECIDED:
                 continue
             if occ.chosen is None:
                 raise ValueError(f"occurrence {occ.key} was not throttled")
-            self._one(occ, now)
+            todo.append(occ)
+        # The rating token exists before rendering: the links carry it, the claim stores it.
+        for occ, rating_token in zip(todo, new_rating_tokens(len(todo)), strict=True):
+            self._one(occ, now, rating_token)
         return items
 
-    def _one(self, occ: Occurrence, now: datetime) -> None:
+    def _one(self, occ: Occurrence, now: datetime, rating_token: str) -> None:
         person, cadence, step, record = occ.person, occ.cadence, occ.step, occ.record
         chosen = occ.chosen
         assert chosen is not None
         variant, template = choose_variant(person.id, cadence.id, step)
-        # The rating token exists before rendering: the links carry it, the claim stores it.
-        rating_token = new_rating_token()
         context = build_context(
             person,
             record,

@@ -173,39 +173,89 @@ def build_context(
     ``touch.rating_urls``; without it (no ``OUTREACH_PUBLIC_URL``) a template that uses it
     fails to render with a message that names the variable to set.
     """
-    email = person.contact("email")
-    phone = person.contact("phone")
-    linkedin = person.contact("linkedin")
+    email, phone, linkedin = _best_contacts(person.contacts)
+    get = record.get
     candidate = Vars(
         "candidate",
         {
-            "first_name": record.get("first_name"),
-            "last_name": record.get("last_name"),
+            "first_name": get("first_name"),
+            "last_name": get("last_name"),
             "email": email.value if email else None,
             "phone": phone.value if phone else None,
             "linkedin_url": linkedin.value if linkedin else None,
-            "source": record.get("source"),
-            "stage": record.get("stage"),
-            "tags": list(record.get("tags") or []),
+            "source": get("source"),
+            "stage": get("stage"),
+            "tags": list(get("tags") or []),
         },
     )
-    candidate["custom"] = Vars("candidate.custom", record.get("custom") or {})
+    candidate["custom"] = Vars("candidate.custom", get("custom") or {})
+    job_values = (get("job_title"), get("job_department"))
+    job = _JOBS.get(job_values)
+    if job is None:
+        job = _share(_JOBS, "job", ("title", "department"), job_values)
+    recruiter_values = (get("recruiter_name"), get("recruiter_email"), get("recruiter_phone"))
+    recruiter = _RECRUITERS.get(recruiter_values)
+    if recruiter is None:
+        recruiter = _share(_RECRUITERS, "recruiter", ("name", "email", "phone"), recruiter_values)
+    company_values = (config.company.name,)
+    company = _COMPANIES.get(company_values)
+    if company is None:
+        company = _share(_COMPANIES, "company", ("name",), company_values)
     return {
         "candidate": candidate,
-        "job": Vars(
-            "job", {"title": record.get("job_title"), "department": record.get("job_department")}
-        ),
-        "recruiter": Vars(
-            "recruiter",
-            {
-                "name": record.get("recruiter_name"),
-                "email": record.get("recruiter_email"),
-                "phone": record.get("recruiter_phone"),
-            },
-        ),
-        "company": Vars("company", {"name": config.company.name}),
+        "job": job,
+        "recruiter": recruiter,
+        "company": company,
         "touch": touch_vars(cadence_id, step_id, variant, rating_urls),
     }
+
+
+#: template variables many touches have in common (a job, a recruiter, the company), by
+#: their values: each made once and shared, since templates cannot change a ``Vars`` (the
+#: sandbox refuses it); only text is kept here (see :func:`_share`)
+_JOBS: dict[tuple[Any, ...], Vars] = {}
+_RECRUITERS: dict[tuple[Any, ...], Vars] = {}
+_COMPANIES: dict[tuple[Any, ...], Vars] = {}
+#: distinct ones kept before starting afresh (a tick sees far fewer jobs and recruiters)
+_SHARED_MAX = 10_000
+_TEXT = frozenset({str, type(None)})
+
+
+def _share(
+    shared: dict[tuple[Any, ...], Vars], label: str, keys: tuple[str, ...], values: tuple[Any, ...]
+) -> Vars:
+    """``Vars(label, dict(zip(keys, values)))``, kept in ``shared`` when the values are text.
+
+    Only strings (and missing values) are kept: they cannot change, and equal text is the
+    same value (``1 == True`` must not make two different values one).
+    """
+    made = Vars(label, dict(zip(keys, values, strict=True)))
+    if _TEXT.issuperset(map(type, values)):
+        if len(shared) >= _SHARED_MAX:
+            shared.clear()
+        shared[values] = made
+    return made
+
+
+def _best_contacts(
+    contacts: list[Contact],
+) -> tuple[Contact | None, Contact | None, Contact | None]:
+    """The email, phone and LinkedIn contact :meth:`PersonState.contact` picks, in one pass.
+
+    The same order (unsuppressed, then valid, then newest id; the first of equals), without
+    a filtered, sorted list per kind for every touch.
+    """
+    best: dict[str, Contact] = {}
+    for contact in contacts:
+        kind = contact.kind
+        held = best.get(kind)
+        if held is None or (not contact.suppressed, contact.valid, contact.id) > (
+            not held.suppressed,
+            held.valid,
+            held.id,
+        ):
+            best[kind] = contact
+    return best.get("email"), best.get("phone"), best.get("linkedin")
 
 
 # -- the tick's route stage ------------------------------------------------------------------
