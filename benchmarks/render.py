@@ -40,7 +40,7 @@ from benchmarks.profiling import print_top, profiled, top_functions
 from outreach.cadence import Cadence, CadenceConfig, Step, load_cadence_file
 from outreach.dynamic_templates import DynamicTemplate, DynamicTemplateCheck
 from outreach.engine.batch import Occurrence, StepCounts
-from outreach.engine.people import Contact, PersonState
+from outreach.engine.person_state import Contact, PersonState
 from outreach.engine.render import Renderer
 from outreach.engine.route import Route, route
 from outreach.paths import default_config_dir

@@ -13,7 +13,7 @@ import pytest
 from jinja2.sandbox import SandboxedEnvironment
 
 from outreach.cadence import load_cadence_file
-from outreach.engine.people import Contact, PersonState
+from outreach.engine.person_state import Contact, PersonState
 from outreach.engine.route import _best_contacts, build_context
 from outreach.paths import default_config_dir
 from outreach.templates import (
