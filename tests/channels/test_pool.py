@@ -23,7 +23,9 @@ def test_the_pool_keeps_its_threads_between_calls_and_returns_results_in_order()
         assert pool.map(work, range(50)) == [i * 2 for i in range(50)]
     finally:
         pool.close()
-    assert len(seen) <= 4 and seen == first  # the same threads, never more than four
+    # Kept between calls: both calls together ran on at most four threads, those of the
+    # first among them (the executor may start one it had not needed yet on the second).
+    assert first <= seen and len(seen) <= 4
     assert threading.get_ident() not in seen
 
 
