@@ -358,9 +358,10 @@ class Demo:
                 continue
             delivered = delivered_at(message)
             self._plan_clicks(message, person, delivered)
-            roll = _share(f"reply:{message['message_id']}:{person.index}")
+            key = _message_key(message)
+            roll = _share(f"reply:{key}:{person.index}")
             for kind, share, after in (
-                ("reply", REPLY_SHARE, _reply_delay(message["message_id"])),
+                ("reply", REPLY_SHARE, _reply_delay(key)),
                 ("ooo", OOO_SHARE, timedelta(minutes=2)),
                 ("unsubscribe", UNSUBSCRIBE_SHARE, timedelta(hours=3)),
                 ("dsn", DSN_SHARE, timedelta(minutes=10)),
@@ -390,7 +391,7 @@ class Demo:
             for part in message.get("content") or []
             for path, score in _RATING_LINK.findall(str(part.get("value", "")))
         }
-        key = f"{message['message_id']}:{person.index}"
+        key = f"{_message_key(message)}:{person.index}"
         if len(links) != 5 or _share(f"rate:{key}") >= RATE_SHARE:
             return
         rng = random.Random(f"{self.seed}:rate:{key}")
@@ -442,7 +443,7 @@ class Demo:
             if message.get("state") not in (None, "processed"):
                 self.report.answers_not_sent += 1
                 continue
-            choice = int(_share(f"choice:{message['message_id']}") * 4)
+            choice = int(_share(f"choice:{_message_key(message)}") * 4)
             if kind == "reply":
                 raw = human_reply(message, at, choice)
             elif kind == "ooo":
@@ -775,11 +776,19 @@ def _pick_stories(people: Iterable[SeedPerson]) -> list[Story]:
     ]
 
 
-def _reply_delay(message_id: str) -> timedelta:
+def _message_key(message: dict[str, Any]) -> str:
+    """What the candidates' dice are keyed on: the touch the email carries, so a seed plays
+    out the same whichever order the concurrent dispatch sent the night's emails in and
+    whatever random id SendGrid gave each; the message id only for an email without one."""
+    touch_id = (message.get("custom_args") or {}).get("touch_id")
+    return f"touch:{touch_id}" if touch_id else str(message["message_id"])
+
+
+def _reply_delay(key: str) -> timedelta:
     """How long a candidate takes to answer: log-uniform from 30 minutes to 4 days (most
-    answer the same day, some after a weekend), drawn from the message id."""
+    answer the same day, some after a weekend), drawn from the message's key."""
     low, high = 0.5, 96.0
-    return timedelta(hours=low * (high / low) ** _share(f"delay:{message_id}"))
+    return timedelta(hours=low * (high / low) ** _share(f"delay:{key}"))
 
 
 def _share(text: str) -> float:
