@@ -58,10 +58,15 @@ def claim_due(
     person_ids: Iterable[int] | None = None,
     postgres: bool = False,
 ) -> DueBatch | None:
-    """Lock and load the next batch due before ``limit``; None when nothing is left."""
+    """Lock and load the next batch due before ``limit``; None when nothing is left.
+
+    Strictly before: a deferral to exactly the horizon's edge (a switched-off channel is
+    retried a day later, the default horizon) belongs to the next run, so a second worker
+    of this run does not claim it again and count it twice.
+    """
     query = (
         select(*_COLUMNS)
-        .where(_enrollments.c.status == "active", _enrollments.c.next_due_at <= limit)
+        .where(_enrollments.c.status == "active", _enrollments.c.next_due_at < limit)
         .order_by(_enrollments.c.next_due_at, _enrollments.c.id)
         .limit(batch_size)
     )
@@ -98,7 +103,7 @@ def claim_due(
     query = select(_enrollments).where(
         _enrollments.c.person_id.in_(people_ids),
         _enrollments.c.status == "active",
-        _enrollments.c.next_due_at <= limit,
+        _enrollments.c.next_due_at < limit,
     )
     if postgres:
         query = query.with_for_update(skip_locked=True)

@@ -272,7 +272,7 @@ class Tick:
             row["status"] == "active"
             and row["id"] not in writer.deferred
             and row["next_due_at"] is not None
-            and row["next_due_at"] <= limit
+            and row["next_due_at"] < limit
             for row in writer.enrollments.values()
         )
         return due.cursor, pending

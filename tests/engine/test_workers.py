@@ -182,6 +182,38 @@ def test_four_workers_share_the_providers_limit_in_redis(
         assert conn.exec_driver_sql("SELECT count(*) FROM rate_buckets").scalar_one() == 0
 
 
+@pytest.mark.postgres
+@pytest.mark.skipif(BACKEND != "postgresql", reason="PostgreSQL pass only")
+def test_two_workers_count_each_deferral_once(engine, database_url: str, tmp_path: Path) -> None:
+    # SMS is switched off (no Twilio credentials): each due text waits a day for the
+    # channel, exactly the horizon's edge. The second worker must not claim what the first
+    # deferred and count it again; the totals are one deferral per person.
+    people = 60
+    cadence_file = _seed(engine, tmp_path, people=people)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(_PREFIXES)},
+        "OUTREACH_DATABASE_URL": database_url,
+        "OUTREACH_CONFIG": str(cadence_file),
+    }
+    command = [sys.executable, "-m", "outreach", "run", "--now", NOW.isoformat()]
+    result = subprocess.run(
+        [*command, "--workers", "2", "--batch-size", "5"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    totals = re.search(
+        r"^2 workers \(exit codes 0, 0\): sent 0, tasks 0, deferred (\d+),", result.stdout, re.M
+    )
+    assert totals, result.stdout[-3000:]
+    assert int(totals.group(1)) == people
+    with engine.connect() as conn:
+        assert conn.execute(select(Touch.id)).first() is None
+
+
 def test_workers_need_postgres(cli, tmp_path: Path) -> None:
     result = cli(
         "run",
