@@ -1039,14 +1039,18 @@ class FakeSendGrid(FakeProvider):
                 event("processed"),
                 event("bounce", reason="500 unknown recipient", status="5.0.0"),
             ]
-        self._engage(event, at)
+        self._engage(event, at, message, address)
         return [event("processed"), event("delivered", response="250 OK")]
 
-    def _engage(self, event: Any, delivered: int) -> None:
+    def _engage(self, event: Any, delivered: int, message: dict[str, Any], address: str) -> None:
         """Queue the opens and clicks of one delivered recipient, drawn from the seed and
-        the delivery's order (so a replayed run draws the same)."""
+        what the message carries (its custom args and the recipient, so a replayed run
+        draws the same whichever order concurrent senders delivered in); a message without
+        custom args draws from the delivery's order."""
         self._delivered += 1
-        rng = random.Random(f"sendgrid:{self.seed}:{self._delivered}")
+        args = message.get("custom_args") or {}
+        key = f"{sorted(args.items())}:{address}" if args else str(self._delivered)
+        rng = random.Random(f"sendgrid:{self.seed}:{key}")
         if rng.random() >= self.OPEN_SHARE:
             return
         if rng.random() < self.MACHINE_OPEN_SHARE:
