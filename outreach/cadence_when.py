@@ -52,12 +52,17 @@ from pydantic_core import PydanticCustomError
 
 __all__ = [
     "SIGNALS",
+    "SKIP_PREFIX",
     "Engagement",
     "Signal",
     "When",
     "implied",
     "knowable_on",
 ]
+
+#: how the reason of an occurrence skipped by its ``when:`` begins (``when opened: not met
+#: (not opened)``): the SLA report tells these apart from other skips by it
+SKIP_PREFIX = "when "
 
 Signal = Literal["delivered", "opened", "clicked", "replied"]
 #: the signals in the order messages list them
@@ -163,6 +168,10 @@ class When(BaseModel):
     def signals(self) -> frozenset[str]:
         """Every signal the condition looks at."""
         return frozenset(self.event) | frozenset(self.no)
+
+    def skip_reason(self, why: str) -> str:
+        """The ledger's reason for an occurrence skipped because of ``why`` (see check)."""
+        return f"{SKIP_PREFIX}{self.describe()}: not met ({why})"
 
     def describe(self) -> str:
         """The condition in words, for previews and reasons: ``opened and no reply``."""

@@ -230,7 +230,7 @@ def _decide_when(
     why = when.check(seen)
     if why is None:
         return
-    reason = f"when {when.describe()}: not met ({why})"
+    reason = when.skip_reason(why)
     skip = Route(None, None, reason)
     occ.rule = rule(occ.cadence, occ.step, occ.enrollment, [], skip, False, None)
     occ.decide("skipped", reason, tally="when: not met")

@@ -151,9 +151,17 @@ def test_opened_but_did_not_answer(engine, tmp_path) -> None:
     day = START + timedelta(days=1)
     deliveries(world, *(("open", touch(world, i).id, day, False) for i in (1, 2)))
     reply(world, day + timedelta(hours=2), touch_id=touch(world, 2).id)
-    world.tick(DUE)
+    summary = world.tick(DUE, journal=True)
     assert outcome(world, 1)[0] == "sent"
     assert outcome(world, 2) == ("skipped", "when opened and no reply: not met (replied)")
+    rules = {(e.person_id, e.step_id): (e.status, e.rule) for e in summary.journal}
+    status, rule = rules[(1, "check-in")]
+    assert status == "scheduled"
+    assert rule.startswith("3d after the previous touch; when opened and no reply: met; ")
+    assert rules[(2, "check-in")] == (
+        "skipped",
+        "3d after the previous touch; when opened and no reply: not met (replied)",
+    )
     assert outcome(world, 3) == ("skipped", "when opened and no reply: not met (not opened)")
 
 
@@ -255,7 +263,7 @@ def test_preview_shows_the_skip_and_why(engine, tmp_path) -> None:
     assert skipped.rule == (
         "3d after the previous touch; when opened and no reply: not met (not opened)"
     )
-    assert by_step["final"].status == "scheduled"
+    assert by_step["final"].status == "scheduled" and "when" not in by_step["final"].rule
     assert by_step["final"].at == DUE + timedelta(days=1)
     assert world.touches(step_id="check-in") == []  # the preview wrote nothing
 
