@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, literal, null, or_, select, union_all
+from sqlalchemy import CompoundSelect, Connection, and_, literal, null, or_, select, union_all
 
 from outreach.cadence_when import Engagement
 from outreach.store.schema import Enrollment, Event, Touch
@@ -32,6 +32,11 @@ _touches = Touch.__table__
 _enrollments = Enrollment.__table__
 #: event type -> the signal it gives
 _SIGNAL = {"delivered": "delivered", "open": "opened", "click": "clicked", "reply": "replied"}
+#: enrollments per statement (a batch is one statement up to this size; the statement binds
+#: their ids three times, and SQLite binds at most 32,766 parameters)
+_CHUNK = 5_000
+#: the kind of the rows that list the enrollments' touches
+_TOUCH = "touch"
 
 
 def needs_engagement(enrollment: Mapping[str, Any], when_steps: frozenset[tuple[str, int]]) -> bool:
@@ -48,54 +53,55 @@ def load_engagement(
     an entry (an empty one when nothing went out and nothing came back).
     """
     ids = sorted({row["id"] for row in enrollments})
-    if not ids:
-        return {}
+    found = {enrollment_id: Engagement() for enrollment_id in ids}
+    for start in range(0, len(ids), _CHUNK):
+        statement = _statement(ids[start : start + _CHUNK], now)
+        for enrollment_id, kind, channel, status, delivery_at in conn.execute(statement):
+            engagement = found[enrollment_id]
+            if kind == _TOUCH:
+                if status == "sent" and delivery_at is not None and delivery_at <= now:
+                    engagement.channels.add(channel)
+            elif kind in _SIGNAL and (channel is not None or kind == "reply"):
+                engagement.add(_SIGNAL[kind])
+    return found
+
+
+def _statement(ids: list[int], now: datetime) -> CompoundSelect:
+    """The reads of :func:`load_engagement` as one ``UNION ALL``.
+
+    Each branch reaches the rows by the enrollment, touch and person indexes, from the
+    list of ids (which SQLite's planner sizes right, where it guesses a subquery's size).
+    Filters that would tempt it onto a table-wide index instead (event type and time,
+    touch status and delivery time) are applied to the few rows that come back, in Python;
+    ``touch_id + 0`` keeps it off the index of events by touch, where the touch is none.
+    """
+    # First: its column types (delivery_at as an aware datetime) are the union's.
+    touches = select(
+        _touches.c.enrollment_id,
+        literal(_TOUCH),
+        _touches.c.channel,
+        _touches.c.status,
+        _touches.c.delivery_at,
+    ).where(_touches.c.enrollment_id.in_(ids))
     machine = _events.c.payload["machine"].as_boolean()
     on_touches = (
-        select(
-            _touches.c.enrollment_id.label("enrollment_id"),
-            _events.c.type.label("kind"),
-            _touches.c.channel.label("channel"),
-        )
-        .select_from(_events.join(_touches, _touches.c.id == _events.c.touch_id))
+        select(_touches.c.enrollment_id, _events.c.type, _touches.c.channel, null(), null())
+        .select_from(_touches.join(_events, _events.c.touch_id == _touches.c.id))
         .where(
             _touches.c.enrollment_id.in_(ids),
-            _events.c.type.in_(tuple(_SIGNAL)),
             _events.c.at <= now,
             # SendGrid's machine opens (a proxy fetching the pixel) are never opens.
             or_(_events.c.type != "open", machine.is_(None), machine.is_(False)),
         )
     )
-    loose_replies = (
-        select(
-            _enrollments.c.id.label("enrollment_id"),
-            _events.c.type.label("kind"),
-            null().label("channel"),
-        )
+    # Events that name no touch (channel NULL here), from the enrollment's start on.
+    loose = (
+        select(_enrollments.c.id, _events.c.type, null(), null(), null())
         .select_from(_events.join(_enrollments, _enrollments.c.person_id == _events.c.person_id))
         .where(
             _enrollments.c.id.in_(ids),
-            _events.c.touch_id.is_(None),
-            _events.c.type == "reply",
+            (_events.c.touch_id + 0).is_(None),
             and_(_events.c.at >= _enrollments.c.triggered_at, _events.c.at <= now),
         )
     )
-    went_out = select(
-        _touches.c.enrollment_id.label("enrollment_id"),
-        literal("sent").label("kind"),
-        _touches.c.channel.label("channel"),
-    ).where(
-        _touches.c.enrollment_id.in_(ids),
-        _touches.c.status == "sent",
-        _touches.c.delivery_at <= now,
-    )
-    found = {enrollment_id: Engagement() for enrollment_id in ids}
-    for enrollment_id, kind, channel in conn.execute(
-        union_all(on_touches, loose_replies, went_out)
-    ):
-        engagement = found[enrollment_id]
-        if kind == "sent":
-            engagement.channels.add(channel)
-        else:
-            engagement.add(_SIGNAL[kind])
-    return found
+    return union_all(touches, on_touches, loose)

@@ -10,6 +10,7 @@ from engine_world import World, write_config
 from sqlalchemy import event, select
 
 from outreach.clock import FixedClock
+from outreach.engine import engagement as engagement_module
 from outreach.engine.batch import engine_transactions
 from outreach.engine.plan import claim_due
 from outreach.engine.runner import preview
@@ -296,3 +297,31 @@ def test_engagement_is_one_statement_per_batch_and_none_without_when(
     without, engagement = statements(CONFIG.replace(", when: WHEN", ""))
     assert engagement == {}
     assert with_when == without + 1
+
+
+def test_engagement_read_in_chunks_is_the_same(engine, tmp_path, monkeypatch) -> None:
+    world = started(engine, tmp_path, "{event: opened}", *(person(i) for i in range(1, 6)))
+    day = START + timedelta(days=1)
+    deliveries(world, *(("open", touch(world, i).id, day, False) for i in (2, 3, 5)))
+    with engine.connect() as conn:
+        rows = [{"id": t.enrollment_id} for t in world.touches(step_id="hello")]
+        whole = engagement_module.load_engagement(conn, rows, DUE)
+        monkeypatch.setattr(engagement_module, "_CHUNK", 2)
+        chunked = engagement_module.load_engagement(conn, rows, DUE)
+    assert whole == chunked
+    opened = sorted(e for e, found in chunked.items() if "opened" in found.seen)
+    assert opened == sorted(touch(world, i).enrollment_id for i in (2, 3, 5))
+
+
+def test_sqlite_reads_engagement_by_index_never_by_scanning(engine, tmp_path) -> None:
+    if engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's planner: PostgreSQL plans by its statistics")
+    world = started(engine, tmp_path, "{no: reply}", person(1), person(2))
+    ids = [t.enrollment_id for t in world.touches(step_id="hello")]
+    statement = engagement_module._statement(ids, DUE)
+    sql = str(statement.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
+    with engine.connect() as conn:
+        plan = [row[3] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql)]
+    assert not [step for step in plan if step.startswith("SCAN")], plan
+    assert any("ix_events_touch_type (touch_id=?)" in step for step in plan), plan
+    assert any("ix_events_person (person_id=?)" in step for step in plan), plan
