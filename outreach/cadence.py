@@ -332,7 +332,16 @@ class Variant(_Model):
 
 
 class Step(_Model):
-    """One touch of a cadence (DESIGN.md, ``steps``)."""
+    """One touch of a cadence (DESIGN.md, ``steps``).
+
+    ``when`` (optional, :class:`~outreach.cadence_when.When`) sends the step only on the
+    candidate's engagement with this enrollment's earlier touches, e.g. ``{event: opened,
+    no: reply}``: ``event`` holds when any of its signals was seen, ``no`` when none was,
+    human opens only (never SendGrid's ``sg_machine_open``), a click or reply implying an
+    open. It is decided when the step is due; when it does not hold the occurrence is
+    skipped with the reason and the cadence goes on. :mod:`outreach.cadence_when` has the
+    whole semantics, unknowable signals included.
+    """
 
     id: str = Field(pattern=_SLUG, max_length=_ID_MAX)
     after: Duration
