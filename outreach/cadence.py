@@ -33,6 +33,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from outreach.cadence_when import When, knowable_on
 from outreach.errors import ConfigError
 from outreach.yamlload import line_of, load_with_nodes
 
@@ -331,7 +332,16 @@ class Variant(_Model):
 
 
 class Step(_Model):
-    """One touch of a cadence (DESIGN.md, ``steps``)."""
+    """One touch of a cadence (DESIGN.md, ``steps``).
+
+    ``when`` (optional, :class:`~outreach.cadence_when.When`) sends the step only on the
+    candidate's engagement with this enrollment's earlier touches, e.g. ``{event: opened,
+    no: reply}``: ``event`` holds when any of its signals was seen, ``no`` when none was,
+    human opens only (never SendGrid's ``sg_machine_open``), a click or reply implying an
+    open. It is decided when the step is due; when it does not hold the occurrence is
+    skipped with the reason and the cadence goes on. :mod:`outreach.cadence_when` has the
+    whole semantics, unknowable signals included.
+    """
 
     id: str = Field(pattern=_SLUG, max_length=_ID_MAX)
     after: Duration
@@ -351,6 +361,8 @@ class Step(_Model):
     holdout: int = Field(default=0, ge=0, le=50)
     # Optional: the step's own window (transactional steps only), else policy.send_window.
     send_window: StepWindow | None = None
+    # Optional: send only on the candidate's engagement so far (outreach.cadence_when).
+    when: When | None = None
 
     @model_validator(mode="after")
     def _coherent(self) -> Step:
@@ -393,6 +405,12 @@ class Step(_Model):
                 "holdout_transactional",
                 "holdout keeps people from a step on purpose, and a transactional step is a "
                 "promised answer (a receipt, a thank-you): remove holdout or transactional",
+            )
+        if self.when is not None and self.transactional:
+            raise PydanticCustomError(
+                "when_transactional",
+                "when makes a step depend on engagement, and a transactional step is a "
+                "promised answer that always goes: remove when or transactional",
             )
         if self.sendgrid_template_id and self.channel not in ("email", "auto"):
             raise PydanticCustomError(
@@ -486,6 +504,14 @@ class CadenceConfig:
         self.stage_map = data.stage_map
         self.cadences = data.cadences
         self._by_id = {c.id: c for c in data.cadences}
+        #: (cadence id, step index) of every step with ``when:`` (the planner reads the
+        #: engagement of only these enrollments)
+        self.when_steps = frozenset(
+            (c.id, index)
+            for c in data.cadences
+            for index, step in enumerate(c.steps)
+            if step.when is not None
+        )
         # Lower-cased source stage names, so "phone screen" matches "Phone Screen".
         self._stage_lookup = {
             source: {name.strip().lower(): stage for name, stage in mapping.items()}
@@ -586,6 +612,11 @@ def _cross_check(config: CadenceConfig, root: yaml.Node | None, templates: bool)
                 "ids must be unique",
             )
         seen.setdefault(cadence.id, index)
+    for ci, cadence in enumerate(config.cadences):
+        for si, step in enumerate(cadence.steps):
+            if step.when is not None:
+                for message in _when_problems(config, cadence, si):
+                    report(("cadences", ci, "steps", si, "when"), message)
 
     if not templates:
         return problems
@@ -614,6 +645,33 @@ def _cross_check(config: CadenceConfig, root: yaml.Node | None, templates: bool)
                         f"{', '.join(config.channels_for(step))}, so create "
                         f"{store.path_for(name, kind)}",
                     )
+    return problems
+
+
+def _when_problems(config: CadenceConfig, cadence: Cadence, index: int) -> list[str]:
+    """What makes step ``index``'s ``when:`` meaningless in its cadence (see cadence_when)."""
+    when = cadence.steps[index].when
+    assert when is not None
+    if index == 0:
+        return [
+            "the first step has no earlier touch whose engagement when could look at; "
+            "put when on a later step"
+        ]
+    problems = []
+    if "reply" in cadence.stop_on and when.event == ["replied"]:
+        problems.append(
+            "event replied can never hold: stop_on reply ends the cadence at the reply; "
+            "remove reply from stop_on or use another event"
+        )
+    earlier = {ch for step in cadence.steps[:index] for ch in config.channels_for(step)}
+    for signal in sorted(when.signals):
+        channels = knowable_on(signal)
+        if channels is not None and not channels & earlier:
+            problems.append(
+                f"{signal} can never be known: no earlier step of this cadence may go by "
+                f"{' or '.join(sorted(channels))} (earlier channels: "
+                f"{', '.join(sorted(earlier))})"
+            )
     return problems
 
 

@@ -17,16 +17,20 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, and_, or_, select
 
 from outreach.cadence import CadenceConfig
+from outreach.cadence_when import Engagement, When
 from outreach.engine.batch import Occurrence, TickSummary
+from outreach.engine.engagement import load_engagement, needs_engagement
 from outreach.engine.ledger import BatchWriter
 from outreach.engine.person_state import PersonState, history_window, load_people
+from outreach.engine.route import Route
+from outreach.engine.throttle import rule
 from outreach.store.bulk import select_dicts
 from outreach.store.schema import Enrollment, Person
 
@@ -40,11 +44,16 @@ _COLUMNS = [c for c in _enrollments.c if c.name not in ("created_at", "updated_a
 
 @dataclass
 class DueBatch:
-    """A claimed batch: where the next one starts, its due enrollments and their people."""
+    """A claimed batch: where the next one starts, its due enrollments and their people.
+
+    ``engagement`` holds, for each enrollment whose due step has ``when:``, what the
+    candidate did with its earlier touches (empty when no step of the file has ``when:``).
+    """
 
     cursor: tuple[datetime, int]
     enrollments: list[dict[str, Any]]
     people: dict[int, PersonState]
+    engagement: dict[int, Engagement] = field(default_factory=dict)
 
 
 def claim_due(
@@ -120,7 +129,11 @@ def claim_due(
         history_since=now - history_window(policy.min_gap, policy.max_touches.per),
         default_timezone=policy.default_timezone,
     )
-    return DueBatch(new_cursor, enrollments, people)
+    engagement: dict[int, Engagement] = {}
+    if config.when_steps:  # nothing to read (and no cost) without a step with when:
+        wanted = [row for row in enrollments if needs_engagement(row, config.when_steps)]
+        engagement = load_engagement(conn, wanted, now)
+    return DueBatch(new_cursor, enrollments, people, engagement)
 
 
 def plan(
@@ -130,8 +143,14 @@ def plan(
     summary: TickSummary,
     *,
     deferred: set[int] = frozenset(),  # type: ignore[assignment]
+    when_ahead: bool = False,
 ) -> list[Occurrence]:
     """The batch's due occurrences, person by person, each person's in priority order.
+
+    A step with ``when:`` is decided when it is due, not ahead of it (an open or a reply
+    may still come): one due later is deferred to its due time, unless ``when_ahead``
+    (previews: nothing new arrives in a simulation). Its condition is checked against
+    ``due.engagement``; one that does not hold skips the occurrence with the reason.
 
     An enrollment this tick already deferred is left alone (looking again would decide
     the same); one whose cadence left the cadence file is stopped, one past its last step
@@ -155,6 +174,8 @@ def plan(
             if enrollment["id"] in deferred:
                 continue
             occ = _occurrence(enrollment, person, config, writer, summary)
+            if occ is not None and occ.step.when is not None and not occ.outcome:
+                _decide_when(occ, occ.step.when, due.engagement, writer.now, when_ahead)
             if occ is not None:
                 occ.seq = len(items)
                 items.append(occ)
@@ -196,6 +217,28 @@ def _occurrence(
         writer.end(enrollment, "stopped", "opt_out: person opted out of all contact")
         occ.decide("ended", "opted out", tally="opted out")
     return occ
+
+
+def _decide_when(
+    occ: Occurrence,
+    when: When,
+    engagement: dict[int, Engagement],
+    now: datetime,
+    ahead: bool,
+) -> None:
+    """Defer a ``when:`` step until due, or skip it when its condition does not hold."""
+    assert occ.not_before is not None
+    if occ.not_before > now and not ahead:
+        occ.decide("deferred", "when: decided when due", occ.not_before, tally="when: until due")
+        return
+    seen = engagement.get(occ.enrollment["id"], Engagement())
+    why = when.check(seen)
+    if why is None:
+        return
+    reason = when.skip_reason(why)
+    skip = Route(None, None, reason)
+    occ.rule = rule(occ.cadence, occ.step, occ.enrollment, [], skip, False, None)
+    occ.decide("skipped", reason, tally="when: not met")
 
 
 def priority(

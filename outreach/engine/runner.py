@@ -126,6 +126,7 @@ def preview(
                     journal=True,
                     dialect=engine.dialect.name,
                     public_url=public_url,
+                    when_ahead=True,
                 )
                 journal.extend(tick.run().journal)
         finally:

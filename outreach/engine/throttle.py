@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from outreach.cadence import TASK_CHANNELS, Cadence, CadenceConfig, Policy, Step, format_duration
+from outreach.cadence_when import SKIP_PREFIX
 from outreach.engine.route import Route, held_out
 from outreach.engine.window import SendCalendar
 
@@ -344,6 +345,8 @@ def rule(
         base = f"{format_duration(step.after)} after {since}"
     if step.within is not None:
         base += f", within {format_duration(step.within)}"
+    if step.when is not None and not the_route.reason.startswith(SKIP_PREFIX):
+        base += f"; when {step.when.describe()}: met"
     if reasons:
         base += "; held by " + ", ".join(reasons)
     if late:

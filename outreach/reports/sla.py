@@ -17,6 +17,8 @@ deadline falls in the report window:
   break DESIGN.md invariant 4; counted apart.
 * **held_out**: kept from the step by its ``holdout`` share (the experiment's no-contact
   group, nothing was meant to be sent): not due, counted apart.
+* **condition_not_met**: skipped because the step's ``when:`` did not hold (nothing was
+  owed to that candidate): not due, counted apart.
 
 Rows under a retired key (a killed run's ``released`` claim, a failure re-planned, a touch
 recalled for an out-of-office pause and put back) are superseded attempts, not
@@ -49,6 +51,7 @@ from sqlalchemy import (
 from sqlalchemy.sql.elements import ColumnElement
 
 from outreach.cadence import CadenceConfig, Step
+from outreach.cadence_when import SKIP_PREFIX
 from outreach.engine.route import NO_CHANNEL
 from outreach.store.schema import Enrollment, Task, Touch
 
@@ -93,7 +96,7 @@ def per_step(
     One dict per step, in cadence file order: ``cadence``, ``step``, ``within_hours``,
     ``after_hours``, ``due`` (= met + late + never), ``met``, ``late``, ``never``,
     ``met_rate`` (``None`` when nothing was due), ``pending``, ``unreachable``,
-    ``held_out`` and ``never_by_reason``.
+    ``held_out``, ``condition_not_met`` and ``never_by_reason``.
     """
     if since >= until:
         raise ValueError(f"SLA window: since ({since.isoformat()}) must be before until")
@@ -114,6 +117,7 @@ def per_step(
         pending = counts.pop("pending", 0)
         unreachable = counts.pop("unreachable", 0)
         held_out = counts.pop("holdout", 0)
+        condition_not_met = counts.pop("condition_not_met", 0)
         never_by_reason = {reason: n for reason, n in sorted(counts.items()) if n}
         never = sum(never_by_reason.values())
         due = met + late + never
@@ -131,6 +135,7 @@ def per_step(
                 "pending": pending,
                 "unreachable": unreachable,
                 "held_out": held_out,
+                "condition_not_met": condition_not_met,
                 "never_by_reason": never_by_reason,
             }
         )
@@ -164,6 +169,10 @@ def _ledger_outcomes(
             case((touches.due_at > now - offset, "pending"), else_="unconfirmed"),
         ),
         (and_(touches.status == "task", touches.reason.startswith(NO_CHANNEL)), "unreachable"),
+        (
+            and_(touches.status == "skipped", touches.reason.startswith(SKIP_PREFIX)),
+            "condition_not_met",
+        ),
         else_=touches.status,
     )
     query = (

@@ -120,6 +120,22 @@ def steps(draw, first: bool):
     return step
 
 
+def conditions(earlier: list[dict]) -> list[dict]:
+    """The ``when:`` conditions a step after ``earlier`` may have (config check accepts)."""
+    channels = set()
+    for step in earlier:
+        auto = step["channel"] == "auto"
+        channels |= (
+            {"email", "sms", "linkedin"} if auto else {step["channel"], step.get("fallback")}
+        )
+    found: list[dict] = [{"no": "reply"}]
+    if "email" in channels:
+        found += [{"event": "opened", "no": "reply"}, {"no": ["clicked", "reply"]}]
+    if channels & {"email", "sms"}:
+        found.append({"event": "delivered"})
+    return found
+
+
 @st.composite
 def worlds(draw):
     start = draw(st.sampled_from(STARTS))
@@ -149,6 +165,8 @@ def worlds(draw):
         cadence_steps = [draw(steps(first=i == 0)) for i in range(count)]
         for i, step in enumerate(cadence_steps):
             step["id"] = f"s{i}"
+            if i and not step["transactional"] and draw(st.integers(0, 3)) == 0:
+                step["when"] = draw(st.sampled_from(conditions(cadence_steps[:i])))
         cadences.append(
             {
                 "id": f"c{index}",
@@ -257,6 +275,15 @@ def check(world: World, config, policy_document: dict) -> None:
     for touch in touches:
         if touch.template == "bad":
             assert touch.status == "skipped" and "missing_field" in touch.reason
+
+    # Nobody engages in these worlds (no opens, deliveries or replies come back): a step
+    # that needs an event is always skipped by its when:, and no step is skipped for a reply.
+    for touch in touches:
+        when = config.cadence(touch.cadence_id).steps[int(touch.step_id[1:])].when
+        if when is not None and when.event:
+            assert touch.status == "skipped" and touch.reason.startswith("when "), touch
+        elif when is not None and touch.status == "skipped" and touch.reason.startswith("when "):
+            assert "(replied)" not in touch.reason, touch
 
     counted = [t for t in touches if t.status in COUNTED_STATUSES]
     zones = person_zones(world.engine)

@@ -85,6 +85,11 @@ KEYS = [
     "sendgrid_template_id",
     "min_sample",
     "holdout",
+    "when",
+    "event",
+    "no",
+    "opened",
+    "reply",
 ]
 #: scalars that have broken YAML loaders and validators before
 NASTY = [

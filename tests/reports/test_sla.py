@@ -147,6 +147,9 @@ def test_sla_counts_occurrences_by_outcome(engine, config) -> None:
     # handed to the recruiter because it was late: never
     e14 = ledger.enrollment()
     ledger.touch(e14, "ack", "task", due, channel=None, reason="late (due by ...)")
+    # skipped by its when: (the candidate did not engage): nothing owed, not due
+    e15 = ledger.enrollment()
+    ledger.touch(e15, "ack", "skipped", due, reason="when opened: not met (not opened)")
     # delivered exactly at the deadline: met
     e10 = ledger.enrollment()
     ledger.touch(e10, "ack", "sent", due, delivered=due + 48 * H)
@@ -180,6 +183,7 @@ def test_sla_counts_occurrences_by_outcome(engine, config) -> None:
         "pending": 0,
         "unreachable": 1,
         "held_out": 1,
+        "condition_not_met": 1,
         "never_by_reason": {
             "overdue": 2,
             "skipped": 1,
@@ -234,7 +238,16 @@ def test_sla_empty_window(engine, config) -> None:
         rows = per_step(conn, config, D0, D0 + 24 * H, D0 + 24 * H)
     assert [row["step"] for row in rows] == ["ack", "later"]
     for row in rows:
-        counts = ("due", "met", "late", "never", "pending", "unreachable", "held_out")
+        counts = (
+            "due",
+            "met",
+            "late",
+            "never",
+            "pending",
+            "unreachable",
+            "held_out",
+            "condition_not_met",
+        )
         assert [row[key] for key in counts] == [0] * len(counts)
         assert row["met_rate"] is None
         assert row["never_by_reason"] == {}
