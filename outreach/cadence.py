@@ -338,9 +338,9 @@ class Step(_Model):
     candidate's engagement with this enrollment's earlier touches, e.g. ``{event: opened,
     no: reply}``: ``event`` holds when any of its signals was seen, ``no`` when none was,
     human opens only (never SendGrid's ``sg_machine_open``), a click or reply implying an
-    open. It is decided when the step is due; when it does not hold the occurrence is
-    skipped with the reason and the cadence goes on. :mod:`outreach.cadence_when` has the
-    whole semantics, unknowable signals included.
+    open. It is decided by the run that sends or schedules the step; when it does not
+    hold the occurrence is skipped with the reason and the cadence goes on.
+    :mod:`outreach.cadence_when` has the whole semantics, unknowable signals included.
     """
 
     id: str = Field(pattern=_SLUG, max_length=_ID_MAX)

@@ -24,9 +24,11 @@ mail), and an open means it was delivered.
 ``event:`` holds when **any** of its signals was seen; ``no:`` holds when **none** of its
 signals was seen; both given, both must hold. Only events known when the occurrence is
 decided count (their time at or before the tick's ``now``; the planner decides a ``when:``
-step when it is due, not ahead of it), and what arrives afterwards does not undo the
-decision. When the condition does not hold the occurrence is ``skipped`` with the reason,
-and the cadence goes on to its next step as after any skip.
+step at the run that sends or schedules it, up to the run's horizon ahead of its due time,
+since a nightly job that waited for the due time would send it a day late), and what
+arrives afterwards does not undo the decision. When the condition does not hold the
+occurrence is ``skipped`` with the reason, and the cadence goes on to its next step as
+after any skip.
 
 Some signals cannot be known: ``opened`` and ``clicked`` need an email among the earlier
 touches, ``delivered`` an email or SMS (tasks report nothing). A condition that names a

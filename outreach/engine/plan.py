@@ -143,14 +143,13 @@ def plan(
     summary: TickSummary,
     *,
     deferred: set[int] = frozenset(),  # type: ignore[assignment]
-    when_ahead: bool = False,
 ) -> list[Occurrence]:
     """The batch's due occurrences, person by person, each person's in priority order.
 
-    A step with ``when:`` is decided when it is due, not ahead of it (an open or a reply
-    may still come): one due later is deferred to its due time, unless ``when_ahead``
-    (previews: nothing new arrives in a simulation). Its condition is checked against
-    ``due.engagement``; one that does not hold skips the occurrence with the reason.
+    A step with ``when:`` is decided by the run that sends or schedules it, on the
+    engagement known at that run (``due.engagement``, events up to ``now``), as every
+    other rule of the step is: a nightly job that waited for the due time would send it a
+    day late. One whose condition does not hold is skipped with the reason.
 
     An enrollment this tick already deferred is left alone (looking again would decide
     the same); one whose cadence left the cadence file is stopped, one past its last step
@@ -175,7 +174,7 @@ def plan(
                 continue
             occ = _occurrence(enrollment, person, config, writer, summary)
             if occ is not None and occ.step.when is not None and not occ.outcome:
-                _decide_when(occ, occ.step.when, due.engagement, writer.now, when_ahead)
+                _decide_when(occ, occ.step.when, due.engagement)
             if occ is not None:
                 occ.seq = len(items)
                 items.append(occ)
@@ -223,14 +222,8 @@ def _decide_when(
     occ: Occurrence,
     when: When,
     engagement: dict[int, Engagement],
-    now: datetime,
-    ahead: bool,
 ) -> None:
-    """Defer a ``when:`` step until due, or skip it when its condition does not hold."""
-    assert occ.not_before is not None
-    if occ.not_before > now and not ahead:
-        occ.decide("deferred", "when: decided when due", occ.not_before, tally="when: until due")
-        return
+    """Skip a ``when:`` step whose condition does not hold, with the reason."""
     seen = engagement.get(occ.enrollment["id"], Engagement())
     why = when.check(seen)
     if why is None:

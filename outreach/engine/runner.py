@@ -126,7 +126,6 @@ def preview(
                     journal=True,
                     dialect=engine.dialect.name,
                     public_url=public_url,
-                    when_ahead=True,
                 )
                 journal.extend(tick.run().journal)
         finally:

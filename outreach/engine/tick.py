@@ -93,9 +93,7 @@ class Tick:
 
     ``channels`` maps channel names (email, sms) to :class:`channels.base.Channel`
     objects; a channel missing from it is off. LinkedIn and call steps become tasks in the
-    engine's own queue. ``person_ids`` restricts the tick to some people (previews);
-    ``when_ahead`` decides ``when:`` steps before they are due (previews only: a live run
-    waits for the due time, so a late open or reply still counts).
+    engine's own queue. ``person_ids`` restricts the tick to some people (previews).
     """
 
     def __init__(
@@ -119,11 +117,8 @@ class Tick:
         liveness: Liveness | None = None,
         public_url: str | None = None,
         limiters: LimiterFactory | None = None,
-        when_ahead: bool = False,
     ) -> None:
         self.config = config
-        #: decide ``when:`` steps ahead of their due time (previews; see plan.plan)
-        self.when_ahead = when_ahead
         #: OUTREACH_REPLY_TO: each email's Reply-To is its plus-addressed form with the
         #: touch's token; ``mail_domain`` names the Message-IDs the engine assigns
         self.replies = ReplyAddress.parse(reply_to, mail_domain)
@@ -269,7 +264,6 @@ class Tick:
                 writer,
                 summary,
                 deferred=self._deferred,
-                when_ahead=self.when_ahead,
             )
             items = route_batch(items, self.config, set(self.channels))
             tasks = partial(count_tasks, conn)

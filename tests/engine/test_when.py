@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from engine_world import World, write_config
-from sqlalchemy import event, select
+from sqlalchemy import event
 
 from outreach.clock import FixedClock
 from outreach.engine import engagement as engagement_module
@@ -15,7 +15,6 @@ from outreach.engine.batch import engine_transactions
 from outreach.engine.plan import claim_due
 from outreach.engine.runner import preview
 from outreach.events import DeliveryEvent, InboundEvent, ingest_deliveries, ingest_events
-from outreach.store.schema import Enrollment
 
 NY = ZoneInfo("America/New_York")
 START = datetime(2026, 11, 2, 9, 0, tzinfo=NY)  # a Monday
@@ -221,23 +220,28 @@ def test_events_on_another_enrollment_or_person_do_not_count(engine, tmp_path) -
     assert outcome(world, 2)[0] == "sent"
 
 
-def test_decided_when_due_with_the_events_known_then(engine, tmp_path) -> None:
+def test_decided_by_the_run_that_schedules_it_with_the_events_known_then(engine, tmp_path) -> None:
     world = started(engine, tmp_path, "{event: opened, no: reply}", person(1))
-    # A tick the day before: the step is within the horizon but not due; it waits.
+    hello = touch(world, 1).id
+    # Opened before the night's run, which schedules the step for its due time the next
+    # day; a reply stamped after that run (already in the store) does not count.
+    deliveries(world, ("open", hello, DUE - timedelta(hours=22), False))
+    reply(world, DUE - timedelta(hours=10), touch_id=hello)
     world.tick(DUE - timedelta(hours=20))
-    assert world.touches(step_id="check-in") == []
-    with engine.connect() as conn:
-        row = conn.execute(select(Enrollment)).one()
-    assert row.next_due_at == DUE and row.defer_reason == "when: decided when due"
-    # Opened after that tick, before the due time: it counts. A reply stamped later than
-    # the decision (already in the store) does not.
+    status, _ = outcome(world, 1)
+    assert status == "sent", status  # handed to SendGrid with send_at at the due time
+    assert touch(world, 1, "check-in").planned_at == DUE
+
+
+def test_an_open_after_the_run_that_skipped_it_does_not_count(engine, tmp_path) -> None:
+    world = started(engine, tmp_path, "{event: opened}", person(1))
+    world.tick(DUE - timedelta(hours=20))  # the night before: not opened yet
+    assert outcome(world, 1)[0] == "skipped"
     deliveries(world, ("open", touch(world, 1).id, DUE - timedelta(hours=2), False))
-    reply(world, DUE + timedelta(hours=3), touch_id=touch(world, 1).id)
     world.tick(DUE)
-    assert outcome(world, 1)[0] == "sent"
-    # What comes after the decision changes nothing: the next step goes on.
+    assert [t.status for t in world.touches(step_id="check-in")] == ["skipped"]
+    # The cadence goes on from the skipped step.
     world.tick(DUE + timedelta(days=1))
-    assert outcome(world, 1)[0] == "sent"
     assert touch(world, 1, "final").status == "sent"
 
 
@@ -284,7 +288,9 @@ def test_engagement_is_one_statement_per_batch_and_none_without_when(
         with engine_transactions(engine)() as conn:
             event.listen(engine, "before_cursor_execute", count)
             try:
-                due = claim_due(conn, world.config, DUE, DUE, None, batch_size=1000)
+                due = claim_due(
+                    conn, world.config, DUE, DUE + timedelta(hours=1), None, batch_size=1000
+                )
             finally:
                 event.remove(engine, "before_cursor_execute", count)
         assert due is not None and len(due.enrollments) == people
