@@ -57,7 +57,8 @@ signature), and a route whose secret is not configured answers 503 naming the va
 events are applied by the next ``outreach run``. Logs name event counts, sizes, touch and
 candidate ids, never an address, phone number, message body, token or signature.
 
-The CLI runs it as::
+The CLI runs it on a production server (:mod:`outreach.http_server`: waitress with a read
+deadline, connection and size limits, and a draining stop)::
 
     app = make_app(engine, settings, config, SystemClock())
     serve(app, host, port, stop)          # until ``stop`` is set (or Ctrl-C)
@@ -72,7 +73,6 @@ import hmac
 import json
 import logging
 import tempfile
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -88,7 +88,6 @@ from twilio.request_validator import RequestValidator
 from werkzeug.datastructures import Headers
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 from werkzeug.routing import Map, Rule
-from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 from outreach.cadence import CadenceConfig
@@ -105,6 +104,7 @@ from outreach.events import (
     twilio_sid,
 )
 from outreach.events import ingest_events as _ingest_events
+from outreach.http_server import serve
 from outreach.inbound.intake import ingest_messages
 from outreach.inbound.parse_webhook import ParseFormError, read_form, rebuild_message
 from outreach.inbound.raw import RawMessage
@@ -113,7 +113,6 @@ from outreach.ratings import (
     RATING_PATH,
     parse_score,
     record_rating,
-    redact_rating_path,
     thank_you,
 )
 from outreach.ratings import page as rating_page
@@ -799,47 +798,3 @@ def make_app(
     notice cancel at once what a provider holds for that person.
     """
     return WebhookApp(engine, settings, config, clock, channels)
-
-
-class _Handler(WSGIRequestHandler):
-    """Logs method, path and status only (never a query string, a client's data or the
-    token of a rating link)."""
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        path = redact_rating_path(self.path.split("?", 1)[0])
-        log.info("%s %s %s", self.command, path, getattr(code, "value", code))
-
-    def log(self, type: str, message: str, *args: Any) -> None:
-        if type == "error":
-            log.error("server: %s", message % args if args else message)
-
-
-def serve(
-    app: Callable[..., Any],
-    host: str,
-    port: int,
-    stop: threading.Event | None = None,
-    *,
-    on_ready: Callable[[int], None] | None = None,
-) -> None:
-    """Serve ``app`` on ``host``:``port`` (threaded) until ``stop`` is set.
-
-    Blocks. ``on_ready(port)`` is called once the socket is bound (``port=0`` picks a free
-    one). Without ``stop`` it runs until interrupted (``KeyboardInterrupt``); the caller's
-    SIGINT/SIGTERM handler sets ``stop`` for a clean shutdown (requests in flight finish).
-    Raises :class:`OSError` when the address cannot be bound.
-    """
-    server = make_server(host, port, app, threaded=True, request_handler=_Handler)
-    try:
-        if stop is not None:
-
-            def _watch() -> None:
-                stop.wait()
-                server.shutdown()
-
-            threading.Thread(target=_watch, name="outreach-serve-stop", daemon=True).start()
-        if on_ready is not None:
-            on_ready(server.server_port)
-        server.serve_forever(poll_interval=0.2)
-    finally:
-        server.server_close()
