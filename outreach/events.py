@@ -47,6 +47,7 @@ import logging
 import math
 import re
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -754,10 +755,22 @@ def _dedupe_key(event: InboundEvent, address: str | None) -> str:
     return _KEY_PREFIX + "sha256:" + digest
 
 
+@contextmanager
+def _writing(engine: Engine) -> Iterator[Connection]:
+    """A transaction that reads, then writes. On SQLite it takes the write lock up front:
+    concurrent posts (``outreach serve`` runs several at once) then queue on the busy
+    timeout instead of failing when a reader upgrades to a writer."""
+    with engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            conn.info["sqlite_begin"] = "BEGIN IMMEDIATE"
+        with conn.begin():
+            yield conn
+
+
 def _flush(engine: Engine, batch: list[_Pending], now: datetime, report: IngestReport) -> None:
     if not batch:
         return
-    with engine.begin() as conn:
+    with _writing(engine) as conn:
         existing = _existing_keys(conn, [p.key for p in batch])
         fresh = []
         for pending in batch:
@@ -1080,7 +1093,7 @@ def _flush_deliveries(
 ) -> None:
     if not batch:
         return
-    with engine.begin() as conn:
+    with _writing(engine) as conn:
         existing = _existing_keys(conn, [key for _, _, key in batch])
         fresh = []
         for item in batch:

@@ -209,6 +209,8 @@ class WebhookServer:
         logging.getLogger("waitress.queue").setLevel(logging.ERROR)
         self._stopping = threading.Event()
         self._stopped = threading.Event()
+        #: set once a stop has closed the listening socket (new connections are refused)
+        self.draining = threading.Event()
 
     @property
     def port(self) -> int:
@@ -245,6 +247,7 @@ class WebhookServer:
         server.accepting = False
         server.del_channel()
         server.socket.close()
+        self.draining.set()
         deadline = time.monotonic() + self.limits.drain_timeout
         while True:
             busy = 0
