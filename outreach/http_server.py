@@ -41,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import resource
+import select
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -52,6 +53,7 @@ from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
 from waitress.server import TcpWSGIServer
 
+from outreach.http_poller import QuietPoller
 from outreach.ratings import redact_rating_path
 
 __all__ = ["ServerLimits", "WebhookServer", "raise_open_files_limit", "serve"]
@@ -120,6 +122,20 @@ class _Channel(HTTPChannel):
         """Whether a request that fully arrived is queued, running or still being sent."""
         return bool(self.requests) or bool(self.total_outbufs_len)
 
+    def settled(self) -> bool:
+        """Whether only new bytes from the client can change what this connection waits
+        for (see :class:`outreach.http_poller.QuietPoller`)."""
+        return not (
+            self.requests or self.total_outbufs_len or self.will_close or self.close_when_flushed
+        )
+
+    def add_channel(self, map: dict[int, Any] | None = None) -> None:
+        """Register the new connection, and have the poller look at it."""
+        super().add_channel(map)
+        poller = getattr(self.server, "poller", None)
+        if poller is not None:
+            poller.watch(self)
+
 
 class _Server(TcpWSGIServer):
     """Waitress's TCP server with the read deadline and a draining stop."""
@@ -128,7 +144,23 @@ class _Server(TcpWSGIServer):
 
     def __init__(self, app: Callable[..., Any], adj: Adjustments, read_timeout: float) -> None:
         self.read_timeout = read_timeout
+        self.poller: QuietPoller | None = None
         super().__init__(app, map={}, adj=adj)
+        if hasattr(select, "epoll"):
+            self.poller = QuietPoller(self._map)
+
+    def add_task(self, task: Any) -> None:
+        """Queue a connection's request for a worker; watch it until it is answered."""
+        if self.poller is not None:
+            self.poller.watch(task)
+        super().add_task(task)
+
+    def poll(self, timeout: float) -> None:
+        """One turn of the loop."""
+        if self.poller is not None:
+            self.poller.poll(timeout)
+        else:
+            wasyncore.poll2(timeout, self._map)
 
     def maintenance(self, now: float) -> None:
         """Close connections idle too long (waitress) or too slow to send a request."""
@@ -222,13 +254,15 @@ class WebhookServer:
         server = self._server
         try:
             while not self._stopping.is_set():
-                wasyncore.poll2(_LOOP_TIMEOUT, server._map)
+                server.poll(_LOOP_TIMEOUT)
             self._drain()
         finally:
             self._close_all()
             # Workers are idle once drained; past the drain timeout they are abandoned
             # (daemon threads) and the requests they hold were never answered.
             server.task_dispatcher.shutdown(cancel_pending=True, timeout=1)
+            if server.poller is not None:
+                server.poller.close()
             self._stopped.set()
 
     def stop(self) -> None:
