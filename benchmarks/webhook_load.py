@@ -213,6 +213,13 @@ def _rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds the process has used (all its threads)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _wait_listening(log: Path, proc: subprocess.Popen, timeout: float = 60) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -325,6 +332,8 @@ def main() -> None:
             results: list = []
             lock = threading.Lock()
             share = [prepared[i :: args.clients] for i in range(args.clients)]
+            server_cpu = _cpu_s(proc.pid)
+            client_cpu = time.process_time()
             started = time.perf_counter()
             until = started + args.duration
             threads = [
@@ -338,6 +347,8 @@ def main() -> None:
             for thread in threads:
                 thread.join()
             elapsed = time.perf_counter() - started
+            server_cpu = _cpu_s(proc.pid) - server_cpu
+            client_cpu = time.process_time() - client_cpu
             rss.append(("end", _rss_mb(proc.pid)))
             load = os.getloadavg()
             open_at_end = slow.open_now()
@@ -368,6 +379,12 @@ def main() -> None:
             f"{len(results) * args.events_per_post / elapsed:.0f} events/s; "
             f"latency p50 {_percentile(latencies, 0.5):.1f} ms, "
             f"p99 {_percentile(latencies, 0.99):.1f} ms; statuses {statuses}"
+        )
+        done = max(1, len(results))
+        print(
+            f"  CPU: server {server_cpu:.1f} s ({server_cpu / done * 1000:.2f} ms per post, "
+            f"{server_cpu / elapsed:.0%} of a core), client {client_cpu:.1f} s "
+            f"({client_cpu / done * 1000:.2f} ms per post)"
         )
         print("  server RSS " + ", ".join(f"{name} {mb:.1f} MB" for name, mb in rss))
         print(

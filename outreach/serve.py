@@ -104,6 +104,7 @@ from outreach.events import (
     twilio_sid,
 )
 from outreach.events import ingest_events as _ingest_events
+from outreach.group_commit import SendGridWriter
 from outreach.http_server import serve
 from outreach.inbound.intake import ingest_messages
 from outreach.inbound.parse_webhook import ParseFormError, read_form, rebuild_message
@@ -289,6 +290,7 @@ class WebhookApp:
         #: the live channels, to cancel at once what a reply or out-of-office stops
         self.channels = dict(channels or {})
         self.default_region = config.policy.default_region if config is not None else "US"
+        self._sendgrid_writer = SendGridWriter(engine, self.default_region)
         self.public_url = (settings.public_url or "").rstrip("/") or None
         token = settings.twilio_auth_token
         self._twilio = RequestValidator(token.get_secret_value()) if token else None
@@ -426,10 +428,15 @@ class WebhookApp:
         except InputError as exc:
             log.warning("sendgrid batch (%d bytes) refused (400): %s", len(body), exc)
             return _text(f"bad request: {exc}; expected a JSON array of events", 400)
-        report = self._ingest((f"sendgrid batch {where}", item) for where, item in batch.events)
-        delivery = self._ingest_deliveries(
-            (f"sendgrid batch {where}", item) for where, item in batch.deliveries
+        # Stored together with the posts being answered at the same time (group commit).
+        stored = self._sendgrid_writer.write(
+            [(f"sendgrid batch {where}", item) for where, item in batch.events],
+            [(f"sendgrid batch {where}", item) for where, item in batch.deliveries],
+            self.clock.now(),
         )
+        report, delivery = stored.events, stored.deliveries
+        _log_ingest(report)
+        _log_deliveries(delivery)
         log.info(
             "sendgrid batch: %d items, %d inbound events, %d delivery events, %d recorded, "
             "%d duplicates, %d unmatched, %d ignored, %d bad",
@@ -663,24 +670,14 @@ class WebhookApp:
 
     def _ingest_deliveries(self, events: Iterable[tuple[str, DeliveryEvent]]) -> DeliveryReport:
         report = ingest_deliveries(self.engine, events, now=self.clock.now())
-        for message in report.ignored[:_LOG_ITEMS]:
-            log.info("not recorded: %s", message)
-        for message in report.bad[:_LOG_ITEMS]:
-            log.warning("left out: %s", message)
+        _log_deliveries(report)
         return report
 
     def _ingest(self, events: Iterable[tuple[str, InboundEvent | str]]) -> IngestReport:
         report = _ingest_events(
             self.engine, events, now=self.clock.now(), default_region=self.default_region
         )
-        # places and reasons, never an address; a flood of bad items is not a flood of lines
-        for message in report.unmatched[:_LOG_ITEMS]:
-            log.info("not recorded: %s", message)
-        for message in report.bad[:_LOG_ITEMS]:
-            log.warning("left out: %s", message)
-        hidden = max(0, len(report.unmatched) - _LOG_ITEMS) + max(0, len(report.bad) - _LOG_ITEMS)
-        if hidden:
-            log.warning("%d more not recorded or left out (not listed)", hidden)
+        _log_ingest(report)
         return report
 
     def _check_sendgrid(self, request: Request, body: bytes) -> str | None:
@@ -741,6 +738,24 @@ class WebhookApp:
                 .order_by(_touches.c.id)
                 .limit(1)
             ).scalar()
+
+
+def _log_deliveries(report: DeliveryReport) -> None:
+    for message in report.ignored[:_LOG_ITEMS]:
+        log.info("not recorded: %s", message)
+    for message in report.bad[:_LOG_ITEMS]:
+        log.warning("left out: %s", message)
+
+
+def _log_ingest(report: IngestReport) -> None:
+    # places and reasons, never an address; a flood of bad items is not a flood of lines
+    for message in report.unmatched[:_LOG_ITEMS]:
+        log.info("not recorded: %s", message)
+    for message in report.bad[:_LOG_ITEMS]:
+        log.warning("left out: %s", message)
+    hidden = max(0, len(report.unmatched) - _LOG_ITEMS) + max(0, len(report.bad) - _LOG_ITEMS)
+    if hidden:
+        log.warning("%d more not recorded or left out (not listed)", hidden)
 
 
 def _discard(request: Request) -> None:
