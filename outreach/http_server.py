@@ -32,8 +32,8 @@ What waitress lacks is added here:
   request still arriving when the stop came was never acknowledged and the provider
   retries it.
 
-The access log carries the method, the path (a rating token redacted) and the status,
-never a query string or a client's data: refusals (4xx, 5xx) at INFO, the rest at DEBUG.
+The access log (INFO) carries the method, the path (a rating token redacted) and the
+status, never a query string or a client's data.
 """
 
 from __future__ import annotations
@@ -190,12 +190,9 @@ def _access_log(app: Callable[..., Any]) -> Callable[..., Any]:
 
     def logged(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            # Refusals at INFO; successes at DEBUG: each route logs what it stored, and
-            # at hundreds of posts a second a second line per post is noise.
-            level = logging.INFO if status[:1] in ("4", "5") else logging.DEBUG
-            if log.isEnabledFor(level):
+            if log.isEnabledFor(logging.INFO):
                 path = redact_rating_path(environ.get("PATH_INFO", ""))
-                log.log(level, "%s %s %s", environ.get("REQUEST_METHOD"), path, status[:3])
+                log.info("%s %s %s", environ.get("REQUEST_METHOD"), path, status[:3])
             return start_response(status, headers, exc_info)
 
         return app(environ, start)
