@@ -85,6 +85,7 @@ class SendGridWriter:
         post = _Post(events, deliveries)
         with self._cond:
             self._queue.append(post)
+            self._queued(len(self._queue))
             while self._writing and not post.done:
                 self._cond.wait()
             if not post.done:
@@ -109,6 +110,9 @@ class SendGridWriter:
             raise post.error
         assert post.result is not None
         return post.result
+
+    def _queued(self, waiting: int) -> None:
+        """Called (under the lock) when a post has joined the queue; a hook for tests."""
 
     def _write_group(self, group: list[_Post], now: datetime) -> list[PostReports]:
         if len(group) == 1:
