@@ -1,8 +1,8 @@
 """Benchmark: ``outreach serve`` under signed SendGrid Event Webhook posts while 1,000 slow
 clients hold connections open.
 
-Run: ``python benchmarks/webhook_load.py [--duration 20] [--slow 1000] [--clients 4]
-[--events-per-post 1] [--database sqlite|postgresql]``.
+Run: ``python benchmarks/webhook_load.py [--duration 20] [--slow 1000] [--clients 8]
+[--events-per-post 1] [--read-timeout 30] [--database sqlite|postgresql]``.
 
 Loopback only, bounded by ``--duration`` (at most 120 s) and ``--max-posts``. Sets up a
 throwaway store (SQLite by default; PostgreSQL on the tests' server with
@@ -260,7 +260,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of load (<=120)")
     parser.add_argument("--max-posts", type=int, default=60_000, help="posts at most")
     parser.add_argument("--slow", type=int, default=1000, help="slow connections held open")
-    parser.add_argument("--clients", type=int, default=4, help="keep-alive posting connections")
+    parser.add_argument("--clients", type=int, default=8, help="keep-alive posting connections")
     parser.add_argument("--events-per-post", type=int, default=1)
     parser.add_argument("--people", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=8, help="outreach serve --threads")
