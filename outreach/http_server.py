@@ -254,7 +254,7 @@ class WebhookServer:
         server = self._server
         try:
             while not self._stopping.is_set():
-                server.poll(_LOOP_TIMEOUT)
+                server.poll(min(_LOOP_TIMEOUT, self.limits.cleanup_interval))
             self._drain()
         finally:
             self._close_all()
