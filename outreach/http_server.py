@@ -222,7 +222,9 @@ class WebhookServer:
             host=host,
             port=port,
             threads=self.limits.threads,
-            connection_limit=self.limits.connection_limit,
+            # waitress counts every descriptor of its loop: the listening socket and the
+            # wake-up pipe too
+            connection_limit=self.limits.connection_limit + 2,
             channel_timeout=max(1, round(self.limits.read_timeout)),
             cleanup_interval=1,  # replaced below: waitress wants an int
             max_request_header_size=self.limits.max_header_bytes,

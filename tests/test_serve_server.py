@@ -185,6 +185,25 @@ def test_many_concurrent_signed_posts_all_stored(app, store, sendgrid) -> None: 
     assert stored_ids(store) >= {f"c{n}-{x}" for n in range(posts) for x in "ab"}
 
 
+def test_past_the_connection_limit_a_client_waits_for_a_free_slot(app) -> None:
+    with running(app, ServerLimits(connection_limit=3)) as server:
+        held = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(3)]
+        for sock in held:  # each accepted (a request, answered), then kept open idle
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            sock.settimeout(WAIT)
+            assert sock.recv(1024).startswith(b"HTTP/1.1 200")
+        waiting = socket.create_connection(("127.0.0.1", server.port))  # the kernel's backlog
+        waiting.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        waiting.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            waiting.recv(1024)  # not accepted while three are open
+        held.pop().close()
+        waiting.settimeout(WAIT)
+        assert waiting.recv(1024).startswith(b"HTTP/1.1 200")
+        for sock in [*held, waiting]:
+            sock.close()
+
+
 def raw_exchange(port: int, data: bytes) -> bytes:
     """Send ``data`` and read what comes back until the server closes."""
     with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
