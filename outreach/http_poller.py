@@ -6,9 +6,10 @@ holding connections open that is about 0.5 ms per turn, and a busy server turns 
 of times a second. :class:`QuietPoller` keeps one ``epoll`` registration per connection and
 asks only the connections that can have changed: those that had an event on the last turn,
 those that were handed to a worker thread (:meth:`QuietPoller.watch`) until they are
-settled again, the objects that are not connections (the listening socket, the wake-up
-pipe), and every connection on a periodic sweep (``sweep_every`` seconds), so nothing can
-be missed for longer than that.
+settled again (on the turns after a wake-up: a worker changes a connection, then pulls
+waitress's trigger, an object of the loop that is not a connection), the objects that are
+not connections (the listening socket, the wake-up pipe), and every connection on a
+periodic sweep (``sweep_every`` seconds), so nothing can be missed for longer than that.
 
 A connection is *settled* when its ``settled()`` method says so (nothing queued, running or
 waiting to be sent); objects without that method are asked on every turn.
@@ -43,11 +44,14 @@ class QuietPoller:
         self._watched: set[Any] = set()
         self._always: list[Any] = []
         self._last: list[Any] = []
+        self._woken = True
+        self._watch_now = False
 
     def watch(self, obj: Any) -> None:
-        """Ask ``obj`` on every turn until it is settled (thread-safe)."""
+        """Ask ``obj`` after each wake-up until it is settled (thread-safe)."""
         with self._lock:
             self._watched.add(obj)
+        self._watch_now = True
 
     def close(self) -> None:
         """Release the ``epoll`` object."""
@@ -61,10 +65,12 @@ class QuietPoller:
             objects = list(self._map.values())
             self._always = [obj for obj in objects if not hasattr(obj, "settled")]
             self._forget_closed()
-        else:
+        elif self._woken:
             with self._lock:
                 watched = list(self._watched)
             objects = [*self._always, *watched, *self._last]
+        else:
+            objects = [*self._always, *self._last]
         settled = []
         for obj in objects:
             fd = obj._fileno
@@ -86,14 +92,17 @@ class QuietPoller:
             events = self._epoll.poll(timeout)
         except InterruptedError:
             events = []
-        last = []
+        last, woken = [], bool(self._watch_now)
         for fd, flags in events:
             obj = self._map.get(fd)
             if obj is None:
                 continue
             readwrite(obj, flags)
             last.append(obj)
+            woken = woken or not hasattr(obj, "settled")
         self._last = last
+        self._woken = woken
+        self._watch_now = False
 
     def _register(self, fd: int, obj: Any, flags: int) -> None:
         old = self._registered.get(fd)
