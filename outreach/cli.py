@@ -883,6 +883,23 @@ def replies_list_command(
 def serve_command(
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port (0: any).")] = 8080,
+    threads: Annotated[
+        int, typer.Option("--threads", min=1, max=256, help="Requests handled at once.")
+    ] = 8,
+    connection_limit: Annotated[
+        int,
+        typer.Option(
+            "--connection-limit", min=1, help="Open connections at most (idle ones included)."
+        ),
+    ] = 10_000,
+    read_timeout: Annotated[
+        float,
+        typer.Option(
+            "--read-timeout",
+            min=0.1,
+            help="Seconds a request may take to arrive (and a connection may sit idle).",
+        ),
+    ] = 30.0,
 ) -> None:
     """Webhook receiver: SendGrid events and Inbound Parse, Twilio SMS and status callbacks.
 
@@ -891,9 +908,18 @@ def serve_command(
     What arrives is recorded as events; the next `outreach run` applies them,
     except that an email reply or out-of-office notice stops its cadence and
     cancels what SendGrid or Twilio holds for that person at once. Ctrl-C or
-    TERM stops it.
+    TERM stops it: no new connections, requests that arrived finish, then it exits.
+
+    Runs on waitress: a slow client costs a socket, not a thread, and is cut off
+    after --read-timeout; headers past 64 KB get 431, bodies past 40 MB 413.
     """
+    from outreach.http_server import ServerLimits, raise_open_files_limit
     from outreach.serve import make_app, serve
+
+    limits = ServerLimits(
+        threads=threads, connection_limit=connection_limit, read_timeout=read_timeout
+    )
+    raise_open_files_limit(connection_limit + 256)
 
     settings = _settings()
     config = _config(settings)
@@ -910,6 +936,7 @@ def serve_command(
                 host,
                 port,
                 stop,
+                limits=limits,
                 on_ready=lambda bound: err.print(
                     f"listening on http://{host}:{bound} (POST /webhooks/sendgrid/events, "
                     "/webhooks/sendgrid/inbound, /webhooks/twilio/inbound, "

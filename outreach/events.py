@@ -47,6 +47,7 @@ import logging
 import math
 import re
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -247,6 +248,15 @@ class DeliveryReport:
     ignored: list[str] = field(default_factory=list)
     bad: list[str] = field(default_factory=list)
 
+    #: where each duplicate came from, when the caller asked (passed a report with a list)
+    duplicate_places: list[str] | None = None
+
+    def add_duplicate(self, where: str) -> None:
+        """Count a duplicate (and note its place when asked to)."""
+        self.duplicates += 1
+        if self.duplicate_places is not None:
+            self.duplicate_places.append(where)
+
 
 @dataclass
 class IngestReport:
@@ -257,6 +267,15 @@ class IngestReport:
     duplicates: int = 0
     unmatched: list[str] = field(default_factory=list)
     bad: list[str] = field(default_factory=list)
+
+    #: where each duplicate came from, when the caller asked (passed a report with a list)
+    duplicate_places: list[str] | None = None
+
+    def add_duplicate(self, where: str) -> None:
+        """Count a duplicate (and note its place when asked to)."""
+        self.duplicates += 1
+        if self.duplicate_places is not None:
+            self.duplicate_places.append(where)
 
 
 # -- reading ------------------------------------------------------------------------------
@@ -648,14 +667,15 @@ def ingest_events(
     default_region: str = "US",
     batch_size: int = BATCH_SIZE,
     progress: Callable[[int], None] | None = None,
+    report: IngestReport | None = None,
 ) -> IngestReport:
     """Resolve and record ``events``; ``(where, event)`` pairs, ``where`` like ``f.jsonl:3``.
 
     ``event`` is an :class:`InboundEvent`, a dict (validated here) or a string: the reason
     a reader could not read that item, counted under ``bad``. Recorded events are applied
-    by the next tick.
+    by the next tick. ``report``: one to add to (e.g. with ``duplicate_places=[]``).
     """
-    report = IngestReport()
+    report = report if report is not None else IngestReport()
     batch: list[_Pending] = []
     keys: set[str] = set()
     try:
@@ -664,7 +684,7 @@ def ingest_events(
             pending = _prepare(where, item, default_region, report)
             if pending is not None:
                 if pending.key in keys:
-                    report.duplicates += 1
+                    report.add_duplicate(pending.where)
                 else:
                     keys.add(pending.key)
                     batch.append(pending)
@@ -754,15 +774,27 @@ def _dedupe_key(event: InboundEvent, address: str | None) -> str:
     return _KEY_PREFIX + "sha256:" + digest
 
 
+@contextmanager
+def _writing(engine: Engine) -> Iterator[Connection]:
+    """A transaction that reads, then writes. On SQLite it takes the write lock up front:
+    concurrent posts (``outreach serve`` runs several at once) then queue on the busy
+    timeout instead of failing when a reader upgrades to a writer."""
+    with engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            conn.info["sqlite_begin"] = "BEGIN IMMEDIATE"
+        with conn.begin():
+            yield conn
+
+
 def _flush(engine: Engine, batch: list[_Pending], now: datetime, report: IngestReport) -> None:
     if not batch:
         return
-    with engine.begin() as conn:
+    with _writing(engine) as conn:
         existing = _existing_keys(conn, [p.key for p in batch])
         fresh = []
         for pending in batch:
             if pending.key in existing:
-                report.duplicates += 1
+                report.add_duplicate(pending.where)
             else:
                 fresh.append(pending)
         listed = _list_suppressions(conn, fresh, now)
@@ -1032,6 +1064,7 @@ def ingest_deliveries(
     *,
     now: datetime,
     batch_size: int = BATCH_SIZE,
+    report: DeliveryReport | None = None,
 ) -> DeliveryReport:
     """Record ``(where, event)`` delivery-side signals for the report; one transaction,
     one touch lookup and one insert per batch.
@@ -1041,9 +1074,9 @@ def ingest_deliveries(
     so nothing in the engine reacts to a delivery, an open or a click. An event whose
     ``touch_id`` is missing or names no touch is counted in ``ignored`` (there is nothing
     to attribute it to). The dedupe key is ``inbound:<id>`` as for inbound events, so a
-    batch posted again records nothing new.
+    batch posted again records nothing new. ``report``: one to add to.
     """
-    report = DeliveryReport()
+    report = report if report is not None else DeliveryReport()
     batch: list[tuple[str, DeliveryEvent, str]] = []
     keys: set[str] = set()
     for where, event in deliveries:
@@ -1053,7 +1086,7 @@ def ingest_deliveries(
             continue
         key = _delivery_key(event)
         if key in keys:
-            report.duplicates += 1
+            report.add_duplicate(where)
             continue
         keys.add(key)
         batch.append((where, event, key))
@@ -1080,12 +1113,12 @@ def _flush_deliveries(
 ) -> None:
     if not batch:
         return
-    with engine.begin() as conn:
+    with _writing(engine) as conn:
         existing = _existing_keys(conn, [key for _, _, key in batch])
         fresh = []
         for item in batch:
             if item[2] in existing:
-                report.duplicates += 1
+                report.add_duplicate(item[0])
             else:
                 fresh.append(item)
         touch_ids = {event.touch_id for _, event, _ in fresh}

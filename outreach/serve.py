@@ -57,7 +57,8 @@ signature), and a route whose secret is not configured answers 503 naming the va
 events are applied by the next ``outreach run``. Logs name event counts, sizes, touch and
 candidate ids, never an address, phone number, message body, token or signature.
 
-The CLI runs it as::
+The CLI runs it on a production server (:mod:`outreach.http_server`: waitress with a read
+deadline, connection and size limits, and a draining stop)::
 
     app = make_app(engine, settings, config, SystemClock())
     serve(app, host, port, stop)          # until ``stop`` is set (or Ctrl-C)
@@ -72,7 +73,6 @@ import hmac
 import json
 import logging
 import tempfile
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -88,7 +88,6 @@ from twilio.request_validator import RequestValidator
 from werkzeug.datastructures import Headers
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 from werkzeug.routing import Map, Rule
-from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 from outreach.cadence import CadenceConfig
@@ -105,6 +104,8 @@ from outreach.events import (
     twilio_sid,
 )
 from outreach.events import ingest_events as _ingest_events
+from outreach.group_commit import SendGridWriter
+from outreach.http_server import serve
 from outreach.inbound.intake import ingest_messages
 from outreach.inbound.parse_webhook import ParseFormError, read_form, rebuild_message
 from outreach.inbound.raw import RawMessage
@@ -113,7 +114,6 @@ from outreach.ratings import (
     RATING_PATH,
     parse_score,
     record_rating,
-    redact_rating_path,
     thank_you,
 )
 from outreach.ratings import page as rating_page
@@ -290,6 +290,7 @@ class WebhookApp:
         #: the live channels, to cancel at once what a reply or out-of-office stops
         self.channels = dict(channels or {})
         self.default_region = config.policy.default_region if config is not None else "US"
+        self._sendgrid_writer = SendGridWriter(engine, self.default_region)
         self.public_url = (settings.public_url or "").rstrip("/") or None
         token = settings.twilio_auth_token
         self._twilio = RequestValidator(token.get_secret_value()) if token else None
@@ -427,10 +428,15 @@ class WebhookApp:
         except InputError as exc:
             log.warning("sendgrid batch (%d bytes) refused (400): %s", len(body), exc)
             return _text(f"bad request: {exc}; expected a JSON array of events", 400)
-        report = self._ingest((f"sendgrid batch {where}", item) for where, item in batch.events)
-        delivery = self._ingest_deliveries(
-            (f"sendgrid batch {where}", item) for where, item in batch.deliveries
+        # Stored together with the posts being answered at the same time (group commit).
+        stored = self._sendgrid_writer.write(
+            [(f"sendgrid batch {where}", item) for where, item in batch.events],
+            [(f"sendgrid batch {where}", item) for where, item in batch.deliveries],
+            self.clock.now(),
         )
+        report, delivery = stored.events, stored.deliveries
+        _log_ingest(report)
+        _log_deliveries(delivery)
         log.info(
             "sendgrid batch: %d items, %d inbound events, %d delivery events, %d recorded, "
             "%d duplicates, %d unmatched, %d ignored, %d bad",
@@ -664,24 +670,14 @@ class WebhookApp:
 
     def _ingest_deliveries(self, events: Iterable[tuple[str, DeliveryEvent]]) -> DeliveryReport:
         report = ingest_deliveries(self.engine, events, now=self.clock.now())
-        for message in report.ignored[:_LOG_ITEMS]:
-            log.info("not recorded: %s", message)
-        for message in report.bad[:_LOG_ITEMS]:
-            log.warning("left out: %s", message)
+        _log_deliveries(report)
         return report
 
     def _ingest(self, events: Iterable[tuple[str, InboundEvent | str]]) -> IngestReport:
         report = _ingest_events(
             self.engine, events, now=self.clock.now(), default_region=self.default_region
         )
-        # places and reasons, never an address; a flood of bad items is not a flood of lines
-        for message in report.unmatched[:_LOG_ITEMS]:
-            log.info("not recorded: %s", message)
-        for message in report.bad[:_LOG_ITEMS]:
-            log.warning("left out: %s", message)
-        hidden = max(0, len(report.unmatched) - _LOG_ITEMS) + max(0, len(report.bad) - _LOG_ITEMS)
-        if hidden:
-            log.warning("%d more not recorded or left out (not listed)", hidden)
+        _log_ingest(report)
         return report
 
     def _check_sendgrid(self, request: Request, body: bytes) -> str | None:
@@ -744,6 +740,24 @@ class WebhookApp:
             ).scalar()
 
 
+def _log_deliveries(report: DeliveryReport) -> None:
+    for message in report.ignored[:_LOG_ITEMS]:
+        log.info("not recorded: %s", message)
+    for message in report.bad[:_LOG_ITEMS]:
+        log.warning("left out: %s", message)
+
+
+def _log_ingest(report: IngestReport) -> None:
+    # places and reasons, never an address; a flood of bad items is not a flood of lines
+    for message in report.unmatched[:_LOG_ITEMS]:
+        log.info("not recorded: %s", message)
+    for message in report.bad[:_LOG_ITEMS]:
+        log.warning("left out: %s", message)
+    hidden = max(0, len(report.unmatched) - _LOG_ITEMS) + max(0, len(report.bad) - _LOG_ITEMS)
+    if hidden:
+        log.warning("%d more not recorded or left out (not listed)", hidden)
+
+
 def _discard(request: Request) -> None:
     """Read a small refused body to its end, so the client reads the answer, not a reset."""
     length = request.content_length
@@ -799,47 +813,3 @@ def make_app(
     notice cancel at once what a provider holds for that person.
     """
     return WebhookApp(engine, settings, config, clock, channels)
-
-
-class _Handler(WSGIRequestHandler):
-    """Logs method, path and status only (never a query string, a client's data or the
-    token of a rating link)."""
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        path = redact_rating_path(self.path.split("?", 1)[0])
-        log.info("%s %s %s", self.command, path, getattr(code, "value", code))
-
-    def log(self, type: str, message: str, *args: Any) -> None:
-        if type == "error":
-            log.error("server: %s", message % args if args else message)
-
-
-def serve(
-    app: Callable[..., Any],
-    host: str,
-    port: int,
-    stop: threading.Event | None = None,
-    *,
-    on_ready: Callable[[int], None] | None = None,
-) -> None:
-    """Serve ``app`` on ``host``:``port`` (threaded) until ``stop`` is set.
-
-    Blocks. ``on_ready(port)`` is called once the socket is bound (``port=0`` picks a free
-    one). Without ``stop`` it runs until interrupted (``KeyboardInterrupt``); the caller's
-    SIGINT/SIGTERM handler sets ``stop`` for a clean shutdown (requests in flight finish).
-    Raises :class:`OSError` when the address cannot be bound.
-    """
-    server = make_server(host, port, app, threaded=True, request_handler=_Handler)
-    try:
-        if stop is not None:
-
-            def _watch() -> None:
-                stop.wait()
-                server.shutdown()
-
-            threading.Thread(target=_watch, name="outreach-serve-stop", daemon=True).start()
-        if on_ready is not None:
-            on_ready(server.server_port)
-        server.serve_forever(poll_interval=0.2)
-    finally:
-        server.server_close()
