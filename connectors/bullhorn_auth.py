@@ -19,21 +19,32 @@ descends from, so setting a new token in the environment wins over an older file
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import threading
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
 from outreach.errors import ConfigError, PermanentError, RetryableError
-from outreach.private_files import write_private_text
+from outreach.private_files import create_private, write_private_text
 
 __all__ = ["BhRestAuth", "BullhornLogin", "RefreshTokenFile", "Session"]
 
 _PROVIDER = "bullhorn"
+
+
+_LOCKS: dict[Path, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _thread_lock(path: Path) -> threading.Lock:
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(path.resolve(), threading.Lock())
 
 
 def _fingerprint(token: str | None) -> str | None:
@@ -50,6 +61,20 @@ class RefreshTokenFile:
     def __init__(self, path: Path, origin: str | None) -> None:
         self.path = path
         self.origin = _fingerprint(origin)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the file while a token is exchanged: one exchange at a time, across the
+        threads of this process (a sync and a write-back) and across processes."""
+        with _thread_lock(self.path):
+            lock_path = self.path.with_name(self.path.name + ".lock")
+            create_private(lock_path)
+            with lock_path.open("a") as handle:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
     def load(self) -> str | None:
         """The stored token descending from ``origin``, or None."""
@@ -115,8 +140,7 @@ class BullhornLogin:
         self._client = (client_id, client_secret)
         self._user = (username, password) if username and password else None
         self.token_file = token_file
-        stored = token_file.load() if token_file is not None else None
-        self._refresh_token = stored or refresh_token
+        self._refresh_token = refresh_token
         self._http = httpx.Client(transport=transport, timeout=timeout, follow_redirects=False)
         self._lock = threading.Lock()
         self._session: Session | None = None
@@ -174,6 +198,15 @@ class BullhornLogin:
         return Session(token, rest_url)
 
     def _access_token(self) -> str:
+        if self.token_file is None:
+            return self._exchange()
+        with self.token_file.locked():
+            # Another connector or process may have rotated the token since: the file
+            # always holds the newest one.
+            self._refresh_token = self.token_file.load() or self._refresh_token
+            return self._exchange()
+
+    def _exchange(self) -> str:
         if self._refresh_token:
             form = {"grant_type": "refresh_token", "refresh_token": self._refresh_token}
             answer = self._token(form, refused=None if self._user else _REFUSED_REFRESH)

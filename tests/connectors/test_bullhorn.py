@@ -418,3 +418,14 @@ def test_task_states_are_read_back(tmp_path: Path) -> None:
         )
     )
     assert connector(tmp_path).task_status(["1", "2", "x"]) == {"1": "done", "2": "open"}
+
+
+@respx.mock
+def test_two_connectors_sharing_the_file_never_spend_a_dead_token(tmp_path: Path) -> None:
+    token, _ = mock_sign_in(sessions=2)
+    first, second = connector(tmp_path), connector(tmp_path)  # both built before signing in
+    first.login.session()
+    second.login.session()
+    spent = [parse_qs(c.request.content.decode())["refresh_token"][0] for c in token.calls]
+    assert spent == [FIRST_REFRESH, "rt-1"]
+    assert (tmp_path / "token.lock").exists()
