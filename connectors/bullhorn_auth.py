@@ -68,7 +68,14 @@ class RefreshTokenFile:
         threads of this process (a sync and a write-back) and across processes."""
         with _thread_lock(self.path):
             lock_path = self.path.with_name(self.path.name + ".lock")
-            create_private(lock_path)
+            try:
+                self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                create_private(lock_path)
+            except OSError as exc:
+                raise ConfigError(
+                    f"bullhorn: cannot create {lock_path} beside the refresh token file "
+                    f"({exc.strerror}); set BULLHORN_TOKEN_FILE to a writable path"
+                ) from None
             with lock_path.open("a") as handle:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
                 try:

@@ -252,7 +252,14 @@ class Settings(BaseSettings):
             return Integration("bullhorn", "source", True, "OAuth (refresh token)")
         if client and user:
             return Integration("bullhorn", "source", True, "OAuth (API user login)")
-        if client or self.bullhorn_refresh_token or user:
+        parts = (
+            self.bullhorn_client_id,
+            self.bullhorn_client_secret,
+            self.bullhorn_refresh_token,
+            self.bullhorn_username,
+            self.bullhorn_password,
+        )
+        if any(parts):
             return Integration(
                 "bullhorn",
                 "source",

@@ -67,7 +67,9 @@ def test_sync_reads_every_crm_and_merges_people_across_them(cli, sandbox, databa
         )
         people = conn.execute(select(func.count()).select_from(Person)).scalar_one()
     engine.dispose()
-    expected = {crm: len(sandbox.in_crm(crm)) for crm in ("greenhouse", "lever", "hubspot")}
+    expected = {
+        crm: len(sandbox.in_crm(crm)) for crm in ("greenhouse", "lever", "hubspot", "bullhorn")
+    }
     assert per_source == expected
     assert people == PEOPLE  # people in two CRMs merged by email
     assert sum(expected.values()) > PEOPLE

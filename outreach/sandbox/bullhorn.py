@@ -44,7 +44,7 @@ from outreach.sandbox.base import FakeProvider, RateWindow, Route, json_response
 from outreach.sandbox.bullhorn_where import compile_where
 from outreach.sandbox.seed import RECRUITERS, SeedPerson
 
-__all__ = ["CORP_TOKEN", "STATUS_OF", "FakeBullhorn", "bullhorn_user_id"]
+__all__ = ["CORP_TOKEN", "STATUS_OF", "FakeBullhorn"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 CORP_TOKEN = "sbx42"
@@ -58,11 +58,6 @@ STATUS_OF = {
     "rejected": "Client Rejected",
 }
 _MAX_COUNT = 500
-
-
-def bullhorn_user_id(recruiter_index: int) -> int:
-    """The CorporateUser id of seeded recruiter ``recruiter_index``."""
-    return 5001 + recruiter_index
 
 
 def _ms(at: datetime) -> int:
@@ -136,19 +131,19 @@ class FakeBullhorn(FakeProvider):
         self.client_id, self.client_secret = client_id, client_secret
         self.username, self.password = username, password
         self.session_ttl = session_ttl
-        self.api_user_id = bullhorn_user_id(0)
+        self.api_user_id = RECRUITERS[0].bullhorn_id
         self.refresh_tokens: set[str] = {refresh_token}
         self.codes: set[str] = set()
         self.access_tokens: dict[str, datetime] = {}
         self.sessions: dict[str, datetime] = {}
         self.users = {
-            bullhorn_user_id(k): {
-                "id": bullhorn_user_id(k),
+            r.bullhorn_id: {
+                "id": r.bullhorn_id,
                 "firstName": r.name.split(" ", 1)[0],
                 "lastName": r.name.split(" ", 1)[1],
                 "email": r.email,
             }
-            for k, r in enumerate(RECRUITERS)
+            for r in RECRUITERS
         }
         self.candidates: dict[int, dict[str, Any]] = {}
         self.submissions: dict[int, dict[str, Any]] = {}
@@ -169,7 +164,7 @@ class FakeBullhorn(FakeProvider):
 
     def _seed(self, p: SeedPerson, candidate_id: int) -> None:
         created = _ms(p.created_at)
-        owner = self.users[bullhorn_user_id(RECRUITERS.index(p.recruiter))]
+        owner = self.users[p.recruiter.bullhorn_id]
         self.candidates[candidate_id] = {
             "id": candidate_id,
             "firstName": p.first_name,
