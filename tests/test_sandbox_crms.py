@@ -116,3 +116,16 @@ def test_linkedin_steps_become_tasks_on_the_right_contact_and_owner(
         for p in noted
         for n in sandbox.greenhouse.notes_for(sandbox.greenhouse_id(p))
     )
+
+    bullhorn_prospects = [p for p in sandbox.in_crm("bullhorn") if p.stage == "prospect"]
+    assert bullhorn_prospects
+    bullhorn_tasked = 0
+    for person in bullhorn_prospects:
+        tasks = sandbox.bullhorn.tasks_for(sandbox.bullhorn.candidate_id(person.index))
+        if not tasks:
+            continue  # reached through another CRM first, or capped
+        bullhorn_tasked += 1
+        (task,) = tasks
+        assert task["owner"] == {"id": person.recruiter.bullhorn_id}
+        assert task["subject"].startswith(f"LinkedIn: connect with {person.first_name}")
+    assert bullhorn_tasked >= len(bullhorn_prospects) * 0.8
