@@ -47,6 +47,8 @@ CANDIDATE_FIELDS = (
     "customText1,customText2,customText3"
 )
 SUBMISSION_FIELDS = "id,status,dateAdded,dateLastModified,candidate,jobOrder(id,title)"
+#: candidate ids per ``candidate.id IN (…)`` clause: a GET's URL stays near 2 KB
+_IDS_PER_QUERY = 250
 #: submission statuses that close it (Bullhorn's defaults; anything else is open)
 CLOSED_STATUSES = frozenset(
     {"placed", "client rejected", "candidate rejected", "sales rep rejected", "offer rejected"}
@@ -227,8 +229,8 @@ class Bullhorn(Connector):
         """Every live submission of these candidates, by candidate id (paged by ``start``)."""
         wanted = sorted(set(ids))
         by_candidate: dict[int, list[dict[str, Any]]] = {}
-        for offset in range(0, len(wanted), 100):
-            chunk = wanted[offset : offset + 100]
+        for offset in range(0, len(wanted), _IDS_PER_QUERY):
+            chunk = wanted[offset : offset + _IDS_PER_QUERY]
             start = 0
             while True:
                 items = _data(
