@@ -23,6 +23,8 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
+import re
 import threading
 from collections.abc import Generator, Iterator
 from pathlib import Path
@@ -33,10 +35,35 @@ import httpx
 from outreach.errors import ConfigError, PermanentError, RetryableError
 from outreach.private_files import create_private, write_private_text
 
-__all__ = ["BhRestAuth", "BullhornLogin", "RefreshTokenFile", "Session"]
+__all__ = ["BhRestAuth", "BullhornLogin", "RefreshTokenFile", "Session", "redact"]
 
 _PROVIDER = "bullhorn"
 
+
+_SECRET_PARAM = re.compile(
+    r"(?i)\b(access_token|refresh_token|client_secret|password|code|BhRestToken)=[^&\s\"']*"
+)
+
+
+class _RedactSecrets(logging.Filter):
+    """Masks Bullhorn's secrets in httpx's request log lines (``outreach --verbose``): the
+    REST login takes the access token, and the API user's login its password, in the URL."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(str(a)) if "=" in str(a) else a for a in record.args)
+        if isinstance(record.msg, str) and "=" in record.msg:
+            record.msg = redact(record.msg)
+        return True
+
+
+def redact(text: str) -> str:
+    """``text`` with the values of Bullhorn's secret URL parameters masked."""
+    return _SECRET_PARAM.sub(r"\1=***", text)
+
+
+if not any(isinstance(f, _RedactSecrets) for f in logging.getLogger("httpx").filters):
+    logging.getLogger("httpx").addFilter(_RedactSecrets())
 
 _LOCKS: dict[Path, threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()

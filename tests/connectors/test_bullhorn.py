@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -429,3 +430,18 @@ def test_two_connectors_sharing_the_file_never_spend_a_dead_token(tmp_path: Path
     spent = [parse_qs(c.request.content.decode())["refresh_token"][0] for c in token.calls]
     assert spent == [FIRST_REFRESH, "rt-1"]
     assert (tmp_path / "token.lock").exists()
+
+
+@respx.mock
+def test_secrets_in_login_urls_never_reach_the_request_log(tmp_path: Path, caplog) -> None:
+    respx.get(f"{AUTH}/authorize").mock(
+        return_value=httpx.Response(302, headers={"Location": "https://example.com/cb?code=C9"})
+    )
+    mock_sign_in()
+    caplog.set_level(logging.DEBUG, logger="httpx")
+    bullhorn = connector(tmp_path, refresh_token=None, username="api.user", password="pw-secret")
+    bullhorn.login.session()
+    logged = caplog.text
+    assert "/rest-services/login" in logged and "/oauth/authorize" in logged  # it did log
+    for secret in ("pw-secret", "at-1", "C9"):
+        assert secret not in logged
