@@ -32,6 +32,7 @@ import httpx
 
 from connectors.base import Connector, NoteRef, Page, TaskSpec
 from connectors.bullhorn_auth import BhRestAuth, BullhornLogin
+from connectors.bullhorn_records import flatten_candidate, int_id, ref_id, source_id
 from connectors.http import ApiClient
 from outreach.clock import Clock, SystemClock, parse_instant
 from outreach.errors import ConfigError, PermanentError
@@ -49,10 +50,6 @@ CANDIDATE_FIELDS = (
 SUBMISSION_FIELDS = "id,status,dateAdded,dateLastModified,candidate,jobOrder(id,title)"
 #: candidate ids per ``candidate.id IN (…)`` clause: a GET's URL stays near 2 KB
 _IDS_PER_QUERY = 250
-#: submission statuses that close it (Bullhorn's defaults; anything else is open)
-CLOSED_STATUSES = frozenset(
-    {"placed", "client rejected", "candidate rejected", "sales rep rejected", "offer rejected"}
-)
 
 
 class Bullhorn(Connector):
@@ -150,7 +147,7 @@ class Bullhorn(Connector):
             after = (0, 0)
         assert floor is not None
         for subs, key, last in self._keyset("JobSubmission", "id,candidate", floor, after):
-            ids = sorted({cid for s in subs if (cid := _ref_id(s, "candidate")) is not None})
+            ids = sorted({cid for s in subs if (cid := ref_id(s, "candidate")) is not None})
             page = self._join(self._candidates_by_id(ids))
             if last:
                 page.cursor, page.done = json.dumps({"since": started}), True
@@ -247,7 +244,7 @@ class Bullhorn(Connector):
                     )
                 )
                 for item in items:
-                    cid = _ref_id(item, "candidate") if isinstance(item, dict) else None
+                    cid = ref_id(item, "candidate") if isinstance(item, dict) else None
                     if cid is not None:
                         by_candidate.setdefault(cid, []).append(item)
                 if len(items) < self.page_size:
@@ -257,19 +254,19 @@ class Bullhorn(Connector):
 
     def _join(self, candidates: list[Any]) -> Page:
         """Flatten candidates with their submissions; unreadable ones become problems."""
-        readable = [c for c in candidates if isinstance(c, dict) and _int_id(c) is not None]
+        readable = [c for c in candidates if isinstance(c, dict) and int_id(c) is not None]
         problems = [
-            (_source_id(c), "unreadable candidate: not an object with an id")
+            (source_id(c), "unreadable candidate: not an object with an id")
             for c in candidates
-            if not (isinstance(c, dict) and _int_id(c) is not None)
+            if not (isinstance(c, dict) and int_id(c) is not None)
         ]
-        submissions = self._submissions(_int_id(c) for c in readable) if readable else {}
+        submissions = self._submissions(int_id(c) for c in readable) if readable else {}
         records = []
         for raw in readable:
             try:
-                records.append(flatten_candidate(raw, submissions.get(_int_id(raw) or 0, [])))
+                records.append(flatten_candidate(raw, submissions.get(int_id(raw) or 0, [])))
             except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
-                problems.append((_source_id(raw), f"unreadable candidate: {exc}"))
+                problems.append((source_id(raw), f"unreadable candidate: {exc}"))
         return Page(records, None, problems)
 
     # -- writing -----------------------------------------------------------------------
@@ -338,15 +335,6 @@ def _epoch_ms(at: datetime) -> int:
     return (at.astimezone(UTC) - _EPOCH) // timedelta(milliseconds=1)
 
 
-def _from_ms(value: Any, name: str) -> str | None:
-    """ISO-8601 UTC from Bullhorn's epoch milliseconds (None stays None)."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} is {type(value).__name__}, not epoch milliseconds")
-    return (_EPOCH + timedelta(milliseconds=value)).isoformat()
-
-
 def _key(value: Any) -> tuple[int, int] | None:
     if isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) for v in value):
         return value[0], value[1]
@@ -402,103 +390,3 @@ def _candidate_id(external_id: str) -> int:
             f"bullhorn: candidate id {external_id!r} is not a Bullhorn id", provider="bullhorn"
         )
     return int(external_id)
-
-
-def _int_id(raw: Mapping[str, Any]) -> int | None:
-    value = raw.get("id")
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _ref_id(raw: Mapping[str, Any], key: str) -> int | None:
-    value = raw.get(key)
-    if isinstance(value, dict):
-        return _int_id(value)
-    return None
-
-
-def _source_id(raw: Any) -> str:
-    if isinstance(raw, dict) and isinstance(raw.get("id"), str | int) and raw["id"] != "":
-        return str(raw["id"])
-    return "?"
-
-
-def _text(raw: Mapping[str, Any], key: str) -> str | None:
-    value = raw.get(key)
-    if value is None or isinstance(value, str):
-        return value.strip() or None if value else None
-    raise TypeError(f"{key} is {type(value).__name__}, not text")
-
-
-def _submission(items: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Open before closed, then the most recently modified (then the newest id)."""
-    usable = [s for s in items if isinstance(s, dict)]
-    if not usable:
-        return None
-
-    def rank(item: dict[str, Any]) -> tuple[int, int, int]:
-        status = item.get("status")
-        is_open = not (isinstance(status, str) and status.strip().lower() in CLOSED_STATUSES)
-        modified = item.get("dateLastModified")
-        modified = modified if isinstance(modified, int) and not isinstance(modified, bool) else 0
-        return int(is_open), modified, _int_id(item) or 0
-
-    return max(usable, key=rank)
-
-
-def flatten_candidate(raw: dict[str, Any], submissions: list[dict[str, Any]]) -> dict[str, Any]:
-    """A Bullhorn candidate and its job submissions as the engine's import keys.
-
-    The stage is the chosen submission's ``status`` (open before closed, latest first),
-    or the candidate's own ``status`` when it has none; both are mapped through
-    ``stage_map.bullhorn`` by the normaliser. Raises ``TypeError``/``ValueError`` for a
-    record whose fields have the wrong shape.
-
-    Example::
-
-        flatten_candidate({"id": 7, "firstName": "Ada", "status": "Active"},
-                          [{"id": 1, "status": "Interview Scheduled"}])
-        # {"source": "bullhorn", "external_id": "7", "stage": "Interview Scheduled", ...}
-    """
-    candidate_id = _int_id(raw)
-    if candidate_id is None:
-        raise ValueError("the candidate has no id")
-    owner = raw.get("owner")
-    if owner is not None and not isinstance(owner, dict):
-        raise TypeError(f"owner is {type(owner).__name__}, not an object")
-    owner = owner or {}
-    chosen = _submission(submissions)
-    stage = _text(chosen, "status") if chosen is not None else _text(raw, "status")
-    job = chosen.get("jobOrder") if chosen is not None else None
-    modified = [_from_ms(raw.get("dateLastModified"), "dateLastModified")]
-    entered = None
-    if chosen is not None:
-        entered = _from_ms(chosen.get("dateLastModified"), "submission dateLastModified")
-        modified.append(entered)
-    owner_name = " ".join(n for n in (_text(owner, "firstName"), _text(owner, "lastName")) if n)
-    custom = [_text(raw, f"customText{n}") for n in (1, 2, 3)]
-    record: dict[str, Any] = {
-        "source": "bullhorn",
-        "external_id": str(candidate_id),
-        "first_name": _text(raw, "firstName"),
-        "last_name": _text(raw, "lastName"),
-        "email": _text(raw, "email") or _text(raw, "email2"),
-        "phone": _text(raw, "mobile") or _text(raw, "phone"),
-        "linkedin_url": next((c for c in custom if c and "linkedin.com" in c.lower()), None),
-        "stage": stage,
-        "stage_entered_at": entered or _from_ms(raw.get("dateAdded"), "dateAdded") or modified[0],
-        "job_title": _text(job, "title") if isinstance(job, dict) else None,
-        "owner_id": str(owner["id"]) if _int_id(owner) is not None else None,
-        "recruiter_name": owner_name or None,
-        "recruiter_email": _text(owner, "email"),
-        "tags": [],
-        "updated_at": max((m for m in modified if m), default=None),
-        # massMailOptOut: the candidate asked for no mass mail; the engine keeps it as an
-        # email opt-out.
-        "email_opt_out": raw.get("massMailOptOut") is True,
-    }
-    if raw.get("smsOptIn") is True:
-        record["sms_consent"] = True
-    occupation = _text(raw, "occupation")
-    if occupation:
-        record["headline"] = occupation
-    return record
