@@ -445,3 +445,20 @@ def test_secrets_in_login_urls_never_reach_the_request_log(tmp_path: Path, caplo
     assert "/rest-services/login" in logged and "/oauth/authorize" in logged  # it did log
     for secret in ("pw-secret", "at-1", "C9"):
         assert secret not in logged
+
+
+@respx.mock
+def test_the_documented_token_and_login_answers_give_a_session_on_the_rest_url(
+    tmp_path: Path,
+) -> None:
+    token, login = fixture("token.json"), fixture("login.json")
+    respx.post(f"{AUTH}/token").mock(return_value=httpx.Response(200, json=token))
+    respx.post(f"{LOGIN}/login").mock(return_value=httpx.Response(200, json=login))
+    user = respx.get(f"{login['restUrl']}settings/userId").mock(
+        return_value=httpx.Response(200, json={"userId": 1})
+    )
+    bullhorn = connector(tmp_path)
+    assert bullhorn.user_id() == 1
+    assert user.calls[0].request.headers["BhRestToken"] == login["BhRestToken"]
+    stored = json.loads((tmp_path / "token").read_text())["refresh_token"]
+    assert stored == token["refresh_token"]

@@ -15,7 +15,7 @@ from connectors.bullhorn import Bullhorn
 from connectors.bullhorn_auth import BullhornLogin, RefreshTokenFile
 from outreach.cadence import CadenceConfig, load_cadence_file
 from outreach.clock import FixedClock, ManualTimer
-from outreach.errors import ConfigError
+from outreach.errors import ConfigError, PermanentError
 from outreach.paths import default_config_dir
 from outreach.records import normalize_record
 from outreach.sandbox.base import RateWindow, SandboxServer
@@ -254,3 +254,16 @@ def test_the_where_clause(where: str, record: dict, expected: bool) -> None:
 def test_an_unreadable_where_clause_is_refused(where: str) -> None:
     with pytest.raises(ValueError):
         compile_where(where)
+
+
+def test_a_note_refused_with_a_500_is_not_resent_and_not_stored(fake, url, tmp_path) -> None:
+    bullhorn = connector(url, tmp_path)
+    cid = fake.candidate_id(PEOPLE[5].index)
+    bullhorn.user_id()
+    fake.faults.server_errors(1, status=500)
+    with pytest.raises(PermanentError, match="HTTP 500"):
+        bullhorn.write_note(NoteRef(str(cid)), "Sent: hello")
+    assert fake.notes_for(cid) == [] and bullhorn.client.retries == 0
+    fake.faults.server_errors(1, status=503)  # 503: not handled, so sent again
+    assert bullhorn.write_note(NoteRef(str(cid)), "Sent: hello") is not None
+    assert len(fake.notes_for(cid)) == 1
