@@ -6,7 +6,7 @@ Each fake runs in its own process (as a real CRM is another machine), serving a 
 population built on demand. Figures:
 
 1. **CPU per connector**, limits off (``--cpu`` records, 0 skips): for each connector
-   (Greenhouse Harvest v3, the legacy Harvest v1, Lever, HubSpot) the syncing process's
+   (Greenhouse Harvest v3, the legacy Harvest v1, Lever, HubSpot, Bullhorn) the syncing process's
    own CPU time (user + system, all its threads, from ``time.process_time``; the fake's
    is not counted) per 1,000 records, beside wall time. Aim: <= 0.2 CPU s per 1,000.
    Then a top-5 profile (by CPU time) of a smaller pass of each (``--profile-records``), with page
@@ -69,6 +69,7 @@ CONNECTORS = {
     "greenhouse-v1": "greenhouse",
     "lever": "lever",
     "hubspot": "hubspot",
+    "bullhorn": "bullhorn",
 }
 
 
@@ -86,6 +87,10 @@ def _serve(kind: str, count: int, limited: bool, ready: multiprocessing.Queue, s
         from outreach.sandbox.lever import FakeLever
 
         fake = FakeLever(people, clock=FixedClock(NOW), rate=rate)
+    elif kind == "bullhorn":
+        from outreach.sandbox.bullhorn import FakeBullhorn
+
+        fake = FakeBullhorn(people, clock=FixedClock(NOW), rate=rate)
     else:
         from outreach.sandbox.hubspot import FakeHubSpot
 
@@ -104,8 +109,11 @@ def _serve(kind: str, count: int, limited: bool, ready: multiprocessing.Queue, s
     server.stop()
 
 
-def _connector(name: str, url: str, clock: FixedClock, *, limited: bool) -> Connector:
-    """The real connector for ``name``, pointed at the fake at ``url``."""
+def _connector(
+    name: str, url: str, clock: FixedClock, *, limited: bool, private: Path | None = None
+) -> Connector:
+    """The real connector for ``name``, pointed at the fake at ``url`` (``private``: a
+    folder for the Bullhorn refresh token)."""
     if name == "greenhouse-v3":
         from connectors.greenhouse import GreenhouseV3
 
@@ -125,6 +133,20 @@ def _connector(name: str, url: str, clock: FixedClock, *, limited: bool) -> Conn
         from connectors.lever import Lever
 
         connector = Lever("sandbox-lever-key", base_url=url + "/v1", clock=clock)
+    elif name == "bullhorn":
+        from connectors.bullhorn import Bullhorn
+        from connectors.bullhorn_auth import BullhornLogin, RefreshTokenFile
+
+        refresh = "sandbox-bullhorn-refresh"
+        login = BullhornLogin(
+            "sandbox-bullhorn-client",
+            "sandbox-bullhorn-secret",
+            auth_url=url + "/oauth",
+            login_url=url + "/rest-services",
+            refresh_token=refresh,
+            token_file=RefreshTokenFile((private or Path(".")) / "bullhorn-token", refresh),
+        )
+        connector = Bullhorn(login, clock=clock)
     else:
         from connectors.hubspot import HubSpot
 
@@ -167,7 +189,7 @@ def run(
         engine = make_engine(f"sqlite:///{Path(tmp) / 'bench.db'}")
         upgrade(engine)
         clock = FixedClock(NOW)
-        connector = _connector(name, url, clock, limited=limited)
+        connector = _connector(name, url, clock, limited=limited, private=Path(tmp))
         original = outreach.sync.prefetch
         if profile:
             outreach.sync.prefetch = _no_prefetch

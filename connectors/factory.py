@@ -55,7 +55,34 @@ def build_connectors(
                     **client_options,
                 )
             )
+        elif name == "bullhorn":
+            built.append(_bullhorn(settings, clock, **client_options))
     return built, off
+
+
+def _bullhorn(settings: Settings, clock: Clock, **client_options: Any) -> Connector:
+    from pathlib import Path
+
+    from connectors.bullhorn import Bullhorn
+    from connectors.bullhorn_auth import BullhornLogin, RefreshTokenFile
+
+    assert settings.bullhorn_client_id and settings.bullhorn_client_secret
+    refresh = settings.bullhorn_refresh_token
+    password = settings.bullhorn_password
+    login = BullhornLogin(
+        settings.bullhorn_client_id,
+        settings.bullhorn_client_secret.get_secret_value(),
+        auth_url=settings.bullhorn_auth_url,
+        login_url=settings.bullhorn_rest_url,
+        refresh_token=refresh.get_secret_value() if refresh else None,
+        username=settings.bullhorn_username,
+        password=password.get_secret_value() if password else None,
+        token_file=RefreshTokenFile(
+            Path(settings.bullhorn_token_file), refresh.get_secret_value() if refresh else None
+        ),
+        transport=client_options.get("transport"),
+    )
+    return Bullhorn(login, clock=clock, **client_options)
 
 
 def _greenhouse(settings: Settings, clock: Clock, **client_options: Any) -> Connector:

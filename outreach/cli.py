@@ -316,13 +316,13 @@ def candidates_command(
         _print_table(people)
 
 
-SOURCES = ("greenhouse", "lever", "hubspot")
+SOURCES = ("greenhouse", "lever", "hubspot", "bullhorn")
 
 
 @app.command("sync")
 def sync_command(
     source: Annotated[
-        str, typer.Option("--source", help="greenhouse, lever, hubspot or all.")
+        str, typer.Option("--source", help="greenhouse, lever, hubspot, bullhorn or all.")
     ] = "all",
     full: Annotated[
         bool, typer.Option("--full", help="Read everything again, not only what changed.")
@@ -618,7 +618,7 @@ def _stop_on_signals() -> Iterator[threading.Event]:
 @sandbox_app.command("serve")
 def sandbox_serve_command(
     people: Annotated[
-        int, typer.Option("--people", min=1, help="Seeded candidates across the three CRMs.")
+        int, typer.Option("--people", min=1, help="Seeded candidates across the CRMs.")
     ] = 600,
     host: Annotated[str, typer.Option("--host", help="Loopback address to serve on.")] = (
         "127.0.0.1"
@@ -634,7 +634,7 @@ def sandbox_serve_command(
         ),
     ] = None,
 ) -> None:
-    """Serve Greenhouse, Lever, HubSpot, SendGrid and Twilio fakes until Ctrl-C.
+    """Serve Greenhouse, Lever, HubSpot, Bullhorn, SendGrid and Twilio fakes until Ctrl-C.
 
     Prints the environment variables that point the engine at them; every other
     command reads them from the environment or from a .env file.
@@ -960,7 +960,7 @@ def demo_command(
         int, typer.Option("--nights", min=1, max=120, help="Simulated nights to play.")
     ] = 30,
     people: Annotated[
-        int, typer.Option("--people", min=50, help="Seeded candidates across the three CRMs.")
+        int, typer.Option("--people", min=50, help="Seeded candidates across the CRMs.")
     ] = 400,
     seed: Annotated[int, typer.Option("--seed", help="Seed of candidates and the script.")] = 7,
     report_file: Annotated[

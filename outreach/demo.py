@@ -69,7 +69,7 @@ DEMO_URL = "http://outreach.demo"
 #: Event Webhook items per post (SendGrid batches its posts too)
 _SENDGRID_POST_ITEMS = 500
 
-SOURCES = ("greenhouse", "lever", "hubspot")
+SOURCES = ("greenhouse", "lever", "hubspot", "bullhorn")
 
 # Chance per night that a person in a stage moves on (weekday nights only), by stage.
 _MOVES: dict[str, tuple[tuple[str, float], ...]] = {
@@ -563,6 +563,8 @@ class Demo:
         lever_notes = [n for notes in self.sandbox.lever.notes.values() for n in notes]
         report.crm_tasks["lever"] = sum(_is_task_note(n) for n in lever_notes)
         report.notes["lever"] = len(lever_notes) - report.crm_tasks["lever"]
+        report.crm_tasks["bullhorn"] = len(self.sandbox.bullhorn.tasks)
+        report.notes["bullhorn"] = len(self.sandbox.bullhorn.notes)
         self._timeliness()
 
     def _came_back(self, conn: Any) -> None:
@@ -669,6 +671,7 @@ class Demo:
     def _recorded(self, person: SeedPerson, stage: str) -> bool:
         """Whether one of ``person``'s CRMs records ``stage`` as a stage the engine maps back
         to it (HubSpot's lifecycle stage ``opportunity`` stands for screening to offer)."""
+        from outreach.sandbox.bullhorn import STATUS_OF
         from outreach.sandbox.greenhouse import STAGE_NAMES
         from outreach.sandbox.hubspot import LIFECYCLE
         from outreach.sandbox.lever import _STAGE_OF, STAGES
@@ -678,6 +681,7 @@ class Demo:
             "greenhouse": STAGE_NAMES.get(stage),
             "lever": lever.get(_STAGE_OF.get(stage, "")),
             "hubspot": LIFECYCLE.get(stage),
+            "bullhorn": STATUS_OF.get(stage, "New Lead" if stage == "prospect" else None),
         }
         return any(
             names.get(crm) is not None
@@ -848,8 +852,8 @@ def render(report: DemoReport, console: Any) -> None:
     end = report.start + timedelta(days=report.nights - 1)
     console.print(
         f"[bold]Outreach demo[/]: {report.nights} nightly runs, {report.start:%a %d %b %Y} "
-        f"to {end:%a %d %b %Y}, {report.people} seeded candidates in Greenhouse, Lever and "
-        "HubSpot",
+        f"to {end:%a %d %b %Y}, {report.people} seeded candidates in Greenhouse, Lever, "
+        "HubSpot and Bullhorn",
         highlight=False,
     )
     moves = ", ".join(f"{n} to {stage}" for stage, n in sorted(report.stage_moves.items()))
@@ -890,6 +894,7 @@ def render(report: DemoReport, console: Any) -> None:
         ("hubspot", "HubSpot task objects"),
         ("greenhouse", "Greenhouse notes marked as tasks"),
         ("lever", "Lever notes marked as tasks"),
+        ("bullhorn", "Bullhorn Task entities"),
     ):
         providers.add_row(
             f"tasks in {crm}", str(report.ledger_tasks[crm]), str(report.crm_tasks[crm]), kind

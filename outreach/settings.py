@@ -79,6 +79,24 @@ class Settings(BaseSettings):
         default="https://api.hubapi.com", validation_alias=AliasChoices("HUBSPOT_BASE_URL")
     )
 
+    bullhorn_client_id: str | None = _env("BULLHORN_CLIENT_ID")
+    bullhorn_client_secret: SecretStr | None = _env("BULLHORN_CLIENT_SECRET")
+    bullhorn_refresh_token: SecretStr | None = _env("BULLHORN_REFRESH_TOKEN")
+    bullhorn_username: str | None = _env("BULLHORN_USERNAME")
+    bullhorn_password: SecretStr | None = _env("BULLHORN_PASSWORD")
+    bullhorn_auth_url: str = Field(
+        default="https://auth.bullhornstaffing.com/oauth",
+        validation_alias=AliasChoices("BULLHORN_AUTH_URL"),
+    )
+    bullhorn_rest_url: str = Field(
+        default="https://rest.bullhornstaffing.com/rest-services",
+        validation_alias=AliasChoices("BULLHORN_REST_URL"),
+    )
+    #: where the rotating refresh token is kept (0600), never in logs or the database
+    bullhorn_token_file: str = Field(
+        default=".bullhorn-token", validation_alias=AliasChoices("BULLHORN_TOKEN_FILE")
+    )
+
     sendgrid_api_key: SecretStr | None = _env("SENDGRID_API_KEY")
     sendgrid_base_url: str = Field(
         default="https://api.sendgrid.com", validation_alias=AliasChoices("SENDGRID_BASE_URL")
@@ -124,6 +142,11 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return value.strip() or None
         return value
+
+    @field_validator("bullhorn_token_file", mode="after")
+    @classmethod
+    def _default_token_file(cls, value: str | None) -> str:
+        return value or ".bullhorn-token"
 
     @field_validator("database_url", "config", mode="after")
     @classmethod
@@ -190,6 +213,8 @@ class Settings(BaseSettings):
             else Integration("hubspot", "source", False, "no HUBSPOT_ACCESS_TOKEN")
         )
 
+        items.append(self._bullhorn())
+
         if self.sendgrid_api_key and self.sendgrid_from_email:
             items.append(Integration("email", "channel", True, "SendGrid"))
         else:
@@ -218,3 +243,34 @@ class Settings(BaseSettings):
             ]
             items.append(Integration("sms", "channel", False, "no " + " and ".join(missing)))
         return items
+
+    def _bullhorn(self) -> Integration:
+        """Bullhorn is on with a client and a refresh token or a user's name and password."""
+        client = self.bullhorn_client_id and self.bullhorn_client_secret
+        user = self.bullhorn_username and self.bullhorn_password
+        if client and self.bullhorn_refresh_token:
+            return Integration("bullhorn", "source", True, "OAuth (refresh token)")
+        if client and user:
+            return Integration("bullhorn", "source", True, "OAuth (API user login)")
+        parts = (
+            self.bullhorn_client_id,
+            self.bullhorn_client_secret,
+            self.bullhorn_refresh_token,
+            self.bullhorn_username,
+            self.bullhorn_password,
+        )
+        if any(parts):
+            return Integration(
+                "bullhorn",
+                "source",
+                False,
+                "incomplete: Bullhorn needs BULLHORN_CLIENT_ID, BULLHORN_CLIENT_SECRET and "
+                "BULLHORN_REFRESH_TOKEN (or BULLHORN_USERNAME and BULLHORN_PASSWORD)",
+            )
+        return Integration(
+            "bullhorn",
+            "source",
+            False,
+            "no BULLHORN_CLIENT_ID/BULLHORN_CLIENT_SECRET with BULLHORN_REFRESH_TOKEN "
+            "or BULLHORN_USERNAME/BULLHORN_PASSWORD",
+        )

@@ -59,7 +59,9 @@ def cli(tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch):
     from outreach.cli import app
 
     monkeypatch.chdir(tmp_path)
-    prefixes = ("OUTREACH_", "GREENHOUSE_", "LEVER_", "HUBSPOT_", "SENDGRID_", "TWILIO_")
+    prefixes = (
+        "OUTREACH_", "GREENHOUSE_", "LEVER_", "HUBSPOT_", "BULLHORN_", "SENDGRID_", "TWILIO_"
+    )  # fmt: skip
     keep = ("OUTREACH_TEST_DATABASE", "OUTREACH_TEST_POSTGRES_URL")
     for name in list(os.environ):
         if name.startswith(prefixes) and name not in keep:

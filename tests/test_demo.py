@@ -88,11 +88,12 @@ def test_the_summary_agrees_with_the_providers_and_the_ledger(ran: Ran) -> None:
     for channel, status in ran.query(select(Touch.channel, Touch.status)):
         sent[channel] += status == "sent"
     assert sent["email"] == report.emails_accepted and sent["sms"] == report.sms_accepted
-    assert len(sandbox.hubspot.tasks) > 0
+    assert len(sandbox.hubspot.tasks) > 0 and len(sandbox.bullhorn.tasks) > 0
     tasks = defaultdict(int)
     for (source,) in ran.query(select(Task.source)):
         tasks[source] += 1
-    assert {crm: tasks[crm] for crm in ("greenhouse", "lever", "hubspot")} == dict(report.crm_tasks)
+    crms = ("greenhouse", "lever", "hubspot", "bullhorn")
+    assert {crm: tasks[crm] for crm in crms} == dict(report.crm_tasks)
     assert report.inbound["bounce"] == 1 and report.inbound["stop"] == 1
     assert report.sync_bad == 0
 

@@ -18,7 +18,7 @@ from outreach.clock import FixedClock
 from outreach.paths import default_config_dir
 from outreach.sandbox.suite import Sandbox
 from outreach.store import make_engine
-from outreach.store.schema import CandidateRecord, Person
+from outreach.store.schema import CandidateRecord, Person, Task
 
 NOW = "2026-11-25T15:00:00+00:00"  # a Wednesday, 10:00 in New York
 PEOPLE = 240
@@ -67,7 +67,9 @@ def test_sync_reads_every_crm_and_merges_people_across_them(cli, sandbox, databa
         )
         people = conn.execute(select(func.count()).select_from(Person)).scalar_one()
     engine.dispose()
-    expected = {crm: len(sandbox.in_crm(crm)) for crm in ("greenhouse", "lever", "hubspot")}
+    expected = {
+        crm: len(sandbox.in_crm(crm)) for crm in ("greenhouse", "lever", "hubspot", "bullhorn")
+    }
     assert per_source == expected
     assert people == PEOPLE  # people in two CRMs merged by email
     assert sum(expected.values()) > PEOPLE
@@ -78,7 +80,7 @@ def test_sync_reads_every_crm_and_merges_people_across_them(cli, sandbox, databa
 
 
 def test_linkedin_steps_become_tasks_on_the_right_contact_and_owner(
-    cli, sandbox, linkedin_config
+    cli, sandbox, linkedin_config, database_url
 ) -> None:
     env = {**sandbox.env(), "OUTREACH_CONFIG": str(linkedin_config)}
     synced = cli("sync", "--now", NOW, env=env)
@@ -114,3 +116,31 @@ def test_linkedin_steps_become_tasks_on_the_right_contact_and_owner(
         for p in noted
         for n in sandbox.greenhouse.notes_for(sandbox.greenhouse_id(p))
     )
+
+    bullhorn_prospects = [p for p in sandbox.in_crm("bullhorn") if p.stage == "prospect"]
+    assert bullhorn_prospects
+    bullhorn_tasked = 0
+    for person in bullhorn_prospects:
+        tasks = sandbox.bullhorn.tasks_for(sandbox.bullhorn.candidate_id(person.index))
+        if not tasks:
+            continue  # reached through another CRM first, or capped
+        bullhorn_tasked += 1
+        (task,) = tasks
+        assert task["owner"] == {"id": person.recruiter.bullhorn_id}
+        assert task["subject"].startswith(f"LinkedIn: connect with {person.first_name}")
+    assert bullhorn_tasked >= len(bullhorn_prospects) * 0.8
+
+    # A recruiter completes one in Bullhorn: the next sync marks the engine's task done.
+    done_id = next(iter(sandbox.bullhorn.tasks))
+    sandbox.bullhorn.tasks[done_id]["isCompleted"] = True
+    again = cli("sync", "--now", NOW, env=env)
+    assert again.exit_code == 0, again.output
+    engine = make_engine(database_url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(Task.external_id, Task.status).where(Task.source == "bullhorn")
+        ).all()
+    engine.dispose()
+    states = dict(rows)
+    assert states[str(done_id)] == "done"
+    assert sum(s == "open" for s in states.values()) == len(states) - 1

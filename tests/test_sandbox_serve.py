@@ -1,4 +1,4 @@
-"""``outreach sandbox serve``: the five fakes up, the variables printed, Ctrl-C or TERM stops them."""
+"""``outreach sandbox serve``: the six fakes up, the variables printed, Ctrl-C or TERM stops them."""
 
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ EXPECTED = {
     "GREENHOUSE_BASE_URL",
     "LEVER_BASE_URL",
     "HUBSPOT_BASE_URL",
+    "BULLHORN_AUTH_URL",
+    "BULLHORN_REST_URL",
+    "BULLHORN_TOKEN_FILE",
     "SENDGRID_BASE_URL",
     "TWILIO_BASE_URL",
     "SENDGRID_API_KEY",
@@ -64,6 +67,25 @@ def test_sandbox_serve_prints_the_environment_and_stops_cleanly(
             timeout=5,
         )
         assert hubspot.status_code == 200 and hubspot.json()["results"]
+        token = httpx.post(
+            printed["BULLHORN_AUTH_URL"] + "/token",
+            data={
+                "grant_type": "refresh_token",
+                "refresh_token": printed["BULLHORN_REFRESH_TOKEN"],
+                "client_id": printed["BULLHORN_CLIENT_ID"],
+                "client_secret": printed["BULLHORN_CLIENT_SECRET"],
+            },
+            timeout=5,
+        )
+        assert token.status_code == 200
+        login = httpx.post(
+            printed["BULLHORN_REST_URL"] + "/login",
+            params={"version": "*", "access_token": token.json()["access_token"]},
+            timeout=5,
+        )
+        assert login.status_code == 200 and login.json()["restUrl"].endswith("/")
+        # The rotating token lives in the sandbox's own private folder, not the cwd.
+        assert not printed["BULLHORN_TOKEN_FILE"].startswith(str(tmp_path))
         refused = httpx.post(
             printed["SENDGRID_BASE_URL"] + "/v3/mail/send",
             headers={"Authorization": "Bearer SG.wrong"},

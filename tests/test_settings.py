@@ -23,6 +23,14 @@ CONTRACT_VARIABLES = [
     "LEVER_USER_ID",
     "HUBSPOT_ACCESS_TOKEN",
     "HUBSPOT_BASE_URL",
+    "BULLHORN_CLIENT_ID",
+    "BULLHORN_CLIENT_SECRET",
+    "BULLHORN_REFRESH_TOKEN",
+    "BULLHORN_USERNAME",
+    "BULLHORN_PASSWORD",
+    "BULLHORN_AUTH_URL",
+    "BULLHORN_REST_URL",
+    "BULLHORN_TOKEN_FILE",
     "SENDGRID_API_KEY",
     "SENDGRID_BASE_URL",
     "SENDGRID_FROM_EMAIL",
@@ -39,6 +47,9 @@ SECRETS = {
     "GREENHOUSE_API_KEY",
     "LEVER_API_KEY",
     "HUBSPOT_ACCESS_TOKEN",
+    "BULLHORN_CLIENT_SECRET",
+    "BULLHORN_REFRESH_TOKEN",
+    "BULLHORN_PASSWORD",
     "SENDGRID_API_KEY",
     "SENDGRID_WEBHOOK_PUBLIC_KEY",
     "TWILIO_AUTH_TOKEN",
@@ -107,7 +118,7 @@ def test_secrets_never_appear_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_without_credentials_everything_is_off_not_an_error() -> None:
     items = {i.name: i for i in Settings().integrations()}
-    assert set(items) == {"greenhouse", "lever", "hubspot", "email", "sms"}
+    assert set(items) == {"greenhouse", "lever", "hubspot", "bullhorn", "email", "sms"}
     assert not any(i.on for i in items.values())
     assert "GREENHOUSE_API_KEY" in items["greenhouse"].detail
     assert "TWILIO_FROM_NUMBER or TWILIO_MESSAGING_SERVICE_SID" in items["sms"].detail
@@ -201,3 +212,23 @@ def test_the_reply_mailbox_and_inbound_parse_variables(monkeypatch: pytest.Monke
     assert "imap-secret-value" not in shown and "inbound-secret-value" not in shown
     monkeypatch.setenv("OUTREACH_IMAP_PORT", "")
     assert Settings(_env_file=None).imap_port == 993  # type: ignore[call-arg]
+
+
+def test_bullhorn_is_on_with_a_refresh_token_or_a_user(monkeypatch: pytest.MonkeyPatch) -> None:
+    def bullhorn():
+        return {i.name: i for i in Settings().integrations()}["bullhorn"]
+
+    assert not bullhorn().on and "BULLHORN_REFRESH_TOKEN" in bullhorn().detail
+    monkeypatch.setenv("BULLHORN_CLIENT_ID", "c")
+    assert not bullhorn().on and bullhorn().detail.startswith("incomplete")
+    monkeypatch.setenv("BULLHORN_CLIENT_SECRET", "s")
+    monkeypatch.setenv("BULLHORN_USERNAME", "api.user")
+    assert not bullhorn().on  # a user without a password
+    monkeypatch.setenv("BULLHORN_PASSWORD", "pw")
+    assert bullhorn().on and "API user" in bullhorn().detail
+    monkeypatch.setenv("BULLHORN_REFRESH_TOKEN", "rt-distinct-secret")
+    assert bullhorn().on and "refresh token" in bullhorn().detail
+    settings = Settings()
+    assert settings.bullhorn_auth_url == "https://auth.bullhornstaffing.com/oauth"
+    assert settings.bullhorn_token_file == ".bullhorn-token"
+    assert "rt-distinct-secret" not in repr(settings)

@@ -5,7 +5,8 @@ a fake can serve a million candidates without holding them (:class:`Population` 
 lazy sequence). People carry names, an address at a reserved example domain, a US phone
 in the 555 exchange (valid to ``phonenumbers``, never a real subscriber), the time zone
 of its area code, a LinkedIn URL, a job, a recruiter, a canonical stage and the CRMs they
-live in: most people are in one CRM and about one in twenty-five in two, with the same
+live in (Greenhouse, Lever, HubSpot, and Bullhorn for about one in five): most people are
+in one CRM and about one in twenty-five in two, with the same
 email (or the same phone written differently) so the engine must merge them.
 """
 
@@ -26,7 +27,9 @@ __all__ = [
     "person",
 ]
 
-CRMS = ("greenhouse", "lever", "hubspot")
+CRMS = ("greenhouse", "lever", "hubspot", "bullhorn")
+#: one person in this many lives in Bullhorn rather than the CRM the first three would give
+BULLHORN_ONE_IN = 5
 
 FIRST = (
     "Ada", "Bruno", "Chloe", "Dmitri", "Elena", "Farah", "Gustavo", "Hana", "Ikenna", "Julia",
@@ -85,6 +88,7 @@ class Recruiter:
     greenhouse_id: int
     lever_id: str
     hubspot_id: str
+    bullhorn_id: int
 
     def id_in(self, crm: str) -> str:
         """This recruiter's user id in ``crm``."""
@@ -92,6 +96,7 @@ class Recruiter:
             "greenhouse": str(self.greenhouse_id),
             "lever": self.lever_id,
             "hubspot": self.hubspot_id,
+            "bullhorn": str(self.bullhorn_id),
         }[crm]
 
 
@@ -104,6 +109,7 @@ RECRUITERS = (
         4080,
         "a1b2c3d4-0000-4000-8000-000000000001",
         "71000001",
+        5001,
     ),
     Recruiter(
         "tom",
@@ -113,6 +119,7 @@ RECRUITERS = (
         4081,
         "a1b2c3d4-0000-4000-8000-000000000002",
         "71000002",
+        5002,
     ),
     Recruiter(
         "sofia",
@@ -122,6 +129,7 @@ RECRUITERS = (
         4082,
         "a1b2c3d4-0000-4000-8000-000000000003",
         "71000003",
+        5003,
     ),
     Recruiter(
         "james",
@@ -131,6 +139,7 @@ RECRUITERS = (
         4083,
         "a1b2c3d4-0000-4000-8000-000000000004",
         "71000004",
+        5004,
     ),
 )
 
@@ -194,6 +203,10 @@ def person(index: int, *, seed: int = 7, start: datetime = SEED_START) -> SeedPe
     phone = formats[d[4] % len(formats)] if has_phone else None
     primary = CRMS[d[5] % 3]
     crms = (primary,) if d[6] % 25 else (primary, CRMS[(d[5] + 1 + d[7] % 2) % 3])
+    if d[13] % BULLHORN_ONE_IN == 0:
+        # A staffing agency's share: Bullhorn takes the place of the first CRM, and a person
+        # in two CRMs keeps the other one.
+        crms = ("bullhorn", *crms[1:])
     return SeedPerson(
         index=index,
         first_name=first,

@@ -3,7 +3,7 @@
 ::
 
     with Sandbox(people=600) as sandbox:
-        env = sandbox.env()          # GREENHOUSE_*, LEVER_*, HUBSPOT_*, SENDGRID_*, TWILIO_*
+        env = sandbox.env()          # GREENHOUSE_*, LEVER_*, HUBSPOT_*, BULLHORN_*, SENDGRID_*, …
         ...                          # run `outreach sync` and `outreach run` with env
         sandbox.hubspot.tasks_for(contact_id)
         sandbox.sendgrid.messages, sandbox.twilio.messages
@@ -15,12 +15,16 @@ port, as each provider has its own base URL.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from outreach.clock import Clock, SystemClock
 from outreach.sandbox.base import RateWindow, SandboxServer
+from outreach.sandbox.bullhorn import FakeBullhorn
 from outreach.sandbox.greenhouse import FakeGreenhouse
 from outreach.sandbox.hubspot import FakeHubSpot
 from outreach.sandbox.lever import FakeLever
@@ -37,6 +41,9 @@ class _Credentials:
     greenhouse_client_secret: str = "sandbox-greenhouse-secret"
     lever_api_key: str = "sandbox-lever-key"
     hubspot_token: str = "sandbox-hubspot-token"
+    bullhorn_client_id: str = "sandbox-bullhorn-client"
+    bullhorn_client_secret: str = "sandbox-bullhorn-secret"
+    bullhorn_refresh_token: str = "sandbox-bullhorn-refresh"
     sendgrid_api_key: str = "SG.sandbox-key"
     sendgrid_from_email: str = "talent@northwind.example"
     #: where candidates' answers go (plus-addressed per touch), and the Inbound Parse token
@@ -48,7 +55,7 @@ class _Credentials:
 
 
 class Sandbox:
-    """The five fakes over one seeded population (``limits``: the providers' rate limits).
+    """The six fakes over one seeded population (``limits``: the providers' rate limits).
 
     ``bouncing`` email addresses bounce at SendGrid; ``invalid_phones`` and
     ``opted_out_phones`` answer Twilio's 21211 and 21610.
@@ -92,6 +99,16 @@ class Sandbox:
             rate=RateWindow(190, 10.0) if limits else None,
             search_rate=RateWindow(4, 1.0) if limits else None,
         )
+        self.bullhorn = FakeBullhorn(
+            self.in_crm("bullhorn"),
+            client_id=c.bullhorn_client_id,
+            client_secret=c.bullhorn_client_secret,
+            refresh_token=c.bullhorn_refresh_token,
+            clock=self.clock,
+            rate=RateWindow(100, 10.0) if limits else None,
+        )
+        #: holds the Bullhorn refresh token the engine rotates (a private temporary folder)
+        self._private: Path | None = None
         self.sendgrid = FakeSendGrid(
             api_key=c.sendgrid_api_key,
             clock=self.clock,
@@ -130,6 +147,8 @@ class Sandbox:
                 self.lever.move(person.index, stage, at)
             elif crm == "hubspot":
                 self.hubspot.move(person.index, stage, at)
+            elif crm == "bullhorn":
+                self.bullhorn.move(person.index, stage, at)
 
     def in_crm(self, crm: str) -> list[SeedPerson]:
         """The seeded people who live in ``crm``, in creation order."""
@@ -142,12 +161,14 @@ class Sandbox:
             "greenhouse": self.greenhouse,
             "lever": self.lever,
             "hubspot": self.hubspot,
+            "bullhorn": self.bullhorn,
             "sendgrid": self.sendgrid,
             "twilio": self.twilio,
         }
 
     def start(self) -> Sandbox:
         """Serve every fake on its own loopback port."""
+        self._private = Path(tempfile.mkdtemp(prefix="outreach-sandbox-"))
         for name, fake in self.fakes.items():
             self.servers[name] = SandboxServer(fake, host=self.host).start()
         return self
@@ -157,6 +178,9 @@ class Sandbox:
         for server in self.servers.values():
             server.stop()
         self.servers.clear()
+        if self._private is not None:
+            shutil.rmtree(self._private, ignore_errors=True)
+            self._private = None
 
     def __enter__(self) -> Sandbox:
         return self.start()
@@ -183,6 +207,12 @@ class Sandbox:
             "LEVER_BASE_URL": self.url("lever") + "/v1",
             "HUBSPOT_ACCESS_TOKEN": c.hubspot_token,
             "HUBSPOT_BASE_URL": self.url("hubspot"),
+            "BULLHORN_CLIENT_ID": c.bullhorn_client_id,
+            "BULLHORN_CLIENT_SECRET": c.bullhorn_client_secret,
+            "BULLHORN_REFRESH_TOKEN": c.bullhorn_refresh_token,
+            "BULLHORN_AUTH_URL": self.url("bullhorn") + "/oauth",
+            "BULLHORN_REST_URL": self.url("bullhorn") + "/rest-services",
+            "BULLHORN_TOKEN_FILE": str((self._private or Path(".")) / "bullhorn-token"),
             "SENDGRID_API_KEY": c.sendgrid_api_key,
             "SENDGRID_BASE_URL": self.url("sendgrid"),
             "SENDGRID_FROM_EMAIL": c.sendgrid_from_email,
