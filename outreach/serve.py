@@ -343,6 +343,9 @@ class WebhookApp:
                 Rule(RATING_PATH, endpoint="rating", methods=["GET"]),
             ],
             strict_slashes=False,
+            # A doubled slash (``/r/x%2F/3`` once decoded) is a 404, not a redirect to a
+            # path the sender never asked for.
+            merge_slashes=False,
         )
 
     # -- WSGI ------------------------------------------------------------------------------
