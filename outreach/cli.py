@@ -316,13 +316,13 @@ def candidates_command(
         _print_table(people)
 
 
-SOURCES = ("greenhouse", "lever", "hubspot")
+SOURCES = ("greenhouse", "lever", "hubspot", "activecampaign")
 
 
 @app.command("sync")
 def sync_command(
     source: Annotated[
-        str, typer.Option("--source", help="greenhouse, lever, hubspot or all.")
+        str, typer.Option("--source", help="greenhouse, lever, hubspot, activecampaign or all.")
     ] = "all",
     full: Annotated[
         bool, typer.Option("--full", help="Read everything again, not only what changed.")
