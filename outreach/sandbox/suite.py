@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from outreach.clock import Clock, SystemClock
+from outreach.sandbox.activecampaign import FakeActiveCampaign
 from outreach.sandbox.base import RateWindow, SandboxServer
 from outreach.sandbox.greenhouse import FakeGreenhouse
 from outreach.sandbox.hubspot import FakeHubSpot
@@ -37,6 +38,7 @@ class _Credentials:
     greenhouse_client_secret: str = "sandbox-greenhouse-secret"
     lever_api_key: str = "sandbox-lever-key"
     hubspot_token: str = "sandbox-hubspot-token"
+    activecampaign_token: str = "sandbox-activecampaign-token"
     sendgrid_api_key: str = "SG.sandbox-key"
     sendgrid_from_email: str = "talent@northwind.example"
     #: where candidates' answers go (plus-addressed per touch), and the Inbound Parse token
@@ -67,6 +69,7 @@ class Sandbox:
         bouncing: Iterable[str] = (),
         invalid_phones: Iterable[str] = (),
         opted_out_phones: Iterable[str] = (),
+        activecampaign_people: int | Sequence[SeedPerson] = 0,
     ) -> None:
         self.clock = clock or SystemClock()
         self.people = Population(people, seed=seed) if isinstance(people, int) else people
@@ -91,6 +94,16 @@ class Sandbox:
             clock=self.clock,
             rate=RateWindow(190, 10.0) if limits else None,
             search_rate=RateWindow(4, 1.0) if limits else None,
+        )
+        # ActiveCampaign keeps its own people (none unless asked for), so the seeded
+        # split across the three recruiting CRMs, and the demo's figures, stay as they are.
+        self.activecampaign = FakeActiveCampaign(
+            Population(activecampaign_people, seed=seed + 1)
+            if isinstance(activecampaign_people, int)
+            else activecampaign_people,
+            api_token=c.activecampaign_token,
+            clock=self.clock,
+            rate=RateWindow(5, 1.0) if limits else None,
         )
         self.sendgrid = FakeSendGrid(
             api_key=c.sendgrid_api_key,
@@ -142,6 +155,7 @@ class Sandbox:
             "greenhouse": self.greenhouse,
             "lever": self.lever,
             "hubspot": self.hubspot,
+            "activecampaign": self.activecampaign,
             "sendgrid": self.sendgrid,
             "twilio": self.twilio,
         }
@@ -183,6 +197,8 @@ class Sandbox:
             "LEVER_BASE_URL": self.url("lever") + "/v1",
             "HUBSPOT_ACCESS_TOKEN": c.hubspot_token,
             "HUBSPOT_BASE_URL": self.url("hubspot"),
+            "ACTIVECAMPAIGN_API_URL": self.url("activecampaign"),
+            "ACTIVECAMPAIGN_API_TOKEN": c.activecampaign_token,
             "SENDGRID_API_KEY": c.sendgrid_api_key,
             "SENDGRID_BASE_URL": self.url("sendgrid"),
             "SENDGRID_FROM_EMAIL": c.sendgrid_from_email,
