@@ -97,10 +97,14 @@ class Sandbox:
         )
         # ActiveCampaign keeps its own people (none unless asked for), so the seeded
         # split across the three recruiting CRMs, and the demo's figures, stay as they are.
-        self.activecampaign = FakeActiveCampaign(
+        #: the people in the ActiveCampaign account (apart from ``people``)
+        self.activecampaign_people: Sequence[SeedPerson] = (
             Population(activecampaign_people, seed=seed + 1)
             if isinstance(activecampaign_people, int)
-            else activecampaign_people,
+            else activecampaign_people
+        )
+        self.activecampaign = FakeActiveCampaign(
+            self.activecampaign_people,
             api_token=c.activecampaign_token,
             clock=self.clock,
             rate=RateWindow(5, 1.0) if limits else None,
