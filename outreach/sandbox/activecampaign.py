@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, ClassVar
@@ -118,6 +119,10 @@ class FakeActiveCampaign(FakeProvider):
         self.tags: dict[str, dict[str, Any]] = {}
         self.contact_tags: list[dict[str, Any]] = []
         self.field_values: list[dict[str, Any]] = []
+        # contact id -> its tags, field values and deals (the same objects), for sideloads
+        self._links: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(
+            lambda: {"contactTags": [], "fieldValues": [], "deals": []}
+        )
         self.notes: list[dict[str, Any]] = []
         self.tasks: dict[int, dict[str, Any]] = {}
         self._by_index: dict[int, int] = {}
@@ -147,12 +152,12 @@ class FakeActiveCampaign(FakeProvider):
             p.department,
             {"id": str(len(self.tags) + 1), "tag": p.department, "tagType": "contact"},
         )
-        self.contact_tags.append(
-            {"id": str(len(self.contact_tags) + 1), "contact": str(contact_id), "tag": tag["id"]}
-        )
+        link = {"id": str(len(self.contact_tags) + 1), "contact": str(contact_id), "tag": tag["id"]}
+        self.contact_tags.append(link)
+        self._links[str(contact_id)]["contactTags"].append(link)
         for field, value in (("1", p.linkedin_url), ("2", p.timezone)):
             if value:
-                self.field_values.append(
+                self._add_value(
                     {
                         "id": str(len(self.field_values) + 1),
                         "contact": str(contact_id),
@@ -178,6 +183,11 @@ class FakeActiveCampaign(FakeProvider):
             "cdate": created,
             "mdate": created,
         }
+        self._links[str(contact_id)]["deals"].append(self.deals[deal_id])
+
+    def _add_value(self, value: dict[str, Any]) -> None:
+        self.field_values.append(value)
+        self._links[value["contact"]]["fieldValues"].append(value)
 
     @staticmethod
     def _stage_status(canonical: str) -> tuple[str, str]:
@@ -273,24 +283,28 @@ class FakeActiveCampaign(FakeProvider):
             return since
         wanted = {v for v in args.getlist("ids[]") + args.getlist("ids") for v in v.split(",")}
         with self.lock:
-            chosen = [
-                c
-                for cid, c in sorted(self.contacts.items())
-                if (after is None or cid > int(after))
-                and (not wanted or str(cid) in wanted)
-                and (since is None or _when(c.get("udate")) >= since)
-            ]
-            page = chosen[offset : offset + limit]
-            ids = {str(c.get("id")) for c in page}
+            # Contact ids run 1..N in creation order (none is ever deleted here).
+            first = int(after) + 1 if after is not None else 1
+            if wanted:
+                order = sorted(int(w) for w in wanted if w.isdigit())
+                scan = [i for i in order if i >= first and i in self.contacts]
+            else:
+                scan = range(first, len(self.contacts) + 1)
+            if since is None and not wanted:
+                total = len(scan)
+                page = [self.contacts[i] for i in scan[offset : offset + limit]]
+            else:
+                chosen = [
+                    self.contacts[i]
+                    for i in scan
+                    if since is None or _when(self.contacts[i].get("udate")) >= since
+                ]
+                total, page = len(chosen), chosen[offset : offset + limit]
             body: dict[str, Any] = {"contacts": copy.deepcopy(page)}
-            if "contactTags" in include:
-                body["contactTags"] = [dict(t) for t in self.contact_tags if t["contact"] in ids]
-            if "fieldValues" in include:
-                body["fieldValues"] = [dict(v) for v in self.field_values if v["contact"] in ids]
-            if "deals" in include:
-                body["deals"] = [dict(d) for d in self.deals.values() if d["contact"] in ids]
+            for key in include:
+                body[key] = [dict(item) for c in page for item in self._links[str(c["id"])][key]]
             body["meta"] = {
-                "total": str(len(chosen)),
+                "total": str(total),
                 "page_input": {"limit": limit, "offset": offset},
             }
         return json_response(body)
@@ -300,9 +314,7 @@ class FakeActiveCampaign(FakeProvider):
         with self.lock:
             if not contact_id.isdigit() or int(contact_id) not in self.contacts:
                 return _error("No Result found for Subscriber with id " + contact_id, 404)
-            return json_response(
-                {"deals": [dict(d) for d in self.deals.values() if d["contact"] == contact_id]}
-            )
+            return json_response({"deals": [dict(d) for d in self._links[contact_id]["deals"]]})
 
     def list_deals(self, request: Request) -> Response:
         """``GET /deals``: ``filters[updated_after]`` (``mdate``), ``orders[cdate]``, paging."""
