@@ -88,17 +88,28 @@ _FIELD_ALIASES = {"linkedin": "linkedin_url", "linkedin_profile": "linkedin_url"
 
 
 class _Pacer(HeaderPacer):
-    """The steady pacer, plus ActiveCampaign's ``RateLimit-Remaining`` header (per second)."""
+    """The steady pacer, plus ActiveCampaign's ``RateLimit-Limit``/``-Remaining`` headers.
+
+    The account's window is one second and the answer names no reset time. Our own pace
+    (under the limit) already spreads requests over the window, so a spent window
+    (``Remaining: 0``, e.g. other integrations sharing the account) holds the next request
+    for one request's share of the second (``1 / Limit``); holding a whole second each time
+    would halve the throughput for nothing, and a 429's ``Retry-After`` covers the rest.
+    """
 
     def observe(self, headers: Mapping[str, str]) -> None:
-        """Hold for the rest of the second when the account's window is used up."""
+        """Hold briefly when the account's window is used up."""
         super().observe(headers)
         try:
             remaining = int(str(headers.get("RateLimit-Remaining", "")).strip())
         except ValueError:
             return
         if remaining <= 0:
-            self.hold(1.0)
+            try:
+                limit = max(1, int(str(headers.get("RateLimit-Limit", "5")).strip()))
+            except ValueError:
+                limit = 5
+            self.hold(1.0 / limit)
 
 
 class ActiveCampaign(Connector):
