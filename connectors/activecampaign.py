@@ -29,6 +29,8 @@
   ``assignee`` the owner. A write is never re-sent after a 5xx other than 503 (it may
   have been processed), nor when the answer lacks the new id.
 
+The facts and their sources are in docs/activecampaign-api.md.
+
 If an account's contact list ignores ``include=deals`` (the ``deals`` key is absent), each
 contact's deals are read with ``GET /contacts/{id}/deals`` instead: slower, same result.
 """
