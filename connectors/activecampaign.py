@@ -47,6 +47,15 @@ from typing import Any, ClassVar
 
 import httpx
 
+from connectors.activecampaign_records import (
+    OPEN,
+    choose_deal,
+    field_key,
+    flatten_contact,
+    numeric_id,
+    source_id,
+    status_of,
+)
 from connectors.base import Connector, NoteRef, Page, TaskSpec
 from connectors.http import ApiClient, HeaderPacer
 from outreach.clock import Clock, SystemClock, parse_instant
@@ -64,29 +73,9 @@ NOTES = f"{API}/notes"
 TASKS = f"{API}/dealTasks"
 TASK_TYPES = f"{API}/dealTasktypes"
 
-OPEN, WON, LOST = "0", "1", "2"
 # Changes made while a sync runs are read again by the next one.
 _OVERLAP = timedelta(minutes=5)
 _INCLUDE = "contactTags,fieldValues,deals"
-# Import keys a custom field may not overwrite (the connector sets them from the record).
-_RESERVED = frozenset(
-    {
-        "source",
-        "external_id",
-        "first_name",
-        "last_name",
-        "email",
-        "phone",
-        "stage",
-        "stage_entered_at",
-        "owner_id",
-        "tags",
-        "updated_at",
-        "job_title",
-    }
-)
-# Custom field personalisation tags that mean an import key.
-_FIELD_ALIASES = {"linkedin": "linkedin_url", "linkedin_profile": "linkedin_url"}
 
 
 class _Pacer(HeaderPacer):
@@ -224,7 +213,7 @@ class ActiveCampaign(Connector):
             body = _body(self.client.get(CONTACTS, params=params), "contacts")
             contacts = body["contacts"]
             page = self._page(body)
-            ids = [_numeric_id(raw) for raw in contacts]
+            ids = [numeric_id(raw) for raw in contacts]
             ids = [i for i in ids if i is not None]
             if len(contacts) < self.page_size or not ids:
                 yield page, None
@@ -287,11 +276,11 @@ class ActiveCampaign(Connector):
         tags = self.tag_names() if body.get("contactTags") else {}
         fields = self.field_names() if body.get("fieldValues") else {}
         for raw in contacts:
-            source_id = _source_id(raw)
+            raw_id = source_id(raw)
             try:
-                related = by_contact.get(source_id, {})
-                deals = related.get("deals", []) if sideloaded_deals else self._deals_of(source_id)
-                stages = self.stage_titles() if any(_status(d) == OPEN for d in deals) else {}
+                related = by_contact.get(raw_id, {})
+                deals = related.get("deals", []) if sideloaded_deals else self._deals_of(raw_id)
+                stages = self.stage_titles() if any(status_of(d) == OPEN for d in deals) else {}
                 records.append(
                     flatten_contact(
                         raw,
@@ -305,7 +294,7 @@ class ActiveCampaign(Connector):
                     )
                 )
             except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
-                problems.append((source_id, f"unreadable contact: {exc}"))
+                problems.append((raw_id, f"unreadable contact: {exc}"))
         return Page(records, None, problems)
 
     def _deals_of(self, contact_id: str) -> list[Any]:
@@ -327,9 +316,9 @@ class ActiveCampaign(Connector):
         """Custom field id → import key (its personalisation tag, lower-case), read once."""
         if self._fields is None:
             self._fields = {
-                str(f["id"]): _field_key(f)
+                str(f["id"]): field_key(f)
                 for f in self._list_all(FIELDS, "fields")
-                if isinstance(f, dict) and f.get("id") is not None and _field_key(f)
+                if isinstance(f, dict) and f.get("id") is not None and field_key(f)
             }
         return self._fields
 
@@ -413,144 +402,6 @@ class ActiveCampaign(Connector):
             if str(kind.get("title", "")).strip().lower() in wanted:
                 return str(kind["id"])
         return str(self._task_types[0]["id"])
-
-
-# -- records ---------------------------------------------------------------------------
-
-
-def choose_deal(deals: list[Any]) -> dict[str, Any] | None:
-    """The deal that sets a contact's stage: the latest won, else open, else lost one."""
-    readable = [d for d in deals if isinstance(d, dict) and _status(d) in (OPEN, WON, LOST)]
-    for status in (WON, OPEN, LOST):
-        chosen = [d for d in readable if _status(d) == status]
-        if chosen:
-            return max(chosen, key=_changed)
-    return None
-
-
-def flatten_contact(
-    raw: dict[str, Any],
-    *,
-    tags: list[str] | None = None,
-    field_values: list[Any] | None = None,
-    field_names: Mapping[str, str] | None = None,
-    deals: list[Any] | None = None,
-    stage_titles: Mapping[str, str] | None = None,
-) -> dict[str, Any]:
-    """An ActiveCampaign contact and its tags, custom field values and deals as import keys.
-
-    The stage comes from :func:`choose_deal`: ``hired`` for a won deal, the open deal's
-    stage title (``stage_titles`` by stage id; ``stage_map.activecampaign`` maps it), or
-    ``rejected`` for a lost one. Custom fields pass through under their personalisation
-    tag in lower case (``LINKEDIN_URL`` → ``linkedin_url``). Raises ``KeyError``,
-    ``TypeError`` or ``ValueError`` for a record that cannot be read.
-
-    Example::
-
-        flatten_contact({"id": "7", "email": "ada@example.com", "firstName": "Ada"},
-                        deals=[{"status": "0", "stage": "3", "mdate": "..."}],
-                        stage_titles={"3": "Interview"})
-        # {"source": "activecampaign", "external_id": "7", "stage": "Interview", ...}
-    """
-    if not isinstance(raw, dict):
-        raise TypeError(f"the contact is {type(raw).__name__}, not an object")
-    contact_id = _numeric_id(raw)
-    if contact_id is None:
-        raise ValueError("the contact has no numeric id")
-    updated = _time(raw.get("udate")) or _time(raw.get("cdate"))
-    record: dict[str, Any] = {
-        "source": "activecampaign",
-        "external_id": str(contact_id),
-        "first_name": _text(raw, "firstName"),
-        "last_name": _text(raw, "lastName"),
-        "email": _text(raw, "email"),
-        "phone": _text(raw, "phone"),
-        "tags": [t for t in (tags or []) if t],
-        "updated_at": updated,
-    }
-    deal = choose_deal(list(deals or []))
-    if deal is not None:
-        status = _status(deal)
-        if status == WON:
-            record["stage"] = "hired"
-        elif status == LOST:
-            record["stage"] = "rejected"
-        else:
-            stage_id = deal.get("stage")
-            record["stage"] = (stage_titles or {}).get(str(stage_id)) if stage_id else None
-        record["stage_entered_at"] = _time(deal.get("mdate")) or _time(deal.get("cdate"))
-        owner = deal.get("owner")
-        record["owner_id"] = str(owner) if owner not in (None, "", "0") else None
-        title = deal.get("title")
-        record["job_title"] = title.strip() if isinstance(title, str) and title.strip() else None
-    names = field_names or {}
-    for item in field_values or []:
-        if not isinstance(item, dict):
-            continue
-        key = names.get(str(item.get("field")))
-        value = item.get("value")
-        if not key or key in _RESERVED or value is None or str(value).strip() == "":
-            continue
-        record[key] = str(value).strip()
-    return record
-
-
-def _field_key(field: Mapping[str, Any]) -> str:
-    tag = str(field.get("perstag") or field.get("title") or "").strip().lower()
-    key = re.sub(r"[^a-z0-9]+", "_", tag).strip("_")
-    return _FIELD_ALIASES.get(key, key)
-
-
-def _status(deal: Any) -> str | None:
-    if not isinstance(deal, dict):
-        return None
-    status = deal.get("status")
-    return str(status) if status is not None else None
-
-
-def _changed(deal: Mapping[str, Any]) -> tuple[str, int]:
-    when = _time(deal.get("mdate")) or _time(deal.get("cdate")) or ""
-    # Equal times: the higher (newer) deal id wins.
-    deal_id = str(deal.get("id") or "")
-    return when, int(deal_id) if deal_id.isdigit() else 0
-
-
-def _time(value: Any) -> str | None:
-    """ISO-8601 UTC from ActiveCampaign's ``2017-01-25T23:58:14-06:00`` (None when empty)."""
-    if value is None or value == "" or str(value).startswith("0000-00-00"):
-        return None
-    if not isinstance(value, str):
-        raise TypeError(f"a time is {type(value).__name__}, not text")
-    at = parse_instant(value)
-    return at.astimezone(UTC).isoformat()
-
-
-def _text(raw: Mapping[str, Any], key: str) -> str | None:
-    value = raw.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise TypeError(f"{key} is {type(value).__name__}, not text")
-    return value.strip() or None
-
-
-def _numeric_id(raw: Any) -> int | None:
-    if not isinstance(raw, dict):
-        return None
-    value = raw.get("id")
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    return None
-
-
-def _source_id(raw: Any) -> str:
-    if isinstance(raw, dict) and isinstance(raw.get("id"), str | int) and raw["id"] != "":
-        return str(raw["id"])
-    return "?"
 
 
 def _iso(at: datetime) -> str:
