@@ -113,3 +113,29 @@ def _count(items) -> dict:
     for item in items:
         out[item] = out.get(item, 0) + 1
     return out
+
+
+def test_a_second_sync_sees_a_deal_moved_in_between(cli, sandbox, database_url) -> None:
+    env = sandbox.env()
+    first = cli("sync", "--source", "activecampaign", "--now", NOW, env=env)
+    assert first.exit_code == 0, first.output
+    fake = sandbox.activecampaign
+    person = next(p for p in sandbox.activecampaign_people if p.stage == "interview")
+    contact = fake.contact_id(person.index)
+    later = datetime(2026, 11, 26, 15, tzinfo=UTC)
+    fake.move(person.index, "hired", at=datetime(2026, 11, 26, 9, tzinfo=UTC))
+    sandbox.clock.set(later)  # type: ignore[attr-defined]
+    second = cli("sync", "--source", "activecampaign", "--now", later.isoformat(), env=env)
+    assert second.exit_code == 0, second.output
+    engine = make_engine(database_url)
+    with engine.connect() as conn:
+        stage = conn.execute(
+            select(CandidateRecord.stage).where(
+                CandidateRecord.source == "activecampaign", CandidateRecord.external_id == contact
+            )
+        ).scalar_one()
+    engine.dispose()
+    assert stage == "hired"
+    # The second run asked only for what changed: contacts since the first run, then deals.
+    deal_reads = fake.requests_to("GET", "/api/3/deals")
+    assert len(deal_reads) == 1 and "filters%5Bupdated_after%5D" in deal_reads[0].query
