@@ -6,7 +6,8 @@ Each fake runs in its own process (as a real CRM is another machine), serving a 
 population built on demand. Figures:
 
 1. **CPU per connector**, limits off (``--cpu`` records, 0 skips): for each connector
-   (Greenhouse Harvest v3, the legacy Harvest v1, Lever, HubSpot, Bullhorn) the syncing process's
+   (Greenhouse Harvest v3, the legacy Harvest v1, Lever, HubSpot, Bullhorn, ActiveCampaign)
+   the syncing process's
    own CPU time (user + system, all its threads, from ``time.process_time``; the fake's
    is not counted) per 1,000 records, beside wall time. Aim: <= 0.2 CPU s per 1,000.
    Then a top-5 profile (by CPU time) of a smaller pass of each (``--profile-records``), with page
@@ -70,6 +71,7 @@ CONNECTORS = {
     "lever": "lever",
     "hubspot": "hubspot",
     "bullhorn": "bullhorn",
+    "activecampaign": "activecampaign",
 }
 
 
@@ -78,6 +80,8 @@ def _serve(kind: str, count: int, limited: bool, ready: multiprocessing.Queue, s
     from outreach.sandbox.seed import Population
 
     rate = RateWindow(50, 10.0) if limited else None
+    if limited and kind == "activecampaign":
+        rate = RateWindow(5, 1.0)  # ActiveCampaign's own: 5 requests per second per account
     people = Population(count)
     if kind == "greenhouse":
         from outreach.sandbox.greenhouse import FakeGreenhouse
@@ -91,6 +95,10 @@ def _serve(kind: str, count: int, limited: bool, ready: multiprocessing.Queue, s
         from outreach.sandbox.bullhorn import FakeBullhorn
 
         fake = FakeBullhorn(people, clock=FixedClock(NOW), rate=rate)
+    elif kind == "activecampaign":
+        from outreach.sandbox.activecampaign import FakeActiveCampaign
+
+        fake = FakeActiveCampaign(people, clock=FixedClock(NOW), rate=rate)
     else:
         from outreach.sandbox.hubspot import FakeHubSpot
 
@@ -147,6 +155,10 @@ def _connector(
             token_file=RefreshTokenFile((private or Path(".")) / "bullhorn-token", refresh),
         )
         connector = Bullhorn(login, clock=clock)
+    elif name == "activecampaign":
+        from connectors.activecampaign import ActiveCampaign
+
+        connector = ActiveCampaign(url, "sandbox-activecampaign-token", clock=clock)
     else:
         from connectors.hubspot import HubSpot
 

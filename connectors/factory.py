@@ -57,6 +57,19 @@ def build_connectors(
             )
         elif name == "bullhorn":
             built.append(_bullhorn(settings, clock, **client_options))
+        elif name == "activecampaign":
+            from connectors.activecampaign import ActiveCampaign
+
+            assert settings.activecampaign_api_url is not None
+            assert settings.activecampaign_api_token is not None
+            built.append(
+                ActiveCampaign(
+                    settings.activecampaign_api_url,
+                    settings.activecampaign_api_token.get_secret_value(),
+                    clock=clock,
+                    **client_options,
+                )
+            )
     return built, off
 
 

@@ -316,13 +316,16 @@ def candidates_command(
         _print_table(people)
 
 
-SOURCES = ("greenhouse", "lever", "hubspot", "bullhorn")
+SOURCES = ("greenhouse", "lever", "hubspot", "bullhorn", "activecampaign")
 
 
 @app.command("sync")
 def sync_command(
     source: Annotated[
-        str, typer.Option("--source", help="greenhouse, lever, hubspot, bullhorn or all.")
+        str,
+        typer.Option(
+            "--source", help="greenhouse, lever, hubspot, bullhorn, activecampaign or all."
+        ),
     ] = "all",
     full: Annotated[
         bool, typer.Option("--full", help="Read everything again, not only what changed.")

@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     bullhorn_token_file: str = Field(
         default=".bullhorn-token", validation_alias=AliasChoices("BULLHORN_TOKEN_FILE")
     )
+    #: the account's API URL (Settings > Developer), e.g. https://acme.api-us1.com
+    activecampaign_api_url: str | None = _env("ACTIVECAMPAIGN_API_URL")
+    activecampaign_api_token: SecretStr | None = _env("ACTIVECAMPAIGN_API_TOKEN")
 
     sendgrid_api_key: SecretStr | None = _env("SENDGRID_API_KEY")
     sendgrid_base_url: str = Field(
@@ -212,6 +215,20 @@ class Settings(BaseSettings):
             if self.hubspot_access_token
             else Integration("hubspot", "source", False, "no HUBSPOT_ACCESS_TOKEN")
         )
+        if self.activecampaign_api_url and self.activecampaign_api_token:
+            items.append(Integration("activecampaign", "source", True, "API token"))
+        else:
+            missing = [
+                name
+                for name, value in (
+                    ("ACTIVECAMPAIGN_API_URL", self.activecampaign_api_url),
+                    ("ACTIVECAMPAIGN_API_TOKEN", self.activecampaign_api_token),
+                )
+                if not value
+            ]
+            items.append(
+                Integration("activecampaign", "source", False, "no " + " and ".join(missing))
+            )
 
         items.append(self._bullhorn())
 

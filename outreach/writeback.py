@@ -33,7 +33,7 @@ __all__ = ["CRM_SOURCES", "WriteBackReport", "process_write_backs"]
 log = logging.getLogger(__name__)
 
 #: sources whose records get notes and tasks written back
-CRM_SOURCES = frozenset({"greenhouse", "lever", "hubspot", "bullhorn"})
+CRM_SOURCES = frozenset({"greenhouse", "lever", "hubspot", "bullhorn", "activecampaign"})
 MAX_ATTEMPTS = 8
 #: how long a claimed row belongs to the run that claimed it (a crashed run's rows are
 #: taken up again after this; a note may then be written twice, never lost)

@@ -60,7 +60,8 @@ def cli(tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch):
 
     monkeypatch.chdir(tmp_path)
     prefixes = (
-        "OUTREACH_", "GREENHOUSE_", "LEVER_", "HUBSPOT_", "BULLHORN_", "SENDGRID_", "TWILIO_"
+        "OUTREACH_", "GREENHOUSE_", "LEVER_", "HUBSPOT_", "BULLHORN_", "ACTIVECAMPAIGN_",
+        "MAILCHIMP_", "SENDGRID_", "TWILIO_",
     )  # fmt: skip
     keep = ("OUTREACH_TEST_DATABASE", "OUTREACH_TEST_POSTGRES_URL")
     for name in list(os.environ):

@@ -118,7 +118,15 @@ def test_secrets_never_appear_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_without_credentials_everything_is_off_not_an_error() -> None:
     items = {i.name: i for i in Settings().integrations()}
-    assert set(items) == {"greenhouse", "lever", "hubspot", "bullhorn", "email", "sms"}
+    assert set(items) == {
+        "greenhouse",
+        "lever",
+        "hubspot",
+        "bullhorn",
+        "activecampaign",
+        "email",
+        "sms",
+    }
     assert not any(i.on for i in items.values())
     assert "GREENHOUSE_API_KEY" in items["greenhouse"].detail
     assert "TWILIO_FROM_NUMBER or TWILIO_MESSAGING_SERVICE_SID" in items["sms"].detail

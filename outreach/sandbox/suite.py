@@ -23,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 
 from outreach.clock import Clock, SystemClock
+from outreach.sandbox.activecampaign import FakeActiveCampaign
 from outreach.sandbox.base import RateWindow, SandboxServer
 from outreach.sandbox.bullhorn import FakeBullhorn
 from outreach.sandbox.greenhouse import FakeGreenhouse
@@ -44,6 +45,7 @@ class _Credentials:
     bullhorn_client_id: str = "sandbox-bullhorn-client"
     bullhorn_client_secret: str = "sandbox-bullhorn-secret"
     bullhorn_refresh_token: str = "sandbox-bullhorn-refresh"
+    activecampaign_token: str = "sandbox-activecampaign-token"
     sendgrid_api_key: str = "SG.sandbox-key"
     sendgrid_from_email: str = "talent@northwind.example"
     #: where candidates' answers go (plus-addressed per touch), and the Inbound Parse token
@@ -74,6 +76,7 @@ class Sandbox:
         bouncing: Iterable[str] = (),
         invalid_phones: Iterable[str] = (),
         opted_out_phones: Iterable[str] = (),
+        activecampaign_people: int | Sequence[SeedPerson] = 0,
     ) -> None:
         self.clock = clock or SystemClock()
         self.people = Population(people, seed=seed) if isinstance(people, int) else people
@@ -109,6 +112,20 @@ class Sandbox:
         )
         #: holds the Bullhorn refresh token the engine rotates (a private temporary folder)
         self._private: Path | None = None
+        # ActiveCampaign keeps its own people (none unless asked for), so the seeded
+        # split across the three recruiting CRMs, and the demo's figures, stay as they are.
+        #: the people in the ActiveCampaign account (apart from ``people``)
+        self.activecampaign_people: Sequence[SeedPerson] = (
+            Population(activecampaign_people, seed=seed + 1)
+            if isinstance(activecampaign_people, int)
+            else activecampaign_people
+        )
+        self.activecampaign = FakeActiveCampaign(
+            self.activecampaign_people,
+            api_token=c.activecampaign_token,
+            clock=self.clock,
+            rate=RateWindow(5, 1.0) if limits else None,
+        )
         self.sendgrid = FakeSendGrid(
             api_key=c.sendgrid_api_key,
             clock=self.clock,
@@ -162,6 +179,7 @@ class Sandbox:
             "lever": self.lever,
             "hubspot": self.hubspot,
             "bullhorn": self.bullhorn,
+            "activecampaign": self.activecampaign,
             "sendgrid": self.sendgrid,
             "twilio": self.twilio,
         }
@@ -213,6 +231,8 @@ class Sandbox:
             "BULLHORN_AUTH_URL": self.url("bullhorn") + "/oauth",
             "BULLHORN_REST_URL": self.url("bullhorn") + "/rest-services",
             "BULLHORN_TOKEN_FILE": str((self._private or Path(".")) / "bullhorn-token"),
+            "ACTIVECAMPAIGN_API_URL": self.url("activecampaign"),
+            "ACTIVECAMPAIGN_API_TOKEN": c.activecampaign_token,
             "SENDGRID_API_KEY": c.sendgrid_api_key,
             "SENDGRID_BASE_URL": self.url("sendgrid"),
             "SENDGRID_FROM_EMAIL": c.sendgrid_from_email,

@@ -55,7 +55,10 @@ cadences:
     steps:
       - {{id: text, after: 0m, channel: sms, template: t}}
 """
-_PREFIXES = ("OUTREACH_", "SENDGRID_", "TWILIO_", "GREENHOUSE_", "LEVER_", "HUBSPOT_")
+_PREFIXES = (
+    "OUTREACH_", "SENDGRID_", "TWILIO_", "GREENHOUSE_", "LEVER_", "HUBSPOT_", "BULLHORN_",
+    "ACTIVECAMPAIGN_", "MAILCHIMP_",
+)  # fmt: skip
 
 
 @pytest.fixture
