@@ -42,6 +42,7 @@ from outreach.events import DeliveryEvent, InboundEvent
 
 __all__ = [
     "EVENTS_FIELD",
+    "MAX_BODY_BYTES",
     "SIGNATURE_HEADER",
     "MandrillBatch",
     "read_mandrill_batch",
@@ -50,6 +51,9 @@ __all__ = [
 ]
 
 SIGNATURE_HEADER = "X-Mandrill-Signature"
+#: largest webhook post accepted: an inbound message (Mandrill takes up to 25 MB) travels
+#: as raw_msg and again parsed (text, html, base64 attachments) inside the JSON
+MAX_BODY_BYTES = 96 * 1024 * 1024
 EVENTS_FIELD = "mandrill_events"
 _INBOUND_TYPES = {"hard_bounce": "bounce", "spam": "opt_out", "unsub": "unsubscribe"}
 _DELIVERY_TYPES = {"send": "delivered", "open": "open", "click": "click"}
