@@ -239,8 +239,9 @@ class MailchimpEmail(Channel):
         """The result for ``message`` from the per-recipient answer of ``/messages/send``."""
         entry = _entry_for(answer, message.to)
         if entry is None:
-            log.warning("touch %s: Mailchimp answered no status for the recipient", message.touch_id)
-            return SendResult.ambiguous(message, "Mailchimp answered no status for the recipient")
+            why = "Mailchimp answered no status for the recipient"
+            log.warning("touch %s: %s", message.touch_id, why)
+            return SendResult.ambiguous(message, why)
         status = str(entry.get("status") or "")
         message_id = entry.get("_id") if isinstance(entry.get("_id"), str) else None
         if status in ("sent", "queued"):
@@ -311,7 +312,8 @@ class MailchimpEmail(Channel):
         stop: tuple[str, float | None] | None = None
         for recall in recalls:
             if _utc(recall.send_at) <= now:
-                results.append(RecallResult(recall.touch_id, "too_late", "its send time has passed"))
+                why = "its send time has passed"
+                results.append(RecallResult(recall.touch_id, "too_late", why))
                 continue
             if stop is not None:
                 results.append(RecallResult(recall.touch_id, "failed", stop[0], stop[1]))

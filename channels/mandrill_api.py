@@ -78,7 +78,7 @@ class _ApiClient(ApiClient):
         self.timeout = timeout
         self._last = threading.local()
 
-    def request(self, method, url, body=None, headers=None, timeout=None):  # noqa: ANN001, ANN201
+    def request(self, method, url, body=None, headers=None, timeout=None):
         self._last.headers = {}
         response = super().request(method, url, body, headers, timeout)
         self._last.headers = dict(response.headers)
@@ -166,7 +166,8 @@ class MandrillApi:
         if isinstance(exc, ApiClientError):
             return self._from_answer(exc.status_code, exc.text)
         if isinstance(exc, requests.exceptions.ConnectTimeout):
-            return RetryableError("cannot connect to Mailchimp (connect timeout)", provider=PROVIDER)
+            why = "cannot connect to Mailchimp (connect timeout)"
+            return RetryableError(why, provider=PROVIDER)
         if isinstance(exc, requests.exceptions.Timeout):
             return AmbiguousError(
                 f"Mailchimp did not answer within {self.timeout:g} s after the request was "
@@ -220,7 +221,8 @@ class MandrillApi:
             return ConfigError(f"Mailchimp {status}: {detail}; check {CREDENTIAL}")
         if status == 404:
             return ConfigError(
-                f"Mailchimp 404: no such API path ({detail}); check MAILCHIMP_TRANSACTIONAL_BASE_URL"
+                f"Mailchimp 404: no such API path ({detail}); "
+                "check MAILCHIMP_TRANSACTIONAL_BASE_URL"
             )
         if name == "Unknown_Message":
             return UnknownMessage(f"Mailchimp Unknown_Message: {detail}", provider=PROVIDER)

@@ -697,7 +697,8 @@ class WebhookApp:
             return _text(f"unauthorized: no {mandrill.SIGNATURE_HEADER}", 401)
         assert self.public_url is not None
         params = list(request.form.items(multi=True))
-        if not mandrill.verify(self._mailchimp_key, self.public_url + request.path, params, signature):
+        url = self.public_url + request.path
+        if not mandrill.verify(self._mailchimp_key, url, params, signature):
             log.warning("mailchimp batch refused (403): bad signature")
             return _text("forbidden: the signature does not match MAILCHIMP_WEBHOOK_KEY", 403)
         try:

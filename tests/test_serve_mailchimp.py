@@ -99,7 +99,11 @@ def test_a_signed_batch_records_bounces_spam_unsubscribes_and_delivery_events(
     caplog.set_level(logging.DEBUG, logger="outreach")
     ann = person_of(store, "c1")
     touch = sent_touch(
-        store, ann, point(store, "email", "ann@example.com").id, "t-ann", at=NOW - timedelta(hours=1)
+        store,
+        ann,
+        point(store, "email", "ann@example.com").id,
+        "t-ann",
+        at=NOW - timedelta(hours=1),
     )
     batch = [
         event("send", "ann@example.com", "m0", touch_id=touch),
@@ -121,7 +125,7 @@ def test_a_signed_batch_records_bounces_spam_unsubscribes_and_delivery_events(
         "bad": 0,
     }
     recorded = {(r.type, r.dedupe_key) for r in rows(store)}
-    assert ("bounce", "inbound:mandrill:m1:hard_bounce:%d" % TS) in recorded
+    assert ("bounce", f"inbound:mandrill:m1:hard_bounce:{TS}") in recorded
     assert {t for t, _ in recorded} >= {"bounce", "opt_out", "unsubscribe", "delivered", "open"}
 
     process_events(engine_transactions(store), config, NOW)
@@ -143,7 +147,11 @@ def test_a_replayed_batch_records_nothing_new(client, store, signer) -> None:
 def test_a_second_open_of_the_same_message_is_its_own_event(client, store, signer) -> None:
     ann = person_of(store, "c1")
     touch = sent_touch(
-        store, ann, point(store, "email", "ann@example.com").id, "t-ann", at=NOW - timedelta(hours=1)
+        store,
+        ann,
+        point(store, "email", "ann@example.com").id,
+        "t-ann",
+        at=NOW - timedelta(hours=1),
     )
     first = event("open", "ann@example.com", "m0", touch_id=touch)
     second = event("open", "ann@example.com", "m0", touch_id=touch, ts=TS + 5)
@@ -156,7 +164,9 @@ def test_a_forged_batch_is_refused_and_records_nothing(client, store, forgery) -
     if forgery == "wrong key":
         body, headers = FakeMailchimp(webhook_key="not-it").signed_form(PUBLIC + PATH, batch)
     elif forgery == "other url":
-        body, headers = FakeMailchimp(webhook_key=KEY).signed_form("https://evil.example" + PATH, batch)
+        body, headers = FakeMailchimp(webhook_key=KEY).signed_form(
+            "https://evil.example" + PATH, batch
+        )
     else:
         _, headers = FakeMailchimp(webhook_key=KEY).signed_form(PUBLIC + PATH, batch)
         other = [event("hard_bounce", "hal@example.com", "m1")]
@@ -181,9 +191,7 @@ def test_without_the_key_every_post_is_503_naming_it(store, config, signer) -> N
     assert rows(store) == []
 
 
-@pytest.mark.parametrize(
-    "field", ["not json", '{"event": "hard_bounce"}', None]
-)
+@pytest.mark.parametrize("field", ["not json", '{"event": "hard_bounce"}', None])
 def test_a_malformed_batch_is_400(client, store, field) -> None:
     params = [] if field is None else [("mandrill_events", field)]
     params.append(("other", "x"))

@@ -71,7 +71,8 @@ def sign(key: str, url: str, params: Iterable[tuple[str, str]]) -> str:
 def verify(key: str, url: str, params: Iterable[tuple[str, str]], signature: str) -> bool:
     """Whether ``signature`` signs ``params`` posted to ``url`` (constant-time compare)."""
     expected = sign(key, url, params)
-    return hmac.compare_digest(expected.encode("ascii"), signature.strip().encode("ascii", "replace"))
+    given = signature.strip().encode("ascii", "replace")
+    return hmac.compare_digest(expected.encode("ascii"), given)
 
 
 @dataclass
@@ -187,7 +188,8 @@ def _touch_id(metadata: Any) -> int | None:
     if not isinstance(metadata, dict):
         return None
     value = metadata.get("touch_id")
-    text = str(value).strip() if isinstance(value, str | int) and not isinstance(value, bool) else ""
+    readable = isinstance(value, str | int) and not isinstance(value, bool)
+    text = str(value).strip() if readable else ""
     if text.isascii() and text.isdigit() and len(text) <= 18 and int(text) > 0:
         return int(text)
     return None

@@ -297,7 +297,7 @@ class FakeMailchimp(FakeProvider):
         body, headers = self.signed_form(url, events)
         request = urllib.request.Request(url, data=body, headers=headers, method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310
+            with urllib.request.urlopen(request, timeout=timeout) as answer:
                 return answer.status
         except urllib.error.HTTPError as exc:
             return exc.code

@@ -219,7 +219,9 @@ def test_many_messages_go_one_request_each(fake, channel) -> None:
     results = by_touch(channel.send(batch))
     assert all(r.status == "sent" for r in results.values())
     assert len(fake.requests_to("POST", "/messages/send.json")) == 20
-    assert {m.metadata["touch_id"] for m in fake.messages.values()} == {str(i) for i in range(1, 21)}
+    assert {m.metadata["touch_id"] for m in fake.messages.values()} == {
+        str(i) for i in range(1, 21)
+    }
 
 
 def test_each_request_is_recorded_in_flight_before_it_leaves(fake, channel) -> None:
@@ -262,7 +264,9 @@ def test_a_retry_after_too_far_ahead_is_left_to_the_engine(fake, hits, channel, 
     assert result.retry_after == 600.0 and timer.slept == [] and len(hits) == 1
 
 
-def test_503s_are_retried_with_backoff_then_fail_for_a_later_run(fake, hits, channel, timer) -> None:
+def test_503s_are_retried_with_backoff_then_fail_for_a_later_run(
+    fake, hits, channel, timer
+) -> None:
     fake.faults.server_errors(4, status=503)
     [result] = channel.send([message()])
     assert result.status == "failed" and not result.permanent
