@@ -342,7 +342,7 @@ class WebhookApp:
             self.problems.append(f"{SENDGRID_INBOUND_PATH}: {self._inbound_key_problem}")
         mailchimp_key = settings.mailchimp_webhook_key
         self._mailchimp_key = mailchimp_key.get_secret_value() if mailchimp_key else ""
-        if self._mailchimp_problem():
+        if settings.email_provider == "mailchimp" and self._mailchimp_problem():
             self.problems.append(f"{MAILCHIMP_PATH}: {self._mailchimp_problem()}")
         twilio_problem = self._twilio_problem()
         if twilio_problem:
