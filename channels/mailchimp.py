@@ -22,9 +22,10 @@ Chosen with ``OUTREACH_EMAIL_PROVIDER=mailchimp``; a peer of :mod:`channels.emai
   after one request. ``departing`` records each request in flight before it leaves.
 
 Recall: :meth:`MailchimpEmail.cancel` is ``/messages/cancel-scheduled`` by id, one by one
-(Mandrill has no batch and no cut-off short of the send time). Reconciliation looks the
-touch up with ``/messages/search`` (``u_touch_id:<id>``: metadata is searchable) and, for a
-message still scheduled, ``/messages/list-scheduled`` for the recipient.
+(Mandrill has no batch and no cut-off short of the send time). Reconciliation searches the
+recipient's messages (``/messages/search``, ``email:"<address>"`` since the day before the
+claim) and matches the ``metadata.touch_id`` each result carries, so it needs no custom
+metadata index; a message still scheduled is found with ``/messages/list-scheduled``.
 """
 
 from __future__ import annotations
@@ -116,6 +117,8 @@ class MailchimpEmail(Channel):
     search_delay: ClassVar[timedelta] = timedelta(minutes=10)
     #: ``/messages/search`` calls per run (Mandrill meters search separately)
     searches_per_run: ClassVar[int] = 20
+    #: results asked of one search; a full page without the touch proves nothing
+    search_limit: ClassVar[int] = 100
 
     def __init__(
         self,
@@ -352,10 +355,12 @@ class MailchimpEmail(Channel):
     def reconcile(self, inquiries: Sequence[Inquiry], now: datetime) -> list[ReconcileResult]:
         """Look for ambiguous touches at Mailchimp by their ``touch_id`` metadata.
 
-        Found by ``/messages/search``: delivered. Else one still scheduled for the
-        recipient (``/messages/list-scheduled``) created since the claim and not another
-        touch's: delivered, with its id to recall. Else, once :attr:`search_delay` has
-        passed since its send time: absent (sent again); sooner: later.
+        A message to the recipient whose metadata names the touch (``/messages/search``):
+        delivered. A full page of results without it: later (it cannot tell). Else one
+        still scheduled for the recipient (``/messages/list-scheduled``) created since the
+        claim and not another touch's: delivered, with its id to recall. Else, once
+        :attr:`search_delay` has passed since its send time: absent (sent again); sooner:
+        later.
         """
         results: list[ReconcileResult] = []
         later: str | None = None
@@ -378,16 +383,18 @@ class MailchimpEmail(Channel):
 
     def _reconcile_one(self, inquiry: Inquiry, now: datetime) -> ReconcileResult:
         since = _utc(inquiry.since) - timedelta(days=1)
+        address = inquiry.to.replace("\\", "").replace('"', "")
         found = self.api.call(
             "search",
             {
-                "query": f"u_touch_id:{inquiry.touch_id}",
+                "query": f'email:"{address}"',
                 "date_from": since.strftime("%Y-%m-%d"),
-                "limit": 10,
+                "limit": self.search_limit,
             },
             attempts=1,
         )
-        for item in found if isinstance(found, list) else []:
+        listed = found if isinstance(found, list) else []
+        for item in listed:
             meta = item.get("metadata") if isinstance(item, dict) else None
             if isinstance(meta, dict) and str(meta.get("touch_id")) == str(inquiry.touch_id):
                 ident = item.get("_id") if isinstance(item.get("_id"), str) else None
@@ -397,6 +404,9 @@ class MailchimpEmail(Channel):
                     f"Mailchimp shows it {item.get('state') or 'sent'}",
                     provider_message_id=ident,
                 )
+        if len(listed) >= self.search_limit:
+            why = "Mailchimp search returned a full page of other messages to the address"
+            return ReconcileResult(inquiry.touch_id, "later", why)
         scheduled = self.api.call("list_scheduled", {"to": inquiry.to}, attempts=1)
         candidates = [
             item

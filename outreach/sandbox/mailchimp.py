@@ -220,16 +220,23 @@ class FakeMailchimp(FakeProvider):
             return json_response(sent.info())
 
     def search(self, request: Request) -> Response:
-        """``/messages/search``: ``u_touch_id:N`` (metadata) or an address; sent mail only."""
-        query = str(_json(request).get("query") or "").strip()
+        """``/messages/search``: ``email:"<address>"``, ``u_<field>:<value>`` (indexed
+        metadata) or ``*``; sent mail only, newest first, at most ``limit``."""
+        body = _json(request)
+        query = str(body.get("query") or "*").strip()
+        limit = body.get("limit") if isinstance(body.get("limit"), int) else 100
         with self.lock:
             found = [m.info() for m in self.messages.values() if m.state != "scheduled"]
         if query.startswith("u_") and ":" in query:
             name, value = query[2:].split(":", 1)
             found = [m for m in found if str(m["metadata"].get(name)) == value.strip('"')]
-        elif query and query != "*":
-            found = [m for m in found if m["email"].lower() == query.lower().removeprefix("email:")]
-        return json_response(found)
+        elif query.startswith("email:"):
+            address = query.removeprefix("email:").strip('"').lower()
+            found = [m for m in found if m["email"].lower() == address]
+        elif query != "*":
+            return self.error("ValidationError", f"the sandbox cannot search {query!r}")
+        found.sort(key=lambda m: m["ts"], reverse=True)
+        return json_response(found[: max(1, min(limit, 1000))])
 
     @staticmethod
     def _scheduled_shape(sent: SentMessage) -> dict[str, Any]:

@@ -336,6 +336,33 @@ def test_a_request_that_never_arrived_is_absent_once_search_has_caught_up(fake, 
     assert early.status == "later" and late.status == "absent"
 
 
+def test_reconciliation_matches_the_touch_in_the_recipients_messages(fake, channel) -> None:
+    channel.send([message(1, "ada@example.com"), message(2, "ada@example.com")])
+
+    answers = channel.reconcile(
+        [Inquiry(2, "ada@example.com", NOW, NOW), Inquiry(3, "ada@example.com", NOW, NOW)],
+        NOW + timedelta(minutes=11),
+    )
+
+    [search, *_] = fake.requests_to("POST", "/messages/search.json")
+    assert search.json()["query"] == 'email:"ada@example.com"'
+    by_id = {a.touch_id: a for a in answers}
+    assert by_id[2].status == "delivered"
+    assert by_id[2].provider_message_id == next(
+        m.id for m in fake.messages.values() if m.metadata["touch_id"] == "2"
+    )
+    assert by_id[3].status == "absent"
+
+
+def test_a_full_page_of_other_messages_proves_nothing(fake, channel, monkeypatch) -> None:
+    monkeypatch.setattr(MailchimpEmail, "search_limit", 3)
+    channel.send([message(i, "ada@example.com") for i in range(1, 4)])
+    [answer] = channel.reconcile(
+        [Inquiry(9, "ada@example.com", NOW, NOW)], NOW + timedelta(hours=1)
+    )
+    assert answer.status == "later"
+
+
 def test_a_500_is_ambiguous_after_one_request(fake, hits, channel, timer) -> None:
     fake.faults.server_errors(1, status=500)
     [result] = channel.send([message()])
