@@ -48,6 +48,7 @@ from channels.base import (
     SendResult,
 )
 from channels.email import plain_to_html
+from channels.mailchimp_reconcile import reconcile
 from channels.mandrill_api import DEFAULT_BASE_URL, MandrillApi, UnknownMessage, Unsent
 from channels.pool import Departures, WorkerPool
 from outreach.clock import Clock, SystemClock
@@ -353,87 +354,15 @@ class MailchimpEmail(Channel):
     # -- reconciliation --------------------------------------------------------------
 
     def reconcile(self, inquiries: Sequence[Inquiry], now: datetime) -> list[ReconcileResult]:
-        """Look for ambiguous touches at Mailchimp by their ``touch_id`` metadata.
-
-        A message to the recipient whose metadata names the touch (``/messages/search``):
-        delivered. A full page of results without it: later (it cannot tell). Else one
-        still scheduled for the recipient (``/messages/list-scheduled``) created since the
-        claim and not another touch's: delivered, with its id to recall. Else, once
-        :attr:`search_delay` has passed since its send time: absent (sent again); sooner:
-        later.
-        """
-        results: list[ReconcileResult] = []
-        later: str | None = None
-        for done, inquiry in enumerate(inquiries):
-            if later is None and done >= self.searches_per_run:
-                later = "Mailchimp search is metered; asked by the next run"
-            if later is not None:
-                results.append(ReconcileResult(inquiry.touch_id, "later", later))
-                continue
-            try:
-                results.append(self._reconcile_one(inquiry, now))
-            except ConfigError as exc:
-                results.append(ReconcileResult(inquiry.touch_id, "unknown", str(exc)))
-            except RetryableError as exc:
-                later = f"Mailchimp search: {exc}"
-                results.append(ReconcileResult(inquiry.touch_id, "later", later))
-            except OutreachError as exc:
-                results.append(ReconcileResult(inquiry.touch_id, "later", str(exc)))
-        return results
-
-    def _reconcile_one(self, inquiry: Inquiry, now: datetime) -> ReconcileResult:
-        since = _utc(inquiry.since) - timedelta(days=1)
-        address = inquiry.to.replace("\\", "").replace('"', "")
-        found = self.api.call(
-            "search",
-            {
-                "query": f'email:"{address}"',
-                "date_from": since.strftime("%Y-%m-%d"),
-                "limit": self.search_limit,
-            },
-            attempts=1,
+        """Look for ambiguous touches at Mailchimp (see :mod:`channels.mailchimp_reconcile`)."""
+        return reconcile(
+            self.api,
+            inquiries,
+            now,
+            search_delay=self.search_delay,
+            searches_per_run=self.searches_per_run,
+            search_limit=self.search_limit,
         )
-        listed = found if isinstance(found, list) else []
-        for item in listed:
-            meta = item.get("metadata") if isinstance(item, dict) else None
-            if isinstance(meta, dict) and str(meta.get("touch_id")) == str(inquiry.touch_id):
-                ident = item.get("_id") if isinstance(item.get("_id"), str) else None
-                return ReconcileResult(
-                    inquiry.touch_id,
-                    "delivered",
-                    f"Mailchimp shows it {item.get('state') or 'sent'}",
-                    provider_message_id=ident,
-                )
-        if len(listed) >= self.search_limit:
-            why = "Mailchimp search returned a full page of other messages to the address"
-            return ReconcileResult(inquiry.touch_id, "later", why)
-        scheduled = self.api.call("list_scheduled", {"to": inquiry.to}, attempts=1)
-        candidates = [
-            item
-            for item in (scheduled if isinstance(scheduled, list) else [])
-            if isinstance(item, dict)
-            and isinstance(item.get("_id"), str)
-            and item["_id"] not in inquiry.known_ids
-            and _created_since(item.get("created_at"), _utc(inquiry.since))
-        ]
-        if len(candidates) == 1:
-            ident = candidates[0]["_id"]
-            return ReconcileResult(
-                inquiry.touch_id,
-                "delivered",
-                "Mailchimp holds it scheduled",
-                provider_message_id=ident,
-                recall_ref=ident,
-            )
-        if len(candidates) > 1:
-            return ReconcileResult(
-                inquiry.touch_id,
-                "unknown",
-                "Mailchimp holds several scheduled messages to the address; a person checks",
-            )
-        if now >= max(_utc(inquiry.since), _utc(inquiry.send_at)) + self.search_delay:
-            return ReconcileResult(inquiry.touch_id, "absent", "Mailchimp has no such message")
-        return ReconcileResult(inquiry.touch_id, "later", "Mailchimp search may still be indexing")
 
 
 def _entry_for(answer: Any, to: str) -> dict[str, Any] | None:
@@ -444,18 +373,6 @@ def _entry_for(answer: Any, to: str) -> dict[str, Any] | None:
         if str(entry.get("email") or "").lower() == to.lower():
             return entry
     return entries[0] if len(entries) == 1 else None
-
-
-def _created_since(value: Any, since: datetime) -> bool:
-    """Whether a Mandrill ``created_at`` (UTC ``YYYY-MM-DD HH:MM:SS``) is at or after
-    ``since`` less a minute of clock skew; unreadable counts as not."""
-    if not isinstance(value, str):
-        return False
-    try:
-        created = datetime.strptime(value[:19], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
-    except ValueError:
-        return False
-    return created >= since - timedelta(minutes=1)
 
 
 def _tags(*names: str) -> list[str]:

@@ -329,6 +329,24 @@ def test_a_lost_answer_for_a_scheduled_message_is_reconciled_with_its_recall_ref
     assert other.status == "later"  # not that one; its send time is still ahead
 
 
+def test_two_lost_scheduled_sends_to_one_address_are_told_apart_by_their_metadata(
+    server, fake, timer, lost_answers
+) -> None:
+    channel = make_channel(server, timer)
+    fake.faults.timeouts(2, seconds=0)
+    due = NOW + timedelta(hours=6)
+    sent = channel.send([message(1, send_at=due), message(2, send_at=due)])
+    assert [r.status for r in sent] == ["ambiguous", "ambiguous"]
+
+    answers = channel.reconcile(
+        [Inquiry(1, "ada@example.com", NOW, due), Inquiry(2, "ada@example.com", NOW, due)], NOW
+    )
+
+    held = {m.metadata["touch_id"]: m.id for m in fake.messages.values()}
+    assert {a.touch_id: a.recall_ref for a in answers} == {1: held["1"], 2: held["2"]}
+    assert all(a.status == "delivered" for a in answers)
+
+
 def test_a_request_that_never_arrived_is_absent_once_search_has_caught_up(fake, channel) -> None:
     inquiry = Inquiry(77, "ada@example.com", NOW, NOW)
     [early] = channel.reconcile([inquiry], NOW + timedelta(minutes=2))
