@@ -235,3 +235,14 @@ def test_an_inbound_reply_goes_through_intake_once(client, store, signer) -> Non
 def test_an_inbound_event_without_a_message_is_bad_not_500(client, signer) -> None:
     response = post(client, signer, [{"event": "inbound", "ts": TS, "msg": {"raw_msg": ""}}])
     assert response.status_code == 200 and response.json["bad"] == 1
+
+
+def test_a_missing_key_is_a_startup_problem_only_when_mailchimp_sends_email(store, config) -> None:
+    def problems(**env: str) -> list[str]:
+        settings = Settings(_env_file=None, OUTREACH_PUBLIC_URL=PUBLIC, **env)
+        return [p for p in make_app(store, settings, config, FixedClock(NOW)).problems if PATH in p]
+
+    assert problems() == []
+    [problem] = problems(OUTREACH_EMAIL_PROVIDER="mailchimp")
+    assert "MAILCHIMP_WEBHOOK_KEY" in problem
+    assert problems(OUTREACH_EMAIL_PROVIDER="mailchimp", MAILCHIMP_WEBHOOK_KEY=KEY) == []
