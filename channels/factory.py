@@ -33,6 +33,19 @@ def build_channels(
             continue
         if not item.on:
             off[item.name] = item.detail
+        elif item.name == "email" and settings.email_provider == "mailchimp":
+            from channels.mailchimp import MailchimpEmail
+
+            assert settings.mailchimp_transactional_api_key is not None
+            assert settings.mailchimp_from_email
+            built["email"] = MailchimpEmail(
+                settings.mailchimp_transactional_api_key.get_secret_value(),
+                settings.mailchimp_from_email,
+                base_url=settings.mailchimp_transactional_base_url,
+                company_name=config.company.name,
+                clock=clock,
+                **options,
+            )
         elif item.name == "email":
             from channels.email import SendGridEmail
 

@@ -41,6 +41,15 @@ Routes (``OUTREACH_PUBLIC_URL`` is where providers reach this server):
     ``To`` number when no touch has it); ``delivered`` is a ``delivered`` event of that
     touch (for the report; recorded once per SID and status, ignored when no touch has
     the SID); other statuses record nothing.
+``POST /webhooks/mailchimp`` (and ``HEAD``, which Mandrill sends to check the URL: 200)
+    Mailchimp Transactional (Mandrill) webhooks: the ``mandrill_events`` form field,
+    ``X-Mandrill-Signature`` checked with ``MAILCHIMP_WEBHOOK_KEY`` over
+    ``OUTREACH_PUBLIC_URL`` + path and the sorted form parameters (401 without it, 403
+    when it does not match, 503 while the key or the public URL is not set). Bounces,
+    spam reports and unsubscribes become events, sends, opens and clicks delivery events,
+    inbound route messages go through the same intake as Inbound Parse
+    (:mod:`outreach.inbound.mandrill`). 400 when the field is not a JSON array, 413 past
+    :data:`outreach.inbound.mandrill.MAX_BODY_BYTES`; a replayed batch records nothing new.
 ``GET /r/<token>/<score>``
     A candidate's one-click rating (1 to 5) of the touch whose ``rating_token`` is
     ``token`` (:mod:`outreach.ratings`): one ``rating`` event per touch, a later click
@@ -106,6 +115,7 @@ from outreach.events import (
 from outreach.events import ingest_events as _ingest_events
 from outreach.group_commit import SendGridWriter
 from outreach.http_server import serve
+from outreach.inbound import mandrill
 from outreach.inbound.intake import ingest_messages
 from outreach.inbound.parse_webhook import ParseFormError, read_form, rebuild_message
 from outreach.inbound.raw import RawMessage
@@ -144,6 +154,7 @@ TWILIO_INBOUND_PATH = "/webhooks/twilio/inbound"
 #: the status callback path :class:`channels.sms.TwilioSMS` puts on every message
 TWILIO_STATUS_PATH = "/webhooks/twilio/status"
 HEALTH_PATH = "/healthz"
+MAILCHIMP_PATH = "/webhooks/mailchimp"
 
 SENDGRID_SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 SENDGRID_TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
@@ -330,6 +341,10 @@ class WebhookApp:
             self.problems.append(f"{SENDGRID_INBOUND_PATH}: {_NO_INBOUND_TOKEN}")
         if self._inbound_key_problem:
             self.problems.append(f"{SENDGRID_INBOUND_PATH}: {self._inbound_key_problem}")
+        mailchimp_key = settings.mailchimp_webhook_key
+        self._mailchimp_key = mailchimp_key.get_secret_value() if mailchimp_key else ""
+        if settings.email_provider == "mailchimp" and self._mailchimp_problem():
+            self.problems.append(f"{MAILCHIMP_PATH}: {self._mailchimp_problem()}")
         twilio_problem = self._twilio_problem()
         if twilio_problem:
             self.problems.append(f"{TWILIO_INBOUND_PATH}, {TWILIO_STATUS_PATH}: {twilio_problem}")
@@ -340,6 +355,7 @@ class WebhookApp:
                 Rule(TWILIO_INBOUND_PATH, endpoint="twilio_inbound", methods=["POST"]),
                 Rule(TWILIO_STATUS_PATH, endpoint="twilio_status", methods=["POST"]),
                 Rule(HEALTH_PATH, endpoint="healthz", methods=["GET"]),
+                Rule(MAILCHIMP_PATH, endpoint="mailchimp_events", methods=["POST", "HEAD"]),
                 Rule(RATING_PATH, endpoint="rating", methods=["GET"]),
             ],
             strict_slashes=False,
@@ -668,6 +684,90 @@ class WebhookApp:
             report.duplicates,
         )
         return _twiml()
+
+    def mailchimp_events(self, request: Request) -> Response:
+        """``POST /webhooks/mailchimp``: a signed Mandrill webhook batch (HEAD: 200)."""
+        if request.method == "HEAD":
+            return _text("ok", 200)
+        problem = self._mailchimp_problem()
+        if problem is not None:
+            log.warning("mailchimp batch refused (503): %s", problem)
+            _discard(request)
+            return _text(problem, 503)
+        limit = mandrill.MAX_BODY_BYTES
+        if (request.content_length or 0) > limit:
+            log.warning("mailchimp batch refused (413): over %d bytes", limit)
+            return _text(f"content too large: at most {limit} bytes", 413)
+        request.max_content_length = request.max_form_memory_size = limit
+        signature = request.headers.get(mandrill.SIGNATURE_HEADER, "")
+        if not signature:
+            log.warning("mailchimp batch refused (401): no signature")
+            _discard(request)
+            return _text(f"unauthorized: no {mandrill.SIGNATURE_HEADER}", 401)
+        assert self.public_url is not None
+        params = list(request.form.items(multi=True))
+        url = self.public_url + request.path
+        if not mandrill.verify(self._mailchimp_key, url, params, signature):
+            log.warning("mailchimp batch refused (403): bad signature")
+            return _text("forbidden: the signature does not match MAILCHIMP_WEBHOOK_KEY", 403)
+        try:
+            batch = mandrill.read_mandrill_batch(request.form.get(mandrill.EVENTS_FIELD))
+        except InputError as exc:
+            log.warning("mailchimp batch refused (400): %s", exc)
+            return _text(f"bad request: {exc}; expected mandrill_events, a JSON array", 400)
+        report = self._ingest((f"mailchimp batch {where}", e) for where, e in batch.events)
+        delivery = self._ingest_deliveries(
+            (f"mailchimp batch {where}", e) for where, e in batch.deliveries
+        )
+        now = self.clock.now()
+        messages = [
+            RawMessage(where=f"Mandrill inbound {w}", raw=raw, source="parse", received_at=now)
+            for w, raw in batch.inbound
+        ]
+        try:
+            intake = ingest_messages(self.engine, messages, now=now, config=self.config)
+        except StoreError as exc:
+            log.error("mailchimp inbound: store error %s; answered 503", type(exc).__name__)
+            return _text("store unavailable, try again later", 503)
+        self._act_now(intake.person_ids, now, "mailchimp inbound")
+        log.info(
+            "mailchimp batch: %d items, %d recorded, %d duplicates, %d inbound stored, "
+            "%d unmatched, %d bad, %d quiet",
+            batch.items,
+            report.recorded + delivery.recorded,
+            report.duplicates + delivery.duplicates,
+            intake.stored,
+            len(report.unmatched),
+            len(report.bad) + len(delivery.bad) + len(intake.errors),
+            batch.quiet,
+        )
+        return _json(
+            {
+                "recorded": report.recorded + delivery.recorded,
+                "duplicates": report.duplicates + delivery.duplicates + intake.duplicates,
+                "inbound": intake.stored,
+                "unmatched": len(report.unmatched),
+                "bad": len(report.bad) + len(delivery.bad) + len(intake.errors),
+            }
+        )
+
+    def _mailchimp_problem(self) -> str | None:
+        missing = [
+            name
+            for name, value in (
+                ("MAILCHIMP_WEBHOOK_KEY", self._mailchimp_key),
+                ("OUTREACH_PUBLIC_URL", self.public_url),
+            )
+            if not value
+        ]
+        if not missing:
+            return None
+        return (
+            " and ".join(missing)
+            + (" is" if len(missing) == 1 else " are")
+            + " not set: Mandrill webhooks are verified with the webhook's key over the URL "
+            "it posts to, OUTREACH_PUBLIC_URL + the path"
+        )
 
     # -- helpers ---------------------------------------------------------------------------
 

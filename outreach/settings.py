@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -121,6 +122,18 @@ class Settings(BaseSettings):
     #: where the provider rate limits shared by all workers live (may carry a password)
     redis_url: SecretStr | None = _env("OUTREACH_REDIS_URL")
 
+    #: which provider sends email: ``sendgrid`` (default) or ``mailchimp``
+    email_provider: Literal["sendgrid", "mailchimp"] = Field(
+        default="sendgrid", validation_alias=AliasChoices("OUTREACH_EMAIL_PROVIDER")
+    )
+    mailchimp_transactional_api_key: SecretStr | None = _env("MAILCHIMP_TRANSACTIONAL_API_KEY")
+    mailchimp_transactional_base_url: str = Field(
+        default="https://mandrillapp.com/api/1.3",
+        validation_alias=AliasChoices("MAILCHIMP_TRANSACTIONAL_BASE_URL"),
+    )
+    mailchimp_from_email: str | None = _env("MAILCHIMP_FROM_EMAIL")
+    mailchimp_webhook_key: SecretStr | None = _env("MAILCHIMP_WEBHOOK_KEY")
+
     twilio_account_sid: str | None = _env("TWILIO_ACCOUNT_SID")
     twilio_auth_token: SecretStr | None = _env("TWILIO_AUTH_TOKEN")
     twilio_from_number: str | None = _env("TWILIO_FROM_NUMBER")
@@ -150,6 +163,18 @@ class Settings(BaseSettings):
     @classmethod
     def _default_token_file(cls, value: str | None) -> str:
         return value or ".bullhorn-token"
+
+    @field_validator("email_provider", mode="before")
+    @classmethod
+    def _provider_name(cls, value: object) -> object:
+        if value is None:
+            return "sendgrid"
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("mailchimp_transactional_base_url", mode="after")
+    @classmethod
+    def _mailchimp_base_url(cls, value: str | None) -> str:
+        return value or "https://mandrillapp.com/api/1.3"
 
     @field_validator("database_url", "config", mode="after")
     @classmethod
@@ -215,6 +240,7 @@ class Settings(BaseSettings):
             if self.hubspot_access_token
             else Integration("hubspot", "source", False, "no HUBSPOT_ACCESS_TOKEN")
         )
+        items.append(self._bullhorn())
         if self.activecampaign_api_url and self.activecampaign_api_token:
             items.append(Integration("activecampaign", "source", True, "API token"))
         else:
@@ -230,9 +256,9 @@ class Settings(BaseSettings):
                 Integration("activecampaign", "source", False, "no " + " and ".join(missing))
             )
 
-        items.append(self._bullhorn())
-
-        if self.sendgrid_api_key and self.sendgrid_from_email:
+        if self.email_provider == "mailchimp":
+            items.append(self._mailchimp_integration())
+        elif self.sendgrid_api_key and self.sendgrid_from_email:
             items.append(Integration("email", "channel", True, "SendGrid"))
         else:
             missing = [
@@ -291,3 +317,22 @@ class Settings(BaseSettings):
             "no BULLHORN_CLIENT_ID/BULLHORN_CLIENT_SECRET with BULLHORN_REFRESH_TOKEN "
             "or BULLHORN_USERNAME/BULLHORN_PASSWORD",
         )
+
+    def _mailchimp_integration(self) -> Integration:
+        """The email channel when ``OUTREACH_EMAIL_PROVIDER=mailchimp``."""
+        missing = [
+            name
+            for name, value in (
+                ("MAILCHIMP_TRANSACTIONAL_API_KEY", self.mailchimp_transactional_api_key),
+                ("MAILCHIMP_FROM_EMAIL", self.mailchimp_from_email),
+            )
+            if not value
+        ]
+        if missing:
+            return Integration(
+                "email",
+                "channel",
+                False,
+                "OUTREACH_EMAIL_PROVIDER=mailchimp but no " + " and ".join(missing),
+            )
+        return Integration("email", "channel", True, "Mailchimp Transactional")

@@ -23,6 +23,8 @@ EXPECTED = {
     "TWILIO_BASE_URL",
     "SENDGRID_API_KEY",
     "TWILIO_AUTH_TOKEN",
+    "MAILCHIMP_TRANSACTIONAL_BASE_URL",
+    "MAILCHIMP_WEBHOOK_KEY",
 }
 
 
@@ -93,6 +95,12 @@ def test_sandbox_serve_prints_the_environment_and_stops_cleanly(
             timeout=5,
         )
         assert refused.status_code == 401
+        mailchimp = httpx.post(
+            printed["MAILCHIMP_TRANSACTIONAL_BASE_URL"] + "/messages/list-scheduled.json",
+            json={"key": "md-wrong"},
+            timeout=5,
+        )
+        assert mailchimp.status_code == 500 and mailchimp.json()["name"] == "Invalid_Key"
     finally:
         proc.send_signal(stop_with)
         code = proc.wait(timeout=15)

@@ -29,6 +29,7 @@ from outreach.sandbox.bullhorn import FakeBullhorn
 from outreach.sandbox.greenhouse import FakeGreenhouse
 from outreach.sandbox.hubspot import FakeHubSpot
 from outreach.sandbox.lever import FakeLever
+from outreach.sandbox.mailchimp import SANDBOX_API_KEY, SANDBOX_WEBHOOK_KEY, FakeMailchimp
 from outreach.sandbox.seed import RECRUITERS, Population, SeedPerson
 from outreach.sandbox.sendgrid import FakeSendGrid
 from outreach.sandbox.twilio import SANDBOX_ACCOUNT_SID, SANDBOX_MESSAGING_SERVICE_SID, FakeTwilio
@@ -54,6 +55,8 @@ class _Credentials:
     twilio_account_sid: str = SANDBOX_ACCOUNT_SID
     twilio_auth_token: str = "sandbox-twilio-token"
     twilio_messaging_service_sid: str = SANDBOX_MESSAGING_SERVICE_SID
+    mailchimp_api_key: str = SANDBOX_API_KEY
+    mailchimp_webhook_key: str = SANDBOX_WEBHOOK_KEY
 
 
 class Sandbox:
@@ -142,6 +145,15 @@ class Sandbox:
             opted_out=opted_out_phones,
             messaging_service_sid=c.twilio_messaging_service_sid,
         )
+        #: Mailchimp Transactional, for OUTREACH_EMAIL_PROVIDER=mailchimp (the demo keeps
+        #: SendGrid); ``bouncing`` addresses are on its rejection list as hard bounces
+        self.mailchimp = FakeMailchimp(
+            api_key=c.mailchimp_api_key,
+            webhook_key=c.mailchimp_webhook_key,
+            clock=self.clock,
+            rate=RateWindow(600, 1.0) if limits else None,
+            rejected={address: "hard-bounce" for address in bouncing},
+        )
         self.servers: dict[str, SandboxServer] = {}
         self._greenhouse_positions: dict[int, int] | None = None
 
@@ -182,6 +194,7 @@ class Sandbox:
             "activecampaign": self.activecampaign,
             "sendgrid": self.sendgrid,
             "twilio": self.twilio,
+            "mailchimp": self.mailchimp,
         }
 
     def start(self) -> Sandbox:
@@ -243,4 +256,8 @@ class Sandbox:
             "TWILIO_AUTH_TOKEN": c.twilio_auth_token,
             "TWILIO_MESSAGING_SERVICE_SID": c.twilio_messaging_service_sid,
             "TWILIO_BASE_URL": self.url("twilio"),
+            "MAILCHIMP_TRANSACTIONAL_API_KEY": c.mailchimp_api_key,
+            "MAILCHIMP_TRANSACTIONAL_BASE_URL": self.url("mailchimp") + "/api/1.3",
+            "MAILCHIMP_FROM_EMAIL": c.sendgrid_from_email,
+            "MAILCHIMP_WEBHOOK_KEY": c.mailchimp_webhook_key,
         }
