@@ -173,6 +173,22 @@ def config_check(
         + (f", {len(warnings)} warning(s)" if warnings else ""),
         highlight=False,
     )
+    _print_systems(settings, config)
+
+
+def _print_systems(settings: Settings, config: CadenceConfig) -> None:
+    """Which CRMs, channels, task channels and webhook routes this setup has, and what the
+    cadence file asks of one that is off."""
+    from outreach.systems import systems
+
+    table = Table(title="systems", title_justify="left", box=None, pad_edge=False)
+    for column in ("system", "kind", "", "detail"):
+        table.add_column(column, overflow="fold")
+    for line in systems(settings, config):
+        detail = line.detail + (f" [yellow]({line.note})[/]" if line.note else "")
+        state = "[green]on[/]" if line.on else "[dim]off[/]"
+        table.add_row(line.name, line.kind, state, detail)
+    out.print(table)
 
 
 def _check_dynamic_templates(settings: Settings, config: CadenceConfig) -> Any:
