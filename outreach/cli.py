@@ -992,7 +992,7 @@ def demo_command(
 ) -> None:
     """The whole nightly job against the built-in sandbox: no credentials, no setup.
 
-    Starts the five fake providers on loopback, uses a throwaway SQLite database, plays
+    Starts the fake providers on loopback, uses a throwaway SQLite database, plays
     NIGHTS nights of sync, run and CRM write-back while the fake CRMs move candidates
     through stages, then prints what went out, what waited and what came back, ends with
     the month's report and writes it as HTML to --report.
