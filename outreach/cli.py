@@ -913,7 +913,8 @@ def serve_command(
                 on_ready=lambda bound: err.print(
                     f"listening on http://{host}:{bound} (POST /webhooks/sendgrid/events, "
                     "/webhooks/sendgrid/inbound, /webhooks/twilio/inbound, "
-                    "/webhooks/twilio/status)",
+                    "/webhooks/twilio/status, /webhooks/greenhouse, /webhooks/lever, "
+                    "/webhooks/hubspot)",
                     highlight=False,
                 ),
             )
