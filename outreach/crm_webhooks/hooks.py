@@ -25,8 +25,15 @@ def build_hooks(settings: Settings, clock: Clock) -> tuple[GreenhouseHook, Lever
         def make():  # built on the first delivery: serve starts without a network call
             from connectors.lever import Lever
 
+            # One attempt: Lever retries an unanswered webhook itself, and a delivery must
+            # not hold a server thread through a backoff.
             return Lever(
-                key, base_url=settings.lever_base_url, user_id=settings.lever_user_id, clock=clock
+                key,
+                base_url=settings.lever_base_url,
+                user_id=settings.lever_user_id,
+                clock=clock,
+                attempts=1,
+                timeout=10.0,
             )
 
     lever = LeverHook(lever_token.get_secret_value() if lever_token else None, make)
