@@ -115,7 +115,7 @@ def read_event(data: dict[str, Any], delivery: str) -> CrmChange:
         return _application_change(action, payload, delivery)
     if action == "update_candidate":
         candidate = _object(payload, "candidate")
-        record = _flatten({**candidate, "applications": []})
+        record = _flatten({**candidate, "applications": [], "custom_fields": _values(candidate)})
         record.pop("stage", None)  # a candidate update says nothing about the stage
         return CrmChange(
             "greenhouse",
@@ -165,15 +165,9 @@ def _application_change(action: str, payload: dict[str, Any], delivery: str) -> 
         # The v1 shape flatten_candidate reads: the application and the recruiter beside it.
         "applications": [application],
         "updated_at": None,
-        "custom_fields": {
-            key: field.get("value") if isinstance(field, dict) else field
-            for key, field in (candidate.get("custom_fields") or {}).items()
-        }
-        if isinstance(candidate.get("custom_fields"), dict)
-        else {},
+        "custom_fields": _values(candidate),
     }
     record = _flatten(raw)
-    record["stage"] = record.get("stage")
     return CrmChange(
         "greenhouse",
         delivery,
@@ -183,6 +177,17 @@ def _application_change(action: str, payload: dict[str, Any], delivery: str) -> 
         record=record,
         what=action,
     )
+
+
+def _values(candidate: dict[str, Any]) -> dict[str, Any]:
+    """Web hook custom fields (``{key: {name, type, value}}``) as the API's ``{key: value}``."""
+    fields = candidate.get("custom_fields")
+    if not isinstance(fields, dict):
+        return {}
+    return {
+        key: field.get("value") if isinstance(field, dict) else field
+        for key, field in fields.items()
+    }
 
 
 def _flatten(raw: dict[str, Any]) -> dict[str, Any]:
