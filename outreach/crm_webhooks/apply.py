@@ -174,7 +174,9 @@ def _apply(
             strict_contacts=False,
         )
     except RecordError as exc:
-        report.notes.append(f"{label}: {exc}")
+        # What is wrong, not the value: a validator's detail may quote the address.
+        problems = "; ".join(part.split(":", 1)[0] for part in exc.reason.split("; "))
+        report.notes.append(f"{label}: record {change.external_id} not written ({problems})")
         return "bad"
     stats = upsert_candidates(conn, [record], now)
     person_id = conn.execute(

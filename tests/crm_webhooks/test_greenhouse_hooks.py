@@ -346,3 +346,24 @@ def test_the_secret_never_reaches_the_log(client, store, sandbox, caplog) -> Non
     client.post(PATH, data=raw, headers=greenhouse_headers(raw, "evt-log2", secret="forged"))
     assert GREENHOUSE_SECRET not in caplog.text
     assert person.email not in caplog.text
+
+
+def test_a_record_that_cannot_be_stored_is_bad_and_its_address_stays_out_of_the_log(
+    client, store, caplog
+) -> None:
+    caplog.set_level("DEBUG")
+    body = fixture("candidate_stage_change")
+    candidate = body["payload"]["application"]["candidate"]
+    candidate.update(
+        id=4242,
+        phone_numbers=[],
+        social_media_addresses=[],
+        website_addresses=[],
+        email_addresses=[{"value": "secret.person@@nowhere", "type": "personal"}],
+    )
+    answer = post(client, body, "evt-bad-record")
+    assert answer.status_code == 200 and answer.json["bad"] == 1
+    assert record(store, "greenhouse", "4242") is None
+    assert "record 4242 not written (email is not valid)" in caplog.text
+    assert "secret.person" not in caplog.text
+    assert [d.outcome for d in deliveries(store)] == ["bad"]
