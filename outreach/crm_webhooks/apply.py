@@ -129,8 +129,10 @@ def _claim(conn: Connection, change: CrmChange, now: datetime) -> bool:
             received_at=now,
         )
         .on_conflict_do_nothing(index_elements=["source", "delivery_id"])
+        .returning(_deliveries.c.delivery_id)
     )
-    return conn.execute(statement).rowcount == 1
+    # RETURNING, not rowcount: the driver's rowcount of an upsert is not portable.
+    return conn.execute(statement).first() is not None
 
 
 def _apply(
