@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-__all__ = ["BadPayload", "ChangeKind", "CrmChange", "from_epoch_ms", "parse_time"]
+__all__ = ["BadPayload", "ChangeKind", "CrmChange", "from_epoch_ms", "json_object", "parse_time"]
 
 #: ``record``: a (full or partial) flattened record to write; ``stage``: only the CRM's
 #: stage name changed; ``fetch``: read the record from the CRM's API first (Lever, whose
@@ -23,6 +24,17 @@ _MAX_MS = 253_402_300_799_999
 
 class BadPayload(ValueError):
     """A delivery that is signed but cannot be read (answered 400: a retry won't help)."""
+
+
+def json_object(body: bytes) -> dict[str, Any]:
+    """A webhook body that must be one JSON object; :class:`BadPayload` (400) otherwise."""
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise BadPayload("the body is not JSON") from None
+    if not isinstance(data, dict):
+        raise BadPayload("the body is not a JSON object")
+    return data
 
 
 @dataclass(frozen=True)

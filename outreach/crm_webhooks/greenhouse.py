@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from datetime import datetime
 from typing import Any, ClassVar
 
 from werkzeug.wrappers import Request
 
 from connectors.greenhouse import flatten_candidate
-from outreach.crm_webhooks.change import BadPayload, CrmChange, parse_time
+from outreach.crm_webhooks.change import BadPayload, CrmChange, json_object, parse_time
 
 __all__ = ["EVENT_ID_HEADER", "SIGNATURE_HEADER", "GreenhouseHook", "sign"]
 
@@ -98,7 +97,7 @@ class GreenhouseHook:
         delivery = request.headers.get(EVENT_ID_HEADER, "").strip()[:200]
         if not delivery:
             delivery = "sha256:" + hashlib.sha256(body).hexdigest()
-        return [read_event(_json_object(body), delivery)]
+        return [read_event(json_object(body), delivery)]
 
 
 def read_event(data: dict[str, Any], delivery: str) -> CrmChange:
@@ -202,16 +201,6 @@ def _flatten(raw: dict[str, Any]) -> dict[str, Any]:
         for key, value in record.items()
         if key in ("tags", "stage") or value is None or isinstance(value, _SCALARS)
     }
-
-
-def _json_object(body: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise BadPayload("the body is not JSON") from None
-    if not isinstance(data, dict):
-        raise BadPayload("the body is not a JSON object")
-    return data
 
 
 def _object(parent: dict[str, Any], key: str) -> dict[str, Any]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, ClassVar
@@ -32,7 +31,7 @@ from urllib.parse import quote
 from werkzeug.wrappers import Request
 
 from connectors.lever import Lever, flatten_opportunity
-from outreach.crm_webhooks.change import BadPayload, CrmChange, from_epoch_ms
+from outreach.crm_webhooks.change import BadPayload, CrmChange, from_epoch_ms, json_object
 from outreach.errors import PermanentError
 
 __all__ = ["LeverHook", "sign"]
@@ -87,7 +86,7 @@ class LeverHook:
         """Why the delivery is refused (401), or ``None``; :class:`BadPayload` for a body
         that is not a JSON object (the signature is inside it)."""
         assert self._token is not None
-        data = _json_object(body)
+        data = json_object(body)
         token, triggered, signature = (
             data.get("token"),
             data.get("triggeredAt"),
@@ -104,7 +103,7 @@ class LeverHook:
 
     def changes(self, request: Request, body: bytes, now: datetime) -> list[CrmChange]:
         """The delivery's one change (still to be read from the API: ``fetch``)."""
-        data = _json_object(body)
+        data = json_object(body)
         event_id = data.get("id")
         if not isinstance(event_id, str) or not event_id.strip() or len(event_id) > 200:
             raise BadPayload("id is missing or not an event id")
@@ -176,13 +175,3 @@ class LeverHook:
             assert self._make is not None
             self._connector = self._make()
         return self._connector
-
-
-def _json_object(body: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise BadPayload("the body is not JSON") from None
-    if not isinstance(data, dict):
-        raise BadPayload("the body is not a JSON object")
-    return data
