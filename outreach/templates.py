@@ -111,6 +111,11 @@ class _StrictUndefined(jinja2.StrictUndefined):
         return super()._undefined_message
 
 
+#: what a ``default`` filter or a ``defined`` test sees for an item a ``Vars`` lacks (the
+#: sandbox would make a new undefined value naming it; either answers "undefined", and the
+#: filter and the test use nothing else of it)
+_ABSENT_ITEM = _StrictUndefined(name="absent item")
+
 #: a type whose attribute names the sandbox has not looked at yet
 _UNPLANNED = object()
 
@@ -146,6 +151,8 @@ class _CodeGenerator(CodeGenerator):
     * ``value | default`` and ``value | default(other)`` (Jinja's own filter, without its
       ``boolean`` argument): ``other`` when the value is undefined, else the value;
     * ``value is defined`` (Jinja's own test): whether the value is not undefined.
+    * ``x.name | default(...)`` and ``x.name is defined``, when ``x`` is a ``Vars`` without
+      ``name``: one shared undefined value, not a new one through the sandbox's lookup.
 
     * ``a ~ b`` (no autoescape): the pieces as strings, joined, as ``str_join`` does.
 
@@ -153,10 +160,26 @@ class _CodeGenerator(CodeGenerator):
     is evaluated even when unused, as the filter's argument is.
     """
 
+    #: the ``Getattr`` node being compiled for a ``default`` filter or a ``defined`` test,
+    #: whose only question is whether the value is undefined (see :meth:`_lenient_visit`)
+    _lenient: nodes.Node | None = None
+
     def visit_Template(self, node: nodes.Template, frame: Frame | None = None) -> None:
         """The template module, which also imports :class:`Vars` for the inline lookups."""
-        self.writeline(f"from {__name__} import Vars as {_VARS_NAME}")
+        self.writeline(
+            f"from {__name__} import Vars as {_VARS_NAME}, _ABSENT_ITEM as {_ABSENT_NAME}"
+        )
         super().visit_Template(node, frame)
+
+    def _lenient_visit(self, node: nodes.Node, frame: Frame) -> None:
+        """Compile ``node``, whose value is only tested for being undefined (``default``,
+        ``defined``): a ``Vars`` without the item gives one shared undefined value instead
+        of a new one through the sandbox (which would give an undefined all the same)."""
+        self._lenient = node if isinstance(node, nodes.Getattr) else None
+        try:
+            self.visit(node, frame)
+        finally:
+            self._lenient = None
 
     @optimizeconst
     def visit_Getattr(self, node: nodes.Getattr, frame: Frame) -> None:
@@ -165,6 +188,15 @@ class _CodeGenerator(CodeGenerator):
             super().visit_Getattr(node, frame)
             return
         name = repr(node.attr)
+        if node is self._lenient:
+            self._lenient = None
+            self.write(
+                f"(({_VALUE}[{name}] if {name} in {_VALUE} else {_ABSENT_NAME}) "
+                f"if type({_VALUE} := "
+            )
+            self.visit(node.node, frame)
+            self.write(f") is {_VARS_NAME} else environment.getattr({_VALUE}, {name}))")
+            return
         self.write(f"({_VALUE}[{name}] if type({_VALUE} := ")
         self.visit(node.node, frame)
         self.write(
@@ -189,7 +221,7 @@ class _CodeGenerator(CodeGenerator):
         if node.args and not isinstance(node.args[0], nodes.Const):
             # The filter gets its argument evaluated (an undefined one raises): so here.
             self.write(f"({_PAIR}[1] if isinstance(({_PAIR} := (")
-            self.visit(node.node, frame)
+            self._lenient_visit(node.node, frame)
             self.write(", ")
             self.visit(node.args[0], frame)
             self.write(f"))[0], Undefined) else {_PAIR}[0])")
@@ -200,7 +232,7 @@ class _CodeGenerator(CodeGenerator):
         else:
             self.write("''")
         self.write(f" if isinstance({_VALUE} := ")
-        self.visit(node.node, frame)
+        self._lenient_visit(node.node, frame)
         self.write(f", Undefined) else {_VALUE})")
 
     @optimizeconst
@@ -230,7 +262,7 @@ class _CodeGenerator(CodeGenerator):
             super().visit_Test(node, frame)
             return
         self.write("(not isinstance(")
-        self.visit(node.node, frame)
+        self._lenient_visit(node.node, frame)
         self.write(", Undefined))")
 
 
@@ -239,6 +271,7 @@ class _CodeGenerator(CodeGenerator):
 _VARS_NAME = "_outreach_vars_type"
 _VALUE = "_outreach_value"
 _PAIR = "_outreach_pair"
+_ABSENT_NAME = "_outreach_absent"
 
 
 class _Sandbox(SandboxedEnvironment):
