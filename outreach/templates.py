@@ -36,6 +36,7 @@ from jinja2.utils import missing
 
 from outreach.errors import ConfigError
 from outreach.segments import count_segments
+from outreach.template_reads import EVERYTHING, TemplateReads, template_reads
 
 __all__ = [
     "RenderedMessage",
@@ -365,8 +366,9 @@ class _CompiledTemplates(jinja2.BytecodeCache):
 
 
 _COMPILED = _CompiledTemplates()
-#: per (file, source, global names): whether the template reads only its variables
-_VARIABLES_ONLY: dict[tuple[str, str, frozenset[str]], bool] = {}
+#: per (file, source, global names): whether the template reads only its variables, and
+#: what it reads of them
+_ANALYSED: dict[tuple[str, str, frozenset[str]], tuple[bool, TemplateReads]] = {}
 
 
 class TemplateRenderError(Exception):
@@ -436,6 +438,8 @@ class _Compiled:
     #: or extends no other template: its context's parent can be the variables themselves
     #: (Jinja never writes to a parent), not a copy merged with the globals
     variables_only: bool
+    #: the attributes it reads of each variable (see :mod:`outreach.template_reads`)
+    reads: TemplateReads
 
     def context(self, env: jinja2.Environment, variables: Mapping[str, Any]) -> Context:
         """The render context ``Template.new_context(variables)`` makes, made directly.
@@ -539,6 +543,18 @@ class TemplateStore:
             )
         return RenderedMessage(self.filename(name, kind), kind, "", None, data=data)
 
+    def reads(self, name: str, kind: str) -> TemplateReads:
+        """What template ``name`` for ``kind`` reads of its variables (see
+        :mod:`outreach.template_reads`); a template that cannot be loaded reads everything
+        (rendering it then raises as it always did)."""
+        compiled = self._compiled.get((name, kind))
+        if compiled is None:
+            try:
+                compiled = self._load(name, kind)
+            except TemplateRenderError:
+                return EVERYTHING
+        return compiled.reads
+
     def render(self, name: str, kind: str, context: Mapping[str, Any]) -> RenderedMessage:
         """Render template ``name`` for ``kind`` with ``context``.
 
@@ -589,28 +605,30 @@ class TemplateStore:
             globals_,
             set(globals_),
             autoescape(template.name) if callable(autoescape) else autoescape,
-            self._reads_variables_only(filename, globals_),
+            *self._analyse(filename, globals_),
         )
         self._compiled[(name, kind)] = compiled
         return compiled
 
-    def _reads_variables_only(self, filename: str, globals_: Mapping[str, Any]) -> bool:
+    def _analyse(self, filename: str, globals_: Mapping[str, Any]) -> tuple[bool, TemplateReads]:
         """Whether the template reads no global and uses no other template (see
-        ``_Compiled.variables_only``); worked out once per source text in the process."""
+        ``_Compiled.variables_only``), and what it reads of its variables; worked out
+        once per source text in the process."""
         source = self.env.loader.get_source(self.env, filename)[0]  # type: ignore[union-attr]
         key = (filename, source, frozenset(globals_))
-        found = _VARIABLES_ONLY.get(key)
+        found = _ANALYSED.get(key)
         if found is None:
             tree = self.env.parse(source, filename)
             # Every name the template mentions (meta.find_undeclared_variables leaves the
             # environment's globals out, so it cannot tell), and any template it uses.
             names = {node.name for node in tree.find_all(nodes.Name)}
-            found = not (
+            variables_only = not (
                 names & globals_.keys() or list(jinja2.meta.find_referenced_templates(tree))
             )
-            if len(_VARIABLES_ONLY) >= _CompiledTemplates.MAX_ENTRIES:
-                _VARIABLES_ONLY.clear()
-            _VARIABLES_ONLY[key] = found
+            found = (variables_only, template_reads(tree, _VARS_ATTRIBUTES or frozenset()))
+            if len(_ANALYSED) >= _CompiledTemplates.MAX_ENTRIES:
+                _ANALYSED.clear()
+            _ANALYSED[key] = found
         return found
 
     def _render(

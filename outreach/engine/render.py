@@ -87,6 +87,23 @@ class Renderer:
         chosen = occ.chosen
         assert chosen is not None
         variant, template = choose_variant(person.id, cadence.id, step)
+        kind = chosen.channel or "manual"
+        # What the template reads: a candidate with those fields alone, and rating links
+        # only for a template that shows them (a dynamic template's data has everything).
+        if kind == "manual" or (kind == "email" and step.sendgrid_template_id):
+            candidate_fields = None
+            links = self.rating_urls(rating_token)
+        else:
+            reads = self.templates.reads(
+                template, "task" if kind in TASK_CHANNELS else TemplateStore.kind_for(kind)
+            )
+            candidate_fields = reads.of("candidate")
+            touch_fields = reads.of("touch")
+            links = (
+                None
+                if touch_fields is not None and "rating_urls" not in touch_fields
+                else self.rating_urls(rating_token)
+            )
         context = build_context(
             person,
             record,
@@ -94,9 +111,9 @@ class Renderer:
             cadence_id=cadence.id,
             step_id=step.id,
             variant=variant,
-            rating_urls=self.rating_urls(rating_token),
+            rating_urls=links,
+            candidate_fields=candidate_fields,
         )
-        kind = chosen.channel or "manual"
         try:
             if kind in TASK_CHANNELS or kind == "manual":
                 occ.title, occ.body = self.task_text(template, kind, context, chosen, record)
