@@ -61,6 +61,8 @@ class Renderer:
         self.templates = templates
         self.public_url = public_url
         self.replies = replies or ReplyAddress(None, None, None)
+        #: per (template, kind): what :meth:`_what_it_needs` found
+        self._needs: dict[tuple[str, str], tuple[frozenset[str] | None, bool]] = {}
 
     def __call__(self, items: list[Occurrence], now: datetime) -> list[Occurrence]:
         """Render every undecided occurrence of ``items``; return them all.
@@ -94,16 +96,12 @@ class Renderer:
             candidate_fields = None
             links = self.rating_urls(rating_token)
         else:
-            reads = self.templates.reads(
-                template, "task" if kind in TASK_CHANNELS else TemplateStore.kind_for(kind)
-            )
-            candidate_fields = reads.of("candidate")
-            touch_fields = reads.of("touch")
-            links = (
-                None
-                if touch_fields is not None and "rating_urls" not in touch_fields
-                else self.rating_urls(rating_token)
-            )
+            key = (template, "task" if kind in TASK_CHANNELS else TemplateStore.kind_for(kind))
+            needs = self._needs.get(key)
+            if needs is None:
+                needs = self._needs[key] = self._what_it_needs(*key)
+            candidate_fields, wants_links = needs
+            links = self.rating_urls(rating_token) if wants_links else None
         context = build_context(
             person,
             record,
@@ -142,6 +140,13 @@ class Renderer:
             occ.decide("task")
         else:
             occ.decide("claimed")
+
+    def _what_it_needs(self, template: str, kind: str) -> tuple[frozenset[str] | None, bool]:
+        """The candidate fields template ``template`` for ``kind`` reads (``None``: all of
+        them), and whether it may read ``touch.rating_urls``."""
+        reads = self.templates.reads(template, kind)
+        touch_fields = reads.of("touch")
+        return reads.of("candidate"), touch_fields is None or "rating_urls" in touch_fields
 
     def rating_urls(self, token: str | None) -> list[str] | None:
         """A touch's five rating links, or None without a token or a public URL."""
