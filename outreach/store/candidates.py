@@ -31,6 +31,7 @@ from sqlalchemy import Connection, bindparam, delete, func, insert, select, upda
 
 from outreach.records import CandidateIn
 from outreach.store.bulk import bulk_update
+from outreach.store.planner_stats import refresh_statistics
 from outreach.store.schema import (
     CandidateRecord,
     ContactPoint,
@@ -196,6 +197,8 @@ def upsert_candidates(conn: Connection, batch: Sequence[CandidateIn], now: datet
     if not records:
         return stats
     keys = list(latest)
+    # The lookups below plan badly on PostgreSQL tables that grew since their statistics.
+    refresh_statistics(conn, (_records.name, _contacts.name))
 
     tokens = [_tokens(record) for record in records]
     existing = _existing_records(conn, records)
