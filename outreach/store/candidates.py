@@ -278,7 +278,7 @@ def upsert_candidates(conn: Connection, batch: Sequence[CandidateIn], now: datet
     # Records, as the driver's parameter tuples in _RECORD_COLUMNS order.
     sqlite = conn.dialect.name == "sqlite"
     instant = _sqlite_instant if sqlite else _pg_instant
-    flag = _sqlite_bool if sqlite else _same
+    flag = _same  # sqlite3 binds a bool as the integer 1 or 0 itself
     now_value = instant(now)
     params: list[tuple[Any, ...]] = []
     person_ids: list[int] = []
@@ -359,7 +359,7 @@ def upsert_candidates(conn: Connection, batch: Sequence[CandidateIn], now: datet
                 record.source,
                 record.external_id,
                 instant(entered_at[index]),
-                json.dumps({**change, "source_stage": record.source_stage}, separators=(",", ":")),
+                _stage_payload(change["from"], change["to"], record.source_stage),
                 now_value,
             )
         )
@@ -482,8 +482,10 @@ def _pg_instant(value: datetime | None) -> datetime | None:
     return value
 
 
-def _sqlite_bool(value: bool | None) -> int | None:
-    return None if value is None else int(value)
+@lru_cache(maxsize=4096)
+def _stage_payload(old: str | None, new: str | None, source_stage: str | None) -> str:
+    # Cached: an import carries a handful of stage names, so a handful of payloads.
+    return json.dumps({"from": old, "to": new, "source_stage": source_stage}, separators=(",", ":"))
 
 
 def _same(value: Any) -> Any:
@@ -608,7 +610,7 @@ def _phone_holders(
 ) -> dict[str, list[tuple[Any, tuple[str, str] | None, bool]]]:
     """Stored records (other than the batch's own) with a phone of the batch, by phone:
     ``(("p", person_id), name key, has email)`` each."""
-    keys = {record.key for record in records}
+    keys = {(record.source, record.external_id) for record in records}
     phones = sorted({record.phone.e164 for record in records if record.phone is not None})
     holders: dict[str, list[tuple[Any, tuple[str, str] | None, bool]]] = defaultdict(list)
     for source, external_id, phone, person_id, first_name, last_name, email in _select_in(
@@ -819,7 +821,7 @@ def _upsert_contacts(
     """
     sqlite = conn.dialect.name == "sqlite"
     instant = _sqlite_instant if sqlite else _pg_instant
-    flag = _sqlite_bool if sqlite else _same
+    flag = _same  # sqlite3 binds a bool as the integer 1 or 0 itself
     yes, no, now_value = flag(True), flag(False), instant(now)
     contacts: dict[tuple[int, str, str], tuple[Any, ...]] = {}
     for record, found, person_id, consent_at in zip(
