@@ -82,7 +82,7 @@ class PhoneInfo:
         return self.type in SMS_CAPABLE_TYPES
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=4096)
 def normalize_phone(value: str, default_region: str = "US") -> PhoneInfo:
     """Parse ``value`` to E.164 (reading it in ``default_region`` without a country code).
 
