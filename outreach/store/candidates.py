@@ -467,9 +467,64 @@ def _insert_rows(
     conflict: tuple[str, ...] = (),
     update: tuple[tuple[str, str], ...] = (),
 ) -> None:
-    """Insert prebuilt driver tuples in one ``executemany``."""
+    """Insert prebuilt driver tuples in one ``executemany``; on PostgreSQL, where it can,
+    as one ``INSERT ... SELECT FROM unnest(arrays)``: one statement the server plans and
+    runs once, instead of one execution per row."""
     dialect, paramstyle = conn.dialect.name, conn.dialect.paramstyle
+    if dialect == "postgresql" and _unnest_fits(columns, rows, conflict):
+        conn.exec_driver_sql(
+            _unnest_sql(conn.dialect, table, columns, conflict, update), _arrays(rows)
+        )
+        return
     conn.exec_driver_sql(_insert_sql(dialect, paramstyle, table, columns, conflict, update), rows)
+
+
+def _unnest_fits(
+    columns: tuple[str, ...], rows: Sequence[tuple[Any, ...]], conflict: tuple[str, ...]
+) -> bool:
+    """Whether ``rows`` can go as arrays: no conflict key twice (one statement may not
+    update a row twice; the upsert's batches never repeat one, but a caller might)."""
+    if len(rows) < 2:
+        return False
+    if not conflict:
+        return True
+    at = [columns.index(name) for name in conflict]
+    return len({tuple(row[i] for i in at) for row in rows}) == len(rows)
+
+
+@lru_cache(maxsize=16)
+def _unnest_sql(
+    dialect: Any,
+    table: str,
+    columns: tuple[str, ...],
+    conflict: tuple[str, ...],
+    update: tuple[tuple[str, str], ...],
+) -> str:
+    """``INSERT INTO table (columns) SELECT ... FROM unnest(CAST(%b AS type[]), ...)``,
+    with the ``ON CONFLICT`` clause of :func:`_insert_sql`. JSON columns travel as text
+    (the rows carry them rendered) and are cast back in the ``SELECT``."""
+    found = CandidateRecord.metadata.tables[table]
+    arrays, picks = [], []
+    for name in columns:
+        if name in _JSON_COLUMNS:
+            arrays.append("CAST(%b AS TEXT[])")
+            picks.append(f"CAST(v.{name} AS JSON)")
+        else:
+            arrays.append(f"CAST(%b AS {found.c[name].type.compile(dialect=dialect)}[])")
+            picks.append(f"v.{name}")
+    sql = (
+        f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(picks)} "
+        f"FROM unnest({', '.join(arrays)}) AS v({', '.join(columns)})"
+    )
+    if conflict:
+        sets = ", ".join(f"{name} = {expression}" for name, expression in update)
+        sql += f" ON CONFLICT ({', '.join(conflict)}) DO UPDATE SET {sets}"
+    return sql
+
+
+def _arrays(rows: Sequence[tuple[Any, ...]]) -> tuple[list[Any], ...]:
+    """Row tuples as one list per column: the arrays ``unnest`` reads."""
+    return tuple(list(column) for column in zip(*rows, strict=True))
 
 
 # Cached: a batch carries the same few instants (its `now`, an import's entry times).

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from outreach.contacts import normalize_phone
 from outreach.records import CandidateIn
-from outreach.store.candidates import upsert_candidates
+from outreach.store.candidates import _unnest_fits, upsert_candidates
 from outreach.store.schema import CandidateRecord, ContactPoint, Event
 
 NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
@@ -32,6 +32,8 @@ def _batch() -> list[CandidateIn]:
             email_opt_out=opt_out,
             source_stage=stage,
             stage=stage,
+            tags=["a", 'b "quoted"'] if i % 2 else [],
+            custom={"note": 'é \\ "x"', "n": i} if i % 2 else {},
         )
         for i, (consent, opt_out, stage) in enumerate(
             [
@@ -66,6 +68,13 @@ def test_booleans_and_payloads_are_stored_as_the_orm_stores_them(engine) -> None
             payloads = conn.exec_driver_sql("SELECT payload FROM events ORDER BY id").scalars()
             assert [json.loads(p) for p in payloads] == [e.payload for e in events]
     assert [records[str(i)].sms_consent for i in range(4)] == [True, False, None, True]
+    assert [records[str(i)].tags for i in range(4)] == [
+        [],
+        ["a", 'b "quoted"'],
+        [],
+        ["a", 'b "quoted"'],
+    ]
+    assert records["3"].custom == {"note": 'é \\ "x"', "n": 3} and records["0"].custom == {}
     suppressed = {(p.kind, p.value): p.suppressed for p in points}
     assert suppressed[("email", "ann.1@example.com")] is True
     assert suppressed[("email", "ann.0@example.com")] is False
@@ -94,3 +103,13 @@ def test_a_stage_change_payload_names_the_old_stage(engine) -> None:
     with engine.connect() as conn:
         payloads = list(conn.execute(select(Event.payload).order_by(Event.id)).scalars())
     assert payloads[-1] == {"from": "applied", "to": "offer", "source_stage": "offer"}
+
+
+def test_arrays_only_when_no_conflict_key_repeats() -> None:
+    columns = ("person_id", "kind", "value", "note")
+    rows = [(1, "email", "a@example.com", "x"), (1, "email", "b@example.com", "y")]
+    conflict = ("person_id", "kind", "value")
+    assert _unnest_fits(columns, rows, conflict)
+    assert not _unnest_fits(columns, [*rows, (1, "email", "a@example.com", "z")], conflict)
+    assert _unnest_fits(columns, [*rows, (1, "email", "a@example.com", "z")], ())
+    assert not _unnest_fits(columns, rows[:1], conflict)  # one row: a plain insert
