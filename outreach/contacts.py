@@ -82,7 +82,7 @@ class PhoneInfo:
         return self.type in SMS_CAPABLE_TYPES
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=4096)
 def normalize_phone(value: str, default_region: str = "US") -> PhoneInfo:
     """Parse ``value`` to E.164 (reading it in ``default_region`` without a country code).
 
@@ -167,6 +167,8 @@ class _RegionTypes:
     leading_digits: re.Pattern[str] | None
     general: _Desc
     special: tuple[tuple[_Desc, int], ...]
+    #: all of ``special``'s patterns in one: when it does not match, none of them does
+    any_special: re.Pattern[str] | None
     fixed_line: _Desc
     mobile: _Desc
     same_mobile_and_fixed_line: bool
@@ -177,12 +179,15 @@ def _region_types(region: str) -> _RegionTypes | None:
     metadata = phonenumbers.PhoneMetadata.metadata_for_region(region, None)
     if metadata is None:
         return None
+    special = tuple((_desc(getattr(metadata, name)), kind) for name, kind in _TYPE_ORDER)
+    patterns = [desc[1].pattern for desc, _ in special if desc is not None and desc[1] is not None]
     return _RegionTypes(
         leading_digits=re.compile(metadata.leading_digits)
         if metadata.leading_digits is not None
         else None,
         general=_desc(metadata.general_desc),
-        special=tuple((_desc(getattr(metadata, name)), kind) for name, kind in _TYPE_ORDER),
+        special=special,
+        any_special=re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None,
         fixed_line=_desc(metadata.fixed_line),
         mobile=_desc(metadata.mobile),
         same_mobile_and_fixed_line=bool(metadata.same_mobile_and_fixed_line_pattern),
@@ -193,9 +198,12 @@ def _type_in(national: str, types: _RegionTypes) -> int:
     """phonenumbers' ``_number_type_helper``, on precompiled patterns."""
     if not _matches(national, types.general):
         return PhoneNumberType.UNKNOWN
-    for desc, kind in types.special:
-        if _matches(national, desc):
-            return kind
+    # One regex call rules out the eight special kinds for most numbers; a number that
+    # one of them may claim is checked kind by kind, in phonenumbers' order.
+    if types.any_special is not None and types.any_special.fullmatch(national) is not None:
+        for desc, kind in types.special:
+            if _matches(national, desc):
+                return kind
     if _matches(national, types.fixed_line):
         if types.same_mobile_and_fixed_line or _matches(national, types.mobile):
             return PhoneNumberType.FIXED_LINE_OR_MOBILE

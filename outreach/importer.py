@@ -29,6 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from outreach.cadence import CadenceConfig
 from outreach.clock import Clock
 from outreach.errors import InputError, RecordError
+from outreach.gcpause import frozen_heap
 from outreach.records import KNOWN_FIELDS, CandidateIn, normalize_record
 from outreach.store.candidates import UpsertStats, upsert_candidates
 
@@ -372,6 +373,7 @@ def _label(line: int, row: dict[str, Any]) -> str:
     return f"line {line}"
 
 
+@frozen_heap()
 def import_file(
     path: Path,
     engine: Engine,

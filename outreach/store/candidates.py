@@ -31,6 +31,7 @@ from sqlalchemy import Connection, bindparam, delete, func, insert, select, upda
 
 from outreach.records import CandidateIn
 from outreach.store.bulk import bulk_update
+from outreach.store.planner_stats import refresh_statistics
 from outreach.store.schema import (
     CandidateRecord,
     ContactPoint,
@@ -196,6 +197,8 @@ def upsert_candidates(conn: Connection, batch: Sequence[CandidateIn], now: datet
     if not records:
         return stats
     keys = list(latest)
+    # The lookups below plan badly on PostgreSQL tables that grew since their statistics.
+    refresh_statistics(conn, (_records.name, _contacts.name))
 
     tokens = [_tokens(record) for record in records]
     existing = _existing_records(conn, records)
@@ -275,7 +278,7 @@ def upsert_candidates(conn: Connection, batch: Sequence[CandidateIn], now: datet
     # Records, as the driver's parameter tuples in _RECORD_COLUMNS order.
     sqlite = conn.dialect.name == "sqlite"
     instant = _sqlite_instant if sqlite else _pg_instant
-    flag = _sqlite_bool if sqlite else _same
+    flag = _same  # sqlite3 binds a bool as the integer 1 or 0 itself
     now_value = instant(now)
     params: list[tuple[Any, ...]] = []
     person_ids: list[int] = []
@@ -356,7 +359,7 @@ def upsert_candidates(conn: Connection, batch: Sequence[CandidateIn], now: datet
                 record.source,
                 record.external_id,
                 instant(entered_at[index]),
-                json.dumps({**change, "source_stage": record.source_stage}, separators=(",", ":")),
+                _stage_payload(change["from"], change["to"], record.source_stage),
                 now_value,
             )
         )
@@ -464,9 +467,64 @@ def _insert_rows(
     conflict: tuple[str, ...] = (),
     update: tuple[tuple[str, str], ...] = (),
 ) -> None:
-    """Insert prebuilt driver tuples in one ``executemany``."""
+    """Insert prebuilt driver tuples in one ``executemany``; on PostgreSQL, where it can,
+    as one ``INSERT ... SELECT FROM unnest(arrays)``: one statement the server plans and
+    runs once, instead of one execution per row."""
     dialect, paramstyle = conn.dialect.name, conn.dialect.paramstyle
+    if dialect == "postgresql" and _unnest_fits(columns, rows, conflict):
+        conn.exec_driver_sql(
+            _unnest_sql(conn.dialect, table, columns, conflict, update), _arrays(rows)
+        )
+        return
     conn.exec_driver_sql(_insert_sql(dialect, paramstyle, table, columns, conflict, update), rows)
+
+
+def _unnest_fits(
+    columns: tuple[str, ...], rows: Sequence[tuple[Any, ...]], conflict: tuple[str, ...]
+) -> bool:
+    """Whether ``rows`` can go as arrays: no conflict key twice (one statement may not
+    update a row twice; the upsert's batches never repeat one, but a caller might)."""
+    if len(rows) < 2:
+        return False
+    if not conflict:
+        return True
+    at = [columns.index(name) for name in conflict]
+    return len({tuple(row[i] for i in at) for row in rows}) == len(rows)
+
+
+@lru_cache(maxsize=16)
+def _unnest_sql(
+    dialect: Any,
+    table: str,
+    columns: tuple[str, ...],
+    conflict: tuple[str, ...],
+    update: tuple[tuple[str, str], ...],
+) -> str:
+    """``INSERT INTO table (columns) SELECT ... FROM unnest(CAST(%b AS type[]), ...)``,
+    with the ``ON CONFLICT`` clause of :func:`_insert_sql`. JSON columns travel as text
+    (the rows carry them rendered) and are cast back in the ``SELECT``."""
+    found = CandidateRecord.metadata.tables[table]
+    arrays, picks = [], []
+    for name in columns:
+        if name in _JSON_COLUMNS:
+            arrays.append("CAST(%b AS TEXT[])")
+            picks.append(f"CAST(v.{name} AS JSON)")
+        else:
+            arrays.append(f"CAST(%b AS {found.c[name].type.compile(dialect=dialect)}[])")
+            picks.append(f"v.{name}")
+    sql = (
+        f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(picks)} "
+        f"FROM unnest({', '.join(arrays)}) AS v({', '.join(columns)})"
+    )
+    if conflict:
+        sets = ", ".join(f"{name} = {expression}" for name, expression in update)
+        sql += f" ON CONFLICT ({', '.join(conflict)}) DO UPDATE SET {sets}"
+    return sql
+
+
+def _arrays(rows: Sequence[tuple[Any, ...]]) -> tuple[list[Any], ...]:
+    """Row tuples as one list per column: the arrays ``unnest`` reads."""
+    return tuple(list(column) for column in zip(*rows, strict=True))
 
 
 # Cached: a batch carries the same few instants (its `now`, an import's entry times).
@@ -479,8 +537,10 @@ def _pg_instant(value: datetime | None) -> datetime | None:
     return value
 
 
-def _sqlite_bool(value: bool | None) -> int | None:
-    return None if value is None else int(value)
+@lru_cache(maxsize=4096)
+def _stage_payload(old: str | None, new: str | None, source_stage: str | None) -> str:
+    # Cached: an import carries a handful of stage names, so a handful of payloads.
+    return json.dumps({"from": old, "to": new, "source_stage": source_stage}, separators=(",", ":"))
 
 
 def _same(value: Any) -> Any:
@@ -605,7 +665,7 @@ def _phone_holders(
 ) -> dict[str, list[tuple[Any, tuple[str, str] | None, bool]]]:
     """Stored records (other than the batch's own) with a phone of the batch, by phone:
     ``(("p", person_id), name key, has email)`` each."""
-    keys = {record.key for record in records}
+    keys = {(record.source, record.external_id) for record in records}
     phones = sorted({record.phone.e164 for record in records if record.phone is not None})
     holders: dict[str, list[tuple[Any, tuple[str, str] | None, bool]]] = defaultdict(list)
     for source, external_id, phone, person_id, first_name, last_name, email in _select_in(
@@ -816,7 +876,7 @@ def _upsert_contacts(
     """
     sqlite = conn.dialect.name == "sqlite"
     instant = _sqlite_instant if sqlite else _pg_instant
-    flag = _sqlite_bool if sqlite else _same
+    flag = _same  # sqlite3 binds a bool as the integer 1 or 0 itself
     yes, no, now_value = flag(True), flag(False), instant(now)
     contacts: dict[tuple[int, str, str], tuple[Any, ...]] = {}
     for record, found, person_id, consent_at in zip(
