@@ -47,6 +47,10 @@ __all__ = [
 NO_CHANNEL = "no usable channel"
 
 
+#: why an x or facebook step cannot go to a person (the contact kind is the channel's name)
+_PROFILE_MISSING = {"x": "no X profile", "facebook": "no Facebook profile"}
+
+
 @dataclass(frozen=True)
 class Route:
     """Where a touch goes: a channel and contact point, or a recruiter task (``channel`` None)."""
@@ -81,6 +85,10 @@ def usable(channel: str, person: PersonState, config: CadenceConfig) -> tuple[Co
         contact = person.contact("linkedin")
         if contact is None:
             return None, "no LinkedIn URL"
+    elif channel in _PROFILE_MISSING:
+        contact = person.contact(channel)
+        if contact is None:
+            return None, _PROFILE_MISSING[channel]
     else:
         return None, f"unknown channel {channel}"
     if contact.suppressed:
@@ -173,7 +181,9 @@ def build_context(
     ``touch.rating_urls``; without it (no ``OUTREACH_PUBLIC_URL``) a template that uses it
     fails to render with a message that names the variable to set.
     """
-    email, phone, linkedin = _best_contacts(person.contacts)
+    best = _best_contacts(person.contacts)
+    email, phone, linkedin = best.get("email"), best.get("phone"), best.get("linkedin")
+    x, facebook = best.get("x"), best.get("facebook")
     get = record.get
     candidate = Vars(
         "candidate",
@@ -183,6 +193,8 @@ def build_context(
             "email": email.value if email else None,
             "phone": phone.value if phone else None,
             "linkedin_url": linkedin.value if linkedin else None,
+            "x_url": x.value if x else None,
+            "facebook_url": facebook.value if facebook else None,
             "source": get("source"),
             "stage": get("stage"),
             "tags": list(get("tags") or []),
@@ -237,10 +249,8 @@ def _share(
     return made
 
 
-def _best_contacts(
-    contacts: list[Contact],
-) -> tuple[Contact | None, Contact | None, Contact | None]:
-    """The email, phone and LinkedIn contact :meth:`PersonState.contact` picks, in one pass.
+def _best_contacts(contacts: list[Contact]) -> dict[str, Contact]:
+    """The contact of each kind :meth:`PersonState.contact` picks, in one pass.
 
     The same order (unsuppressed, then valid, then newest id; the first of equals), without
     a filtered, sorted list per kind for every touch.
@@ -255,7 +265,7 @@ def _best_contacts(
             held.id,
         ):
             best[kind] = contact
-    return best.get("email"), best.get("phone"), best.get("linkedin")
+    return best
 
 
 # -- the tick's route stage ------------------------------------------------------------------
