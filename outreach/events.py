@@ -58,8 +58,8 @@ from sqlalchemy import Connection, Engine, and_, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from outreach.contacts import ContactError, normalize_email, normalize_linkedin, normalize_phone
-from outreach.profiles import normalize_facebook, normalize_x
 from outreach.errors import InputError
+from outreach.profiles import normalize_facebook, normalize_x, profile_kind
 from outreach.store import suppressions
 from outreach.store.bulk import bulk_write
 from outreach.store.schema import CandidateRecord, ContactPoint, Event, Touch
@@ -124,8 +124,7 @@ _KIND_NAME = {
     "x": "X profile",
     "facebook": "Facebook profile",
 }
-# Hosts that make an address without a channel an X or Facebook profile.
-_PROFILE_HOSTS = (("x", ("x.com/", "twitter.com/")), ("facebook", ("facebook.com/", "fb.com/")))
+
 _SUPPRESSING = {"opt_out": "opted out", "unsubscribe": "unsubscribed", "bounce": "bounced"}
 
 #: event types of delivery-side signals (:class:`DeliveryEvent`); the engine ignores them
@@ -757,13 +756,12 @@ def _prepare(
 def _address_kind(channel: str | None, address: str) -> str:
     if channel is not None:
         return _CHANNEL_KIND[channel]
-    lowered = address.lower()
-    for kind, hosts in _PROFILE_HOSTS:
-        if any(host in lowered for host in hosts):
-            return kind
+    social = profile_kind(address)
+    if social in ("x", "facebook"):
+        return social
     if "@" in address:
         return "email"
-    if "linkedin." in lowered:
+    if "linkedin." in address.lower():
         return "linkedin"
     return "phone"
 

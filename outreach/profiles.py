@@ -22,7 +22,14 @@ import re
 
 from outreach.contacts import ContactError
 
-__all__ = ["PROFILE_CHANNELS", "normalize_facebook", "normalize_x"]
+__all__ = [
+    "PROFILE_CHANNELS",
+    "normalize_facebook",
+    "normalize_x",
+    "pick_profile",
+    "profile_kind",
+    "x_from_handle",
+]
 
 #: task channels that point at a social profile, with the record field holding it
 PROFILE_CHANNELS: dict[str, str] = {
@@ -31,6 +38,14 @@ PROFILE_CHANNELS: dict[str, str] = {
     "facebook": "facebook_url",
 }
 
+_HOST = re.compile(r"^(?:https?://)?([A-Za-z0-9.-]+)(?:[/?#]|$)")
+_KIND_BY_HOST = {
+    "x.com": "x",
+    "twitter.com": "x",
+    "facebook.com": "facebook",
+    "fb.com": "facebook",
+    "linkedin.com": "linkedin",
+}
 _X_HANDLE = re.compile(r"^@([A-Za-z0-9_]{1,15})$")
 _X_URL = re.compile(
     r"^(?:https?://)?(?:www\.|mobile\.)?(?:x|twitter)\.com/(?:#!/)?@?([A-Za-z0-9_]{1,15})"
@@ -121,3 +136,40 @@ def normalize_facebook(value: str) -> str:
             "https://www.facebook.com/<name> or https://www.facebook.com/profile.php?id=<n>)"
         )
     return f"https://www.facebook.com/{match.group(1).lower()}"
+
+
+def profile_kind(value: str) -> str | None:
+    """``x``, ``facebook`` or ``linkedin`` when ``value`` is a URL on that network's site.
+
+    Judged by the host (``netflix.com/x`` is not X), so a CRM's list of links can be sorted
+    without normalising each; ``None`` for any other text.
+    """
+    match = _HOST.match(value.strip())
+    if match is None:
+        return None
+    host = match.group(1).lower().rstrip(".")
+    parts = host.split(".")
+    for size in (2, 3):  # linkedin.com, uk.linkedin.com, www.facebook.com
+        kind = _KIND_BY_HOST.get(".".join(parts[-size:])) if len(parts) >= size else None
+        if kind is not None:
+            return kind
+    return None
+
+
+def pick_profile(values: list[object], kind: str) -> str | None:
+    """The first of a CRM's links that is a profile URL of ``kind`` (``x`` or ``facebook``).
+
+    The value is handed over as the CRM has it; :func:`outreach.records.normalize_record`
+    normalises it (and reports it when it is not a profile, e.g. ``x.com/home``).
+    """
+    for value in values:
+        if isinstance(value, str) and profile_kind(value) == kind:
+            return value.strip()
+    return None
+
+
+def x_from_handle(value: str) -> str:
+    """A CRM field that holds an X handle, with or without ``@``, as :func:`normalize_x`
+    reads it: a bare ``name`` becomes ``@name``; anything else is left as it is."""
+    text = value.strip()
+    return f"@{text}" if re.fullmatch(r"[A-Za-z0-9_]{1,15}", text) else text

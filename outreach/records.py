@@ -213,8 +213,7 @@ def normalize_record(
         record.warnings.extend(contact_problems)
     if not (email or phone or linkedin or profiles):
         problems.append(
-            "no contact point: give at least one of email, phone, linkedin_url, x_url, "
-            "facebook_url"
+            "no contact point: give at least one of email, phone, linkedin_url, x_url, facebook_url"
         )
 
     zone = _text(get("timezone"))

@@ -36,6 +36,7 @@ __all__ = [
     "Base",
     "CandidateRecord",
     "ContactPoint",
+    "CrmDelivery",
     "Enrollment",
     "Event",
     "InboundMessage",
@@ -396,6 +397,20 @@ class Event(Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class CrmDelivery(Base):
+    """One CRM webhook event already taken in (Greenhouse-Event-ID, Lever ``id``, HubSpot
+    ``eventId``): a retried or replayed delivery of it changes nothing, across restarts."""
+
+    __tablename__ = "crm_deliveries"
+
+    source: Mapped[str] = mapped_column(String(32), primary_key=True)
+    delivery_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    external_id: Mapped[str | None] = mapped_column(String(128))
+    # applied | unchanged | stale | unknown | ignored
+    outcome: Mapped[str] = mapped_column(String(16), nullable=False)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 
 
 class Task(Base):
