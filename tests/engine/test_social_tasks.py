@@ -157,3 +157,20 @@ def test_touch_rows_name_the_social_channel(social: World, engine) -> None:
     with engine.connect() as conn:
         channels = conn.execute(select(Touch.channel, Touch.status)).all()
     assert [tuple(c) for c in channels] == [("x", "task")]
+
+
+def test_the_report_counts_x_and_facebook_as_tasks_not_sends(social: World, engine) -> None:
+    from outreach.reports.model import build_report
+
+    social.add(row(1, x_url="@ann"), row(2, facebook_url="facebook.com/bo.bo.bo"))
+    social.add(row(3, email="cy@example.com"))  # no profile: a manual task, no channel
+    social.tick()
+    now = social.clock.now() + timedelta(hours=1)
+    report = build_report(
+        engine, social.config, since=now - timedelta(days=1), until=now, now=now, by="channel"
+    )
+    assert report["totals"]["touches_sent"] == 0 and report["totals"]["people_contacted"] == 0
+    assert report["groups"] == []  # channel groups are sends; a task is none
+    assert report["totals"]["tasks_created"] == 3
+    backlog = {(t["kind"], t["open"]) for t in report["tasks"]["by_owner"]}
+    assert backlog == {("x", 1), ("facebook", 1), ("manual", 1)}
