@@ -56,7 +56,7 @@ from connectors.activecampaign_records import (
     source_id,
     status_of,
 )
-from connectors.base import Connector, NoteRef, Page, TaskSpec
+from connectors.base import Connector, NoteRef, Page, TaskSpec, load_cursor
 from connectors.http import ApiClient, HeaderPacer
 from outreach.clock import Clock, SystemClock, parse_instant
 from outreach.errors import ConfigError, PermanentError
@@ -166,7 +166,7 @@ class ActiveCampaign(Connector):
         ``started`` and ``full``, so a killed run resumes at the first page it did not
         commit. The last page's cursor is ``{"since": <when this run started>}``.
         """
-        state = _load_cursor(cursor)
+        state = load_cursor("activecampaign", cursor)
         resuming = state.get("phase") in ("contacts", "deals") and (
             not full or bool(state.get("full"))
         )
@@ -411,21 +411,6 @@ def _iso(at: datetime) -> str:
 def _filter_time(since: str) -> str:
     """The ``filters[updated_after]`` value: the last start less the overlap, in UTC."""
     return _iso(parse_instant(since) - _OVERLAP)
-
-
-def _load_cursor(cursor: str | None) -> dict[str, Any]:
-    if not cursor:
-        return {}
-    try:
-        state = json.loads(cursor)
-    except ValueError:
-        state = None
-    if not isinstance(state, dict):
-        raise ConfigError(
-            f"activecampaign: the stored sync cursor {cursor[:80]!r} is not a JSON object; "
-            "run the sync with --full to start over"
-        )
-    return state
 
 
 def _where(response: httpx.Response) -> str:

@@ -18,12 +18,15 @@ Example::
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
-__all__ = ["Connector", "NoteRef", "Page", "TaskSpec"]
+from outreach.errors import ConfigError
+
+__all__ = ["Connector", "NoteRef", "Page", "TaskSpec", "load_cursor"]
 
 
 @dataclass
@@ -86,3 +89,23 @@ class Connector:
 
     def close(self) -> None:
         """Release connections."""
+
+
+def load_cursor(source: str, cursor: str | None) -> dict[str, Any]:
+    """A connector's stored sync cursor as the JSON object it wrote; empty for none.
+
+    Raises :class:`~outreach.errors.ConfigError` naming the source and the fix when the
+    stored text is not a JSON object (a cursor from another version or edited by hand).
+    """
+    if not cursor:
+        return {}
+    try:
+        state = json.loads(cursor)
+    except ValueError:
+        state = None
+    if not isinstance(state, dict):
+        raise ConfigError(
+            f"{source}: the stored sync cursor {cursor[:80]!r} is not a JSON object; "
+            "run the sync with --full to start over"
+        )
+    return state

@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 
 import httpx
 
-from connectors.base import Connector, NoteRef, Page, TaskSpec
+from connectors.base import Connector, NoteRef, Page, TaskSpec, load_cursor
 from connectors.http import ApiClient, HeaderPacer
 from outreach.clock import Clock, SystemClock, parse_instant
 from outreach.errors import ConfigError, PermanentError
@@ -254,7 +254,7 @@ class HubSpot(Connector):
         "offset", "last_id"}``, so a killed run resumes at the first page it did not
         commit. The last page's cursor is ``{"since": <when this run started>}``.
         """
-        state = _load_cursor(cursor)
+        state = load_cursor("hubspot", cursor)
         if state.get("mode") == "list":
             yield from self._list(state)
         elif full or not state.get("since"):
@@ -588,21 +588,6 @@ def _created_id(response: httpx.Response, kind: str) -> str:
             status=response.status_code,
         )
     return str(body["id"])
-
-
-def _load_cursor(cursor: str | None) -> dict[str, Any]:
-    if not cursor:
-        return {}
-    try:
-        state = json.loads(cursor)
-    except ValueError:
-        state = None
-    if not isinstance(state, dict):
-        raise ConfigError(
-            f"hubspot: the stored sync cursor {cursor[:80]!r} is not a JSON object; "
-            "run the sync with --full to start over"
-        )
-    return state
 
 
 def _results(response: httpx.Response) -> dict[str, Any]:

@@ -922,13 +922,16 @@ def serve_command(
         ),
     ] = 30.0,
 ) -> None:
-    """Webhook receiver: SendGrid events and Inbound Parse, Twilio SMS and status callbacks.
+    """Webhook receiver: SendGrid events and Inbound Parse, Twilio SMS and status callbacks,
+    Greenhouse, Lever and HubSpot stage changes, Mailchimp Transactional events.
 
-    Signed requests only (SENDGRID_WEBHOOK_PUBLIC_KEY; TWILIO_AUTH_TOKEN over
-    OUTREACH_PUBLIC_URL); Inbound Parse by its token (SENDGRID_INBOUND_TOKEN).
-    What arrives is recorded as events; the next `outreach run` applies them,
-    except that an email reply or out-of-office notice stops its cadence and
-    cancels what SendGrid or Twilio holds for that person at once. Ctrl-C or
+    Signed requests only (SENDGRID_WEBHOOK_PUBLIC_KEY; TWILIO_AUTH_TOKEN and
+    MAILCHIMP_WEBHOOK_KEY over OUTREACH_PUBLIC_URL; GREENHOUSE_WEBHOOK_SECRET,
+    LEVER_WEBHOOK_TOKEN, HUBSPOT_CLIENT_SECRET); Inbound Parse by its token
+    (SENDGRID_INBOUND_TOKEN). What arrives is recorded as events; the next `outreach
+    run` applies them, except that an email reply or out-of-office notice stops its
+    cadence and cancels what SendGrid or Twilio holds for that person at once, and a
+    CRM's stage change starts or stops cadences at once. Ctrl-C or
     TERM stops it: no new connections, requests that arrived finish, then it exits.
 
     Runs on waitress: a slow client costs a socket, not a thread, and is cut off
@@ -961,7 +964,8 @@ def serve_command(
                 on_ready=lambda bound: err.print(
                     f"listening on http://{host}:{bound} (POST /webhooks/sendgrid/events, "
                     "/webhooks/sendgrid/inbound, /webhooks/twilio/inbound, "
-                    "/webhooks/twilio/status)",
+                    "/webhooks/twilio/status, /webhooks/greenhouse, /webhooks/lever, "
+                    "/webhooks/hubspot, /webhooks/mailchimp)",
                     highlight=False,
                 ),
             )
@@ -994,7 +998,7 @@ def demo_command(
 ) -> None:
     """The whole nightly job against the built-in sandbox: no credentials, no setup.
 
-    Starts the five fake providers on loopback, uses a throwaway SQLite database, plays
+    Starts the fake providers on loopback, uses a throwaway SQLite database, plays
     NIGHTS nights of sync, run and CRM write-back while the fake CRMs move candidates
     through stages, then prints what went out, what waited and what came back, ends with
     the month's report and writes it as HTML to --report.

@@ -1,8 +1,8 @@
 """``outreach demo``: the whole nightly job against the sandbox, 30 simulated days in seconds.
 
-Nothing to set up: the five fakes start in-process on loopback, the engine uses its own
+Nothing to set up: the fakes start in-process on loopback, the engine uses its own
 throwaway SQLite database (or ``database_url``), and every night of the simulation runs
-what a deployed job runs: inbound events from the providers, ``sync`` of the three CRMs,
+what a deployed job runs: inbound events from the providers, ``sync`` of the four CRMs,
 ``run`` (one tick with a 24-hour horizon), and the CRM write-back. Between nights the
 fake CRMs move candidates on a seeded script (applications arrive, interviews happen,
 offers, rejections, hires) and candidates answer: some reply, some send out-of-office

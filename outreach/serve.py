@@ -50,6 +50,22 @@ Routes (``OUTREACH_PUBLIC_URL`` is where providers reach this server):
     inbound route messages go through the same intake as Inbound Parse
     (:mod:`outreach.inbound.mandrill`). 400 when the field is not a JSON array, 413 past
     :data:`outreach.inbound.mandrill.MAX_BODY_BYTES`; a replayed batch records nothing new.
+``POST /webhooks/greenhouse``, ``POST /webhooks/lever``, ``POST /webhooks/hubspot``
+    A CRM's stage change, hire, rejection, archive change, deletion or merge, pushed the
+    moment it happens (:mod:`outreach.crm_webhooks`). Greenhouse: ``Signature: sha256
+    <hex>``, the HMAC-SHA256 of the raw body with ``GREENHOUSE_WEBHOOK_SECRET``, idempotent
+    on ``Greenhouse-Event-ID``. Lever: the body's ``signature``, the HMAC-SHA256 of ``token
+    + triggeredAt`` with ``LEVER_WEBHOOK_TOKEN``, idempotent on ``id``; the opportunity it
+    names is read with ``LEVER_API_KEY``. HubSpot: ``X-HubSpot-Signature-v3``, the base64
+    HMAC-SHA256 of method + URL (``OUTREACH_PUBLIC_URL`` + path behind a proxy) + body +
+    ``X-HubSpot-Request-Timestamp`` with ``HUBSPOT_CLIENT_SECRET``, refused when more than
+    five minutes old; idempotent on each event's ``eventId``. A change is written the way a
+    sync writes it (the next sync of it does nothing twice) and applied at once: cadences
+    start or stop before the next ``outreach run``. An event older than the stored state
+    rolls nothing back. 401 for a missing, forged or stale signature; 413 past 1 MB; 400
+    for a signed body that cannot be read; 503 while the secret is not set (naming it) or
+    when the store or Lever's API fails; 200 with what became of each event otherwise
+    (a replayed or retried delivery: ``duplicates``, nothing changes).
 ``GET /r/<token>/<score>``
     A candidate's one-click rating (1 to 5) of the touch whose ``rating_token`` is
     ``token`` (:mod:`outreach.ratings`): one ``rating`` event per touch, a later click
@@ -60,7 +76,7 @@ Routes (``OUTREACH_PUBLIC_URL`` is where providers reach this server):
 ``GET /healthz``
     ``ok``.
 
-Requests that cannot be verified are refused (403; 401 for a bad Inbound Parse
+Requests that cannot be verified are refused (403; 401 for a bad Inbound Parse or CRM
 signature), and a route whose secret is not configured answers 503 naming the variable
 (Inbound Parse without its token: 403): nothing unsigned is ever recorded. Recorded
 events are applied by the next ``outreach run``. Logs name event counts, sizes, touch and
@@ -101,6 +117,8 @@ from werkzeug.wrappers import Request, Response
 
 from outreach.cadence import CadenceConfig
 from outreach.clock import Clock
+from outreach.crm_webhooks.hooks import build_hooks
+from outreach.crm_webhooks.receiver import receive as receive_crm
 from outreach.errors import InputError, StoreError
 from outreach.events import (
     DeliveryEvent,
@@ -131,8 +149,11 @@ from outreach.settings import Settings
 from outreach.store.schema import Touch
 
 __all__ = [
+    "GREENHOUSE_PATH",
+    "HUBSPOT_PATH",
     "INBOUND_MAX_BODY_BYTES",
     "INBOUND_MESSAGE_LIMIT",
+    "LEVER_PATH",
     "SENDGRID_INBOUND_PATH",
     "SENDGRID_PATH",
     "SENDGRID_SIGNATURE_HEADER",
@@ -155,6 +176,9 @@ TWILIO_INBOUND_PATH = "/webhooks/twilio/inbound"
 TWILIO_STATUS_PATH = "/webhooks/twilio/status"
 HEALTH_PATH = "/healthz"
 MAILCHIMP_PATH = "/webhooks/mailchimp"
+GREENHOUSE_PATH = "/webhooks/greenhouse"
+LEVER_PATH = "/webhooks/lever"
+HUBSPOT_PATH = "/webhooks/hubspot"
 
 SENDGRID_SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 SENDGRID_TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
@@ -345,6 +369,14 @@ class WebhookApp:
         self._mailchimp_key = mailchimp_key.get_secret_value() if mailchimp_key else ""
         if settings.email_provider == "mailchimp" and self._mailchimp_problem():
             self.problems.append(f"{MAILCHIMP_PATH}: {self._mailchimp_problem()}")
+        self._greenhouse, self._lever, self._hubspot = build_hooks(settings, clock)
+        for path, hook in (
+            (GREENHOUSE_PATH, self._greenhouse),
+            (LEVER_PATH, self._lever),
+            (HUBSPOT_PATH, self._hubspot),
+        ):
+            if hook.problem:
+                self.problems.append(f"{path}: {hook.problem}")
         twilio_problem = self._twilio_problem()
         if twilio_problem:
             self.problems.append(f"{TWILIO_INBOUND_PATH}, {TWILIO_STATUS_PATH}: {twilio_problem}")
@@ -354,6 +386,9 @@ class WebhookApp:
                 Rule(SENDGRID_INBOUND_PATH, endpoint="sendgrid_inbound", methods=["POST"]),
                 Rule(TWILIO_INBOUND_PATH, endpoint="twilio_inbound", methods=["POST"]),
                 Rule(TWILIO_STATUS_PATH, endpoint="twilio_status", methods=["POST"]),
+                Rule(GREENHOUSE_PATH, endpoint="greenhouse", methods=["POST"]),
+                Rule(LEVER_PATH, endpoint="lever", methods=["POST"]),
+                Rule(HUBSPOT_PATH, endpoint="hubspot", methods=["POST"]),
                 Rule(HEALTH_PATH, endpoint="healthz", methods=["GET"]),
                 Rule(MAILCHIMP_PATH, endpoint="mailchimp_events", methods=["POST", "HEAD"]),
                 Rule(RATING_PATH, endpoint="rating", methods=["GET"]),
@@ -563,8 +598,30 @@ class WebhookApp:
             report.duplicates,
             ",".join(str(p) for p in sorted(report.person_ids)) or "none",
         )
-        self._act_now(report.person_ids, now, post)
+        self._act_now(report.person_ids, now, f"inbound parse post {post}")
         return _json({"stored": report.stored, "duplicates": report.duplicates})
+
+    def greenhouse(self, request: Request) -> Response:
+        """``POST /webhooks/greenhouse``: a signed Greenhouse web hook."""
+        return self._crm(self._greenhouse, request)
+
+    def lever(self, request: Request) -> Response:
+        """``POST /webhooks/lever``: a signed Lever webhook."""
+        return self._crm(self._lever, request)
+
+    def hubspot(self, request: Request) -> Response:
+        """``POST /webhooks/hubspot``: a v3-signed HubSpot webhook batch."""
+        return self._crm(self._hubspot, request)
+
+    def _crm(self, hook: Any, request: Request) -> Response:
+        return receive_crm(
+            hook,
+            request,
+            engine=self.engine,
+            config=self.config,
+            now=self.clock.now(),
+            act_now=self._act_now,
+        )
 
     def _act_now(self, person_ids: set[int], now: datetime, post: str) -> None:
         """Apply what just came in and recall what it stops, without waiting for the next
@@ -585,14 +642,14 @@ class WebhookApp:
             )
         except Exception as exc:  # the answer is stored; the next run retries this
             log.warning(
-                "inbound parse post %s: applying it now failed (%s); the next run will",
+                "%s: applying it now failed (%s); the next run will",
                 post,
                 type(exc).__name__,
             )
             return
         if recalled.requested or recalled.cancelled:
             log.info(
-                "inbound parse post %s: %d held touches recalled, %d cancelled, %d to retry",
+                "%s: %d held touches recalled, %d cancelled, %d to retry",
                 post,
                 recalled.requested,
                 recalled.cancelled,

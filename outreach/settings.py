@@ -68,17 +68,23 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("GREENHOUSE_AUTH_URL"),
     )
     greenhouse_api_key: SecretStr | None = _env("GREENHOUSE_API_KEY")
+    #: the web hook's secret key: verifies ``Signature`` on ``POST /webhooks/greenhouse``
+    greenhouse_webhook_secret: SecretStr | None = _env("GREENHOUSE_WEBHOOK_SECRET")
 
     lever_api_key: SecretStr | None = _env("LEVER_API_KEY")
     lever_base_url: str = Field(
         default="https://api.lever.co/v1", validation_alias=AliasChoices("LEVER_BASE_URL")
     )
     lever_user_id: str | None = _env("LEVER_USER_ID")
+    #: the webhooks' signature token: verifies ``POST /webhooks/lever``
+    lever_webhook_token: SecretStr | None = _env("LEVER_WEBHOOK_TOKEN")
 
     hubspot_access_token: SecretStr | None = _env("HUBSPOT_ACCESS_TOKEN")
     hubspot_base_url: str = Field(
         default="https://api.hubapi.com", validation_alias=AliasChoices("HUBSPOT_BASE_URL")
     )
+    #: the app's client secret: verifies ``X-HubSpot-Signature-v3`` on ``POST /webhooks/hubspot``
+    hubspot_client_secret: SecretStr | None = _env("HUBSPOT_CLIENT_SECRET")
 
     bullhorn_client_id: str | None = _env("BULLHORN_CLIENT_ID")
     bullhorn_client_secret: SecretStr | None = _env("BULLHORN_CLIENT_SECRET")

@@ -76,6 +76,9 @@ def systems(settings: Settings, config: CadenceConfig) -> list[SystemLine]:
     for route, field, variable, over_url in _WEBHOOKS:
         if getattr(settings, field, None) is None:
             lines.append(SystemLine(route, "webhook", False, f"no {variable}: refused"))
+        elif field == "lever_webhook_token" and settings.lever_api_key is None:
+            detail = "no LEVER_API_KEY: the opportunity a webhook names cannot be read"
+            lines.append(SystemLine(route, "webhook", False, detail))
         elif over_url and not public:
             detail = "no OUTREACH_PUBLIC_URL: the signature over the URL cannot be checked"
             lines.append(SystemLine(route, "webhook", False, detail))

@@ -91,6 +91,12 @@ def test_configured_systems_are_on_and_secrets_never_shown(tmp_path: Path, monke
     monkeypatch.setenv("OUTREACH_PUBLIC_URL", "https://hooks.example.com")
     lines = _by_name(systems(_settings(), _config(tmp_path)))
     assert lines["/webhooks/twilio/*"].on and lines["/webhooks/mailchimp"].on
+    # Lever's webhooks name an opportunity the engine reads with the API key.
+    monkeypatch.setenv("LEVER_WEBHOOK_TOKEN", "lever-hook-secret-5")
+    assert _by_name(systems(_settings(), _config(tmp_path)))["/webhooks/lever"].on
+    monkeypatch.delenv("LEVER_API_KEY")
+    lever = _by_name(systems(_settings(), _config(tmp_path)))["/webhooks/lever"]
+    assert not lever.on and "LEVER_API_KEY" in lever.detail
     text = repr(list(lines.values()))
     assert not any(value in text for value in secrets.values() if "secret" in value)
 

@@ -158,8 +158,12 @@ def test_signed_mailchimp_batches_never_500(world: World, batch: str) -> None:
         assert response.status_code in SIGNED_OK, response.get_data(as_text=True)
 
 
+# A header value cannot hold CR or LF on the wire (the test client refuses them too).
+header_values = st.text(st.characters(max_codepoint=127, exclude_characters="\r\n"), max_size=60)
+
+
 @FUZZ
-@given(batch=batches, signature=st.one_of(st.none(), texts.filter(lambda t: t.isascii())))
+@given(batch=batches, signature=st.one_of(st.none(), header_values))
 def test_unsigned_or_forged_mailchimp_batches_store_nothing(
     world: World, batch: str, signature: str | None
 ) -> None:

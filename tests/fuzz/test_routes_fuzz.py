@@ -125,6 +125,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             SENDGRID_INBOUND_PUBLIC_KEY=public_key_text(inbound_key),
             TWILIO_ACCOUNT_SID=twilio.account_sid,
             TWILIO_AUTH_TOKEN=twilio.auth_token,
+            # The CRM webhooks (signed fuzzing: tests/crm_webhooks/test_crm_hooks_fuzz.py).
+            GREENHOUSE_WEBHOOK_SECRET="fuzz-greenhouse",
+            LEVER_WEBHOOK_TOKEN="fuzz-lever",
+            LEVER_API_KEY="fuzz-lever-key",
+            LEVER_BASE_URL="http://127.0.0.1:9/v1",
+            HUBSPOT_CLIENT_SECRET="fuzz-hubspot",
         )
         app = make_app(engine, env, config, FixedClock(NOW))
         assert app.problems == []
