@@ -19,7 +19,7 @@ the latest score per touch, never clicks.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import logging
 import re
 import secrets
@@ -82,10 +82,21 @@ def new_rating_tokens(count: int) -> list[str]:
     """``count`` fresh rating tokens, each as :func:`new_rating_token` makes one, from one
     read of the system's randomness for all of them (a batch of touches at once)."""
     raw = secrets.token_bytes(16 * count)
-    return [
-        base64.urlsafe_b64encode(raw[start : start + 16]).rstrip(b"=").decode("ascii")
-        for start in range(0, 16 * count, 16)
-    ]
+    # 16 bytes encode to 22 characters and "==": all encoded, translated and decoded at
+    # once, then cut, which gives what urlsafe_b64encode(...).rstrip(b"=") gives each.
+    encode = binascii.b2a_base64
+    text = (
+        b"".join(
+            [encode(raw[start : start + 16], newline=False) for start in range(0, 16 * count, 16)]
+        )
+        .translate(_URLSAFE)
+        .decode("ascii")
+    )
+    return [text[start : start + 22] for start in range(0, 24 * count, 24)]
+
+
+#: standard base64 to its URL-safe alphabet
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
 def rating_urls(public_url: str, token: str) -> list[str]:

@@ -36,6 +36,7 @@ from jinja2.utils import missing
 
 from outreach.errors import ConfigError
 from outreach.segments import count_segments
+from outreach.template_reads import EVERYTHING, TemplateReads, template_reads
 
 __all__ = [
     "RenderedMessage",
@@ -118,6 +119,11 @@ class _StrictUndefined(jinja2.StrictUndefined):
         return super()._undefined_message
 
 
+#: what a ``default`` filter or a ``defined`` test sees for an item a ``Vars`` lacks (the
+#: sandbox would make a new undefined value naming it; either answers "undefined", and the
+#: filter and the test use nothing else of it)
+_ABSENT_ITEM = _StrictUndefined(name="absent item")
+
 #: a type whose attribute names the sandbox has not looked at yet
 _UNPLANNED = object()
 
@@ -153,6 +159,8 @@ class _CodeGenerator(CodeGenerator):
     * ``value | default`` and ``value | default(other)`` (Jinja's own filter, without its
       ``boolean`` argument): ``other`` when the value is undefined, else the value;
     * ``value is defined`` (Jinja's own test): whether the value is not undefined.
+    * ``x.name | default(...)`` and ``x.name is defined``, when ``x`` is a ``Vars`` without
+      ``name``: one shared undefined value, not a new one through the sandbox's lookup.
 
     * ``a ~ b`` (no autoescape): the pieces as strings, joined, as ``str_join`` does.
 
@@ -160,10 +168,26 @@ class _CodeGenerator(CodeGenerator):
     is evaluated even when unused, as the filter's argument is.
     """
 
+    #: the ``Getattr`` node being compiled for a ``default`` filter or a ``defined`` test,
+    #: whose only question is whether the value is undefined (see :meth:`_lenient_visit`)
+    _lenient: nodes.Node | None = None
+
     def visit_Template(self, node: nodes.Template, frame: Frame | None = None) -> None:
         """The template module, which also imports :class:`Vars` for the inline lookups."""
-        self.writeline(f"from {__name__} import Vars as {_VARS_NAME}")
+        self.writeline(
+            f"from {__name__} import Vars as {_VARS_NAME}, _ABSENT_ITEM as {_ABSENT_NAME}"
+        )
         super().visit_Template(node, frame)
+
+    def _lenient_visit(self, node: nodes.Node, frame: Frame) -> None:
+        """Compile ``node``, whose value is only tested for being undefined (``default``,
+        ``defined``): a ``Vars`` without the item gives one shared undefined value instead
+        of a new one through the sandbox (which would give an undefined all the same)."""
+        self._lenient = node if isinstance(node, nodes.Getattr) else None
+        try:
+            self.visit(node, frame)
+        finally:
+            self._lenient = None
 
     @optimizeconst
     def visit_Getattr(self, node: nodes.Getattr, frame: Frame) -> None:
@@ -172,6 +196,15 @@ class _CodeGenerator(CodeGenerator):
             super().visit_Getattr(node, frame)
             return
         name = repr(node.attr)
+        if node is self._lenient:
+            self._lenient = None
+            self.write(
+                f"(({_VALUE}[{name}] if {name} in {_VALUE} else {_ABSENT_NAME}) "
+                f"if type({_VALUE} := "
+            )
+            self.visit(node.node, frame)
+            self.write(f") is {_VARS_NAME} else environment.getattr({_VALUE}, {name}))")
+            return
         self.write(f"({_VALUE}[{name}] if type({_VALUE} := ")
         self.visit(node.node, frame)
         self.write(
@@ -196,7 +229,7 @@ class _CodeGenerator(CodeGenerator):
         if node.args and not isinstance(node.args[0], nodes.Const):
             # The filter gets its argument evaluated (an undefined one raises): so here.
             self.write(f"({_PAIR}[1] if isinstance(({_PAIR} := (")
-            self.visit(node.node, frame)
+            self._lenient_visit(node.node, frame)
             self.write(", ")
             self.visit(node.args[0], frame)
             self.write(f"))[0], Undefined) else {_PAIR}[0])")
@@ -207,7 +240,7 @@ class _CodeGenerator(CodeGenerator):
         else:
             self.write("''")
         self.write(f" if isinstance({_VALUE} := ")
-        self.visit(node.node, frame)
+        self._lenient_visit(node.node, frame)
         self.write(f", Undefined) else {_VALUE})")
 
     @optimizeconst
@@ -237,7 +270,7 @@ class _CodeGenerator(CodeGenerator):
             super().visit_Test(node, frame)
             return
         self.write("(not isinstance(")
-        self.visit(node.node, frame)
+        self._lenient_visit(node.node, frame)
         self.write(", Undefined))")
 
 
@@ -246,6 +279,7 @@ class _CodeGenerator(CodeGenerator):
 _VARS_NAME = "_outreach_vars_type"
 _VALUE = "_outreach_value"
 _PAIR = "_outreach_pair"
+_ABSENT_NAME = "_outreach_absent"
 
 
 class _Sandbox(SandboxedEnvironment):
@@ -339,8 +373,9 @@ class _CompiledTemplates(jinja2.BytecodeCache):
 
 
 _COMPILED = _CompiledTemplates()
-#: per (file, source, global names): whether the template reads only its variables
-_VARIABLES_ONLY: dict[tuple[str, str, frozenset[str]], bool] = {}
+#: per (file, source, global names): whether the template reads only its variables, and
+#: what it reads of them
+_ANALYSED: dict[tuple[str, str, frozenset[str]], tuple[bool, TemplateReads]] = {}
 
 
 class TemplateRenderError(Exception):
@@ -410,6 +445,8 @@ class _Compiled:
     #: or extends no other template: its context's parent can be the variables themselves
     #: (Jinja never writes to a parent), not a copy merged with the globals
     variables_only: bool
+    #: the attributes it reads of each variable (see :mod:`outreach.template_reads`)
+    reads: TemplateReads
 
     def context(self, env: jinja2.Environment, variables: Mapping[str, Any]) -> Context:
         """The render context ``Template.new_context(variables)`` makes, made directly.
@@ -513,6 +550,18 @@ class TemplateStore:
             )
         return RenderedMessage(self.filename(name, kind), kind, "", None, data=data)
 
+    def reads(self, name: str, kind: str) -> TemplateReads:
+        """What template ``name`` for ``kind`` reads of its variables (see
+        :mod:`outreach.template_reads`); a template that cannot be loaded reads everything
+        (rendering it then raises as it always did)."""
+        compiled = self._compiled.get((name, kind))
+        if compiled is None:
+            try:
+                compiled = self._load(name, kind)
+            except TemplateRenderError:
+                return EVERYTHING
+        return compiled.reads
+
     def render(self, name: str, kind: str, context: Mapping[str, Any]) -> RenderedMessage:
         """Render template ``name`` for ``kind`` with ``context``.
 
@@ -563,28 +612,30 @@ class TemplateStore:
             globals_,
             set(globals_),
             autoescape(template.name) if callable(autoescape) else autoescape,
-            self._reads_variables_only(filename, globals_),
+            *self._analyse(filename, globals_),
         )
         self._compiled[(name, kind)] = compiled
         return compiled
 
-    def _reads_variables_only(self, filename: str, globals_: Mapping[str, Any]) -> bool:
+    def _analyse(self, filename: str, globals_: Mapping[str, Any]) -> tuple[bool, TemplateReads]:
         """Whether the template reads no global and uses no other template (see
-        ``_Compiled.variables_only``); worked out once per source text in the process."""
+        ``_Compiled.variables_only``), and what it reads of its variables; worked out
+        once per source text in the process."""
         source = self.env.loader.get_source(self.env, filename)[0]  # type: ignore[union-attr]
         key = (filename, source, frozenset(globals_))
-        found = _VARIABLES_ONLY.get(key)
+        found = _ANALYSED.get(key)
         if found is None:
             tree = self.env.parse(source, filename)
             # Every name the template mentions (meta.find_undeclared_variables leaves the
             # environment's globals out, so it cannot tell), and any template it uses.
             names = {node.name for node in tree.find_all(nodes.Name)}
-            found = not (
+            variables_only = not (
                 names & globals_.keys() or list(jinja2.meta.find_referenced_templates(tree))
             )
-            if len(_VARIABLES_ONLY) >= _CompiledTemplates.MAX_ENTRIES:
-                _VARIABLES_ONLY.clear()
-            _VARIABLES_ONLY[key] = found
+            found = (variables_only, template_reads(tree, _VARS_ATTRIBUTES or frozenset()))
+            if len(_ANALYSED) >= _CompiledTemplates.MAX_ENTRIES:
+                _ANALYSED.clear()
+            _ANALYSED[key] = found
         return found
 
     def _render(

@@ -61,6 +61,8 @@ class Renderer:
         self.templates = templates
         self.public_url = public_url
         self.replies = replies or ReplyAddress(None, None, None)
+        #: per (template, kind): what :meth:`_what_it_needs` found
+        self._needs: dict[tuple[str, str], tuple[frozenset[str] | None, bool]] = {}
 
     def __call__(self, items: list[Occurrence], now: datetime) -> list[Occurrence]:
         """Render every undecided occurrence of ``items``; return them all.
@@ -87,6 +89,19 @@ class Renderer:
         chosen = occ.chosen
         assert chosen is not None
         variant, template = choose_variant(person.id, cadence.id, step)
+        kind = chosen.channel or "manual"
+        # What the template reads: a candidate with those fields alone, and rating links
+        # only for a template that shows them (a dynamic template's data has everything).
+        if kind == "manual" or (kind == "email" and step.sendgrid_template_id):
+            candidate_fields = None
+            links = self.rating_urls(rating_token)
+        else:
+            key = (template, "task" if kind in TASK_CHANNELS else TemplateStore.kind_for(kind))
+            needs = self._needs.get(key)
+            if needs is None:
+                needs = self._needs[key] = self._what_it_needs(*key)
+            candidate_fields, wants_links = needs
+            links = self.rating_urls(rating_token) if wants_links else None
         context = build_context(
             person,
             record,
@@ -94,9 +109,9 @@ class Renderer:
             cadence_id=cadence.id,
             step_id=step.id,
             variant=variant,
-            rating_urls=self.rating_urls(rating_token),
+            rating_urls=links,
+            candidate_fields=candidate_fields,
         )
-        kind = chosen.channel or "manual"
         try:
             if kind in TASK_CHANNELS or kind == "manual":
                 occ.title, occ.body = self.task_text(template, kind, context, chosen, record)
@@ -125,6 +140,13 @@ class Renderer:
             occ.decide("task")
         else:
             occ.decide("claimed")
+
+    def _what_it_needs(self, template: str, kind: str) -> tuple[frozenset[str] | None, bool]:
+        """The candidate fields template ``template`` for ``kind`` reads (``None``: all of
+        them), and whether it may read ``touch.rating_urls``."""
+        reads = self.templates.reads(template, kind)
+        touch_fields = reads.of("touch")
+        return reads.of("candidate"), touch_fields is None or "rating_urls" in touch_fields
 
     def rating_urls(self, token: str | None) -> list[str] | None:
         """A touch's five rating links, or None without a token or a public URL."""

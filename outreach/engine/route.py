@@ -15,7 +15,7 @@ chosen (invariant 4).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -174,33 +174,39 @@ def build_context(
     step_id: str,
     variant: str,
     rating_urls: list[str] | None = None,
+    candidate_fields: Collection[str] | None = None,
 ) -> dict[str, Any]:
     """The template variables (DESIGN.md, Templates) for one touch.
 
     ``rating_urls`` (the touch's five one-click rating links, score 1 first) becomes
     ``touch.rating_urls``; without it (no ``OUTREACH_PUBLIC_URL``) a template that uses it
     fails to render with a message that names the variable to set.
+    ``candidate_fields`` limits ``candidate`` to those fields, for a template known to
+    read no others (:meth:`outreach.templates.TemplateStore.reads`).
     """
-    best = _best_contacts(person.contacts)
-    email, phone, linkedin = best.get("email"), best.get("phone"), best.get("linkedin")
-    x, facebook = best.get("x"), best.get("facebook")
     get = record.get
-    candidate = Vars(
-        "candidate",
-        {
-            "first_name": get("first_name"),
-            "last_name": get("last_name"),
-            "email": email.value if email else None,
-            "phone": phone.value if phone else None,
-            "linkedin_url": linkedin.value if linkedin else None,
-            "x_url": x.value if x else None,
-            "facebook_url": facebook.value if facebook else None,
-            "source": get("source"),
-            "stage": get("stage"),
-            "tags": list(get("tags") or []),
-        },
-    )
-    candidate["custom"] = Vars("candidate.custom", get("custom") or {})
+    if candidate_fields is None:
+        best = _best_contacts(person.contacts)
+        email, phone, linkedin = best.get("email"), best.get("phone"), best.get("linkedin")
+        x, facebook = best.get("x"), best.get("facebook")
+        candidate = Vars(
+            "candidate",
+            {
+                "first_name": get("first_name"),
+                "last_name": get("last_name"),
+                "email": email.value if email else None,
+                "phone": phone.value if phone else None,
+                "linkedin_url": linkedin.value if linkedin else None,
+                "x_url": x.value if x else None,
+                "facebook_url": facebook.value if facebook else None,
+                "source": get("source"),
+                "stage": get("stage"),
+                "tags": list(get("tags") or []),
+            },
+        )
+        candidate["custom"] = _custom(get("custom"))
+    else:
+        candidate = _candidate_fields(person, record, candidate_fields)
     job_values = (get("job_title"), get("job_department"))
     job = _JOBS.get(job_values)
     if job is None:
@@ -221,6 +227,47 @@ def build_context(
         "touch": touch_vars(cadence_id, step_id, variant, rating_urls),
     }
 
+
+def _custom(values: Mapping[str, Any] | None) -> Vars:
+    """``candidate.custom``: one shared empty ``Vars`` for the many records without any
+    (templates cannot change their variables)."""
+    return Vars("candidate.custom", values) if values else _NO_CUSTOM
+
+
+_NO_CUSTOM = Vars("candidate.custom")
+
+
+def _candidate_fields(
+    person: PersonState, record: Mapping[str, Any], fields: Collection[str]
+) -> Vars:
+    """``candidate`` with only ``fields`` (of those :func:`build_context` gives it), each
+    with the value it gives it; contact points are looked up only when one is asked for."""
+    values: dict[str, Any] = {}
+    contacts = None
+    for field in fields:
+        if field in _RECORD_FIELDS:
+            values[field] = record.get(field)
+        elif field in _CONTACT_FIELDS:
+            if contacts is None:
+                contacts = _best_contacts(person.contacts)
+            contact = contacts.get(_CONTACT_FIELDS[field])
+            values[field] = contact.value if contact else None
+        elif field == "tags":
+            values[field] = list(record.get("tags") or [])
+        elif field == "custom":
+            values[field] = _custom(record.get("custom"))
+    return Vars("candidate", values)
+
+
+_RECORD_FIELDS = frozenset({"first_name", "last_name", "source", "stage"})
+#: contact fields, by the contact kind :func:`_best_contacts` picks them from
+_CONTACT_FIELDS = {
+    "email": "email",
+    "phone": "phone",
+    "linkedin_url": "linkedin",
+    "x_url": "x",
+    "facebook_url": "facebook",
+}
 
 #: template variables many touches have in common (a job, a recruiter, the company), by
 #: their values: each made once and shared, since templates cannot change a ``Vars`` (the
