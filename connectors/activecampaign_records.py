@@ -45,7 +45,14 @@ _RESERVED = frozenset(
     }
 )
 # Custom field personalisation tags that mean an import key.
-_FIELD_ALIASES = {"linkedin": "linkedin_url", "linkedin_profile": "linkedin_url"}
+_FIELD_ALIASES = {
+    "linkedin": "linkedin_url",
+    "linkedin_profile": "linkedin_url",
+    "twitter": "x_url",
+    "twitter_url": "x_url",
+    "x": "x_url",
+    "facebook": "facebook_url",
+}
 
 
 def choose_deal(deals: list[Any]) -> dict[str, Any] | None:

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from outreach.profiles import pick_profile
+
 __all__ = ["CLOSED_STATUSES", "flatten_candidate", "int_id", "ref_id", "source_id"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -111,6 +113,8 @@ def flatten_candidate(raw: dict[str, Any], submissions: list[dict[str, Any]]) ->
         "email": _text(raw, "email") or _text(raw, "email2"),
         "phone": _text(raw, "mobile") or _text(raw, "phone"),
         "linkedin_url": next((c for c in custom if c and "linkedin.com" in c.lower()), None),
+        "x_url": pick_profile(list(custom), "x"),
+        "facebook_url": pick_profile(list(custom), "facebook"),
         "stage": stage,
         "stage_entered_at": entered or _from_ms(raw.get("dateAdded"), "dateAdded") or modified[0],
         "job_title": _text(job, "title") if isinstance(job, dict) else None,

@@ -32,6 +32,7 @@ from connectors.base import Connector, NoteRef, Page, TaskSpec
 from connectors.http import ApiClient
 from outreach.clock import Clock, SystemClock, parse_instant
 from outreach.errors import ConfigError, PermanentError, RetryableError
+from outreach.profiles import pick_profile
 
 __all__ = ["ClientCredentials", "GreenhouseV1", "GreenhouseV3", "flatten_candidate"]
 
@@ -575,6 +576,11 @@ def flatten_candidate(raw: dict[str, Any]) -> dict[str, Any]:
         ),
         None,
     )
+    links = [
+        item.get("value")
+        for item in (raw.get("social_media_addresses") or []) + (raw.get("website_addresses") or [])
+        if isinstance(item, dict)
+    ]
     record: dict[str, Any] = {
         "source": "greenhouse",
         "external_id": str(raw["id"]),
@@ -583,6 +589,8 @@ def flatten_candidate(raw: dict[str, Any]) -> dict[str, Any]:
         "email": _pick(raw.get("email_addresses"), ("personal", "other", "work")),
         "phone": _pick(raw.get("phone_numbers"), ("mobile", "home", "other", "work")),
         "linkedin_url": linkedin,
+        "x_url": pick_profile(links, "x"),
+        "facebook_url": pick_profile(links, "facebook"),
         "stage": stage,
         "job_title": job_title,
         "recruiter_name": recruiter.get("name"),

@@ -41,6 +41,7 @@ from connectors.base import Connector, NoteRef, Page, TaskSpec, load_cursor
 from connectors.http import ApiClient, HeaderPacer
 from outreach.clock import Clock, SystemClock, parse_instant
 from outreach.errors import ConfigError, PermanentError
+from outreach.profiles import x_from_handle
 from outreach.records import KNOWN_FIELDS
 
 __all__ = ["HubSpot", "flatten_contact", "iana_zone"]
@@ -74,6 +75,11 @@ _READ = (
     # HubSpot's LinkedIn property; portals that predate it often keep a custom one.
     "hs_linkedin_url",
     "linkedin_url",
+    # HubSpot's "Twitter Username" (a handle, with or without @); it has no Facebook
+    # profile property for contacts, so portals keep custom x_url / facebook_url ones.
+    "twitterhandle",
+    "x_url",
+    "facebook_url",
     "jobtitle",
     "lastmodifieddate",
     "createdate",
@@ -468,6 +474,8 @@ def flatten_contact(raw: dict[str, Any], stage_property: str = "lifecyclestage")
         "owner_id": text("hubspot_owner_id"),
         "email_opt_out": _flag(text("hs_email_optout")),
         "linkedin_url": text("hs_linkedin_url") or text("linkedin_url"),
+        "x_url": text("x_url") or _handle(text("twitterhandle")),
+        "facebook_url": text("facebook_url"),
         "current_title": text("jobtitle"),
         "updated_at": updated,
     }
@@ -483,6 +491,11 @@ def flatten_contact(raw: dict[str, Any], stage_property: str = "lifecyclestage")
             continue
         record[key] = value
     return record
+
+
+def _handle(value: str | None) -> str | None:
+    """HubSpot's ``twitterhandle`` as :func:`outreach.profiles.normalize_x` reads it."""
+    return x_from_handle(value) if value else None
 
 
 def _flag(value: str | None) -> bool | str | None:

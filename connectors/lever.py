@@ -30,6 +30,7 @@ from connectors.base import Connector, NoteRef, Page, TaskSpec
 from connectors.http import ApiClient
 from outreach.clock import Clock, SystemClock, parse_instant
 from outreach.errors import ConfigError, PermanentError
+from outreach.profiles import pick_profile
 
 __all__ = ["Lever", "flatten_opportunity"]
 
@@ -385,6 +386,8 @@ def flatten_opportunity(
         "email": emails[0].strip() if emails else None,
         "phone": _phone(_items(raw, "phones")),
         "linkedin_url": next((link for link in links if "linkedin.com" in link.lower()), None),
+        "x_url": pick_profile(links, "x"),
+        "facebook_url": pick_profile(links, "facebook"),
         "stage": _stage(raw, archive_types, stage_names or {}),
         "stage_entered_at": entered,
         "job_title": _job_title(raw),

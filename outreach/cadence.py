@@ -64,10 +64,11 @@ CANONICAL_STAGES: tuple[str, ...] = (
     "rejected",
 )
 Stage = Literal["prospect", "applied", "screening", "interview", "offer", "hired", "rejected"]
-ChannelName = Literal["email", "sms", "linkedin", "call"]
-StepChannel = Literal["email", "sms", "linkedin", "call", "auto"]
+ChannelName = Literal["email", "sms", "linkedin", "call", "x", "facebook"]
+StepChannel = Literal["email", "sms", "linkedin", "call", "x", "facebook", "auto"]
 CHANNELS: tuple[str, ...] = get_args(ChannelName)
-TASK_CHANNELS = frozenset({"linkedin", "call"})
+#: steps on these channels become recruiter tasks (no API sends them), capped per owner per day
+TASK_CHANNELS = frozenset({"linkedin", "call", "x", "facebook"})
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[str, ...] = get_args(Weekday)
 
@@ -218,6 +219,13 @@ class MaxTouches(_Model):
 RateValue = Annotated[RateLimit, BeforeValidator(parse_rate)]
 
 
+#: the per-owner daily task caps of x and facebook when ``rate_limits`` leaves them out
+_SOCIAL_DEFAULT_CAPS = {
+    "x": RateLimit(count=25, seconds=86400),
+    "facebook": RateLimit(count=25, seconds=86400),
+}
+
+
 class Policy(_Model):
     """Contact policy shared by every cadence (DESIGN.md, ``policy``)."""
 
@@ -241,6 +249,7 @@ class Policy(_Model):
             "sms": RateLimit(count=1, seconds=1),
             "linkedin": RateLimit(count=40, seconds=86400),
             "call": RateLimit(count=25, seconds=86400),
+            **_SOCIAL_DEFAULT_CAPS,
         }
     )
 
@@ -296,6 +305,15 @@ class Policy(_Model):
             raise PydanticCustomError("duplicates", "each channel may appear once")
         if not value:
             raise PydanticCustomError("empty", "name at least one channel")
+        return value
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _social_caps(cls, value: dict[str, RateLimit]) -> dict[str, RateLimit]:
+        # x and facebook came after files that list only email..call: left out, they keep
+        # their default daily cap rather than being uncapped.
+        for channel in _SOCIAL_DEFAULT_CAPS.keys() - value.keys():
+            value[channel] = _SOCIAL_DEFAULT_CAPS[channel]
         return value
 
     @property

@@ -246,9 +246,10 @@ def import_command(
     """Load candidates from CSV or JSONL (for any ATS without a connector).
 
     Columns: source, external_id, first_name, last_name, email, phone, linkedin_url,
-    timezone, stage, stage_entered_at, job_title, recruiter_name, recruiter_email, owner_id,
-    sms_consent, preferred_channel; any other column becomes a custom field. Re-importing a
-    row with the same source and external_id updates it.
+    x_url (@handle or x.com/twitter.com URL), facebook_url, timezone, stage,
+    stage_entered_at, job_title, recruiter_name, recruiter_email, owner_id, sms_consent,
+    preferred_channel; any other column becomes a custom field. Re-importing a row with the
+    same source and external_id updates it.
     """
     from outreach.importer import detect_format, import_file
 
@@ -442,7 +443,8 @@ def tasks_command(
     fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
     now: NowOption = None,
 ) -> None:
-    """Open recruiter tasks (LinkedIn and manual steps), oldest first; stale ones flagged."""
+    """Open recruiter tasks (LinkedIn, X, Facebook, call and manual steps), oldest first;
+    stale ones flagged."""
     from outreach.cadence import parse_duration
     from outreach.tasks import complete_tasks, open_tasks
 
@@ -699,8 +701,8 @@ def events_import_command(
     """Record inbound events from JSONL; the next `outreach run` applies them.
 
     One JSON object per line: type (reply, opt_out, bounce, unsubscribe),
-    channel (email, sms, linkedin, call; optional), who: address (email,
-    phone or LinkedIn URL), or source + external_id, or touch_id; at
+    channel (email, sms, linkedin, call, x, facebook; optional), who: address (email,
+    phone, LinkedIn, X or Facebook URL), or source + external_id, or touch_id; at
     (ISO-8601 with an offset); id (the provider's event id) and detail
     (both optional).
 
@@ -1565,6 +1567,8 @@ _CSV_COLUMNS = [
     "email",
     "phone",
     "linkedin_url",
+    "x_url",
+    "facebook_url",
     "sms_consent",
     "suppressed",
     "global_opt_out",
@@ -1599,6 +1603,8 @@ def _flatten(person: dict[str, Any]) -> dict[str, Any]:
         "email": values("email"),
         "phone": values("phone"),
         "linkedin_url": values("linkedin"),
+        "x_url": values("x"),
+        "facebook_url": values("facebook"),
         "sms_consent": "" if not phones or None in consent else str(all(consent)).lower(),
         "suppressed": ";".join(
             f"{c['kind']}:{c['suppressed_reason'] or 'suppressed'}"

@@ -59,6 +59,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from outreach.contacts import ContactError, normalize_email, normalize_linkedin, normalize_phone
 from outreach.errors import InputError
+from outreach.profiles import normalize_facebook, normalize_x, profile_kind
 from outreach.store import suppressions
 from outreach.store.bulk import bulk_write
 from outreach.store.schema import CandidateRecord, ContactPoint, Event, Touch
@@ -101,9 +102,29 @@ _FUTURE_SLACK = timedelta(days=1)
 MAX_ITEM_DEPTH = 32
 _KEY_PREFIX = "inbound:"
 _MAX_KEY = 200
-_CHANNEL_KIND = {"email": "email", "sms": "phone", "call": "phone", "linkedin": "linkedin"}
-_KIND_CHANNEL = {"email": "email", "phone": "sms", "linkedin": "linkedin"}
-_KIND_NAME = {"email": "email address", "phone": "phone number", "linkedin": "LinkedIn profile"}
+_CHANNEL_KIND = {
+    "email": "email",
+    "sms": "phone",
+    "call": "phone",
+    "linkedin": "linkedin",
+    "x": "x",
+    "facebook": "facebook",
+}
+_KIND_CHANNEL = {
+    "email": "email",
+    "phone": "sms",
+    "linkedin": "linkedin",
+    "x": "x",
+    "facebook": "facebook",
+}
+_KIND_NAME = {
+    "email": "email address",
+    "phone": "phone number",
+    "linkedin": "LinkedIn profile",
+    "x": "X profile",
+    "facebook": "Facebook profile",
+}
+
 _SUPPRESSING = {"opt_out": "opted out", "unsubscribe": "unsubscribed", "bounce": "bounced"}
 
 #: event types of delivery-side signals (:class:`DeliveryEvent`); the engine ignores them
@@ -156,7 +177,7 @@ class InboundEvent(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     type: Literal["reply", "opt_out", "bounce", "unsubscribe"]
-    channel: Literal["email", "sms", "linkedin", "call"] | None = None
+    channel: Literal["email", "sms", "linkedin", "call", "x", "facebook"] | None = None
     address: str | None = Field(default=None, max_length=500)
     source: str | None = Field(default=None, max_length=32)
     external_id: str | None = Field(default=None, max_length=128)
@@ -735,6 +756,9 @@ def _prepare(
 def _address_kind(channel: str | None, address: str) -> str:
     if channel is not None:
         return _CHANNEL_KIND[channel]
+    social = profile_kind(address)
+    if social in ("x", "facebook"):
+        return social
     if "@" in address:
         return "email"
     if "linkedin." in address.lower():
@@ -747,6 +771,10 @@ def _normalise(kind: str, address: str, region: str) -> str:
         return normalize_email(address)
     if kind == "phone":
         return normalize_phone(address, region).e164
+    if kind == "x":
+        return normalize_x(address)
+    if kind == "facebook":
+        return normalize_facebook(address)
     return normalize_linkedin(address)
 
 

@@ -189,6 +189,8 @@ def explain_person(engine: Engine, person_id: int) -> dict[str, Any] | None:
                 "email": r["email"],
                 "phone": r["phone"],
                 "linkedin_url": r["linkedin_url"],
+                "x_url": r["x_url"],
+                "facebook_url": r["facebook_url"],
                 "sms_consent": r["sms_consent"],
                 "sms_consent_at": r["sms_consent_at"],
             }
@@ -223,6 +225,10 @@ def _links(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 why.append("same email")
             if a["linkedin_url"] and a["linkedin_url"] == b["linkedin_url"]:
                 why.append("same LinkedIn profile")
+            if a["x_url"] and a["x_url"] == b["x_url"]:
+                why.append("same X profile")
+            if a["facebook_url"] and a["facebook_url"] == b["facebook_url"]:
+                why.append("same Facebook profile")
             if a["phone"] and a["phone"] == b["phone"]:
                 key_a = name_key(a["first_name"], a["last_name"])
                 key_b = name_key(b["first_name"], b["last_name"])

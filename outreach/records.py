@@ -23,6 +23,7 @@ from outreach.contacts import (
     normalize_phone,
 )
 from outreach.errors import RecordError
+from outreach.profiles import normalize_facebook, normalize_x
 
 __all__ = ["KNOWN_FIELDS", "CandidateIn", "normalize_record", "parse_bool"]
 
@@ -34,6 +35,8 @@ KNOWN_FIELDS: tuple[str, ...] = (
     "email",
     "phone",
     "linkedin_url",
+    "x_url",
+    "facebook_url",
     "timezone",
     "stage",
     "stage_entered_at",
@@ -50,7 +53,7 @@ KNOWN_FIELDS: tuple[str, ...] = (
     "updated_at",
 )
 _KNOWN = frozenset(KNOWN_FIELDS)
-_CHANNELS = ("email", "sms", "linkedin", "call")
+_CHANNELS = ("email", "sms", "linkedin", "call", "x", "facebook")
 _LIMITS = {
     "source": 32,
     "external_id": 128,
@@ -62,6 +65,8 @@ _LIMITS = {
     "recruiter_name": 200,
     "owner_id": 128,
     "linkedin_url": 500,
+    "x_url": 500,
+    "facebook_url": 500,
 }
 _TRUE = frozenset({"true", "yes", "y", "1", "t", "on"})
 _FALSE = frozenset({"false", "no", "n", "0", "f", "off"})
@@ -78,6 +83,10 @@ class CandidateIn:
     email: str | None = None
     phone: PhoneInfo | None = None
     linkedin_url: str | None = None
+    #: ``https://x.com/<handle>`` (see :mod:`outreach.profiles`)
+    x_url: str | None = None
+    #: ``https://www.facebook.com/<name>`` or ``.../profile.php?id=<n>``
+    facebook_url: str | None = None
     timezone: str | None = None
     source_stage: str | None = None
     stage: str | None = None
@@ -186,13 +195,26 @@ def normalize_record(
             record.linkedin_url = normalize_linkedin(linkedin)
         except ContactError as exc:
             contact_problems.append(str(exc))
-    usable = record.email or record.phone or record.linkedin_url
+    profiles = []
+    for name, normalize in (("x_url", normalize_x), ("facebook_url", normalize_facebook)):
+        given = _text(get(name))
+        if given:
+            profiles.append(given)
+            try:
+                setattr(record, name, normalize(given))
+            except ContactError as exc:
+                contact_problems.append(str(exc))
+    usable = (
+        record.email or record.phone or record.linkedin_url or record.x_url or record.facebook_url
+    )
     if strict_contacts or not usable:
         problems.extend(contact_problems)
     else:
         record.warnings.extend(contact_problems)
-    if not (email or phone or linkedin):
-        problems.append("no contact point: give at least one of email, phone, linkedin_url")
+    if not (email or phone or linkedin or profiles):
+        problems.append(
+            "no contact point: give at least one of email, phone, linkedin_url, x_url, facebook_url"
+        )
 
     zone = _text(get("timezone"))
     if zone:

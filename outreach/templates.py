@@ -47,7 +47,14 @@ __all__ = [
     "sample_context",
 ]
 
-_KIND_BY_CHANNEL = {"email": "email", "sms": "sms", "linkedin": "task", "call": "task"}
+_KIND_BY_CHANNEL = {
+    "email": "email",
+    "sms": "sms",
+    "linkedin": "task",
+    "call": "task",
+    "x": "task",
+    "facebook": "task",
+}
 
 
 class Vars(dict):
@@ -786,6 +793,8 @@ def sample_context(company_name: str, public_url: str | None = SAMPLE_PUBLIC_URL
                 "email": "alexandra.montgomery@example.com",
                 "phone": "+14155550142",
                 "linkedin_url": "https://www.linkedin.com/in/alexandra-montgomery",
+                "x_url": "https://x.com/alexandra_codes",
+                "facebook_url": "https://www.facebook.com/alexandra.montgomery",
                 "source": "greenhouse",
                 "stage": "interview",
                 "tags": ["backend", "referral"],

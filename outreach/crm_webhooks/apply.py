@@ -53,6 +53,8 @@ _CARRIED = (
     "email",
     "phone",
     "linkedin_url",
+    "x_url",
+    "facebook_url",
     "timezone",
     "job_title",
     "job_department",

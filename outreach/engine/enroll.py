@@ -52,7 +52,14 @@ BATCH = 1000
 #: the PostgreSQL advisory lock that serialises event processing across workers
 _EVENTS_LOCK = 0x6F757472_65616368  # "outreach"
 _SUPPRESSING = {"opt_out": "opted out", "unsubscribe": "unsubscribed", "bounce": "bounced"}
-_CHANNEL_KIND = {"email": "email", "sms": "phone", "call": "phone", "linkedin": "linkedin"}
+_CHANNEL_KIND = {
+    "email": "email",
+    "sms": "phone",
+    "call": "phone",
+    "linkedin": "linkedin",
+    "x": "x",
+    "facebook": "facebook",
+}
 
 
 @dataclass

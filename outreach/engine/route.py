@@ -47,6 +47,10 @@ __all__ = [
 NO_CHANNEL = "no usable channel"
 
 
+#: why an x or facebook step cannot go to a person (the contact kind is the channel's name)
+_PROFILE_MISSING = {"x": "no X profile", "facebook": "no Facebook profile"}
+
+
 @dataclass(frozen=True)
 class Route:
     """Where a touch goes: a channel and contact point, or a recruiter task (``channel`` None)."""
@@ -81,6 +85,10 @@ def usable(channel: str, person: PersonState, config: CadenceConfig) -> tuple[Co
         contact = person.contact("linkedin")
         if contact is None:
             return None, "no LinkedIn URL"
+    elif channel in _PROFILE_MISSING:
+        contact = person.contact(channel)
+        if contact is None:
+            return None, _PROFILE_MISSING[channel]
     else:
         return None, f"unknown channel {channel}"
     if contact.suppressed:
@@ -178,7 +186,9 @@ def build_context(
     """
     get = record.get
     if candidate_fields is None:
-        email, phone, linkedin = _best_contacts(person.contacts)
+        best = _best_contacts(person.contacts)
+        email, phone, linkedin = best.get("email"), best.get("phone"), best.get("linkedin")
+        x, facebook = best.get("x"), best.get("facebook")
         candidate = Vars(
             "candidate",
             {
@@ -187,6 +197,8 @@ def build_context(
                 "email": email.value if email else None,
                 "phone": phone.value if phone else None,
                 "linkedin_url": linkedin.value if linkedin else None,
+                "x_url": x.value if x else None,
+                "facebook_url": facebook.value if facebook else None,
                 "source": get("source"),
                 "stage": get("stage"),
                 "tags": list(get("tags") or []),
@@ -238,7 +250,7 @@ def _candidate_fields(
         elif field in _CONTACT_FIELDS:
             if contacts is None:
                 contacts = _best_contacts(person.contacts)
-            contact = contacts[_CONTACT_FIELDS[field]]
+            contact = contacts.get(_CONTACT_FIELDS[field])
             values[field] = contact.value if contact else None
         elif field == "tags":
             values[field] = list(record.get("tags") or [])
@@ -248,8 +260,14 @@ def _candidate_fields(
 
 
 _RECORD_FIELDS = frozenset({"first_name", "last_name", "source", "stage"})
-#: contact fields, by their place in what :func:`_best_contacts` returns
-_CONTACT_FIELDS = {"email": 0, "phone": 1, "linkedin_url": 2}
+#: contact fields, by the contact kind :func:`_best_contacts` picks them from
+_CONTACT_FIELDS = {
+    "email": "email",
+    "phone": "phone",
+    "linkedin_url": "linkedin",
+    "x_url": "x",
+    "facebook_url": "facebook",
+}
 
 #: template variables many touches have in common (a job, a recruiter, the company), by
 #: their values: each made once and shared, since templates cannot change a ``Vars`` (the
@@ -278,10 +296,8 @@ def _share(
     return made
 
 
-def _best_contacts(
-    contacts: list[Contact],
-) -> tuple[Contact | None, Contact | None, Contact | None]:
-    """The email, phone and LinkedIn contact :meth:`PersonState.contact` picks, in one pass.
+def _best_contacts(contacts: list[Contact]) -> dict[str, Contact]:
+    """The contact of each kind :meth:`PersonState.contact` picks, in one pass.
 
     The same order (unsuppressed, then valid, then newest id; the first of equals), without
     a filtered, sorted list per kind for every touch.
@@ -296,7 +312,7 @@ def _best_contacts(
             held.id,
         ):
             best[kind] = contact
-    return best.get("email"), best.get("phone"), best.get("linkedin")
+    return best
 
 
 # -- the tick's route stage ------------------------------------------------------------------

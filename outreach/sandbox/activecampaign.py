@@ -53,6 +53,8 @@ TASK_TYPES: tuple[dict[str, str], ...] = (
 _FIELDS = (
     {"id": "1", "title": "LinkedIn URL", "perstag": "LINKEDIN_URL", "type": "text"},
     {"id": "2", "title": "Time zone", "perstag": "TIMEZONE", "type": "text"},
+    {"id": "3", "title": "X profile", "perstag": "X_URL", "type": "text"},
+    {"id": "4", "title": "Facebook profile", "perstag": "FACEBOOK_URL", "type": "text"},
 )
 _INCLUDABLE = frozenset({"contactTags", "fieldValues", "deals"})
 
@@ -155,7 +157,13 @@ class FakeActiveCampaign(FakeProvider):
         link = {"id": str(len(self.contact_tags) + 1), "contact": str(contact_id), "tag": tag["id"]}
         self.contact_tags.append(link)
         self._links[str(contact_id)]["contactTags"].append(link)
-        for field, value in (("1", p.linkedin_url), ("2", p.timezone)):
+        x_url = f"@{p.x_handle}" if p.x_handle else None
+        for field, value in (
+            ("1", p.linkedin_url),
+            ("2", p.timezone),
+            ("3", x_url),
+            ("4", p.facebook_url),
+        ):
             if value:
                 self._add_value(
                     {

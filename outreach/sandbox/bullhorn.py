@@ -183,8 +183,8 @@ class FakeBullhorn(FakeProvider):
             "smsOptIn": p.sms_consent,
             "occupation": p.job_title,
             "customText1": p.linkedin_url or "",
-            "customText2": "",
-            "customText3": "",
+            "customText2": f"https://x.com/{p.x_handle}" if p.x_handle else "",
+            "customText3": p.facebook_url or "",
             "source": "Sandbox",
         }
         self._by_index[p.index] = candidate_id

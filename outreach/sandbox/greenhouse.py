@@ -256,6 +256,10 @@ class FakeGreenhouse(FakeProvider):
         email = fields.get("email", person.email)
         phone = fields.get("phone", person.phone)
         social = [{"value": person.linkedin_url}] if person.linkedin_url else []
+        if person.x_handle:
+            social.append({"value": f"twitter.com/{person.x_handle}"})
+        if person.facebook_url:
+            social.append({"value": person.facebook_url})
         return {
             "id": CANDIDATE_BASE + position,
             "first_name": fields.get("first_name", person.first_name),

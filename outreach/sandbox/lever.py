@@ -158,7 +158,15 @@ class FakeLever(FakeProvider):
             "phones": [{"type": "mobile", "value": p.phone}] if p.phone else [],
             "confidentiality": "non-confidential",
             "location": "",
-            "links": [p.linkedin_url] if p.linkedin_url else [],
+            "links": [
+                link
+                for link in (
+                    p.linkedin_url,
+                    f"https://twitter.com/{p.x_handle}" if p.x_handle else None,
+                    p.facebook_url,
+                )
+                if link
+            ],
             "stage": stage_id,
             "stageChanges": [
                 {"toStageId": stage_id, "toStageIndex": 0, "userId": owner, "updatedAt": created}

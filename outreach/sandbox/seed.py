@@ -164,6 +164,10 @@ class SeedPerson:
     created_at: datetime
     sms_consent: bool
     email_opt_out: bool
+    #: an X handle (no ``@``), unique to the person; each CRM fake keeps it its own way
+    x_handle: str | None = None
+    #: a Facebook profile URL, unique to the person
+    facebook_url: str | None = None
 
     @property
     def name(self) -> str:
@@ -226,6 +230,11 @@ def person(index: int, *, seed: int = 7, start: datetime = SEED_START) -> SeedPe
         created_at=start + timedelta(seconds=index * 5),  # in index order: fakes rely on it
         sms_consent=d[11] % 3 != 0,
         email_opt_out=d[12] % 100 == 0,
+        # Bytes no other field reads, so the rest of the population stays as it was.
+        x_handle=f"{first[:5]}_{index}".lower() if d[14] % 3 == 0 else None,
+        facebook_url=(
+            f"https://www.facebook.com/{first}.{last}.{index}".lower() if d[15] % 4 == 0 else None
+        ),
     )
 
 

@@ -121,6 +121,10 @@ def _tokens(record: CandidateIn) -> list[tuple[str, str]]:
         tokens.append(("phone", record.phone.e164))
     if record.linkedin_url:
         tokens.append(("linkedin", record.linkedin_url))
+    if record.x_url:
+        tokens.append(("x", record.x_url))
+    if record.facebook_url:
+        tokens.append(("facebook", record.facebook_url))
     return tokens
 
 
@@ -323,6 +327,8 @@ def upsert_candidates(conn: Connection, batch: Sequence[CandidateIn], now: datet
                 record.email,
                 record.phone.e164 if record.phone else None,
                 record.linkedin_url,
+                record.x_url,
+                record.facebook_url,
                 record.source_stage,
                 record.stage,
                 instant(entered),
@@ -391,6 +397,8 @@ _RECORD_COLUMNS = (
     "email",
     "phone",
     "linkedin_url",
+    "x_url",
+    "facebook_url",
     "source_stage",
     "stage",
     "stage_entered_at",
@@ -641,7 +649,7 @@ def _record_ids(conn: Connection, records: Sequence[CandidateIn]) -> dict[tuple[
 def _existing_owners(
     conn: Connection, tokens: Sequence[list[tuple[str, str]]]
 ) -> dict[tuple[str, str], set[int]]:
-    """Who holds each email address and LinkedIn profile of the batch already."""
+    """Who holds each email address and social profile of the batch already."""
     by_kind: dict[str, set[str]] = defaultdict(set)
     for found in tokens:
         for kind, value in found:

@@ -92,6 +92,8 @@ class CandidateRecord(Base):
     email: Mapped[str | None] = mapped_column(String(320))
     phone: Mapped[str | None] = mapped_column(String(32))
     linkedin_url: Mapped[str | None] = mapped_column(String(500))
+    x_url: Mapped[str | None] = mapped_column(String(500))
+    facebook_url: Mapped[str | None] = mapped_column(String(500))
     source_stage: Mapped[str | None] = mapped_column(String(200))
     stage: Mapped[str | None] = mapped_column(String(20))
     stage_entered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -134,7 +136,8 @@ class ContactPoint(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     person_id: Mapped[int] = mapped_column(ForeignKey("people.id"), nullable=False)
-    kind: Mapped[str] = mapped_column(String(16), nullable=False)  # email | phone | linkedin
+    # email | phone | linkedin | x | facebook
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
     value: Mapped[str] = mapped_column(String(500), nullable=False)
     phone_type: Mapped[str | None] = mapped_column(String(32))
     valid: Mapped[bool] = mapped_column(Boolean, default=True, nullable=False)
@@ -425,7 +428,7 @@ class Task(Base):
     touch_id: Mapped[int | None] = mapped_column(ForeignKey("touches.id"))
     source: Mapped[str | None] = mapped_column(String(32))
     owner_id: Mapped[str | None] = mapped_column(String(128))
-    kind: Mapped[str] = mapped_column(String(16), nullable=False)  # linkedin | call | manual
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)  # linkedin|call|x|facebook|manual
     title: Mapped[str] = mapped_column(String(500), nullable=False)
     body: Mapped[str] = mapped_column(Text, nullable=False, default="")
     reason: Mapped[str | None] = mapped_column(Text)

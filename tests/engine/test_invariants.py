@@ -112,10 +112,12 @@ def steps(draw, first: bool):
             "every": draw(st.sampled_from(["1d", "2d", "5d"])),
             "max": draw(st.integers(1, 3)),
         }
-    channel = draw(st.sampled_from(["email", "sms", "auto", "linkedin", "call"]))
+    channel = draw(st.sampled_from(["email", "sms", "auto", "linkedin", "call", "x", "facebook"]))
     step["channel"] = channel
     if channel in ("email", "sms") and draw(st.booleans()):
         step["fallback"] = "sms" if channel == "email" else "email"
+    elif channel in ("x", "facebook") and draw(st.booleans()):
+        step["fallback"] = draw(st.sampled_from(["facebook" if channel == "x" else "x", "email"]))
     step["transactional"] = draw(st.integers(0, 4)) == 0
     return step
 
@@ -157,7 +159,11 @@ def worlds(draw):
         },
         "min_gap": draw(st.sampled_from(["0m", "12h", "1d", "2d"])),
         "sms_requires_consent": draw(st.booleans()),
-        "rate_limits": {"linkedin": f"{draw(st.integers(1, 3))}/d", "call": "2/d"},
+        "rate_limits": {
+            "linkedin": f"{draw(st.integers(1, 3))}/d",
+            "call": "2/d",
+            "x": f"{draw(st.integers(1, 2))}/d",
+        },  # facebook left out: its default cap
     }
     cadences = []
     for index in range(draw(st.integers(1, 3))):
@@ -182,6 +188,8 @@ def worlds(draw):
             "email": f"p{index}@example.com" if draw(st.integers(0, 4)) else "",
             "phone": f"+1 212 555 01{index:02d}" if draw(st.booleans()) else "",
             "linkedin_url": f"https://www.linkedin.com/in/p{index}" if draw(st.booleans()) else "",
+            "x_url": f"@p{index}" if draw(st.booleans()) else "",
+            "facebook_url": f"facebook.com/person.{index}" if draw(st.booleans()) else "",
             "sms_consent": draw(st.sampled_from(["true", "false", ""])),
             "timezone": draw(zones),
             "owner_id": draw(st.sampled_from(["rec-1", "rec-2"])),

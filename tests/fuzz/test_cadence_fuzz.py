@@ -60,6 +60,8 @@ KEYS = [
     "sms",
     "linkedin",
     "call",
+    "x",
+    "facebook",
     "name",
     "greenhouse",
     "lever",
