@@ -130,7 +130,7 @@ class ContactPoint(Base):
     __tablename__ = "contact_points"
     __table_args__ = (
         UniqueConstraint("person_id", "kind", "value", name="uq_contact_points_person_kind_value"),
-        Index("ix_contact_points_person", "person_id"),
+        # (person_id) alone is served by the unique index it leads
         Index("ix_contact_points_kind_value", "kind", "value"),
     )
 
@@ -224,7 +224,7 @@ class Touch(Base):
     __table_args__ = (
         UniqueConstraint("idempotency_key", name="uq_touches_idempotency_key"),
         Index("ix_touches_person_time", "person_id", "sent_at"),
-        Index("ix_touches_status", "status"),
+        # (status) alone is served by ix_touches_status_planned, which it leads
         Index("ix_touches_provider_message", "provider_message_id"),
         Index("ix_touches_reply_token", "reply_token"),
         Index("ix_touches_rating_token", "rating_token", unique=True),
