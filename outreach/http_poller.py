@@ -75,6 +75,7 @@ class QuietPoller:
         for obj in objects:
             fd = obj._fileno
             if fd is None or self._map.get(fd) is not obj:
+                settled.append(obj)  # closed: nothing more to ask it
                 continue
             flags = 0
             if obj.readable():
@@ -121,6 +122,14 @@ class QuietPoller:
             self._epoll.register(fd, flags)
 
     def _forget_closed(self) -> None:
+        with self._lock:
+            # A connection closed while watched (Connection: close, a 413) is dropped here
+            # at the latest, so the watched set stays as large as the open connections.
+            self._watched = {
+                obj
+                for obj in self._watched
+                if obj._fileno is not None and self._map.get(obj._fileno) is obj
+            }
         for fd, (obj, _) in list(self._registered.items()):
             if self._map.get(fd) is not obj:
                 del self._registered[fd]

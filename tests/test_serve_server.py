@@ -163,6 +163,35 @@ def test_an_idle_connection_is_closed_after_the_read_timeout(app) -> None:
         sock.close()
 
 
+def test_closed_connections_leave_the_poller_watch_set(app) -> None:
+    # Every request handed to a worker is watched until settled; one whose connection
+    # closed first (Connection: close) must leave the set too, or it grows without end
+    # and every loop turn walks it.
+    with running(app, ServerLimits(threads=2)) as server:
+        for _ in range(200):
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=WAIT)
+            conn.request("GET", "/healthz", headers={"Connection": "close"})
+            assert conn.getresponse().read() is not None
+            conn.close()
+        poller = server._server.poller
+        deadline = time.monotonic() + WAIT
+        while len(poller._watched) > 2 and time.monotonic() < deadline:
+            # a keep-alive request wakes the loop, as the next provider post would
+            status, _ = _get(server.port, "/healthz")
+            assert status == 200
+        assert len(poller._watched) <= 2, len(poller._watched)
+
+
+def _get(port: int, path: str) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=WAIT)
+    try:
+        conn.request("GET", path)
+        answer = conn.getresponse()
+        return answer.status, answer.read()
+    finally:
+        conn.close()
+
+
 def test_many_concurrent_signed_posts_all_stored(app, store, sendgrid) -> None:  # noqa: F811
     posts = 40
     results: list[tuple[int, bytes]] = []
