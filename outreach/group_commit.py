@@ -8,10 +8,13 @@ writes queue behind one lock anyway. :class:`SendGridWriter` lets the first post
 the store free write every post queued behind it in one
 :func:`outreach.events.ingest_events` and one :func:`outreach.events.ingest_deliveries`
 call, then hands each post its own share of the reports. A post is answered only after the
-transaction that holds its events has committed (a 2xx still means stored); when the write
-fails, every post of the group gets the error (and answers 503: SendGrid retries, and the
-dedupe keys keep a retry from doubling anything). A post that arrives alone is written
-alone, exactly as before.
+transactions that hold its events have committed (a 2xx still means stored). A group is not
+one transaction: ``ingest_events`` commits every 500 items and the delivery events are a
+second one, so a failed group may leave part of itself stored; the dedupe keys make the
+retry of that part record nothing twice. When a group's write fails, each of its posts is
+written again on its own, so one post the store refuses does not fail the posts that
+happened to arrive with it; a post whose own write fails gets the error (and answers 503:
+SendGrid retries). A post that arrives alone is written alone, exactly as before.
 
 Each post's share is exact: its events' places carry the post's number, so ``unmatched``,
 ``bad``, ``ignored`` and the duplicates (``duplicate_places``) split by it, and ``recorded``
@@ -93,7 +96,7 @@ class SendGridWriter:
                 group, self._queue = self._queue, []
         if not post.done:
             try:
-                results = self._write_group(group, now)
+                outcomes = self._store(group, now)
             except BaseException as exc:
                 with self._cond:
                     for member in group:
@@ -102,14 +105,33 @@ class SendGridWriter:
                     self._cond.notify_all()
                 raise
             with self._cond:
-                for member, result in zip(group, results, strict=True):
-                    member.result, member.done = result, True
+                for member, outcome in zip(group, outcomes, strict=True):
+                    if isinstance(outcome, PostReports):
+                        member.result = outcome
+                    else:
+                        member.error = outcome
+                    member.done = True
                 self._writing = False
                 self._cond.notify_all()
         if post.error is not None:
             raise post.error
         assert post.result is not None
         return post.result
+
+    def _store(self, group: list[_Post], now: datetime) -> list[PostReports | Exception]:
+        """Each post's reports, or the error its own write raised."""
+        try:
+            return list(self._write_group(group, now))
+        except Exception as exc:
+            if len(group) == 1:
+                return [exc]
+        outcomes: list[PostReports | Exception] = []
+        for member in group:
+            try:
+                outcomes.extend(self._write_group([member], now))
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes
 
     def _queued(self, waiting: int) -> None:
         """Called (under the lock) when a post has joined the queue; a hook for tests."""

@@ -117,12 +117,41 @@ def test_a_failed_group_write_fails_every_post_of_the_group(tmp_path) -> None:
     writer = GatedWriter(engine)
     posts = [read(item(f"x{n}")) for n in range(3)]
     results = write_together(writer, posts)
-    assert writer.groups == [1, 2]
+    assert writer.groups == [1, 2, 1, 1]  # the failed group's posts tried again alone
     assert all(isinstance(r, SQLAlchemyError) for r in results), results
     # The writer is free again afterwards.
     with pytest.raises(SQLAlchemyError):
         writer.write(posts[0].events, posts[0].deliveries, NOW + timedelta(seconds=1))
     engine.dispose()
+
+
+def test_a_post_the_store_refuses_fails_alone_not_its_group(store) -> None:  # noqa: F811
+    # The store refuses any write holding the poisoned event (as a constraint or a driver
+    # error would); the posts that arrived with it are written on their own and stored.
+    class Refusing(GatedWriter):
+        def _write_group(self, group, now):
+            if any(where for post in group for where, e in post.events if _poisoned(e)):
+                self.groups.append(len(group))
+                raise SQLAlchemyError("refused")
+            return super()._write_group(group, now)
+
+    def _poisoned(event) -> bool:
+        return getattr(event, "address", None) == "poison@example.com"
+
+    writer = Refusing(store)
+    posts = [
+        read(item("g0")),
+        read(item("g1")),
+        read(item("bad", "poison@example.com")),
+        read(item("g2")),
+    ]
+    results = write_together(writer, posts)
+    assert isinstance(results[2], SQLAlchemyError)
+    assert all(isinstance(results[n], PostReports) for n in (0, 1, 3)), results
+    assert [results[n].events.recorded for n in (0, 1, 3)] == [1, 1, 1]  # type: ignore[union-attr]
+    with store.connect() as conn:
+        ids = {p["id"] for p in conn.execute(select(Event.payload)).scalars() if p and "id" in p}
+    assert {"g0", "g1", "g2"} <= ids and "bad" not in ids
 
 
 def test_a_post_alone_is_written_alone(store) -> None:  # noqa: F811

@@ -38,13 +38,14 @@ from outreach.crm_webhooks.change import CrmChange
 from outreach.errors import RecordError
 from outreach.records import normalize_record
 from outreach.store.candidates import _merge_people, dialect_insert, upsert_candidates
-from outreach.store.schema import CandidateRecord, CrmDelivery, Enrollment
+from outreach.store.schema import CandidateRecord, CrmDelivery, Enrollment, Event
 
 __all__ = ["ApplyReport", "apply_changes"]
 
 _records = CandidateRecord.__table__
 _deliveries = CrmDelivery.__table__
 _enrollments = Enrollment.__table__
+_events = Event.__table__
 
 #: stored columns carried over into the rebuilt record (the import keys of the same name)
 _CARRIED = (
@@ -219,6 +220,7 @@ def _delete(
 ) -> str:
     stopped = _stop_record(conn, stored["id"], f"deleted in {change.source}", now)
     _clear_stage(conn, stored["id"], now)
+    _retire(conn, stored, change, now)
     report.person_ids.add(stored["person_id"])
     report.notes.append(
         f"{change.source} record {change.external_id} deleted: {stopped} enrollments stopped"
@@ -268,6 +270,7 @@ def _merge(
         kept.add(row.cadence_id)
         moved += 1
     _clear_stage(conn, stored["id"], now)
+    _retire(conn, stored, change, now)
     report.person_ids.add(winner)
     report.notes.append(
         f"{change.source} record {change.external_id} merged into {change.into}: "
@@ -300,6 +303,27 @@ def _stop_ids(conn: Connection, ids: list[int], reason: str, now: datetime) -> N
                 next_due_at=None,
                 updated_at=now,
             )
+        )
+
+
+def _retire(conn: Connection, stored: dict[str, Any], change: CrmChange, now: datetime) -> None:
+    """After a deletion or a merge away: the record's stage changes not yet applied are
+    dropped (they would enroll a record that is gone), and its change time moves up to the
+    event's, so a stage change from before it that arrives later is stale."""
+    conn.execute(
+        update(_events)
+        .where(
+            _events.c.record_id == stored["id"],
+            _events.c.type == "stage_change",
+            _events.c.processed_at.is_(None),
+        )
+        .values(processed_at=now)
+    )
+    at = change.occurred_at or now
+    current = stored["source_updated_at"]
+    if current is None or _utc(current) < at:
+        conn.execute(
+            update(_records).where(_records.c.id == stored["id"]).values(source_updated_at=at)
         )
 
 

@@ -88,7 +88,8 @@ class GreenhouseHook:
         algorithm, _, value = header.partition(" ")
         if algorithm.lower() != "sha256" or not value.strip():
             return "the Signature header is not 'sha256 <hex>'"
-        if not hmac.compare_digest(digest.hexdigest(), value.strip().lower()):
+        given = value.strip().lower().encode("utf-8", "surrogatepass")
+        if not hmac.compare_digest(digest.hexdigest().encode(), given):
             return "the signature does not match GREENHOUSE_WEBHOOK_SECRET"
         return None
 

@@ -96,8 +96,10 @@ class LeverHook:
             return "unsigned request (no token or signature in the body)"
         if isinstance(triggered, bool) or not isinstance(triggered, int | str):
             return "unsigned request (no triggeredAt in the body)"
-        expected = hmac.new(self._token, f"{token}{triggered}".encode(), hashlib.sha256)
-        if not hmac.compare_digest(expected.hexdigest(), signature.strip().lower()):
+        signed = f"{token}{triggered}".encode("utf-8", "surrogatepass")
+        expected = hmac.new(self._token, signed, hashlib.sha256).hexdigest().encode()
+        given = signature.strip().lower().encode("utf-8", "surrogatepass")
+        if not hmac.compare_digest(expected, given):
             return "the signature does not match LEVER_WEBHOOK_TOKEN"
         return None
 
@@ -119,8 +121,10 @@ class LeverHook:
         opportunity = details.get("opportunityId")
         if not isinstance(opportunity, str) or not opportunity.strip() or len(opportunity) > 128:
             raise BadPayload("data.opportunityId is missing or not an id")
-        kind = "fetch" if event in _FETCHED else "delete"
-        return [CrmChange("lever", event_id, kind, opportunity, occurred, what=event)]
+        # A deletion is read back too: Lever signs only token + triggeredAt, not the body,
+        # so a body naming another opportunity could otherwise delete it. Lever answering
+        # 404 is the deletion; an opportunity still there is written as Lever holds it.
+        return [CrmChange("lever", event_id, "fetch", opportunity, occurred, what=event)]
 
     def resolve(self, change: CrmChange) -> CrmChange:
         """A ``fetch`` change as the ``record`` a sync would write (API errors propagate:

@@ -237,6 +237,32 @@ def test_a_deleted_candidate_has_every_cadence_stopped(client, store, sandbox) -
     assert record(store, "greenhouse", external).stage is None
 
 
+def test_a_deletion_drops_the_records_pending_stage_change_and_outlasts_older_news(
+    client, store, sandbox, config
+) -> None:
+    # A sync saw the move to interview, not yet applied (no run since); then the candidate
+    # is deleted. Applying the deletion must not enroll the deleted record from that
+    # pending change, and a stage change from before the deletion arriving after it (a
+    # retry) is stale.
+    person = only_in(sandbox, "greenhouse", ("applied", "screening"))
+    external = str(sandbox.greenhouse_id(person))
+    late = moved(sandbox, person, "interview", NOW - timedelta(minutes=30))
+    sync_all(sandbox, store, config, NOW - timedelta(minutes=20))
+    person_id = record(store, "greenhouse", external).person_id
+    before = running(store, person_id)
+    body = fixture("candidate_deleted")
+    body["payload"]["person"]["id"] = int(external)
+
+    assert post(client, body, "evt-del2").json["applied"] == 1
+
+    assert "interview-follow-up" not in running(store, person_id)
+    assert running(store, person_id) <= before
+    answer = post(client, late, "evt-late")
+    assert answer.status_code == 200 and answer.json["stale"] == 1
+    assert record(store, "greenhouse", external).stage is None
+    assert "interview-follow-up" not in running(store, person_id)
+
+
 def test_a_merged_candidate_folds_into_the_surviving_record(client, store, sandbox, config) -> None:
     process_events(engine_transactions(store), config, SYNCED)  # the last run
     people = [p for p in sandbox.in_crm("greenhouse") if p.crms == ("greenhouse",) and p.email]
@@ -297,6 +323,7 @@ def test_forged_tampered_and_unsigned_posts_are_401_and_change_nothing(
         (raw, {k: v for k, v in good.items() if k != "Signature"}),
         (raw, {**good, "Signature": "sha1 " + good["Signature"].split()[1]}),
         (raw, {**good, "Signature": "sha256"}),
+        (raw, {**good, "Signature": "sha256 \u00e9\u00e9"}),  # not ASCII: 401, not 500
     ]
     for body, headers in attempts:
         answer = client.post(PATH, data=body, headers=headers)

@@ -141,6 +141,29 @@ def test_an_opportunity_lever_no_longer_has_stops_its_cadences(
     assert running(store, person_id) == set()
 
 
+def test_a_deletion_is_read_back_so_a_body_naming_another_opportunity_deletes_nothing(
+    client, store, sandbox, person
+) -> None:
+    # Lever signs token + triggeredAt, not the body: a signed body whose opportunity was
+    # swapped must not delete a record Lever still has. Only Lever's 404 is a deletion.
+    opportunity = sandbox.lever.opportunity_id(person.index)
+    sandbox.lever.move(person.index, "interview", NOW - timedelta(minutes=5))
+    post(client, lever_body("candidateStageChange", opportunity, NOW, event_id="lv-d0"))
+    person_id = record(store, "lever", opportunity).person_id
+    assert "interview-follow-up" in running(store, person_id)
+
+    answer = post(client, lever_body("candidateDeleted", opportunity, NOW, event_id="lv-d1"))
+
+    assert answer.status_code == 200
+    assert "interview-follow-up" in running(store, person_id)
+    assert record(store, "lever", opportunity).stage == "interview"
+    del sandbox.lever.opportunities[opportunity]
+    answer = post(client, lever_body("candidateDeleted", opportunity, NOW, event_id="lv-d2"))
+    assert answer.json["applied"] == 1
+    assert running(store, person_id) == set()
+    assert record(store, "lever", opportunity).stage is None
+
+
 def test_when_lever_cannot_be_read_the_answer_is_503_and_a_retry_works(
     client, store, sandbox, person
 ) -> None:
