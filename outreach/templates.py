@@ -604,6 +604,12 @@ class TemplateStore:
             raise TemplateRenderError(
                 filename, f"syntax error: {exc.message}", exc.lineno
             ) from None
+        except UnicodeDecodeError as exc:
+            raise TemplateRenderError(
+                filename, f"not UTF-8 text (byte {exc.start}); save the file as UTF-8"
+            ) from None
+        except OSError as exc:
+            raise TemplateRenderError(filename, f"cannot be read: {exc.strerror or exc}") from None
         autoescape = self.env.autoescape
         globals_ = dict(template.globals)
         compiled = _Compiled(
@@ -664,6 +670,10 @@ class TemplateStore:
         except (TypeError, ValueError, ArithmeticError) as exc:
             raise TemplateRenderError(
                 compiled.filename, f"{type(exc).__name__}: {exc}", _line(exc, template)
+            ) from None
+        except RecursionError:
+            raise TemplateRenderError(
+                compiled.filename, "recursion too deep (a macro or include that calls itself)"
             ) from None
         return text
 

@@ -79,6 +79,31 @@ def test_email_without_subject_and_syntax_errors(store: TemplateStore) -> None:
         store.render("absent", "sms", context())
 
 
+def test_a_template_not_in_utf8_or_recursing_is_an_error_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "latin.sms.j2").write_bytes("Caf\xe9 {{ candidate.first_name }}".encode("latin-1"))
+    (tmp_path / "loop.sms.j2").write_text(
+        "{% macro r(n) %}{{ r(n + 1) }}{% endmacro %}{{ r(0) }} {{ candidate.first_name }}"
+    )
+    store = TemplateStore(tmp_path)
+    with pytest.raises(TemplateRenderError, match="not UTF-8") as info:
+        store.render("latin", "sms", context(first_name="Ann"))
+    assert info.value.template == "latin.sms.j2"
+    with pytest.raises(TemplateRenderError, match="recursion too deep"):
+        store.render("loop", "sms", context(first_name="Ann"))
+
+
+def test_config_check_names_a_template_that_is_not_utf8(cli, tmp_path: Path) -> None:
+    source = default_config_dir()
+    (tmp_path / "templates").mkdir()
+    for path in (source / "templates").glob("*.j2"):
+        (tmp_path / "templates" / path.name).write_text(path.read_text())
+    (tmp_path / "templates" / "status_update.email.j2").write_bytes(b"Subject: x\n\nCaf\xe9\n")
+    (tmp_path / "cadences.yaml").write_text((source / "cadences.yaml").read_text())
+    result = cli("config", "check", str(tmp_path / "cadences.yaml"))
+    assert result.exit_code == 2, result.output
+    assert "status_update.email.j2: not UTF-8 text" in result.stderr
+
+
 def test_task_title(store: TemplateStore) -> None:
     message = store.render("connect", "task", context(first_name="Ann"))
     assert message.title == "Connect with Ann" and message.body == "Say hi"
