@@ -116,12 +116,12 @@ def claim_due(
     )
     if postgres:
         query = query.with_for_update(skip_locked=True)
-    also = query.with_only_columns(_enrollments.c.id, _enrollments.c.person_id)
-    for row in conn.execute(also).all():
-        if row.id not in seen:
-            extra = select_dicts(conn, select(*_COLUMNS).where(_enrollments.c.id == row.id))
-            enrollments.append(extra[0])
-            seen.add(row.id)
+    also = query.with_only_columns(_enrollments.c.id)
+    missing = [row.id for row in conn.execute(also).all() if row.id not in seen]
+    if missing:
+        enrollments.extend(
+            select_dicts(conn, select(*_COLUMNS).where(_enrollments.c.id.in_(missing)))
+        )
     policy = config.policy
     people = load_people(
         conn,
