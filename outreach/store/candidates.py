@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, String, bindparam, delete, func, insert, select, update
 
 from outreach.records import CandidateIn
 from outreach.store.bulk import bulk_update
@@ -202,7 +202,10 @@ def upsert_candidates(conn: Connection, batch: Sequence[CandidateIn], now: datet
         return stats
     keys = list(latest)
     # The lookups below plan badly on PostgreSQL tables that grew since their statistics.
-    refresh_statistics(conn, (_records.name, _contacts.name))
+    # A single record (a webhook, an importer's row-by-row retry) looks up one key: it
+    # plans well either way and should not pay for the check, nor for an ANALYZE.
+    if len(records) > 1:
+        refresh_statistics(conn, (_records.name, _contacts.name))
 
     tokens = [_tokens(record) for record in records]
     existing = _existing_records(conn, records)
@@ -517,6 +520,11 @@ def _unnest_sql(
         if name in _JSON_COLUMNS:
             arrays.append("CAST(%b AS TEXT[])")
             picks.append(f"CAST(v.{name} AS JSON)")
+        elif isinstance(found.c[name].type, String):
+            # TEXT[], not VARCHAR(n)[]: an explicit cast to varchar(n) cuts long text off
+            # silently, where the assignment to the column refuses it as executemany does.
+            arrays.append("CAST(%b AS TEXT[])")
+            picks.append(f"v.{name}")
         else:
             arrays.append(f"CAST(%b AS {found.c[name].type.compile(dialect=dialect)}[])")
             picks.append(f"v.{name}")
