@@ -73,7 +73,11 @@ def _one(
         },
         attempts=1,
     )
-    listed = [item for item in (found if isinstance(found, list) else []) if isinstance(item, dict)]
+    if not isinstance(found, list):
+        # An answer that is not Mailchimp's list (a gateway's HTML page) proves nothing:
+        # reading it as "no messages" would send the touch again.
+        return ReconcileResult(inquiry.touch_id, "later", "Mailchimp search answered no list")
+    listed = [item for item in found if isinstance(item, dict)]
     for item in listed:
         if _names(item.get("metadata"), inquiry.touch_id):
             return ReconcileResult(
@@ -96,8 +100,11 @@ def _one(
 def _scheduled(api: MandrillApi, inquiry: Inquiry, since: datetime) -> ReconcileResult | None:
     """The touch among the recipient's scheduled messages, or None when it is not there."""
     scheduled = api.call("list_scheduled", {"to": inquiry.to}, attempts=1)
+    if not isinstance(scheduled, list):
+        why = "Mailchimp's scheduled messages answered no list"
+        return ReconcileResult(inquiry.touch_id, "later", why)
     unread: list[str] = []
-    for item in scheduled if isinstance(scheduled, list) else []:
+    for item in scheduled:
         ident = _id(item) if isinstance(item, dict) else None
         if ident is None or ident in inquiry.known_ids:
             continue

@@ -200,7 +200,8 @@ class MandrillApi:
 
     def _from_answer(self, status: int, text: Any) -> OutreachError:
         name, detail = _error_fields(text)
-        detail = self._scrub(detail)
+        # Scrubbed whole, then cut: a key the answer echoes must not survive half-cut.
+        detail = self._scrub(detail)[:300]
         if name in _CONFIG_NAMES:
             return ConfigError(f"Mailchimp {name}: {_CONFIG_NAMES[name]} ({detail})")
         if status == 429:
@@ -258,13 +259,13 @@ def _error_fields(text: Any) -> tuple[str | None, str]:
             body = json.loads(text or b"")
         except (ValueError, UnicodeDecodeError):
             raw = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
-            return None, raw.strip()[:200] or "no details"
+            return None, raw.strip() or "no details"
     if isinstance(body, dict):
         name = body.get("name")
         message = body.get("message")
         return (
             name if isinstance(name, str) and name else None,
-            str(message)[:300] if message else "no details",
+            str(message) if message else "no details",
         )
     return None, "no details"
 

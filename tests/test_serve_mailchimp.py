@@ -237,6 +237,16 @@ def test_an_inbound_event_without_a_message_is_bad_not_500(client, signer) -> No
     assert response.status_code == 200 and response.json["bad"] == 1
 
 
+def test_an_inbound_message_with_a_lone_surrogate_is_bad_and_the_rest_recorded(
+    client, signer
+) -> None:
+    broken = {"event": "inbound", "ts": TS, "msg": {"raw_msg": "Subject: x\n\n\ud800"}}
+    good = event("hard_bounce", "ben@example.com", "m9")
+    response = post(client, signer, [broken, good])
+    assert response.status_code == 200
+    assert response.json["bad"] == 1 and response.json["recorded"] == 1
+
+
 def test_a_missing_key_is_a_startup_problem_only_when_mailchimp_sends_email(store, config) -> None:
     def problems(**env: str) -> list[str]:
         settings = Settings(_env_file=None, OUTREACH_PUBLIC_URL=PUBLIC, **env)

@@ -129,7 +129,10 @@ def _item(item: Any) -> InboundEvent | DeliveryEvent | bytes | str | None:
         raw = msg.get("raw_msg")
         if not isinstance(raw, str) or not raw.strip():
             return "msg.raw_msg: missing or empty"
-        return raw.encode("utf-8", "surrogateescape")
+        try:
+            return raw.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            return "msg.raw_msg: holds characters no mail can (a lone surrogate)"
     if name in _QUIET:
         return None
     at = _ts(item.get("ts"))
