@@ -232,6 +232,7 @@ class ActiveCampaign(Connector):
         """Contacts of the deals changed since ``since``, a page of deals at a time."""
         since = state["since"]
         offset = int(state.get("offset") or 0)
+        previous: list[Any] = []
         while True:
             params: list[tuple[str, Any]] = [
                 ("limit", self.page_size),
@@ -241,6 +242,8 @@ class ActiveCampaign(Connector):
             ]
             body = _body(self.client.get(DEALS, params=params), "deals")
             deals = body["deals"]
+            _check_advance(previous, deals, DEALS, offset)
+            previous = deals
             contact_ids = list(
                 dict.fromkeys(
                     str(d["contact"])
@@ -339,6 +342,7 @@ class ActiveCampaign(Connector):
         while True:
             params = {"limit": self.page_size, "offset": offset}
             page = _body(self.client.get(path, params=params), key)[key]
+            _check_advance(items[-len(page) :] if page else [], page, path, offset)
             items.extend(page)
             offset += len(page)
             if len(page) < self.page_size:
@@ -456,3 +460,14 @@ def _created_id(response: httpx.Response, kind: str) -> str:
             status=response.status_code,
         )
     return str(item["id"])
+
+
+def _check_advance(previous: list[Any], page: list[Any], path: str, offset: int) -> None:
+    """Stop offset paging whose next page repeats the last one (a server that ignores
+    ``offset`` would otherwise be read forever)."""
+    if page and previous and page == previous:
+        raise PermanentError(
+            f"activecampaign: {path} answered the same page again at offset {offset}; "
+            "paging stopped",
+            provider="activecampaign",
+        )

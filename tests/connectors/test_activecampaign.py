@@ -354,14 +354,26 @@ def test_429_waits_for_retry_after_then_succeeds() -> None:
 
 
 @respx.mock
+def test_a_server_that_ignores_the_offset_stops_the_paging() -> None:
+    same = {"tags": [{"id": str(i), "tag": "t"} for i in range(100)]}
+    route = respx.get(f"{API}/tags").mock(return_value=httpx.Response(200, json=same))
+    with pytest.raises(PermanentError, match="same page again"):
+        connector(ManualTimer()).tag_names()
+    assert route.call_count == 2
+
+
+@respx.mock
 def test_requests_are_paced_under_five_a_second_and_a_spent_window_holds() -> None:
     timer = ManualTimer()
     spent = {"RateLimit-Limit": "2", "RateLimit-Remaining": "0"}
-    full_page = {"tags": [{"id": str(i), "tag": "t"} for i in range(100)]}
+
+    def full_page(start: int) -> dict:
+        return {"tags": [{"id": str(i), "tag": "t"} for i in range(start, start + 100)]}
+
     respx.get(f"{API}/tags").mock(
         side_effect=[
-            httpx.Response(200, headers=spent, json=full_page),
-            httpx.Response(200, json=full_page),
+            httpx.Response(200, headers=spent, json=full_page(0)),
+            httpx.Response(200, json=full_page(100)),
             httpx.Response(200, json={"tags": []}),
         ]
     )
