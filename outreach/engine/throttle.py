@@ -111,8 +111,9 @@ CountTasks = Callable[[str | None, str, datetime], int]
 class TaskCounts:
     """Recruiter tasks per owner, kind and local day: stored ones, plus this tick's.
 
-    A day's count is read once (``load``) and then kept up to date by :func:`settle`, so
-    a task decided earlier in the tick counts against the next one.
+    A day's count is read once per batch (``load``; the tick clears the counts as it
+    claims a batch, so tasks other workers committed count too) and then kept up to date
+    by :func:`settle`, so a task decided earlier in the batch counts against the next one.
     """
 
     def __init__(self) -> None:

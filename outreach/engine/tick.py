@@ -257,6 +257,9 @@ class Tick:
                 return None
             self._dispatcher.claimed_at = self.wall_clock.now()
             lease_until = self._dispatcher.claimed_at + self.lease
+            # Task counts are read again each batch, inside its claim: the tasks other
+            # workers committed since count against a recruiter's daily cap too.
+            self.task_counts.counts.clear()
             writer = BatchWriter(now, self.run_id, lease_until, self.replies)
             items = plan(
                 due,

@@ -229,6 +229,29 @@ def test_linkedin_tasks_respect_the_owner_daily_cap(small: World) -> None:
     ) or any(s.total_reasons("deferred").get("task cap") for s in small.summaries)
 
 
+def test_the_owner_daily_cap_holds_across_batches_of_one_tick(small: World) -> None:
+    # Batches of one: each batch reads the day's count again from the store (where the
+    # previous batch, or another worker, committed its task), and the cap still holds.
+    people = [
+        {
+            **PERSON,
+            "external_id": f"p{i}",
+            "email": f"p{i}@example.com",
+            "phone": "",
+            "linkedin_url": f"https://www.linkedin.com/in/p{i}",
+            "stage": "applied",
+        }
+        for i in range(3)
+    ]
+    small.add(*people)
+    for day in range(12):
+        small.tick(ny(2026, 11, 2, 9, 0) + timedelta(days=day), batch_size=1)
+    tasks = [t for t in small.tasks() if t.kind == "linkedin"]
+    assert len(tasks) == 3
+    days = [t.due_at.astimezone(NY).date() for t in tasks]
+    assert len(set(days)) == 3, days
+
+
 def test_a_touch_due_sooner_than_the_provider_can_schedule_waits(engine, tmp_path: Path) -> None:
     config = write_config(
         tmp_path, ONE_STEP.replace("channel: email, fallback: sms", "channel: sms"), TICK_TEMPLATES
