@@ -274,7 +274,7 @@ class Bullhorn(Connector):
     def user_id(self) -> int:
         """The API user's CorporateUser id (``settings/userId``), read once."""
         if self._user_id is None:
-            body = self.client.get("settings/userId").json()
+            body = _json_body(self.client.get("settings/userId"))
             value = body.get("userId") if isinstance(body, dict) else None
             if isinstance(value, bool) or not isinstance(value, int):
                 raise PermanentError(
@@ -319,7 +319,7 @@ class Bullhorn(Connector):
             response = self.client.get(
                 f"entity/Task/{','.join(chunk)}", params={"fields": "id,isCompleted,isDeleted"}
             )
-            body = response.json()
+            body = _json_body(response)
             data = body.get("data") if isinstance(body, dict) else None
             for item in data if isinstance(data, list) else [data]:
                 if isinstance(item, dict) and item.get("id") is not None:
@@ -355,16 +355,21 @@ def _item_key(item: Any) -> tuple[int, int] | None:
     return None
 
 
-def _data(response: httpx.Response) -> list[Any]:
-    """The ``data`` list of a query answer."""
+def _json_body(response: httpx.Response) -> Any:
+    """The answer's JSON; :class:`PermanentError` naming the path when it is not JSON."""
     try:
-        body = response.json()
+        return response.json()
     except ValueError:
         raise PermanentError(
-            f"bullhorn: GET {response.request.url.path} did not return JSON "
-            f"(HTTP {response.status_code}); the committed cursor is kept",
+            f"bullhorn: {response.request.method} {response.request.url.path} did not return "
+            f"JSON (HTTP {response.status_code}); the committed cursor is kept",
             provider="bullhorn",
         ) from None
+
+
+def _data(response: httpx.Response) -> list[Any]:
+    """The ``data`` list of a query answer."""
+    body = _json_body(response)
     if not isinstance(body, dict) or not isinstance(body.get("data", []), list):
         raise PermanentError(
             f"bullhorn: GET {response.request.url.path} did not answer with a data list; "

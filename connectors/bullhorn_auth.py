@@ -288,7 +288,15 @@ class BullhornLogin:
             # Single-use: the old one is dead from now on, so keep the new one first.
             self._refresh_token = rotated
             if self.token_file is not None:
-                self.token_file.save(rotated)
+                try:
+                    self.token_file.save(rotated)
+                except OSError as exc:
+                    raise ConfigError(
+                        "bullhorn: the new refresh token could not be kept in "
+                        f"BULLHORN_TOKEN_FILE ({exc.strerror or type(exc).__name__}); the old "
+                        "one is spent, so set BULLHORN_REFRESH_TOKEN to a fresh one once the "
+                        "file can be written"
+                    ) from None
         return access
 
     def _authorization_code(self) -> str:

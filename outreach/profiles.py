@@ -159,13 +159,24 @@ def profile_kind(value: str) -> str | None:
 def pick_profile(values: list[object], kind: str) -> str | None:
     """The first of a CRM's links that is a profile URL of ``kind`` (``x`` or ``facebook``).
 
-    The value is handed over as the CRM has it; :func:`outreach.records.normalize_record`
-    normalises it (and reports it when it is not a profile, e.g. ``x.com/home``).
+    A link that is a profile wins over earlier links to the same site that are not (an
+    intent link, a group page); with none, the first such link is handed over and
+    :func:`outreach.records.normalize_record` reports it. The value is handed over as the
+    CRM has it; ``normalize_record`` normalises it.
     """
+    normalize = normalize_x if kind == "x" else normalize_facebook
+    first = None
     for value in values:
         if isinstance(value, str) and profile_kind(value) == kind:
+            try:
+                normalize(value.strip())
+            except ContactError:
+                # a page of the site (x.com/intent/…, a Facebook group): a later link
+                # may still be the profile
+                first = first or value.strip()
+                continue
             return value.strip()
-    return None
+    return first
 
 
 def x_from_handle(value: str) -> str:

@@ -138,6 +138,13 @@ def test_links_are_sorted_by_host_not_by_substring() -> None:
     links = ["https://netflix.com/a", "https://github.com/a", "https://twitter.com/a", None, 7]
     assert pick_profile(links, "x") == "https://twitter.com/a"
     assert pick_profile(links, "facebook") is None
+    # A page of the site before the profile does not hide the profile.
+    pages = ["https://twitter.com/intent/tweet?text=hi", "https://x.com/real_one"]
+    assert pick_profile(pages, "x") == "https://x.com/real_one"
+    groups = ["https://www.facebook.com/groups/123", "https://facebook.com/ann.lee"]
+    assert pick_profile(groups, "facebook") == "https://facebook.com/ann.lee"
+    # With no profile at all, the first link of the site is handed on (and then reported).
+    assert pick_profile(pages[:1], "x") == pages[0]
 
 
 def test_a_crm_handle_field_is_read_with_or_without_the_at() -> None:
