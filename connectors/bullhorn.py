@@ -205,8 +205,8 @@ class Bullhorn(Connector):
 
     def _candidates_by_id(self, ids: list[int]) -> list[Any]:
         found: list[Any] = []
-        for start in range(0, len(ids), self.page_size):
-            chunk = ids[start : start + self.page_size]
+        for start in range(0, len(ids), _IDS_PER_QUERY):  # keeps the URL near 2 KB
+            chunk = ids[start : start + _IDS_PER_QUERY]
             found.extend(
                 _data(
                     self.client.get(
